@@ -1,0 +1,9 @@
+"""Wimmel's engine: memory, devices, models, leases, OOM recovery and run records. No Gradio here."""
+from .core import Engine, Run
+from .devices import format_bytes, parse_budget, parse_size
+from .models import ModelSpec, Registry, pixel_bucket
+from .oom import OutOfMemory, is_oom
+from .pool import ModelUnavailable, NotEnoughMemory
+
+__all__ = ["Engine", "Run", "ModelSpec", "Registry", "pixel_bucket", "OutOfMemory", "is_oom",
+           "ModelUnavailable", "NotEnoughMemory", "format_bytes", "parse_budget", "parse_size"]

@@ -1,0 +1,167 @@
+"""The engine: devices, model registry, footprints, pool and run log, behind one object.
+
+    engine = Engine(data_dir="data", budget="cpu=6GiB")
+    engine.register(spec)
+    faces = engine.infer("detect_faces", "face-detector", lambda model: detect(model, image))
+
+or, for a pipeline of several models, one run with several calls:
+
+    with engine.run("restore", bucket=pixel_bucket(w, h)) as run:
+        faces = run.call("face-detector", detect)
+        out = run.call("face-restorer", restore, degrade=smaller_tiles)
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .devices import Devices, parse_budget, parse_size
+from .measure import METER
+from .models import FootprintStore, ModelSpec, Registry
+from .oom import Degrade, call_with_recovery
+from .pool import Pool
+from .runs import RunLog, RunRecord
+
+
+class Run:
+    """One call's record plus the means to lease models inside it."""
+
+    def __init__(self, engine: "Engine", record: RunRecord, bucket: str | None, profile: bool):
+        self.engine, self.record, self.bucket, self.profile = engine, record, bucket, profile
+
+    def call(self, model: str, fn: Callable[[Any], Any], *, degrade: Degrade | None = None) -> Any:
+        """Lease `model`, run fn(model) with OOM recovery, measure its peak, give the model back."""
+        pool, record = self.engine.pool, self.record
+        with pool.lease(model, bucket=self.bucket) as instance:
+            device = record.device
+            probe = METER.probe(device)
+            started = time.perf_counter()
+            ok = False
+
+            def step(text: str) -> None:
+                record.steps.append(text)
+                record.retries += 1
+
+            def count_oom(exc: BaseException) -> None:
+                record.ooms += 1
+
+            try:
+                with _profiled(record, self.profile, device):
+                    result = call_with_recovery(
+                        model, lambda: fn(instance), degrade=degrade, on_step=step, on_oom=count_oom,
+                        free_memory=lambda level: pool.free_memory(device, level))
+                ok = True
+                return result
+            finally:
+                peaks = probe.stop()
+                record.compute_s += time.perf_counter() - started
+                record.peak_rss_bytes = max(record.peak_rss_bytes or 0, peaks.rss_bytes)
+                record.peak_device_bytes = max(record.peak_device_bytes or 0, peaks.device_bytes or 0)
+                if ok and not record.steps:
+                    # Only clean runs teach the footprint: a degraded run's peak is not the plan's.
+                    self.engine.footprints.record_run(model, device, self.bucket, peaks.device_delta_bytes)
+
+
+@contextlib.contextmanager
+def _profiled(record: RunRecord, enabled: bool, device: str):
+    if not enabled:
+        yield
+        return
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities, profile_memory=True, record_shapes=False) as prof:
+        yield
+    sort = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=20)
+    record.profile = table if record.profile is None else record.profile + "\n" + table
+
+
+class MemoryHistory:
+    """Used memory per device over time, sampled by a daemon thread, for the System tab's plot."""
+
+    def __init__(self, engine: "Engine", every_s: float = 1.0, keep: int = 900):
+        self.engine, self.every_s = engine, every_s
+        self.samples: collections.deque[dict] = collections.deque(maxlen=keep)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="wimmel-memory-history", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def sample(self) -> None:
+        now = time.time()
+        for device in self.engine.devices.names:
+            memory = self.engine.devices.memory(device)
+            self.samples.append({"time": now, "device": device, "used": memory.used,
+                                 "engine": self.engine.pool.resident_bytes(device)})
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+
+class Engine:
+    def __init__(self, data_dir: str | Path = "data", *, budget: str | dict | None = None,
+                 device: str = "auto", reserve: str | int = "256MiB",
+                 specs: list[ModelSpec] | None = None, wait_timeout_s: float = 300.0):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        budgets = budget if isinstance(budget, dict) else parse_budget(budget)
+        self.devices = Devices(budgets, default=device)
+        self.registry = Registry(specs)
+        self.footprints = FootprintStore(self.data_dir / "footprints.json")
+        self.runs = RunLog(self.data_dir / "runs.jsonl")
+        reserve_bytes = reserve if isinstance(reserve, int) else parse_size(reserve)
+        self.pool = Pool(self.registry, self.devices, self.footprints,
+                         reserve_bytes=reserve_bytes, wait_timeout_s=wait_timeout_s)
+        self.history = MemoryHistory(self)
+
+    def register(self, spec: ModelSpec) -> None:
+        self.registry.add(spec)
+
+    @contextlib.contextmanager
+    def run(self, capability: str, *, bucket: str | None = None, profile: bool = False) -> Iterator[Run]:
+        record, token = self.runs.start(capability)
+        record.bucket = bucket
+        started = time.perf_counter()
+        try:
+            yield Run(self, record, bucket, profile)
+            record.status = "ok"
+        except BaseException as exc:
+            record.status, record.error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            record.wall_s = time.perf_counter() - started
+            self.runs.finish(record, token)
+
+    def infer(self, capability: str, model: str, fn: Callable[[Any], Any], *, bucket: str | None = None,
+              degrade: Degrade | None = None, profile: bool = False) -> Any:
+        """One run that leases one model: the common case of an interactive tab."""
+        with self.run(capability, bucket=bucket, profile=profile) as run:
+            return run.call(model, fn, degrade=degrade)
+
+    def preload(self, name: str) -> None:
+        """Load a model now (interactive models at start-up), recorded as a run of its own."""
+        with self.run(f"preload {name}") as run:
+            run.call(name, lambda model: None)
+
+    def status(self, runs: int = 50) -> dict:
+        devices = []
+        for name in self.devices.names:
+            memory = self.devices.memory(name)
+            devices.append({"name": name, "total": memory.total, "free": memory.free,
+                            "budget": self.devices.budget(name),
+                            "engine": self.pool.resident_bytes(name)})
+        return {"devices": devices, "models": self.pool.snapshot(),
+                "runs": [r.to_dict() for r in self.runs.latest(runs)]}

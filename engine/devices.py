@@ -1,0 +1,119 @@
+"""Devices the engine may place models on, their memory as the whole machine sees it, and budgets.
+
+Free memory is read for the whole device, every process counted: `torch.cuda.mem_get_info` (the
+driver's view) on CUDA, `psutil.virtual_memory().available` for host RAM. torch's own
+`memory_allocated` would miss other processes, ONNX Runtime and the CUDA context.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psutil
+
+GiB = 1024**3
+MiB = 1024**2
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+          "mib": MiB, "g": 1000**3, "gb": 1000**3, "gib": GiB, "t": 1000**4, "tb": 1000**4,
+          "tib": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'6GiB' -> 6442450944; plain numbers are bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a memory size: {text!r} (examples: 512MiB, 6GiB, 1.5GB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def parse_budget(text: str | None) -> dict[str, int]:
+    """'cpu=6GiB,cuda:0=10GiB' -> {'cpu': ..., 'cuda:0': ...}."""
+    budgets: dict[str, int] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, size = part.partition("=")
+        if not sep:
+            raise ValueError(f"budget entry {part!r} is not DEVICE=SIZE (example: cpu=6GiB,cuda:0=10GiB)")
+        budgets[normalize_device(name)] = parse_size(size)
+    return budgets
+
+
+def normalize_device(name: str) -> str:
+    name = name.strip().lower()
+    if name == "cuda":
+        return "cuda:0"
+    if name == "cpu" or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise ValueError(f"unknown device {name!r}: use cpu or cuda:N")
+
+
+def cuda_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@dataclass(frozen=True)
+class Memory:
+    free: int
+    total: int
+
+    @property
+    def used(self) -> int:
+        return self.total - self.free
+
+
+def read_memory(device: str) -> Memory:
+    """Free and total bytes on a device, counting every process."""
+    if device == "cpu":
+        vm = psutil.virtual_memory()
+        return Memory(free=int(vm.available), total=int(vm.total))
+    import torch
+
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return Memory(free=int(free), total=int(total))
+
+
+class Devices:
+    """The device list with a budget each. The budget caps what the engine itself holds there."""
+
+    def __init__(self, budgets: dict[str, int] | None = None, default: str = "auto"):
+        self.names = ["cpu"] + [f"cuda:{i}" for i in range(cuda_count())]
+        budgets = dict(budgets or {})
+        unknown = set(budgets) - set(self.names)
+        if unknown:
+            raise ValueError(f"budget names devices that are not here: {sorted(unknown)}; "
+                             f"found {self.names}")
+        self.budgets = {name: budgets.get(name, read_memory(name).total) for name in self.names}
+        if default == "auto":
+            default = "cuda:0" if "cuda:0" in self.names else "cpu"
+        default = normalize_device(default)
+        if default not in self.names:
+            raise ValueError(f"--device {default} is not available here; found {self.names}")
+        self.default = default
+
+    def memory(self, device: str) -> Memory:
+        return read_memory(device)
+
+    def budget(self, device: str) -> int:
+        return self.budgets[device]
+
+    def place(self, preference: str) -> str:
+        """Device for a model: 'cpu' pins the CPU, 'auto' takes the engine's default device."""
+        if preference == "auto":
+            return self.default
+        device = normalize_device(preference)
+        return device if device in self.names else "cpu"

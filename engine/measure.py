@@ -1,0 +1,137 @@
+"""Peak memory of a stretch of work: process RSS and device memory.
+
+RSS peaks come from the kernel's high-water mark (VmHWM), reset through /proc/self/clear_refs
+when a probe starts with no other probe running: exact, whatever the sampling would miss. When
+probes overlap, the reset would corrupt the other's peak, so a sampler thread fills in instead.
+Device peaks on CUDA combine torch's allocator peak with the driver's used memory, sampled.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from .devices import read_memory
+
+_PROC = psutil.Process()
+_SAMPLE_S = 0.005
+
+
+def rss() -> int:
+    return int(_PROC.memory_info().rss)
+
+
+def _read_hwm() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            return int(re.search(r"VmHWM:\s+(\d+) kB", status.read()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Peaks:
+    rss_bytes: int
+    device_bytes: int | None  # peak used memory on the probe's device (RSS for the CPU)
+    device_delta_bytes: int  # peak above what was used when the probe started
+
+
+class Probe:
+    def __init__(self, meter: "Meter", device: str):
+        self.meter, self.device = meter, device
+        self.start_rss = rss()
+        self.peak_rss = self.start_rss
+        self.exact_hwm = False
+        self.start_device = self._device_used()
+        self.peak_device = self.start_device
+        self._torch_start = None
+        if device != "cpu":
+            import torch
+
+            self._torch_start = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def _device_used(self) -> int:
+        return self.peak_rss if self.device == "cpu" else read_memory(self.device).used
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, rss())
+        if self.device == "cpu":
+            self.peak_device = self.peak_rss
+        else:
+            self.peak_device = max(self.peak_device, self._device_used())
+
+    def stop(self) -> Peaks:
+        self.sample()
+        self.meter._remove(self)
+        if self.exact_hwm:
+            hwm = _read_hwm()
+            if hwm:
+                self.peak_rss = max(self.peak_rss, hwm)
+        if self.device == "cpu":
+            self.peak_device = self.peak_rss
+        else:
+            import torch
+
+            torch_peak = torch.cuda.max_memory_allocated(self.device) - self._torch_start
+            self.peak_device = max(self.peak_device, self.start_device + torch_peak)
+        return Peaks(self.peak_rss, self.peak_device, max(0, self.peak_device - self.start_device))
+
+
+class Meter:
+    """Hands out probes; one sampler thread runs while any probe is open."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._probes: list[Probe] = []
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def probe(self, device: str = "cpu") -> Probe:
+        with self._lock:
+            alone = not self._probes
+            # Reset the HWM before the probe reads its start, so the peak cannot predate it.
+            reset = alone and _reset_hwm()
+            for other in self._probes:
+                other.exact_hwm = False  # the overlap makes any later HWM read ambiguous
+            probe = Probe(self, device)
+            probe.exact_hwm = reset
+            self._probes.append(probe)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wimmel-meter", daemon=True)
+                self._thread.start()
+            self._wake.set()
+        return probe
+
+    def _remove(self, probe: Probe) -> None:
+        with self._lock:
+            if probe in self._probes:
+                self._probes.remove(probe)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                probes = list(self._probes)
+                if not probes:
+                    self._wake.clear()
+            if not probes:
+                self._wake.wait()
+                continue
+            for probe in probes:
+                probe.sample()
+            time.sleep(_SAMPLE_S)
+
+
+METER = Meter()

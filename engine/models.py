@@ -1,0 +1,138 @@
+"""Model specs (declared once, by name) and the footprints learned for them.
+
+A footprint starts as the spec's estimate and is replaced by measurement: the bytes a load added
+on its device, and the peak above that during runs, kept per input-size bucket. Footprints are
+persisted so that the next start admits work by numbers, not guesses.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+Role = Literal["interactive", "heavy", "micro"]
+Runtime = Literal["torch", "onnxruntime", "other"]
+ROLES = ("interactive", "heavy", "micro")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model, one function. `loader(device)` returns the loaded model on that device."""
+
+    name: str
+    role: Role
+    runtime: Runtime
+    loader: Callable[[str], Any]
+    source: str  # where the weights come from, shown to users when loading fails
+    estimate_bytes: int  # load footprint until a load has been measured
+    run_estimate_bytes: int = 0  # peak above the loaded model during a run, until measured
+    device: str = "auto"  # 'auto' (the engine's default device) or 'cpu'
+    max_instances: int = 1
+    unloader: Callable[[Any], None] | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"{self.name}: role must be one of {ROLES}, not {self.role!r}")
+        if self.max_instances < 1:
+            raise ValueError(f"{self.name}: max_instances must be at least 1")
+
+
+class Registry:
+    def __init__(self, specs: list[ModelSpec] | None = None):
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs or []:
+            self.add(spec)
+
+    def add(self, spec: ModelSpec) -> None:
+        if spec.name in self._specs:
+            raise ValueError(f"model {spec.name!r} is registered twice: one model per function")
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise KeyError(f"no model named {name!r}; registered: {sorted(self._specs)}") from None
+
+    def __iter__(self):
+        return iter(self._specs.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+
+def pixel_bucket(width: int, height: int) -> str:
+    """Input-size bucket for images: megapixels rounded up to a power of two ('0.25MP', '1MP')."""
+    megapixels = max(width * height, 1) / 1e6
+    return f"{2.0 ** math.ceil(math.log2(megapixels)):g}MP"
+
+
+def device_kind(device: str) -> str:
+    """Footprints are kept per kind of device: a model's bytes on cuda:0 hold on cuda:1 too."""
+    return "cpu" if device == "cpu" else "cuda"
+
+
+@dataclass
+class Footprint:
+    load_bytes: int | None = None
+    run_peak_bytes: dict[str, int] = field(default_factory=dict)  # bucket -> bytes above load
+
+
+class FootprintStore:
+    """Measured footprints per (model, device kind), persisted as JSON under the data dir."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._data: dict[str, Footprint] = {}
+        if self.path and self.path.exists():
+            raw = json.loads(self.path.read_text())
+            self._data = {key: Footprint(value.get("load_bytes"), dict(value.get("run_peak_bytes", {})))
+                          for key, value in raw.items()}
+
+    @staticmethod
+    def _key(model: str, device: str) -> str:
+        return f"{model}@{device_kind(device)}"
+
+    def get(self, model: str, device: str) -> Footprint:
+        with self._lock:
+            fp = self._data.get(self._key(model, device), Footprint())
+            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes))
+
+    def load_bytes(self, spec: ModelSpec, device: str) -> int:
+        measured = self.get(spec.name, device).load_bytes
+        return spec.estimate_bytes if measured is None else measured
+
+    def run_bytes(self, spec: ModelSpec, device: str, bucket: str | None) -> int:
+        peaks = self.get(spec.name, device).run_peak_bytes
+        if bucket in peaks:
+            return peaks[bucket]
+        # An unseen bucket: the largest peak seen so far is the safer guess than the estimate.
+        return max(peaks.values(), default=spec.run_estimate_bytes)
+
+    def record_load(self, model: str, device: str, nbytes: int) -> None:
+        with self._lock:
+            self._data.setdefault(self._key(model, device), Footprint()).load_bytes = int(nbytes)
+            self._save()
+
+    def record_run(self, model: str, device: str, bucket: str | None, nbytes: int) -> None:
+        """Keep the largest peak seen per bucket: admission must not under-reserve."""
+        bucket = bucket or "any"
+        with self._lock:
+            fp = self._data.setdefault(self._key(model, device), Footprint())
+            if nbytes > fp.run_peak_bytes.get(bucket, -1):
+                fp.run_peak_bytes[bucket] = int(nbytes)
+                self._save()
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: vars(v) for k, v in self._data.items()}, indent=1))
+        os.replace(tmp, self.path)  # atomic: a crash never leaves half a file

@@ -1,0 +1,268 @@
+"""Residency and leases: which models are loaded, who uses them, and what is evicted for room.
+
+- `with pool.lease(name) as model:` gives one caller exclusive use of one loaded instance.
+- A second instance is loaded only where the spec allows it and it fits.
+- Admission: the learned footprint (load + run peak for the bucket) plus a reserve must fit both
+  the device's free memory (all processes) and the engine's budget there. If not, idle models are
+  evicted (heavy LRU first, then micro, interactive last); if still short, the caller waits on a
+  condition that every release and unload signals, up to a timeout.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .devices import Devices, format_bytes
+from .models import FootprintStore, ModelSpec, Registry
+from .oom import OutOfMemory, call_with_recovery
+from .runs import current_run
+from .runtimes.torch_runtime import release_cached_memory, tensor_bytes
+
+log = logging.getLogger(__name__)
+
+_EVICTION_RANK = {"heavy": 0, "micro": 1, "interactive": 2}
+
+
+class NotEnoughMemory(RuntimeError):
+    """The model cannot be admitted: it never fits, or no room came free before the timeout."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The model failed to load (missing package, missing or corrupt weights)."""
+
+
+@dataclass(eq=False)
+class Instance:
+    spec: ModelSpec
+    device: str
+    state: str = "loading"  # loading / idle / leased
+    model: Any = None
+    bytes: int = 0  # measured after the load; the footprint estimate while loading
+    run_reserved: int = 0  # run-peak bytes reserved while leased
+    last_used: float = field(default_factory=time.monotonic)
+    load_s: float = 0.0
+    uses: int = 0
+
+
+class Pool:
+    def __init__(self, registry: Registry, devices: Devices, footprints: FootprintStore, *,
+                 reserve_bytes: int = 256 * 1024**2, wait_timeout_s: float = 300.0):
+        self.registry, self.devices, self.footprints = registry, devices, footprints
+        self.reserve_bytes = reserve_bytes
+        self.wait_timeout_s = wait_timeout_s
+        self._cond = threading.Condition()
+        self._instances: list[Instance] = []
+        self.eviction_log: list[str] = []
+
+    # ---- memory accounting (call with the lock held) ----
+
+    def engine_bytes(self, device: str) -> int:
+        """What the engine holds or has promised on a device: loaded models and run reservations."""
+        return sum(i.bytes + i.run_reserved for i in self._instances if i.device == device)
+
+    def _unreflected_bytes(self, device: str) -> int:
+        # Loads in flight and run reservations are promised but not yet visible as used memory.
+        return sum((i.bytes if i.state == "loading" else 0) + i.run_reserved
+                   for i in self._instances if i.device == device)
+
+    def headroom(self, device: str) -> int:
+        free = self.devices.memory(device).free - self.reserve_bytes - self._unreflected_bytes(device)
+        within_budget = self.devices.budget(device) - self.engine_bytes(device)
+        return min(free, within_budget)
+
+    def _never_fits(self, spec: ModelSpec, device: str, need: int) -> str | None:
+        budget = self.devices.budget(device)
+        total = self.devices.memory(device).total - self.reserve_bytes
+        if need > budget:
+            return (f"{spec.name} needs about {format_bytes(need)} on {device}, more than the "
+                    f"budget of {format_bytes(budget)} there (raise it with --budget)")
+        if need > total:
+            return (f"{spec.name} needs about {format_bytes(need)} on {device}, which has only "
+                    f"{format_bytes(total)} in all")
+        return None
+
+    # ---- eviction ----
+
+    def _eviction_candidates(self, device: str, roles=("heavy", "micro", "interactive"),
+                             protect: Instance | None = None) -> list[Instance]:
+        idle = [i for i in self._instances if i.device == device and i.state == "idle"
+                and i.spec.role in roles and i is not protect]
+        return sorted(idle, key=lambda i: (_EVICTION_RANK[i.spec.role], i.last_used))
+
+    def _evict(self, instance: Instance, reason: str) -> str:
+        self._instances.remove(instance)
+        model, instance.model = instance.model, None
+        if instance.spec.unloader is not None:
+            instance.spec.unloader(model)
+        del model
+        release_cached_memory()
+        note = f"{instance.spec.name} ({instance.spec.role}, {format_bytes(instance.bytes)}) from {instance.device}: {reason}"
+        self.eviction_log.append(note)
+        log.info("evicted %s", note)
+        run = current_run()
+        if run is not None:
+            run.evictions.append(instance.spec.name)
+        self._cond.notify_all()
+        return note
+
+    def _make_room(self, device: str, need: int, reason: str, protect: Instance | None = None) -> bool:
+        """Evict idle models (never `protect`) until `need` fits. True when it fits."""
+        for candidate in self._eviction_candidates(device, protect=protect):
+            if self.headroom(device) >= need:
+                break
+            self._evict(candidate, reason)
+        return self.headroom(device) >= need
+
+    def free_memory(self, device: str, level: int = 1) -> list[str]:
+        """Out-of-memory step: level 1 evicts idle heavy and micro models, level 2 all idle ones."""
+        roles = ("heavy", "micro") if level <= 1 else ("heavy", "micro", "interactive")
+        with self._cond:
+            evicted = [self._evict(i, "out of memory").split(" (")[0]
+                       for i in self._eviction_candidates(device, roles)]
+        done = [f"evicted {', '.join(evicted)}"] if evicted else ["no idle model to evict"]
+        return done + release_cached_memory()
+
+    def unload(self, name: str) -> int:
+        """Unload every idle instance of a model. Returns how many."""
+        with self._cond:
+            idle = [i for i in self._instances if i.spec.name == name and i.state == "idle"]
+            for instance in idle:
+                self._evict(instance, "unloaded on request")
+        return len(idle)
+
+    # ---- leases ----
+
+    @contextlib.contextmanager
+    def lease(self, name: str, *, bucket: str | None = None,
+              timeout_s: float | None = None) -> Iterator[Any]:
+        """Exclusive use of one loaded instance of `name` for the duration of the block."""
+        spec = self.registry.get(name)
+        device = self.devices.place(spec.device)
+        run = current_run()
+        if run is not None:
+            run.models.append(name)
+            run.device = device
+        instance = self._acquire(spec, device, bucket, timeout_s)
+        try:
+            yield instance.model
+        finally:
+            with self._cond:
+                instance.state = "idle"
+                instance.run_reserved = 0
+                instance.last_used = time.monotonic()
+                self._cond.notify_all()
+
+    def _acquire(self, spec: ModelSpec, device: str, bucket: str | None,
+                 timeout_s: float | None) -> Instance:
+        run = current_run()
+        run_bytes = self.footprints.run_bytes(spec, device, bucket)
+        load_bytes = self.footprints.load_bytes(spec, device)
+        started = time.monotonic()
+        deadline = started + (self.wait_timeout_s if timeout_s is None else timeout_s)
+        with self._cond:
+            while True:
+                instance = self._try_take(spec, device, run_bytes, load_bytes)
+                if instance is not None:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NotEnoughMemory(
+                        f"{spec.name}: no instance and not enough memory on {device} came free "
+                        f"within {deadline - started:.0f} s (headroom {format_bytes(self.headroom(device))})")
+                # Woken by every release and unload; the bounded wait also notices memory that
+                # other processes give back, which sends no signal.
+                self._cond.wait(min(remaining, 1.0))
+        if run is not None:
+            run.queue_wait_s += time.monotonic() - started
+        if instance.state == "loading":
+            self._load(instance)
+        return instance
+
+    def _try_take(self, spec: ModelSpec, device: str, run_bytes: int, load_bytes: int) -> Instance | None:
+        mine = [i for i in self._instances if i.spec is spec]
+        for instance in mine:
+            if instance.state == "idle" and self._make_room(device, run_bytes, f"room to run {spec.name}",
+                                                            protect=instance):
+                instance.state, instance.run_reserved = "leased", run_bytes
+                instance.uses += 1
+                return instance
+        if len(mine) < spec.max_instances:
+            need = load_bytes + run_bytes
+            reason = self._never_fits(spec, device, need)
+            if reason and not mine:
+                raise NotEnoughMemory(reason)
+            if not reason and self._make_room(device, need, f"room to load {spec.name}"):
+                instance = Instance(spec, device, bytes=load_bytes, run_reserved=run_bytes, uses=1)
+                self._instances.append(instance)
+                return instance  # state 'loading': the caller loads it outside the lock
+        return None
+
+    def _load(self, instance: Instance) -> None:
+        spec, device = instance.spec, instance.device
+        before = self._used(device)
+        instance_admitted = instance.bytes
+        started = time.monotonic()
+        try:
+            model = call_with_recovery(
+                f"loading {spec.name}", lambda: spec.loader(device),
+                free_memory=lambda level: self.free_memory(device, level))
+        except BaseException as exc:
+            with self._cond:
+                self._instances.remove(instance)
+                self._cond.notify_all()
+            if isinstance(exc, (OutOfMemory, NotEnoughMemory)) or not isinstance(exc, Exception):
+                raise
+            raise ModelUnavailable(f"{spec.name} could not be loaded from {spec.source}: {exc}") from exc
+        # A torch model's tensors are exact; the memory delta also catches what other threads
+        # allocated meanwhile, so it is the measure only for runtimes we cannot inspect.
+        measured = tensor_bytes(model) or max(0, self._used(device) - before)
+        with self._cond:
+            instance.model, instance.bytes = model, measured
+            instance.load_s = time.monotonic() - started
+            instance.state = "leased"
+            if measured > instance_admitted:
+                # Larger than its footprint said: restore the budget by evicting idle models now.
+                self._make_room(device, 0, f"{spec.name} measured larger than its footprint")
+            self._cond.notify_all()
+        self.footprints.record_load(spec.name, device, measured)
+        run = current_run()
+        if run is not None:
+            run.load_s += instance.load_s
+        log.info("loaded %s on %s in %.2f s, %s", spec.name, device, instance.load_s, format_bytes(measured))
+
+    def _used(self, device: str) -> int:
+        if device == "cpu":
+            from .measure import rss
+
+            return rss()
+        return self.devices.memory(device).used
+
+    # ---- views ----
+
+    def snapshot(self) -> list[dict]:
+        """Every registered model with its instances' state and measured bytes."""
+        with self._cond:
+            rows = []
+            for spec in self.registry:
+                instances = [i for i in self._instances if i.spec is spec]
+                for i in instances:
+                    rows.append({"name": spec.name, "role": spec.role, "device": i.device,
+                                 "bytes": i.bytes, "state": "in use" if i.state == "leased" else i.state,
+                                 "measured": i.state != "loading", "load_s": round(i.load_s, 3),
+                                 "uses": i.uses})
+                if not instances:
+                    device = self.devices.place(spec.device)
+                    measured = self.footprints.get(spec.name, device).load_bytes
+                    rows.append({"name": spec.name, "role": spec.role, "device": device,
+                                 "bytes": self.footprints.load_bytes(spec, device),
+                                 "state": "not loaded", "measured": measured is not None,
+                                 "load_s": None, "uses": 0})
+            return rows
+
+    def resident_bytes(self, device: str) -> int:
+        with self._cond:
+            return sum(i.bytes for i in self._instances if i.device == device)

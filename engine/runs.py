@@ -1,0 +1,104 @@
+"""A record for every call: what ran, where, how long, how much memory, what went wrong.
+
+Records are kept in memory (the latest N) and appended as JSON lines under the data dir.
+Warnings raised during a run are captured into its record through a process-wide hook that
+routes each warning to the run active in the thread that raised it.
+"""
+from __future__ import annotations
+
+import collections
+import contextvars
+import itertools
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunRecord:
+    id: int
+    capability: str
+    started: float  # unix time
+    models: list[str] = field(default_factory=list)
+    device: str = ""
+    bucket: str | None = None
+    queue_wait_s: float = 0.0  # waiting for a lease or for memory
+    load_s: float = 0.0
+    compute_s: float = 0.0
+    wall_s: float = 0.0
+    peak_device_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    evictions: list[str] = field(default_factory=list)
+    retries: int = 0
+    ooms: int = 0
+    steps: list[str] = field(default_factory=list)  # OOM recovery steps, in order
+    warnings: list[dict] = field(default_factory=list)
+    status: str = "running"  # running / ok / error
+    error: str | None = None
+    profile: str | None = None  # torch.profiler table when asked for
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_active: contextvars.ContextVar[RunRecord | None] = contextvars.ContextVar("wimmel_run", default=None)
+
+
+def current_run() -> RunRecord | None:
+    return _active.get()
+
+
+class RunLog:
+    def __init__(self, path: str | os.PathLike | None, keep: int = 500):
+        self.path = Path(path) if path else None
+        self._records: collections.deque[RunRecord] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def start(self, capability: str) -> tuple[RunRecord, contextvars.Token]:
+        _install_warning_hook()
+        record = RunRecord(id=next(self._ids), capability=capability, started=time.time())
+        with self._lock:
+            self._records.append(record)
+        return record, _active.set(record)
+
+    def finish(self, record: RunRecord, token: contextvars.Token) -> None:
+        _active.reset(token)
+        if self.path:
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a") as f:
+                    f.write(json.dumps(record.to_dict()) + "\n")
+
+    def latest(self, n: int = 50) -> list[RunRecord]:
+        with self._lock:
+            return list(self._records)[-n:][::-1]
+
+
+_hook_lock = threading.Lock()
+
+
+def _install_warning_hook() -> None:
+    """Wrap warnings.showwarning so a warning lands on the run of the thread that raised it.
+
+    Checked at every run start: warnings.catch_warnings (pytest, libraries) swaps showwarning
+    and restores it later, which would silently drop our hook.
+    """
+    with _hook_lock:
+        original = warnings.showwarning
+        if getattr(original, "_wimmel_hook", False):
+            return
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            record = _active.get()
+            if record is not None:
+                record.warnings.append({"category": category.__name__, "message": str(message),
+                                        "location": f"{filename}:{lineno}"})
+            original(message, category, filename, lineno, file, line)
+
+        showwarning._wimmel_hook = True
+        warnings.showwarning = showwarning

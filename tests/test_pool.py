@@ -1,0 +1,200 @@
+"""Leases, residency, eviction order, budgets and waiting, on real small torch models."""
+import threading
+
+import pytest
+import torch
+
+from engine import Engine, NotEnoughMemory
+from engine.measure import rss
+from tiny_models import MiB, block_spec, forward
+
+
+def make_engine(tmp_path, specs, budget=None, **kwargs):
+    kwargs.setdefault("wait_timeout_s", 30)
+    return Engine(tmp_path / "data", budget=budget, reserve=0, specs=specs, **kwargs)
+
+
+def use(engine, name):
+    """Lease and run a model without a run record, so no run-peak reservation is learned."""
+    with engine.pool.lease(name) as model:
+        forward(model)
+
+
+def test_lease_gives_exclusive_use_under_many_threads(tmp_path):
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "shared", 4, role="interactive", max_instances=2)])
+    errors, instances = [], set()
+
+    def worker():
+        try:
+            for _ in range(25):
+                with engine.pool.lease("shared") as model:
+                    instances.add(id(model))
+                    forward(model)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert 1 <= len(instances) <= 2
+    models = [i.model for i in engine.pool._instances]
+    assert len(models) == len(instances)
+    # No instance was ever inside forward for two callers at once.
+    assert all(m.max_active == 1 for m in models)
+
+
+def test_second_instance_only_where_allowed_and_waiter_resumes_on_release(tmp_path):
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "solo", 4, role="interactive"),
+                                    block_spec(tmp_path, "duo", 4, role="interactive", max_instances=2)])
+    held, release = threading.Event(), threading.Event()
+
+    def holder(name):
+        with engine.pool.lease(name):
+            held.set()
+            release.wait(10)
+
+    # duo: a second caller gets a second instance at once.
+    t = threading.Thread(target=holder, args=("duo",))
+    t.start()
+    held.wait(10)
+    with engine.pool.lease("duo", timeout_s=5) as second:
+        assert second is not None
+    release.set()
+    t.join()
+    assert len([i for i in engine.pool._instances if i.spec.name == "duo"]) == 2
+
+    # solo: the second caller waits until the first lease ends, then resumes.
+    held.clear(), release.clear()
+    t = threading.Thread(target=holder, args=("solo",))
+    t.start()
+    held.wait(10)
+    acquired = threading.Event()
+    waiter = threading.Thread(target=lambda: (engine.pool.lease("solo", timeout_s=30).__enter__(), acquired.set()))
+    waiter.start()
+    assert not acquired.wait(0.5), "a second lease of a single-instance model must wait"
+    release.set()
+    assert acquired.wait(10), "the waiting lease must resume when the first one ends"
+    t.join(), waiter.join()
+    assert len([i for i in engine.pool._instances if i.spec.name == "solo"]) == 1
+
+
+def test_lease_times_out_with_a_clear_message(tmp_path):
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "busy", 4)])
+    with engine.pool.lease("busy"):
+        errors = []
+        t = threading.Thread(target=lambda: _catch(errors, lambda: engine.pool.lease("busy", timeout_s=0.3).__enter__()))
+        t.start()
+        t.join()
+    assert len(errors) == 1 and isinstance(errors[0], NotEnoughMemory)
+    assert "came free within" in str(errors[0])
+
+
+def _catch(errors, fn):
+    try:
+        fn()
+    except Exception as exc:
+        errors.append(exc)
+
+
+def test_eviction_order_heavy_lru_then_micro_then_interactive(tmp_path):
+    specs = [block_spec(tmp_path, "inter", 16, role="interactive"),
+             block_spec(tmp_path, "micro", 16, role="micro"),
+             block_spec(tmp_path, "heavy_old", 16), block_spec(tmp_path, "heavy_new", 16),
+             block_spec(tmp_path, "x", 16), block_spec(tmp_path, "y", 16), block_spec(tmp_path, "z", 16)]
+    engine = make_engine(tmp_path, specs, budget=f"cpu={4 * 16 + 8}MiB")
+    for name in ["inter", "micro", "heavy_old", "heavy_new"]:  # interactive is the least recently used
+        use(engine, name)
+    use(engine, "x")  # evicts heavy_old: idle heavy, least recently used
+    with engine.pool.lease("x"), engine.pool.lease("heavy_new"):
+        use(engine, "y")  # heavies are busy: micro goes next
+        with engine.pool.lease("y"):
+            engine.infer("t", "z", forward)  # only the interactive one is left idle
+    evicted = [line.split(" (")[0] for line in engine.pool.eviction_log]
+    assert evicted == ["heavy_old", "micro", "inter"]
+    run = engine.runs.latest(1)[0]
+    assert run.evictions == ["inter"]
+
+
+def test_memory_never_over_a_small_budget(tmp_path):
+    budget = 72 * MiB
+    specs = [block_spec(tmp_path, f"m{i}", 24) for i in range(5)]
+    engine = make_engine(tmp_path, specs, budget=f"cpu={budget}")
+    base = rss()
+    peaks, errors = [], []
+
+    def worker(seed):
+        order = torch.Generator().manual_seed(seed)
+        try:
+            for _ in range(12):
+                name = f"m{int(torch.randint(0, 5, (1,), generator=order))}"
+                with engine.pool.lease(name, timeout_s=60) as model:
+                    forward(model)
+                    with engine.pool._cond:
+                        peaks.append(engine.pool.engine_bytes("cpu"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert max(peaks) <= budget
+    assert engine.pool.eviction_log, "five 24 MiB models in 72 MiB must have evicted some"
+    # What the process really holds stays within the budget too (plus allocator slack).
+    assert rss() - base <= budget + 16 * MiB
+
+
+def test_unloading_really_frees_memory(tmp_path):
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "big", 256)])
+    before = rss()
+    engine.infer("t", "big", forward)
+    loaded = rss()
+    assert loaded - before >= 240 * MiB
+    assert engine.pool.unload("big") == 1
+    assert rss() - before <= 24 * MiB
+
+
+def test_a_model_larger_than_the_budget_fails_at_once(tmp_path):
+    loads = []
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "huge", 64, loads=loads)], budget="cpu=32MiB")
+    with pytest.raises(NotEnoughMemory, match="budget"):
+        engine.infer("t", "huge", forward)
+    assert loads == []
+
+
+def test_footprint_is_measured_persisted_and_used_after_restart(tmp_path):
+    # The spec guesses 1 MiB; the model really holds 48 MiB.
+    spec = lambda loads: block_spec(tmp_path, "liar", 48, estimate_mib=1, loads=loads)
+    loads = []
+    first = make_engine(tmp_path, [spec(loads)])
+    first.infer("t", "liar", forward)
+    measured = first.footprints.get("liar", "cpu").load_bytes
+    assert 47 * MiB <= measured <= 64 * MiB
+    assert "liar@cpu" in (tmp_path / "data" / "footprints.json").read_text()
+
+    # A new engine on the same data dir knows the number before loading anything ...
+    loads_after = []
+    second = make_engine(tmp_path, [spec(loads_after)], budget="cpu=32MiB")
+    assert second.footprints.load_bytes(second.registry.get("liar"), "cpu") == measured
+    # ... and admission uses it: 48 MiB cannot enter a 32 MiB budget, so nothing is loaded.
+    with pytest.raises(NotEnoughMemory, match="budget"):
+        second.infer("t", "liar", forward)
+    assert loads_after == []
+    assert [row["state"] for row in second.pool.snapshot()] == ["not loaded"]
+
+
+def test_run_peak_is_learned_per_bucket(tmp_path):
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "net", 4)])
+
+    def big_activation(model):
+        with torch.inference_mode():
+            return model(torch.ones(40_000, 512)).sum()  # ~78 MiB of activations
+
+    engine.infer("t", "net", big_activation, bucket="4MP")
+    peaks = engine.footprints.get("net", "cpu").run_peak_bytes
+    assert peaks["4MP"] >= 60 * MiB

@@ -1,0 +1,67 @@
+"""Small real torch models saved as safetensors, with specs that load them the way real ones load."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine import ModelSpec
+
+MiB = 1024**2
+
+
+class Block(torch.nn.Module):
+    """A stack of square linear layers holding about `mib` MiB of float32 weights."""
+
+    def __init__(self, mib: int, width: int = 512):
+        super().__init__()
+        layers = max(1, round(mib * MiB / (width * width * 4)))
+        self.layers = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False) for _ in range(layers)])
+        self.active = 0  # how many callers are inside forward right now
+        self._lock = threading.Lock()
+        self.max_active = 0
+
+    def forward(self, x):
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            return self.layers(x)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def save_block(folder: Path, name: str, mib: int) -> Path:
+    path = Path(folder) / f"{name}.safetensors"
+    if not path.exists():
+        save_file(Block(mib).state_dict(), str(path))
+    return path
+
+
+def block_loader(path: Path, mib: int, loads: list | None = None):
+    def load(device: str) -> Block:
+        # Build on the meta device and assign the file's tensors: no second copy of the weights.
+        with torch.device("meta"):
+            model = Block(mib)
+        model.load_state_dict(load_file(str(path), device=device), assign=True)
+        if loads is not None:
+            loads.append(path.stem)
+        return model.eval()
+
+    return load
+
+
+def block_spec(folder: Path, name: str, mib: int, role: str = "heavy", *, loads: list | None = None,
+               max_instances: int = 1, estimate_mib: int | None = None) -> ModelSpec:
+    path = save_block(folder, name, mib)
+    return ModelSpec(name=name, role=role, runtime="torch", loader=block_loader(path, mib, loads),
+                     source=str(path), estimate_bytes=(estimate_mib or mib) * MiB,
+                     device="cpu", max_instances=max_instances)
+
+
+def forward(model: Block) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(torch.ones(4, 512))

@@ -1,0 +1,1 @@
+"""Model code for capabilities; the engine loads these through ModelSpecs."""
