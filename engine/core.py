@@ -126,12 +126,20 @@ class Engine:
         self.pool = Pool(self.registry, self.devices, self.footprints,
                          reserve_bytes=reserve_bytes, wait_timeout_s=wait_timeout_s)
         self.history = MemoryHistory(self)
+        self._profile_next = threading.Event()
+
+    def profile_next_run(self) -> None:
+        """Attach a torch.profiler table to the next run, whichever tab starts it."""
+        self._profile_next.set()
 
     def register(self, spec: ModelSpec) -> None:
         self.registry.add(spec)
 
     @contextlib.contextmanager
     def run(self, capability: str, *, bucket: str | None = None, profile: bool = False) -> Iterator[Run]:
+        if self._profile_next.is_set() and not capability.startswith("preload"):
+            self._profile_next.clear()
+            profile = True
         record, token = self.runs.start(capability)
         record.bucket = bucket
         started = time.perf_counter()

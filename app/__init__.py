@@ -1,0 +1,28 @@
+"""Gradio assembly: one tab per capability, then the System tab. Knows nothing about memory."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engine import Engine
+from tabs import TABS
+
+from . import system_tab
+
+
+def build_app(engine: Engine, tabs=TABS) -> gr.Blocks:
+    with gr.Blocks(title="Wimmel") as demo:
+        gr.Markdown("# Wimmel\nMany neural networks side by side on one machine.")
+        with gr.Tabs():
+            for tab in tabs:
+                with gr.Tab(tab.TITLE):
+                    reason = tab.unavailable()
+                    if reason:
+                        gr.Markdown(f"**{tab.TITLE} is unavailable here.** {reason}")
+                    else:
+                        tab.build(engine)
+            with gr.Tab("System"):
+                system_tab.build(engine, demo)
+    # Models run in worker threads; the pool serialises use of each instance, these limits keep
+    # a burst of clicks from queueing more threads than the two cores can use.
+    demo.queue(default_concurrency_limit=2)
+    return demo

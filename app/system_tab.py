@@ -1,0 +1,105 @@
+"""System tab: devices, resident models, latest runs and memory over time."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import gradio as gr
+import pandas as pd
+
+from engine import Engine, format_bytes
+
+GiB = 1024**3
+
+
+def _time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+def device_rows(status: dict) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "device": d["name"], "total": format_bytes(d["total"]), "used": format_bytes(d["total"] - d["free"]),
+        "free": format_bytes(d["free"]), "budget": format_bytes(d["budget"]),
+        "models hold": format_bytes(d["engine"]),
+    } for d in status["devices"]])
+
+
+def model_rows(status: dict) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "model": m["name"], "role": m["role"], "device": m["device"], "state": m["state"],
+        "bytes": format_bytes(m["bytes"]) + ("" if m["measured"] else " (estimate)"),
+        "load s": m["load_s"], "uses": m["uses"],
+    } for m in status["models"]], columns=["model", "role", "device", "state", "bytes", "load s", "uses"])
+
+
+def run_rows(status: dict) -> pd.DataFrame:
+    columns = ["id", "time", "capability", "models", "device", "wait s", "load s", "compute s", "wall s",
+               "peak device", "peak RSS", "evictions", "retries", "OOMs", "warnings", "status"]
+    return pd.DataFrame([{
+        "id": r["id"], "time": _time(r["started"]), "capability": r["capability"],
+        "models": ", ".join(r["models"]), "device": r["device"], "wait s": round(r["queue_wait_s"], 3),
+        "load s": round(r["load_s"], 3), "compute s": round(r["compute_s"], 3), "wall s": round(r["wall_s"], 3),
+        "peak device": format_bytes(r["peak_device_bytes"]), "peak RSS": format_bytes(r["peak_rss_bytes"]),
+        "evictions": len(r["evictions"]), "retries": r["retries"], "OOMs": r["ooms"],
+        "warnings": len(r["warnings"]), "status": r["status"] if not r["error"] else f"error: {r['error']}",
+    } for r in status["runs"]], columns=columns)
+
+
+def memory_frame(engine: Engine) -> pd.DataFrame:
+    samples = list(engine.history.samples)
+    return pd.DataFrame({
+        "time": [dt.datetime.fromtimestamp(s["time"]) for s in samples],
+        "device": [s["device"] for s in samples],
+        "used GiB": [s["used"] / GiB for s in samples],
+    })
+
+
+def run_detail(status: dict, run_id) -> str:
+    for record in status.get("runs", []):
+        if str(record["id"]) == str(run_id):
+            profile = record.get("profile")
+            shown = {k: v for k, v in record.items() if k != "profile"}
+            text = json.dumps(shown, indent=1)
+            return text + ("\n\ntorch.profiler:\n" + profile if profile else "")
+    return "Pick a run."
+
+
+def build(engine: Engine, demo: gr.Blocks) -> None:
+    def system_status() -> dict:
+        """Devices with total / free / budget, models with role, device, bytes and state, and the latest runs."""
+        return engine.status()
+
+    def render(status: dict):
+        ids = [str(r["id"]) for r in status["runs"]]
+        return (device_rows(status), model_rows(status), run_rows(status), memory_frame(engine),
+                gr.update(choices=ids))
+
+    def profile_next() -> str:
+        engine.profile_next_run()
+        return "The next run will be profiled with torch.profiler; pick it below to read the table."
+
+    gr.Markdown("Memory on every device (all processes counted), the models the engine holds, "
+                "and what each run cost. Refreshes every 2 seconds.")
+    devices = gr.Dataframe(label="Devices", interactive=False)
+    models = gr.Dataframe(label="Models", interactive=False)
+    memory = gr.LinePlot(x="time", y="used GiB", color="device", label="Memory used over time",
+                         height=260)
+    runs = gr.Dataframe(label="Latest runs", interactive=False, wrap=True)
+    with gr.Row():
+        pick = gr.Dropdown(label="Run details", choices=[], scale=2)
+        profile = gr.Button("Profile the next run", scale=1)
+    profile_note = gr.Markdown()
+    detail = gr.Code(label="Run record", language="json", lines=12)
+    with gr.Accordion("Raw status (the system_status API)", open=False):
+        status = gr.JSON(label="system_status")
+        refresh = gr.Button("Refresh")
+
+    outputs = [devices, models, runs, memory, pick]
+    refresh.click(system_status, None, status, api_name="system_status", concurrency_limit=4).then(
+        render, status, outputs, api_visibility="private", show_progress="hidden")
+    timer = gr.Timer(2.0)
+    gr.on([timer.tick, demo.load], system_status, None, status, api_visibility="private",
+          show_progress="hidden", concurrency_limit=4).then(render, status, outputs, api_visibility="private",
+                                         show_progress="hidden")
+    pick.change(run_detail, [status, pick], detail, api_visibility="private")
+    profile.click(profile_next, None, profile_note, api_visibility="private")

@@ -1,0 +1,85 @@
+"""Start Wimmel: parse flags, build the engine, build the app, serve."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("wimmel")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="launch.py", description="Wimmel: many neural networks side by side.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument("--share", action="store_true",
+                        help="also serve on a public gradio.live link; always behind a login")
+    parser.add_argument("--auth", metavar="USER:PASS",
+                        help="require this login; with --share and no --auth one is generated and printed")
+    parser.add_argument("--budget", metavar="DEV=SIZE,...",
+                        help="most memory the engine may hold per device, e.g. cpu=6GiB,cuda:0=10GiB "
+                             "(default: each device's total, less what other processes use)")
+    parser.add_argument("--data-dir", default=os.environ.get("WIMMEL_DATA_DIR", str(ROOT / "data")),
+                        help="where footprints, run records and jobs are kept (default ./data)")
+    parser.add_argument("--device", default="auto",
+                        help="default device for models: auto (cuda:0 when there is one), cpu, cuda:N")
+    parser.add_argument("--max-file-size", default="200MB", help="largest upload accepted (default 200MB)")
+    return parser.parse_args(argv)
+
+
+def login(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            sys.exit("--auth must be USER:PASS")
+        return user, password
+    if args.share:
+        # A public link is never open to whoever finds it.
+        user, password = "wimmel", secrets.token_urlsafe(12)
+        print(f"Public link login: user {user!r}, password {password!r}", flush=True)
+        return user, password
+    return None
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request drowns the log
+    started = time.perf_counter()
+    from engine import Engine
+    from zoo.catalog import default_specs
+    from app import build_app
+    from tabs import TABS
+
+    engine = Engine(args.data_dir, budget=args.budget, device=args.device, specs=default_specs())
+    engine.history.start()
+    demo = build_app(engine)
+
+    def preload() -> None:
+        # Interactive models are resident from the start so the first click answers at once.
+        for spec in engine.registry:
+            if spec.role == "interactive":
+                try:
+                    engine.preload(spec.name)
+                except Exception as exc:  # the tab says why; the app keeps serving
+                    log.warning("could not preload %s: %s", spec.name, exc)
+
+    threading.Thread(target=preload, name="wimmel-preload", daemon=True).start()
+    unavailable = [f"{t.TITLE}: {t.unavailable()}" for t in TABS if t.unavailable()]
+    for line in unavailable:
+        log.warning("tab unavailable - %s", line)
+    log.info("devices %s (default %s), data in %s, built in %.1f s", engine.devices.names,
+             engine.devices.default, engine.data_dir, time.perf_counter() - started)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=login(args),
+                max_file_size=args.max_file_size, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+"""One module per capability. Each has TITLE, unavailable() -> reason or None, and build(engine)."""
+from . import faces
+
+TABS = [faces]

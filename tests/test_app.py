@@ -1,0 +1,126 @@
+"""The real app in a subprocess, driven through gradio_client like any API user."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import launch
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTH = ("tester", "s3cret-pass")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.25)  # polling a server that is starting; no result depends on this delay
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = free_port()
+    data = tmp_path_factory.mktemp("data")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data),
+         "--auth", ":".join(AUTH), "--budget", "cpu=4GiB"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, auth=AUTH, verbose=False)
+
+
+def save(array: np.ndarray, path: Path) -> str:
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+def test_detect_faces_through_the_api(client, tmp_path):
+    annotated, result = client.predict(handle_file(save(skimage.data.astronaut(), tmp_path / "a.png")),
+                                       api_name="/detect_faces")
+    faces = result["faces"]
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert abs(x1 - 181) < 12 and abs(y1 - 62) < 12 and abs(x2 - 268) < 12 and abs(y2 - 172) < 12
+    assert faces[0]["score"] > 0.99
+    assert len(faces[0]["landmarks"]) == 5
+    drawn = np.asarray(Image.open(annotated))
+    assert drawn.shape[:2] == (512, 512)
+
+    _, none = client.predict(handle_file(save(skimage.data.coffee(), tmp_path / "c.png")),
+                             api_name="/detect_faces")
+    assert none == {"faces": []}
+
+
+def test_system_status_reports_devices_models_and_runs(client, tmp_path):
+    client.predict(handle_file(save(skimage.data.astronaut(), tmp_path / "a.png")), api_name="/detect_faces")
+    status = client.predict(api_name="/system_status")
+    cpu = next(d for d in status["devices"] if d["name"] == "cpu")
+    assert cpu["budget"] == 4 * 1024**3
+    assert 0 < cpu["free"] <= cpu["total"]
+    detector = next(m for m in status["models"] if m["name"] == "face-detector")
+    assert detector["role"] == "interactive" and detector["device"] == "cpu"
+    assert detector["state"] in ("idle", "in use") and detector["measured"]
+    assert 1_500_000 < detector["bytes"] < 4_000_000  # MTCNN's three nets: ~1.9 MB of float32
+    runs = [r for r in status["runs"] if r["capability"] == "detect_faces"]
+    assert runs and runs[0]["models"] == ["face-detector"] and runs[0]["status"] == "ok"
+    assert runs[0]["compute_s"] > 0 and runs[0]["peak_rss_bytes"] > 0
+
+
+def test_empty_input_gets_a_clear_message(client):
+    with pytest.raises(Exception, match="Upload an image first"):
+        client.predict(None, api_name="/detect_faces")
+
+
+def test_the_app_requires_its_login(app_url):
+    with pytest.raises(Exception):
+        Client(app_url, verbose=False)
+    request = urllib.request.Request(app_url + "gradio_api/info")
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(request, timeout=5)
+
+
+def test_share_without_auth_generates_a_login(capsys):
+    user, password = launch.login(launch.parse_args(["--share"]))
+    assert user and len(password) >= 12
+    assert password in capsys.readouterr().out
+    assert launch.login(launch.parse_args([])) is None
+    assert launch.login(launch.parse_args(["--auth", "a:b"])) == ("a", "b")
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for flag in ["--host", "--port", "--share", "--auth", "--budget", "--data-dir", "--device"]:
+        assert flag in out

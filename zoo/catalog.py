@@ -1,0 +1,30 @@
+"""Every model the app ships, declared once. Tabs ask for these by name."""
+from __future__ import annotations
+
+from engine import ModelSpec
+
+from . import face_detector
+
+MiB = 1024**2
+
+FACE_DETECTOR = "face-detector"
+
+
+def default_specs() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name=FACE_DETECTOR, role="interactive", runtime="torch", loader=face_detector.load_mtcnn,
+            source="facenet-pytorch 2.6.0 wheel: MTCNN pnet.pt, rnet.pt, onet.pt",
+            estimate_bytes=2 * MiB, run_estimate_bytes=64 * MiB,
+            description="MTCNN: face boxes and 5 landmarks; shared by every face feature"),
+    ]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why a model's weights are not here (None when they are), so its tab can say so."""
+    if name == FACE_DETECTOR:
+        try:
+            face_detector.weights_dir()
+        except FileNotFoundError as exc:
+            return str(exc)
+    return None
