@@ -34,21 +34,22 @@ def model_rows(status: dict) -> pd.DataFrame:
 
 def run_rows(status: dict) -> pd.DataFrame:
     columns = ["id", "time", "capability", "models", "device", "wait s", "load s", "compute s", "wall s",
-               "peak device", "peak RSS", "evictions", "retries", "OOMs", "warnings", "status"]
+               "peak device", "peak RSS", "evict / retry / OOM", "warnings", "status"]
     return pd.DataFrame([{
         "id": r["id"], "time": _time(r["started"]), "capability": r["capability"],
         "models": ", ".join(r["models"]), "device": r["device"], "wait s": round(r["queue_wait_s"], 3),
         "load s": round(r["load_s"], 3), "compute s": round(r["compute_s"], 3), "wall s": round(r["wall_s"], 3),
         "peak device": format_bytes(r["peak_device_bytes"]), "peak RSS": format_bytes(r["peak_rss_bytes"]),
-        "evictions": len(r["evictions"]), "retries": r["retries"], "OOMs": r["ooms"],
+        "evict / retry / OOM": f"{len(r['evictions'])} / {r['retries']} / {r['ooms']}",
         "warnings": len(r["warnings"]), "status": r["status"] if not r["error"] else f"error: {r['error']}",
     } for r in status["runs"]], columns=columns)
 
 
 def memory_frame(engine: Engine) -> pd.DataFrame:
     samples = list(engine.history.samples)
+    now = samples[-1]["time"] if samples else 0
     return pd.DataFrame({
-        "time": [dt.datetime.fromtimestamp(s["time"]) for s in samples],
+        "seconds ago": [round(s["time"] - now, 1) for s in samples],
         "device": [s["device"] for s in samples],
         "used GiB": [s["used"] / GiB for s in samples],
     })
@@ -58,7 +59,8 @@ def run_detail(status: dict, run_id) -> str:
     for record in status.get("runs", []):
         if str(record["id"]) == str(run_id):
             profile = record.get("profile")
-            shown = {k: v for k, v in record.items() if k != "profile"}
+            shown = {k: round(v, 4) if isinstance(v, float) else v
+                     for k, v in record.items() if k != "profile"}
             text = json.dumps(shown, indent=1)
             return text + ("\n\ntorch.profiler:\n" + profile if profile else "")
     return "Pick a run."
@@ -82,14 +84,15 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
                 "and what each run cost. Refreshes every 2 seconds.")
     devices = gr.Dataframe(label="Devices", interactive=False)
     models = gr.Dataframe(label="Models", interactive=False)
-    memory = gr.LinePlot(x="time", y="used GiB", color="device", label="Memory used over time",
-                         height=260)
+    memory = gr.LinePlot(x="seconds ago", y="used GiB", color="device",
+                         label="Memory used over time (whole device, every process)", height=260)
     runs = gr.Dataframe(label="Latest runs", interactive=False, wrap=True)
     with gr.Row():
         pick = gr.Dropdown(label="Run details", choices=[], scale=2)
         profile = gr.Button("Profile the next run", scale=1)
     profile_note = gr.Markdown()
-    detail = gr.Code(label="Run record", language="json", lines=12)
+    detail = gr.Code(value="Pick a run above to read its whole record.", label="Run record",
+                     language="json", lines=8)
     with gr.Accordion("Raw status (the system_status API)", open=False):
         status = gr.JSON(label="system_status")
         refresh = gr.Button("Refresh")

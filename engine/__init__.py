@@ -2,8 +2,8 @@
 from .core import Engine, Run
 from .devices import format_bytes, parse_budget, parse_size
 from .models import ModelSpec, Registry, pixel_bucket
-from .oom import OutOfMemory, is_oom
-from .pool import ModelUnavailable, NotEnoughMemory
+from .oom import NotEnoughMemory, OutOfMemory, is_oom
+from .pool import ModelUnavailable
 
 __all__ = ["Engine", "Run", "ModelSpec", "Registry", "pixel_bucket", "OutOfMemory", "is_oom",
            "ModelUnavailable", "NotEnoughMemory", "format_bytes", "parse_budget", "parse_size"]

@@ -40,19 +40,11 @@ class Run:
             device = record.device
             probe = METER.probe(device)
             started = time.perf_counter()
-            ok = False
-
-            def step(text: str) -> None:
-                record.steps.append(text)
-                record.retries += 1
-
-            def count_oom(exc: BaseException) -> None:
-                record.ooms += 1
-
+            steps_before, ok = len(record.steps), False
             try:
                 with _profiled(record, self.profile, device):
                     result = call_with_recovery(
-                        model, lambda: fn(instance), degrade=degrade, on_step=step, on_oom=count_oom,
+                        model, lambda: fn(instance), degrade=degrade, record=record,
                         free_memory=lambda level: pool.free_memory(device, level))
                 ok = True
                 return result
@@ -61,8 +53,9 @@ class Run:
                 record.compute_s += time.perf_counter() - started
                 record.peak_rss_bytes = max(record.peak_rss_bytes or 0, peaks.rss_bytes)
                 record.peak_device_bytes = max(record.peak_device_bytes or 0, peaks.device_bytes or 0)
-                if ok and not record.steps:
-                    # Only clean runs teach the footprint: a degraded run's peak is not the plan's.
+                degraded = any(s.startswith("degraded") for s in record.steps[steps_before:])
+                if ok and not degraded:
+                    # A degraded call's peak belongs to the smaller plan, not to this bucket's.
                     self.engine.footprints.record_run(model, device, self.bucket, peaks.device_delta_bytes)
 
 

@@ -40,8 +40,17 @@ def _short(exc: BaseException) -> str:
     return text[:300]
 
 
+class NotEnoughMemory(RuntimeError):
+    """Admission refused: the model never fits, or no room came free before the timeout.
+
+    Not an out-of-memory: nothing failed to allocate, so no recovery step applies."""
+
+
 def is_oom(exc: BaseException) -> bool:
     """True for out-of-memory from torch (CPU and CUDA), ONNX Runtime and Python itself."""
+    if isinstance(exc, (NotEnoughMemory, OutOfMemory)):
+        # The engine's own verdicts: recovery was already tried (or does not apply) below us.
+        return False
     if isinstance(exc, MemoryError):
         return True
     try:
@@ -68,8 +77,8 @@ def call_with_recovery(
     *,
     free_memory: Callable[[int], list[str]],
     degrade: Degrade | None = None,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_oom: Callable[[BaseException], None] = lambda exc: None,
+    record: Any = None,
+    step_prefix: str = "",
     free_retries: int = 2,
 ) -> Any:
     """Run fn; on OOM free memory and retry, then degrade step by step and retry.
@@ -78,26 +87,34 @@ def call_with_recovery(
     ones too) and says what it did.
     `degrade(n)` changes the caller's plan (offload, tiles, smaller input) for the n-th time and
     says what it did, or returns None when it has nothing left.
+    Each OOM and each step lands on `record` (a RunRecord) when one is given.
     """
     steps: list[str] = []
     frees, degrades = 0, 0
     while True:
+        change = None
         try:
             return fn()
         except BaseException as exc:
             if not is_oom(exc):
                 raise
-            on_oom(exc)
+            if record is not None:
+                record.ooms += 1
             log.warning("%s: out of memory (%s)", what, _short(exc))
-            if frees < free_retries:
-                frees += 1
-                step = "freed memory: " + ", ".join(free_memory(frees))
-            else:
+            if frees >= free_retries:
                 change = degrade(degrades + 1) if degrade else None
                 if change is None:
                     raise OutOfMemory(what, steps, exc) from exc
-                degrades += 1
-                free_memory(free_retries)
-                step = f"degraded: {change}"
-            steps.append(step)
-            on_step(step)
+        # Freeing happens here, outside the except block: until it ends, the exception's
+        # traceback keeps the failed attempt's tensors alive and gc could not free them.
+        if change is None:
+            frees += 1
+            step = "freed memory: " + ", ".join(free_memory(frees))
+        else:
+            degrades += 1
+            free_memory(free_retries)
+            step = f"degraded: {change}"
+        steps.append(step)
+        if record is not None:
+            record.steps.append(step_prefix + step)
+            record.retries += 1

@@ -18,17 +18,13 @@ from typing import Any, Iterator
 
 from .devices import Devices, format_bytes
 from .models import FootprintStore, ModelSpec, Registry
-from .oom import OutOfMemory, call_with_recovery
+from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .runs import current_run
 from .runtimes.torch_runtime import release_cached_memory, tensor_bytes
 
 log = logging.getLogger(__name__)
 
 _EVICTION_RANK = {"heavy": 0, "micro": 1, "interactive": 2}
-
-
-class NotEnoughMemory(RuntimeError):
-    """The model cannot be admitted: it never fits, or no room came free before the timeout."""
 
 
 class ModelUnavailable(RuntimeError):
@@ -206,10 +202,12 @@ class Pool:
         before = self._used(device)
         instance_admitted = instance.bytes
         started = time.monotonic()
+        run = current_run()
         try:
             model = call_with_recovery(
                 f"loading {spec.name}", lambda: spec.loader(device),
-                free_memory=lambda level: self.free_memory(device, level))
+                free_memory=lambda level: self.free_memory(device, level),
+                record=run, step_prefix=f"loading {spec.name}: ")
         except BaseException as exc:
             with self._cond:
                 self._instances.remove(instance)
@@ -229,7 +227,6 @@ class Pool:
                 self._make_room(device, 0, f"{spec.name} measured larger than its footprint")
             self._cond.notify_all()
         self.footprints.record_load(spec.name, device, measured)
-        run = current_run()
         if run is not None:
             run.load_s += instance.load_s
         log.info("loaded %s on %s in %.2f s, %s", spec.name, device, instance.load_s, format_bytes(measured))

@@ -75,8 +75,9 @@ class RunLog:
                     f.write(json.dumps(record.to_dict()) + "\n")
 
     def latest(self, n: int = 50) -> list[RunRecord]:
+        """The newest n records, newest first."""
         with self._lock:
-            return list(self._records)[-n:][::-1]
+            return list(self._records)[::-1][:max(n, 0)]
 
 
 _hook_lock = threading.Lock()

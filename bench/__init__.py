@@ -1,0 +1,1 @@
+"""Benchmarks: ratios and comparisons measured side by side in one run, medians over repeats."""
