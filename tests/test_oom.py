@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from engine import Engine, ModelSpec, NotEnoughMemory, OutOfMemory, is_oom
 from tiny_models import MiB, block_spec, forward
 
-HUGE_SHAPE = np.array([2**20, 2**20], dtype=np.int64)  # 2**40 float32: 4 TiB
+HUGE_SHAPE = np.array([2**24, 2**24], dtype=np.int64)  # 2**48 float32: 1 PiB, beyond any address space
 SMALL_SHAPE = np.array([4, 8], dtype=np.int64)
 
 
@@ -38,6 +38,9 @@ def constant_of_shape_session() -> onnxruntime.InferenceSession:
         [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["rows", "cols"])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # The onnx package stamps its newest IR version; an older onnxruntime refuses it. IR 9 loads
+    # in every onnxruntime since 1.15.
+    model.ir_version = 9
     onnx.checker.check_model(model)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # the failed allocation is expected: keep its log line quiet
@@ -55,7 +58,7 @@ def session() -> onnxruntime.InferenceSession:
 
 
 def torch_cpu_oom():
-    torch.empty(2**44)  # 64 TiB of float32
+    torch.empty(2**48)  # 1 PiB of float32: fails even where the kernel overcommits
 
 
 def onnxruntime_oom():
@@ -292,7 +295,7 @@ class TiledWork:
 
     def __call__(self, model):
         self.tiles_tried.append(self.tile)
-        numel = self.tile * self.tile if self.tile <= self.fits else 2**44
+        numel = self.tile * self.tile if self.tile <= self.fits else 2**48
         buffer = torch.zeros(numel)  # real allocation: a real DefaultCPUAllocator error when huge
         return forward(model).sum() + buffer.sum()
 
