@@ -186,15 +186,3 @@ def test_footprint_is_measured_persisted_and_used_after_restart(tmp_path):
         second.infer("t", "liar", forward)
     assert loads_after == []
     assert [row["state"] for row in second.pool.snapshot()] == ["not loaded"]
-
-
-def test_run_peak_is_learned_per_bucket(tmp_path):
-    engine = make_engine(tmp_path, [block_spec(tmp_path, "net", 4)])
-
-    def big_activation(model):
-        with torch.inference_mode():
-            return model(torch.ones(40_000, 512)).sum()  # ~78 MiB of activations
-
-    engine.infer("t", "net", big_activation, bucket="4MP")
-    peaks = engine.footprints.get("net", "cpu").run_peak_bytes
-    assert peaks["4MP"] >= 60 * MiB
