@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .devices import Devices, format_bytes
+from .measure import rss
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .runs import current_run
@@ -95,7 +96,6 @@ class Pool:
         if instance.spec.unloader is not None:
             instance.spec.unloader(model)
         del model
-        release_cached_memory()
         note = f"{instance.spec.name} ({instance.spec.role}, {format_bytes(instance.bytes)}) from {instance.device}: {reason}"
         self.eviction_log.append(note)
         log.info("evicted %s", note)
@@ -111,14 +111,17 @@ class Pool:
             if self.headroom(device) >= need:
                 break
             self._evict(candidate, reason)
+            release_cached_memory()  # so that the next headroom reading sees the memory as free
         return self.headroom(device) >= need
 
     def free_memory(self, device: str, level: int = 1) -> list[str]:
         """Out-of-memory step: level 1 evicts idle heavy and micro models, level 2 all idle ones."""
         roles = ("heavy", "micro") if level <= 1 else ("heavy", "micro", "interactive")
         with self._cond:
-            evicted = [self._evict(i, "out of memory").split(" (")[0]
-                       for i in self._eviction_candidates(device, roles)]
+            evicted = self._eviction_candidates(device, roles)
+            for instance in evicted:
+                self._evict(instance, "out of memory")
+        evicted = [i.spec.name for i in evicted]
         done = [f"evicted {', '.join(evicted)}"] if evicted else ["no idle model to evict"]
         return done + release_cached_memory()
 
@@ -128,6 +131,7 @@ class Pool:
             idle = [i for i in self._instances if i.spec.name == name and i.state == "idle"]
             for instance in idle:
                 self._evict(instance, "unloaded on request")
+        release_cached_memory()
         return len(idle)
 
     # ---- leases ----
@@ -233,8 +237,6 @@ class Pool:
 
     def _used(self, device: str) -> int:
         if device == "cpu":
-            from .measure import rss
-
             return rss()
         return self.devices.memory(device).used
 

@@ -124,3 +124,22 @@ def test_help_documents_every_flag():
                          text=True, check=True).stdout
     for flag in ["--host", "--port", "--share", "--auth", "--budget", "--data-dir", "--device"]:
         assert flag in out
+
+
+def test_a_tab_that_cannot_run_still_shows_and_says_why(tmp_path):
+    from types import SimpleNamespace
+
+    from app import build_app
+    from engine import Engine
+
+    def never_built(engine):
+        raise AssertionError("an unavailable tab must not build its UI")
+
+    broken = SimpleNamespace(TITLE="Broken", unavailable=lambda: "weights missing: run ./setup.sh",
+                             build=never_built)
+    demo = build_app(Engine(tmp_path / "data"), tabs=[broken])
+    texts = [c.get("props", {}).get("value") for c in demo.config["components"]]
+    labels = [c.get("props", {}).get("label") for c in demo.config["components"]]
+    assert "Broken" in labels
+    assert any(isinstance(t, str) and "Broken is unavailable here" in t and "run ./setup.sh" in t
+               for t in texts)
