@@ -1,9 +1,10 @@
 """Wimmel's engine: memory, devices, models, leases, OOM recovery and run records. No Gradio here."""
 from .core import Engine, Run
+from .jobs import JobCancelled, JobContext, JobKind, UserFacingError
 from .devices import format_bytes, parse_budget, parse_size
 from .models import ModelSpec, Registry, pixel_bucket
 from .oom import NotEnoughMemory, OutOfMemory, is_oom
 from .pool import ModelUnavailable
 
 __all__ = ["Engine", "Run", "ModelSpec", "Registry", "pixel_bucket", "OutOfMemory", "is_oom",
-           "ModelUnavailable", "NotEnoughMemory", "format_bytes", "parse_budget", "parse_size"]
+           "ModelUnavailable", "NotEnoughMemory", "JobKind", "JobContext", "JobCancelled", "UserFacingError", "format_bytes", "parse_budget", "parse_size"]

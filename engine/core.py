@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .devices import Devices, parse_budget, parse_size
+from .jobs import JobQueue
 from .measure import METER
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import Degrade, call_with_recovery
@@ -107,7 +108,8 @@ class MemoryHistory:
 class Engine:
     def __init__(self, data_dir: str | Path = "data", *, budget: str | dict | None = None,
                  device: str = "auto", reserve: str | int = "256MiB",
-                 specs: list[ModelSpec] | None = None, wait_timeout_s: float = 300.0):
+                 specs: list[ModelSpec] | None = None, wait_timeout_s: float = 300.0,
+                 job_options: dict | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         budgets = budget if isinstance(budget, dict) else parse_budget(budget)
@@ -119,6 +121,8 @@ class Engine:
         self.pool = Pool(self.registry, self.devices, self.footprints,
                          reserve_bytes=reserve_bytes, wait_timeout_s=wait_timeout_s)
         self.history = MemoryHistory(self)
+        # Started by the caller (launch.py, tests) once every job kind is registered.
+        self.jobs = JobQueue(self, self.data_dir, **(job_options or {}))
         self._profile_next = threading.Event()
 
     def profile_next_run(self) -> None:

@@ -265,3 +265,7 @@ class Pool:
     def resident_bytes(self, device: str) -> int:
         with self._cond:
             return sum(i.bytes for i in self._instances if i.device == device)
+
+    def loaded_models(self) -> set[str]:
+        with self._cond:
+            return {i.spec.name for i in self._instances}

@@ -1,0 +1,350 @@
+"""Long jobs: a persisted queue, a scheduler that groups jobs by the heavy model they need, and
+resumption from the last finished chunk after a crash.
+
+- Jobs live in SQLite under the data dir; every state change is committed at once, so a closed
+  browser or a killed process loses nothing but the chunk in flight.
+- A job kind names the model it needs. The scheduler prefers queued jobs whose model is already
+  loaded or was just used, so a model loads once for a group instead of once per job; no job is
+  passed over more than `max_passed_over` times. At most `model_limit` jobs per model run at once.
+- Workers wait on a condition that every submit, finish and cancel signals: no polling sleeps.
+- On the CPU, job threads run torch with fewer threads than the machine has, so interactive
+  calls still find a free core.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .oom import NotEnoughMemory, OutOfMemory
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("done", "failed", "cancelled")
+WAITING = ("queued", "interrupted")
+FIELDS = ("id", "seq", "capability", "model", "params", "state", "progress", "note", "created",
+          "started", "finished", "result", "error", "resumed_from_frame", "runs", "checkpoint",
+          "passed_over", "attempts")
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class UserFacingError(Exception):
+    """A job failure whose message is meant for the user as it is (bad input, unreadable file)."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    capability: str
+    model: str  # the model the job needs most: the grouping key
+    run: Callable[["JobContext"], str]  # returns the result file's path
+
+
+class JobContext:
+    """What a running job sees: its params and folder, progress, checkpoint, cancel, models."""
+
+    def __init__(self, queue: "JobQueue", job: dict, run):
+        self.queue, self.id, self.run = queue, job["id"], run
+        self.params: dict = job["params"]
+        self.checkpoint: dict = dict(job["checkpoint"])
+        self.work_dir = queue.job_dir(self.id)
+
+    def input(self, name: str) -> Path:
+        return self.work_dir / "input" / self.params["inputs"][name]
+
+    def progress(self, fraction: float, note: str = "") -> None:
+        self.queue._update(self.id, progress=max(0.0, min(1.0, fraction)), note=note)
+
+    def save_checkpoint(self, **values) -> None:
+        """Persist what the job has finished; called after the chunk's output is safely on disk."""
+        self.checkpoint.update(values)
+        self.queue._update(self.id, checkpoint=self.checkpoint)
+
+    def resumed_from(self, frame: int) -> None:
+        self.queue._update(self.id, resumed_from_frame=frame)
+
+    def check_cancelled(self) -> None:
+        if self.queue._cancel_requested(self.id):
+            raise JobCancelled()
+
+    def call(self, model: str, fn: Callable[[Any], Any], *, degrade=None) -> Any:
+        """Lease a model for one step of the job (a chunk), so interactive calls interleave."""
+        return self.run.call(model, fn, degrade=degrade)
+
+
+class JobStore:
+    """The jobs table. One connection, serialised by a lock; WAL so readers never block."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("""CREATE TABLE IF NOT EXISTS jobs (
+            id TEXT PRIMARY KEY, seq INTEGER, capability TEXT, model TEXT, params TEXT, state TEXT,
+            progress REAL, note TEXT, created REAL, started REAL, finished REAL, result TEXT,
+            error TEXT, resumed_from_frame INTEGER, runs TEXT, checkpoint TEXT,
+            passed_over INTEGER, attempts INTEGER)""")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _row(row) -> dict:
+        job = dict(zip(FIELDS, row))
+        for key in ("params", "runs", "checkpoint"):
+            job[key] = json.loads(job[key])
+        return job
+
+    def insert(self, job: dict) -> None:
+        values = [json.dumps(job[f]) if f in ("params", "runs", "checkpoint") else job[f] for f in FIELDS]
+        with self._lock:
+            self._db.execute(f"INSERT INTO jobs ({','.join(FIELDS)}) VALUES ({','.join('?' * len(FIELDS))})",
+                             values)
+
+    def update(self, job_id: str, **fields) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [json.dumps(v) if k in ("params", "runs", "checkpoint") else v for k, v in fields.items()]
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", values + [job_id])
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {','.join(FIELDS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def all(self, states: tuple[str, ...] | None = None) -> list[dict]:
+        query = f"SELECT {','.join(FIELDS)} FROM jobs"
+        args: tuple = ()
+        if states:
+            query += f" WHERE state IN ({','.join('?' * len(states))})"
+            args = states
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
+        return [self._row(r) for r in rows]
+
+    def next_seq(self) -> int:
+        with self._lock:
+            return (self._db.execute("SELECT MAX(seq) FROM jobs").fetchone()[0] or 0) + 1
+
+
+class JobQueue:
+    def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, max_passed_over: int = 4,
+                 model_limits: dict[str, int] | None = None, job_threads: int | None = None,
+                 policy: str = "grouped"):
+        if policy not in ("grouped", "fifo"):
+            raise ValueError("policy must be 'grouped' or 'fifo'")
+        self.engine = engine
+        self.root = Path(data_dir)
+        self.store = JobStore(self.root / "jobs.sqlite")
+        self.kinds: dict[str, JobKind] = {}
+        self.workers, self.max_passed_over, self.policy = workers, max_passed_over, policy
+        self.model_limits = dict(model_limits or {})
+        self.job_threads = job_threads or max(1, (os.cpu_count() or 2) - 1)
+        self._cond = threading.Condition()
+        self._running: dict[str, str] = {}  # job id -> model
+        self._cancel: set[str] = set()
+        self._versions: dict[str, int] = {}
+        self._last_model: str | None = None
+        self._stop = False
+        self._threads: list[threading.Thread] = []
+
+    # ---- set-up ----
+
+    def register(self, kind: JobKind) -> None:
+        self.kinds[kind.capability] = kind
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def start(self) -> None:
+        """Pick up jobs a dead process left running, then start the workers."""
+        for job in self.store.all(("running",)):
+            log.warning("job %s was running when the process stopped: it resumes", job["id"])
+            self.store.update(job["id"], state="interrupted", note="interrupted; resumes from its last chunk")
+        self._stop = False
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"wimmel-job-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads.clear()
+
+    # ---- the API ----
+
+    def submit(self, capability: str, params: dict | None = None,
+               inputs: dict[str, str | os.PathLike] | None = None) -> str:
+        """Queue a job. Input files are copied into the job's folder: uploads may be deleted."""
+        if capability not in self.kinds:
+            raise KeyError(f"no job kind {capability!r}; known: {sorted(self.kinds)}")
+        job_id = uuid.uuid4().hex[:12]
+        folder = self.job_dir(job_id) / "input"
+        folder.mkdir(parents=True)
+        names = {}
+        for name, path in (inputs or {}).items():
+            names[name] = Path(path).name
+            shutil.copyfile(path, folder / names[name])
+        job = {f: None for f in FIELDS}
+        job.update(id=job_id, seq=self.store.next_seq(), capability=capability,
+                   model=self.kinds[capability].model, params={**(params or {}), "inputs": names},
+                   state="queued", progress=0.0, note="queued", created=time.time(), runs=[],
+                   checkpoint={}, passed_over=0, attempts=0)
+        self.store.insert(job)
+        self._changed(job_id)
+        return job_id
+
+    def get(self, job_id: str) -> dict:
+        job = self.store.get(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id!r}")
+        return job
+
+    def list(self) -> list[dict]:
+        return self.store.all()[::-1]
+
+    def cancel(self, job_id: str) -> dict:
+        job = self.get(job_id)
+        with self._cond:
+            if job["state"] in WAITING:
+                self.store.update(job_id, state="cancelled", finished=time.time(), note="cancelled")
+            elif job["state"] == "running":
+                self._cancel.add(job_id)  # the job stops at its next chunk boundary
+        self._changed(job_id)
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> dict:
+        """Queue a failed or cancelled job again; it resumes from its last finished chunk."""
+        job = self.get(job_id)
+        if job["state"] not in ("failed", "cancelled"):
+            raise ValueError(f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried")
+        self.store.update(job_id, state="queued", error=None, finished=None, note="queued again",
+                          passed_over=0)
+        self._changed(job_id)
+        return self.get(job_id)
+
+    def follow(self, job_id: str, timeout_s: float = 1.0) -> Iterator[dict]:
+        """Yield the job each time it changes, until it ends (for progress bars)."""
+        seen = -1
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._versions.get(job_id, 0) != seen, timeout_s)
+                seen = self._versions.get(job_id, 0)
+            job = self.get(job_id)
+            yield job
+            if job["state"] in TERMINAL:
+                return
+
+    # ---- internals ----
+
+    def _changed(self, job_id: str) -> None:
+        with self._cond:
+            self._versions[job_id] = self._versions.get(job_id, 0) + 1
+            self._cond.notify_all()
+
+    def _update(self, job_id: str, **fields) -> None:
+        self.store.update(job_id, **fields)
+        self._changed(job_id)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._cancel
+
+    def _limit(self, model: str) -> int:
+        if model in self.model_limits:
+            return self.model_limits[model]
+        return self.engine.registry.get(model).max_instances if model in self.engine.registry else 1
+
+    def _pick(self) -> dict | None:
+        """Choose the next job (lock held). Grouped: stay with a warm model unless a job starves."""
+        waiting = self.store.all(WAITING)
+        busy: dict[str, int] = {}
+        for model in self._running.values():
+            busy[model] = busy.get(model, 0) + 1
+        ready = [j for j in waiting if busy.get(j["model"], 0) < self._limit(j["model"])]
+        if not ready:
+            return None
+        if self.policy == "fifo":
+            return ready[0]
+        # Jobs cut off by a crash go first: they already hold finished chunks and a place in line.
+        interrupted = [j for j in ready if j["state"] == "interrupted"]
+        starving = [j for j in ready if j["passed_over"] >= self.max_passed_over]
+        if interrupted or starving:
+            pick = (interrupted or starving)[0]
+        else:
+            warm = set(self._running.values()) | set(self.engine.pool.loaded_models())
+            if self._last_model:
+                warm.add(self._last_model)
+            pick = next((j for j in ready if j["model"] in warm), ready[0])
+        for job in ready:
+            if job["seq"] < pick["seq"]:
+                self.store.update(job["id"], passed_over=job["passed_over"] + 1)
+        return pick
+
+    def _work(self) -> None:
+        try:
+            import torch
+
+            if not any(d.startswith("cuda") for d in self.engine.devices.names):
+                torch.set_num_threads(self.job_threads)  # per thread: interactive calls keep theirs
+        except ImportError:
+            pass
+        while True:
+            with self._cond:
+                job = None
+                while not self._stop:
+                    job = self._pick()
+                    if job is not None:
+                        break
+                    self._cond.wait()
+                if self._stop:
+                    return
+                self._running[job["id"]] = job["model"]
+                self._last_model = job["model"]
+                self.store.update(job["id"], state="running", started=job["started"] or time.time(),
+                                  attempts=job["attempts"] + 1, note="running")
+            self._changed(job["id"])
+            try:
+                self._execute(self.get(job["id"]))
+            finally:
+                with self._cond:
+                    self._running.pop(job["id"], None)
+                    self._cancel.discard(job["id"])
+                self._changed(job["id"])
+
+    def _execute(self, job: dict) -> None:
+        kind = self.kinds.get(job["capability"])
+        if kind is None:
+            self.store.update(job["id"], state="failed", finished=time.time(),
+                              error=f"this server has no {job['capability']} capability")
+            return
+        record = None
+        try:
+            with self.engine.run(f"job {job['capability']}") as run:
+                record = run.record
+                result = kind.run(JobContext(self, job, run))
+            self.store.update(job["id"], state="done", progress=1.0, finished=time.time(), result=str(result),
+                              note="done", runs=job["runs"] + [record.to_dict()])
+        except JobCancelled:
+            self.store.update(job["id"], state="cancelled", finished=time.time(), note="cancelled",
+                              runs=job["runs"] + ([record.to_dict()] if record else []))
+        except Exception as exc:
+            # Our own verdicts read well as they are; anything else gets its type for the log.
+            plain = isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
+            message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+            log.warning("job %s failed: %s", job["id"], message)
+            self.store.update(job["id"], state="failed", finished=time.time(), error=message, note="failed",
+                              runs=job["runs"] + ([record.to_dict()] if record else []))
