@@ -31,6 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto",
                         help="default device for models: auto (cuda:0 when there is one), cpu, cuda:N")
     parser.add_argument("--max-file-size", default="200MB", help="largest upload accepted (default 200MB)")
+    parser.add_argument("--job-workers", type=int, default=1,
+                        help="long jobs run at once (default 1; each model also has its own limit)")
+    parser.add_argument("--chunk-frames", type=int, default=32,
+                        help="video frames per chunk: a killed job resumes from its last chunk (default 32)")
     return parser.parse_args(argv)
 
 
@@ -54,13 +58,17 @@ def main(argv=None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request drowns the log
     started = time.perf_counter()
     from engine import Engine
-    from zoo.catalog import default_specs
+    from zoo.catalog import default_job_kinds, default_specs
     from app import build_app
     from tabs import TABS
 
-    engine = Engine(args.data_dir, budget=args.budget, device=args.device, specs=default_specs())
+    engine = Engine(args.data_dir, budget=args.budget, device=args.device, specs=default_specs(),
+                    job_options={"workers": args.job_workers, "chunk_frames": args.chunk_frames})
+    for kind in default_job_kinds():
+        engine.jobs.register(kind)
     engine.history.start()
     demo = build_app(engine)
+    engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 
     def preload() -> None:
         # Interactive models are resident from the start so the first click answers at once.
@@ -78,7 +86,8 @@ def main(argv=None) -> None:
     log.info("devices %s (default %s), data in %s, built in %.1f s", engine.devices.names,
              engine.devices.default, engine.data_dir, time.perf_counter() - started)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=login(args),
-                max_file_size=args.max_file_size, show_error=True)
+                max_file_size=args.max_file_size, show_error=True,
+                allowed_paths=[str(engine.jobs.root / "jobs")])  # job results, served for download
 
 
 if __name__ == "__main__":

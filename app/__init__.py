@@ -6,7 +6,7 @@ import gradio as gr
 from engine import Engine
 from tabs import TABS
 
-from . import system_tab
+from . import jobs_tab, system_tab
 
 
 def build_app(engine: Engine, tabs=TABS) -> gr.Blocks:
@@ -20,6 +20,8 @@ def build_app(engine: Engine, tabs=TABS) -> gr.Blocks:
                         gr.Markdown(f"**{tab.TITLE} is unavailable here.** {reason}")
                     else:
                         tab.build(engine)
+            with gr.Tab("Jobs"):
+                jobs_tab.build(engine, demo)
             with gr.Tab("System"):
                 system_tab.build(engine, demo)
     # Models run in worker threads; the pool serialises use of each instance, these limits keep

@@ -139,7 +139,7 @@ class JobStore:
 class JobQueue:
     def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, max_passed_over: int = 4,
                  model_limits: dict[str, int] | None = None, job_threads: int | None = None,
-                 policy: str = "grouped"):
+                 policy: str = "grouped", chunk_frames: int = 32):
         if policy not in ("grouped", "fifo"):
             raise ValueError("policy must be 'grouped' or 'fifo'")
         self.engine = engine
@@ -147,6 +147,7 @@ class JobQueue:
         self.store = JobStore(self.root / "jobs.sqlite")
         self.kinds: dict[str, JobKind] = {}
         self.workers, self.max_passed_over, self.policy = workers, max_passed_over, policy
+        self.chunk_frames = chunk_frames  # frames per chunk of video jobs: the unit of resumption
         self.model_limits = dict(model_limits or {})
         self.job_threads = job_threads or max(1, (os.cpu_count() or 2) - 1)
         self._cond = threading.Condition()

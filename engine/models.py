@@ -33,6 +33,7 @@ class ModelSpec:
     device: str = "auto"  # 'auto' (the engine's default device) or 'cpu'
     max_instances: int = 1
     unloader: Callable[[Any], None] | None = None
+    max_pixels: int | None = None  # inputs larger than this are shrunk before the model
     description: str = ""
 
     def __post_init__(self):

@@ -21,7 +21,7 @@ from .measure import rss
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .runs import current_run
-from .runtimes.torch_runtime import release_cached_memory, tensor_bytes
+from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,10 @@ class Pool:
                 return instance
         if len(mine) < spec.max_instances:
             need = load_bytes + run_bytes
+            if self._never_fits(spec, device, need) and not self._never_fits(spec, device, load_bytes):
+                # The weights fit; only the learned run peak does not (one unusual input can set
+                # it). Make all the room there is and let OOM recovery handle the rest.
+                need = min(need, self.devices.budget(device), self.devices.memory(device).total - self.reserve_bytes)
             reason = self._never_fits(spec, device, need)
             if reason and not mine:
                 raise NotEnoughMemory(reason)
@@ -212,6 +216,7 @@ class Pool:
                 f"loading {spec.name}", lambda: spec.loader(device),
                 free_memory=lambda level: self.free_memory(device, level),
                 record=run, step_prefix=f"loading {spec.name}: ")
+            fault_in(model)
         except BaseException as exc:
             with self._cond:
                 self._instances.remove(instance)

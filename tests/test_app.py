@@ -1,9 +1,6 @@
 """The real app in a subprocess, driven through gradio_client like any API user."""
-import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,45 +12,18 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import launch
+from app_process import ROOT, start_app, stop_app
 
-ROOT = Path(__file__).resolve().parents[1]
 AUTH = ("tester", "s3cret-pass")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.25)  # polling a server that is starting; no result depends on this delay
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = free_port()
-    data = tmp_path_factory.mktemp("data")
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data),
-         "--auth", ":".join(AUTH), "--budget", "cpu=4GiB"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url = start_app(tmp_path_factory.mktemp("data"), "--auth", ":".join(AUTH), "--budget", "cpu=4GiB")
     try:
-        wait_for_http(url, proc)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_app(proc)
 
 
 @pytest.fixture(scope="module")

@@ -186,3 +186,20 @@ def test_footprint_is_measured_persisted_and_used_after_restart(tmp_path):
         second.infer("t", "liar", forward)
     assert loads_after == []
     assert [row["state"] for row in second.pool.snapshot()] == ["not loaded"]
+
+
+def test_memory_mapped_weights_are_billed_to_the_load_not_the_first_run(tmp_path):
+    # safetensors maps the file: pages become resident on first read, which must not be learned
+    # as the run's peak (it would then block admission under budgets the model really fits).
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "mapped", 64)])
+    engine.infer("t", "mapped", forward)
+    footprint = engine.footprints.get("mapped", "cpu")
+    assert footprint.load_bytes >= 64 * MiB
+    assert footprint.run_peak_bytes["any"] < 16 * MiB
+
+
+def test_a_learned_run_peak_larger_than_the_budget_does_not_lock_a_model_out(tmp_path):
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "m", 16)], budget="cpu=48MiB")
+    engine.footprints.record_run("m", "cpu", None, 200 * MiB)  # one odd input once peaked high
+    engine.infer("t", "m", forward)  # the weights fit: it loads and runs
+    assert engine.runs.latest(1)[0].status == "ok"

@@ -1,9 +1,9 @@
 """Every model the app ships, declared once. Tabs ask for these by name."""
 from __future__ import annotations
 
-from engine import ModelSpec
+from engine import JobKind, ModelSpec
 
-from . import face_detector
+from . import anonymize, face_detector
 
 MiB = 1024**2
 
@@ -15,9 +15,15 @@ def default_specs() -> list[ModelSpec]:
         ModelSpec(
             name=FACE_DETECTOR, role="interactive", runtime="torch", loader=face_detector.load_mtcnn,
             source="facenet-pytorch 2.6.0 wheel: MTCNN pnet.pt, rnet.pt, onet.pt",
-            estimate_bytes=2 * MiB, run_estimate_bytes=64 * MiB,
+            estimate_bytes=2 * MiB, run_estimate_bytes=64 * MiB, max_instances=2,
+            # MTCNN's pyramid costs grow with pixels; 720p finds faces down to ~20 px in 1080p video.
+            max_pixels=1280 * 720,
             description="MTCNN: face boxes and 5 landmarks; shared by every face feature"),
     ]
+
+
+def default_job_kinds() -> list[JobKind]:
+    return [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)]
 
 
 def unavailable_reason(name: str) -> str | None:

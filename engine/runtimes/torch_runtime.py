@@ -25,6 +25,27 @@ def tensor_bytes(model: Any) -> int:
     return total
 
 
+def fault_in(model: Any) -> None:
+    """Touch one byte per page of a CPU model's tensors.
+
+    Weights loaded from a memory-mapped file (safetensors) only become resident when first read.
+    Reading them here bills that memory to the load, where it belongs, instead of to the first
+    run, whose learned peak would otherwise carry the whole model for ever.
+    """
+    try:
+        import torch
+    except ImportError:
+        return
+    if not isinstance(model, torch.nn.Module):
+        return
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.device.type == "cpu" and tensor.numel():
+                storage = tensor.untyped_storage()
+                flat = torch.empty(0, dtype=torch.uint8).set_(storage)
+                flat[::4096].sum()
+
+
 def _malloc_trim() -> None:
     # glibc keeps freed small-block heap pages; trimming hands them to the OS so RSS (and every
     # other process) sees the memory as free again.

@@ -1,0 +1,111 @@
+"""Jobs tab: every long job with its state and progress; cancel, retry, download."""
+from __future__ import annotations
+
+import datetime as dt
+
+import gradio as gr
+import pandas as pd
+
+from engine import Engine, format_bytes
+
+API_FIELDS = ("id", "capability", "state", "progress", "created", "started", "finished", "result", "error",
+              "resumed_from_frame")
+
+
+def follow_job(engine: Engine, job_id: str, progress: gr.Progress) -> str:
+    """Wait for a job with a progress bar; the result file, or a gr.Error saying what went wrong."""
+    job = None
+    for job in engine.jobs.follow(job_id):
+        progress(job["progress"], desc=f"{job['note'] or job['state']} (job {job_id})")
+    if job["state"] == "done":
+        return job["result"]
+    if job["state"] == "cancelled":
+        raise gr.Error(f"Job {job_id} was cancelled.")
+    raise gr.Error(f"Job {job_id} failed: {job['error']}")
+
+
+def _time(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
+
+
+def _peak(job: dict) -> str:
+    peaks = [r.get("peak_device_bytes") or 0 for r in job["runs"]]
+    return format_bytes(max(peaks)) if peaks else ""
+
+
+def job_rows(jobs: list[dict]) -> pd.DataFrame:
+    columns = ["id", "capability", "state", "progress", "created", "started", "finished", "model",
+               "peak memory", "resumed from frame", "note / error"]
+    return pd.DataFrame([{
+        "id": j["id"], "capability": j["capability"], "state": j["state"],
+        "progress": f"{j['progress'] * 100:.0f}%", "created": _time(j["created"]),
+        "started": _time(j["started"]), "finished": _time(j["finished"]), "model": j["model"],
+        "peak memory": _peak(j), "resumed from frame": j["resumed_from_frame"] or "",
+        "note / error": j["error"] or j["note"] or "",
+    } for j in jobs], columns=columns)
+
+
+def build(engine: Engine, demo: gr.Blocks) -> None:
+    def list_jobs() -> dict:
+        """All jobs, newest first: id, capability, state, progress (0-1), created / started /
+        finished (unix time), result (file path), error, resumed_from_frame."""
+        return {"jobs": [{k: j[k] for k in API_FIELDS} for j in engine.jobs.list()]}
+
+    def cancel_job(job_id: str) -> dict:
+        """Cancel a job: a queued one at once, a running one at its next chunk.
+
+        Args:
+            job_id: the job's id, as list_jobs gives it.
+        """
+        try:
+            job = engine.jobs.cancel((job_id or "").strip())
+        except KeyError:
+            raise gr.Error(f"There is no job {job_id!r}.")
+        return {k: job[k] for k in API_FIELDS}
+
+    def retry_job(job_id: str) -> dict:
+        """Queue a failed or cancelled job again; it resumes from its last finished chunk.
+
+        Args:
+            job_id: the job's id, as list_jobs gives it.
+        """
+        try:
+            job = engine.jobs.retry((job_id or "").strip())
+        except KeyError:
+            raise gr.Error(f"There is no job {job_id!r}.")
+        except ValueError as exc:
+            raise gr.Error(str(exc))
+        return {k: job[k] for k in API_FIELDS}
+
+    def render(listing: dict, selected: str | None):
+        jobs = engine.jobs.list()
+        ids = [j["id"] for j in jobs]
+        chosen = next((j for j in jobs if j["id"] == selected), None)
+        result = chosen["result"] if chosen and chosen["state"] == "done" else None
+        return job_rows(jobs), gr.update(choices=ids, value=selected if selected in ids else None), result
+
+    gr.Markdown("Long jobs run here one after another, grouped by the model they need. They survive a "
+                "closed browser and a restart; an interrupted job resumes from its last finished chunk.")
+    table = gr.Dataframe(label="Jobs", interactive=False, wrap=True)
+    with gr.Row():
+        pick = gr.Dropdown(label="Job", choices=[], allow_custom_value=True, scale=2)
+        cancel = gr.Button("Cancel", variant="stop", scale=1)
+        retry = gr.Button("Retry", scale=1)
+    download = gr.File(label="Result", interactive=False)
+    answer = gr.JSON(label="Last action", visible=False)
+    with gr.Accordion("Raw list (the list_jobs API)", open=False):
+        listing = gr.JSON(label="list_jobs")
+        refresh = gr.Button("Refresh")
+
+    outputs = [table, pick, download]
+    refresh.click(list_jobs, None, listing, api_name="list_jobs", concurrency_limit=4).then(
+        render, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
+    timer = gr.Timer(2.0)
+    gr.on([timer.tick, demo.load], list_jobs, None, listing, api_visibility="private",
+          show_progress="hidden", concurrency_limit=4).then(
+        render, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
+    pick.change(render, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
+    cancel.click(cancel_job, pick, answer, api_name="cancel_job").then(
+        render, [listing, pick], outputs, api_visibility="private")
+    retry.click(retry_job, pick, answer, api_name="retry_job").then(
+        render, [listing, pick], outputs, api_visibility="private")

@@ -1,0 +1,448 @@
+"""Video in and out through the static ffmpeg of the imageio-ffmpeg wheel (no system ffmpeg).
+
+A long video is never held whole in memory: read_chunks streams decoded RGB frames from one
+ffmpeg process through a pipe, each processed chunk becomes its own H.264 segment on disk
+(write_segment), and concat_segments joins the segments by stream copy and muxes the source's
+audio back. Finished files appear only by atomic rename, so a segment that exists is complete
+and a job can resume after its last one.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import logging
+import math
+import os
+import re
+import subprocess
+import tempfile
+import uuid
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# What a user sees. ffmpeg's own words stay in MediaError.detail, for logs.
+EMPTY_OR_CORRUPT = "The video could not be read: it is empty or corrupt."
+TRUNCATED = "The video could not be read: it is truncated or corrupt."
+NOT_A_VIDEO = "This file is not a video, or its format is not supported."
+NO_VIDEO_STREAM = "This file has no video stream."
+STILL_IMAGE = "This file is a still image, not a video."
+NO_FFMPEG = "Video support is unavailable: ffmpeg was not found."
+ENCODE_FAILED = "The video could not be encoded."
+
+# Browser-playable H.264: yuv420p, tagged BT.709 so players and our own decoder agree on colours.
+# Same frames in, same bytes out, on any machine: x264's output depends on its thread count
+# ("auto" follows the CPU count), so it is fixed; swscale's bitexact flag avoids CPU-specific
+# SIMD rounding; the muxer's bitexact flag keeps version strings out.
+# No B-frames: a segment with B-frames starts its DTS one or two frames early, by an amount
+# that varies with its length, and joined segments then get DTS jumps and a wrong duration.
+_X264 = ["-c:v", "libx264", "-crf", "18", "-bf", "0", "-threads", "2",
+         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
+# yuv420p needs even sides: an odd frame gets one black row/column rather than an error.
+_TO_YUV = ("scale=out_color_matrix=bt709:out_range=tv:flags=bicubic+bitexact,"
+           "pad=ceil(iw/2)*2:ceil(ih/2)*2,format=yuv420p,"
+           "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709")
+
+
+class MediaError(ValueError):
+    """A video problem a user can act on. `detail` holds ffmpeg's last stderr line for logs."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    duration_s: float
+    has_audio: bool
+    audio_codec: str | None
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary shipped in the imageio-ffmpeg wheel."""
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise MediaError(NO_FFMPEG, str(exc)) from None
+
+
+def _cmd(*args: str) -> list[str]:
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+
+
+def _last_line(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _rate(fps) -> Fraction:
+    """fps as an exact fraction; a float such as 29.97002997 becomes 30000/1001."""
+    if isinstance(fps, float):
+        return Fraction(fps).limit_denominator(1001)
+    return Fraction(fps)
+
+
+def _tmp_name(path: Path) -> Path:
+    # Hidden and unique in the same folder: os.replace onto `path` is then atomic.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+
+
+# ---------------------------------------------------------------------------------- probing
+
+@dataclasses.dataclass
+class _Header:
+    """What `ffmpeg -i` prints about a file (there is no ffprobe in the wheel)."""
+    format: str
+    duration_s: float | None
+    video: str | None          # the first real video stream's line and its indented block
+    audio_codec: str | None
+
+
+def _header(path) -> _Header:
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError("The video file was not found.")
+    if path.stat().st_size == 0:
+        raise MediaError(EMPTY_OR_CORRUPT, "empty file")
+    # With no output file ffmpeg prints the input's header and exits 1; that is all we need.
+    text = subprocess.run(_cmd("-i", os.path.abspath(path)), capture_output=True,
+                          text=True, errors="replace").stderr
+    found = re.search(r"^Input #0, (.+?), from ", text, re.M)
+    if not found:
+        detail = _last_line(text)
+        if "misdetection possible" in text or "moov atom not found" not in text:
+            raise MediaError(NOT_A_VIDEO, detail)
+        raise MediaError(TRUNCATED, detail)   # an MP4 cut before its index (moov)
+    fmt = found.group(1)
+    duration = None
+    if m := re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text):
+        duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+    # Split into stream blocks: "Stream #0:1..." plus its more indented lines (metadata, side data).
+    video = audio = None
+    for block in re.split(r"\n(?=\s*Stream #)", text)[1:]:
+        kind = re.match(r"\s*Stream #\S+: (\w+): (\S+)", block)
+        if not kind:
+            continue
+        # Cover art in music files is a "video" stream too; it is not a video.
+        if kind[1] == "Video" and video is None and "(attached pic)" not in block.splitlines()[0]:
+            video = block
+        elif kind[1] == "Audio" and audio is None:
+            audio = kind[2].rstrip(",")
+    return _Header(fmt, duration, video, audio)
+
+
+def _snap_fps(shown: float) -> Fraction:
+    """ffmpeg prints fps with 2 decimals: 29.97 means 30000/1001."""
+    if abs(shown - round(shown)) < 0.005:
+        return Fraction(round(shown))
+    ntsc = shown * 1.001
+    if abs(ntsc - round(ntsc)) < 0.01:
+        return Fraction(round(ntsc) * 1000, 1001)
+    return Fraction(str(shown))
+
+
+_DISCARD = 0x4   # AV_PKT_FLAG_DISCARD
+
+
+def _count_packets(path) -> tuple[int, Fraction | None]:
+    """Frames as the container indexes them (stream copy, no decoding), and the frame rate
+    that the commonest packet duration gives (exact in a fine time base, as MP4's).
+
+    Packets flagged "discard" (before the start of an MP4 edit list, as in a trimmed phone
+    video) are decoded only as references and never shown, so they are not counted.
+    """
+    cmd = _cmd("-v", "error", "-i", os.path.abspath(path), "-map", "0:V:0",
+               "-c", "copy", "-f", "framecrc", "pipe:1")
+    count, tb, durations = 0, None, collections.Counter()
+    with tempfile.TemporaryFile() as err:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+            for line in proc.stdout:   # one line per packet: stream, dts, pts, duration, size, crc
+                if line.startswith("#tb 0:"):
+                    tb = Fraction(line.split(":", 1)[1].strip())
+                elif line[:1].isdigit():
+                    fields = line.split(",")
+                    durations[int(fields[3])] += 1
+                    flags = fields[6].strip() if len(fields) > 6 else ""   # absent: keyframe
+                    if not (flags.startswith("F=") and int(flags[2:], 16) & _DISCARD):
+                        count += 1
+        err.seek(0)
+        errors = err.read().decode("utf-8", "replace")
+    # A file cut after its index still opens; the demuxer then reports "partial file".
+    if proc.returncode != 0 or "partial file" in errors:
+        raise MediaError(TRUNCATED, _last_line(errors))
+    step = durations.most_common(1)[0][0] if durations else 0
+    return count, (1 / (tb * step) if tb and step > 0 else None)
+
+
+def probe(path) -> VideoInfo:
+    """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video file."""
+    head = _header(path)
+    if head.format.endswith("_pipe") or head.format == "image2":
+        raise MediaError(STILL_IMAGE, head.format)   # ffmpeg reads a PNG as a 1-frame video
+    if head.video is None:
+        raise MediaError(NO_VIDEO_STREAM)
+    size = re.search(r", (\d+)x(\d+)[ ,\n]", head.video)
+    if not size:
+        raise MediaError(EMPTY_OR_CORRUPT, head.video.splitlines()[0])
+    width, height = int(size[1]), int(size[2])
+    # ffmpeg rotates frames upright while decoding; a quarter turn swaps the sides.
+    if (rot := re.search(r"rotation of (-?[\d.]+) degrees", head.video)) and \
+            round(float(rot[1])) % 180 == 90:
+        width, height = height, width
+
+    frames, exact = _count_packets(path)
+    if frames == 0:
+        raise MediaError(EMPTY_OR_CORRUPT, "no video frames")
+    # The printed rates (average "fps", base "tbr") have 2 decimals only. The packets' rate is
+    # exact in a fine time base (MP4: 1/12800, 1/30000); in a coarse one (Matroska's 1 ms)
+    # it disagrees with the printed rates, which then win.
+    shown = [float(m[1]) for m in re.finditer(r"([\d.]+) (?:fps|tbr)\b", head.video)]
+    fps = None
+    if exact and (not shown or any(abs(exact - rate) <= 0.002 * rate for rate in shown)):
+        fps = exact
+    if fps is None:
+        if not shown or not shown[0]:
+            raise MediaError(EMPTY_OR_CORRUPT, "no frame rate")
+        fps = _snap_fps(shown[0])
+    duration = head.duration_s if head.duration_s else float(frames / fps)
+    return VideoInfo(width, height, fps, frames, duration, head.audio_codec is not None,
+                     head.audio_codec)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+def _fill(stream, buf: memoryview) -> int:
+    """Read into buf until it is full or the stream ends; return the bytes read."""
+    got = 0
+    while got < len(buf):
+        n = stream.readinto(buf[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def read_chunks(path, chunk_frames: int, start_frame: int = 0
+                ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index of first frame, uint8 [n, H, W, 3] RGB) from start_frame on, chunk by chunk.
+
+    One ffmpeg process decodes into a pipe; only one chunk is held here at a time. Frames
+    before start_frame are dropped inside ffmpeg by frame number (select filter), so a resume
+    starts at exactly that frame. The process is killed if the consumer stops early.
+    """
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be at least 1")
+    if start_frame < 0:
+        raise ValueError("start_frame must be >= 0")
+    info = probe(path)
+    if start_frame >= info.frames:
+        return
+    frame_bytes = info.width * info.height * 3
+    args = ["-v", "error", "-i", os.path.abspath(path), "-map", "0:V:0", "-an", "-sn", "-dn"]
+    if start_frame:
+        args += ["-vf", f"select=gte(n\\,{start_frame})"]
+    # passthrough: never duplicate or drop frames to fit a frame rate.
+    args += ["-fps_mode", "passthrough", "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
+    with tempfile.TemporaryFile() as err:   # a file, not a pipe: a chatty stderr cannot block ffmpeg
+        proc = subprocess.Popen(_cmd(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err, bufsize=0)
+        try:
+            index = start_frame
+            while True:
+                # Expect what the container says is left; read on one frame at a time past it.
+                n = min(chunk_frames, max(1, info.frames - index))
+                chunk = np.empty((n, info.height, info.width, 3), np.uint8)
+                got = _fill(proc.stdout, memoryview(chunk).cast("B")) // frame_bytes
+                if got:
+                    yield index, chunk[:got]
+                    index += got
+                if got < n:
+                    break
+            del chunk
+            if proc.wait() != 0:
+                err.seek(0)
+                raise MediaError(TRUNCATED, _last_line(err.read()))
+            if index != info.frames:   # damaged packets the decoder dropped
+                err.seek(0)
+                log.warning("%s: decoded %d frames, the container lists %d (%s)", path, index,
+                            info.frames, _last_line(err.read()))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
+# ---------------------------------------------------------------------------------- writing
+
+def _encode(cmd: list[str], frames: Iterator[np.ndarray], tmp: Path, path: Path) -> None:
+    """Feed raw RGB frames to an ffmpeg command writing `tmp`; rename to `path` on success."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            try:
+                for frame in frames:
+                    proc.stdin.write(np.ascontiguousarray(frame).data)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass   # ffmpeg stopped early; its exit code and stderr say why
+            if proc.wait() != 0:
+                err.seek(0)
+                raise MediaError(ENCODE_FAILED, _last_line(err.read()))
+            os.replace(tmp, path)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if not proc.stdin.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+            tmp.unlink(missing_ok=True)
+
+
+def _raw_input(width: int, height: int, fps: Fraction) -> list[str]:
+    return ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0"]
+
+
+def write_segment(frames: np.ndarray, path, fps) -> None:
+    """Encode one chunk (uint8 [n, H, W, 3] RGB) to an H.264 MP4 segment; same input, same bytes."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"frames must be uint8 [n, H, W, 3] with n >= 1, got "
+                         f"{frames.dtype} {frames.shape}")
+    path = Path(path)
+    tmp = _tmp_name(path)
+    _, height, width, _ = frames.shape
+    cmd = _cmd("-v", "error", *_raw_input(width, height, _rate(fps)), "-an", "-vf", _TO_YUV,
+               *_X264, "-preset", "veryfast", "-f", "mp4", str(tmp))
+    _encode(cmd, iter(frames), tmp, path)
+
+
+def _concat_line(path: Path) -> str:
+    # The concat list quotes with '...'; a quote inside is closed, escaped and reopened.
+    return "file '" + str(path.resolve()).replace("'", "'\\''") + "'\n"
+
+
+def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -> None:
+    """Join H.264 segments (from write_segment, in order) into one browser-playable MP4.
+
+    Video is stream-copied: segments carry no B-frames, so each starts exactly where the
+    previous one ends. The first audio track of audio_source (if it has one) is muxed in:
+    copied when it is AAC, else re-encoded to AAC. fps is checked against the segments.
+    """
+    segments = [Path(p) for p in segment_paths]
+    if not segments:
+        raise ValueError("no segments to concatenate")
+    _, written = _count_packets(segments[0])
+    if written is not None and abs(written / _rate(fps) - 1) > 1e-4:
+        raise ValueError(f"segments were written at {written} fps, not {fps}")
+    out = Path(out_path)
+    tmp = _tmp_name(out)
+    listing = tmp.with_name(tmp.name + ".txt")
+    listing.write_text("ffconcat version 1.0\n" + "".join(_concat_line(p) for p in segments))
+
+    audio = _header(audio_source).audio_codec if audio_source is not None else None
+    args = ["-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    if audio:
+        args += ["-i", os.path.abspath(audio_source)]
+    args += ["-map", "0:v:0", "-c:v", "copy"]
+    if audio:
+        args += ["-map", "1:a:0", "-c:a", "copy" if audio == "aac" else "aac"]
+    args += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
+    try:
+        done = subprocess.run(_cmd(*args), stdin=subprocess.DEVNULL, capture_output=True)
+        if done.returncode != 0:
+            raise MediaError(ENCODE_FAILED, _last_line(done.stderr))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        listing.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------- frames
+
+def limit_pixels(frame: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
+    """Shrink a frame (aspect kept, area averaging) so that width * height <= max_pixels.
+
+    Returns (frame, scale) with scale = small width / original width; (the same array, 1.0)
+    when it is already small enough.
+    """
+    if max_pixels < 1:
+        raise ValueError("max_pixels must be at least 1")
+    height, width = frame.shape[:2]
+    if width * height <= max_pixels:
+        return frame, 1.0
+    factor = math.sqrt(max_pixels / (width * height))
+    small_w, small_h = max(1, int(width * factor)), max(1, int(height * factor))
+    small = Image.fromarray(frame).resize((small_w, small_h), Image.Resampling.BOX)
+    return np.array(small), small_w / width   # np.array: a writable copy, unlike asarray
+
+
+def restore_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bring a processed frame back to (height, width); the same array when it already is."""
+    height, width = size
+    if frame.shape[:2] == (height, width):
+        return frame
+    return np.array(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC))
+
+
+# ---------------------------------------------------------------------------------- test videos
+
+def _moving_gradient(width: int, height: int) -> Callable[[int], np.ndarray]:
+    x = np.arange(width, dtype=np.float32) / width
+    green = (255 * np.arange(height, dtype=np.float32) / height).astype(np.uint8)[:, None]
+
+    def draw(i: int) -> np.ndarray:
+        # Smooth (no wrap-around edge) and moving, so each frame differs from its neighbours;
+        # rows and columns broadcast, so a 720p frame takes about a millisecond.
+        frame = np.empty((height, width, 3), np.uint8)
+        frame[..., 0] = (127.5 + 127 * np.cos(2 * np.pi * (x - i / 50))).astype(np.uint8)
+        frame[..., 1] = green
+        frame[..., 2] = int(127.5 + 100 * np.sin(2 * np.pi * i / 80))
+        return frame
+    return draw
+
+
+def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio: bool = True,
+                    draw: Callable[[int], np.ndarray] | None = None) -> Path:
+    """Write a synthetic H.264 MP4: frames from draw(i) (default a moving gradient), and a
+    440 Hz sine as AAC audio lasting frames / fps. For tests and benchmarks."""
+    fps = _rate(fps)
+    draw = draw or _moving_gradient(width, height)
+    path = Path(path)
+    tmp = _tmp_name(path)
+    args = ["-v", "error", *_raw_input(width, height, fps)]
+    if audio:
+        seconds = float(frames / fps)
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+                 "-map", "0:v", "-map", "1:a", "-c:a", "aac"]
+    # ultrafast: test sources only need to be quick to make.
+    args += ["-vf", _TO_YUV, *_X264, "-preset", "ultrafast", "-movflags", "+faststart",
+             "-f", "mp4", str(tmp)]
+
+    def rendered():
+        for i in range(frames):
+            frame = draw(i)
+            if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+                raise ValueError(f"draw({i}) gave {frame.dtype} {frame.shape}, "
+                                 f"want uint8 {(height, width, 3)}")
+            yield frame
+    _encode(_cmd(*args), rendered(), tmp, path)
+    return path

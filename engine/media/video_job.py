@@ -1,0 +1,53 @@
+"""A video as a resumable job: decode in chunks, transform, encode each chunk to its own segment,
+then join the segments and put the original audio back.
+
+Memory holds one chunk at a time, whatever the video's length. A chunk counts as finished only
+once its segment file is complete on disk; the checkpoint then records it, so a job killed at
+any moment resumes from the first unfinished chunk and produces the same frames.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..jobs import JobContext, UserFacingError
+from .video import MediaError, concat_segments, probe, read_chunks, write_segment
+
+
+def process_video(ctx: JobContext, source: Path, transform: Callable[[np.ndarray], np.ndarray], *,
+                  chunk_frames: int | None = None, result_name: str = "result.mp4") -> Path:
+    try:
+        info = probe(source)
+    except MediaError as exc:
+        raise UserFacingError(str(exc)) from exc
+    # The chunk size is fixed at the first attempt: a resumed job must cut where the first did.
+    chunk_frames = ctx.checkpoint.get("chunk_frames", chunk_frames or ctx.queue.chunk_frames)
+    done = ctx.checkpoint.get("chunks_done", 0)
+    if not ctx.checkpoint:
+        ctx.save_checkpoint(chunk_frames=chunk_frames, chunks_done=0)
+    total = max(1, math.ceil(info.frames / chunk_frames))
+    if done:
+        ctx.resumed_from(done * chunk_frames)
+    segments = ctx.work_dir / "segments"
+    segments.mkdir(exist_ok=True)
+    try:
+        for start, frames in read_chunks(source, chunk_frames, start_frame=done * chunk_frames):
+            ctx.check_cancelled()
+            index = start // chunk_frames
+            out = transform(frames)
+            if out.shape != frames.shape:
+                raise RuntimeError(f"the transform changed the frames' shape {frames.shape} -> {out.shape}")
+            write_segment(out, segments / f"{index:06d}.mp4", info.fps)
+            ctx.save_checkpoint(chunks_done=index + 1)
+            # The last step (joining, audio) is the +1: 100% only when the file is there.
+            ctx.progress((index + 1) / (total + 1), f"frame {start + len(frames)} of {info.frames}")
+        ctx.check_cancelled()
+        result = ctx.work_dir / result_name
+        parts = [segments / f"{i:06d}.mp4" for i in range(total)]
+        concat_segments(parts, result, info.fps, audio_source=source if info.has_audio else None)
+    except MediaError as exc:
+        raise UserFacingError(str(exc)) from exc
+    return result

@@ -1,0 +1,52 @@
+"""Start the real app (launch.py) in a subprocess and wait until it answers."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (a login wall is an answer)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.25)  # polling a server that is starting; no result depends on this delay
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+def start_app(data_dir: Path, *args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--port", str(port),
+                             "--data-dir", str(data_dir), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    wait_for_http(url, proc)
+    return proc, url
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
