@@ -51,17 +51,22 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         finished (unix time), result (file path), error, resumed_from_frame."""
         return {"jobs": [{k: j[k] for k in API_FIELDS} for j in engine.jobs.list()]}
 
+    def act(action, job_id: str | None) -> dict:
+        try:
+            job = action((job_id or "").strip())
+        except KeyError:
+            raise gr.Error(f"There is no job {job_id!r}.")
+        except ValueError as exc:
+            raise gr.Error(str(exc))
+        return {k: job[k] for k in API_FIELDS}
+
     def cancel_job(job_id: str) -> dict:
         """Cancel a job: a queued one at once, a running one at its next chunk.
 
         Args:
             job_id: the job's id, as list_jobs gives it.
         """
-        try:
-            job = engine.jobs.cancel((job_id or "").strip())
-        except KeyError:
-            raise gr.Error(f"There is no job {job_id!r}.")
-        return {k: job[k] for k in API_FIELDS}
+        return act(engine.jobs.cancel, job_id)
 
     def retry_job(job_id: str) -> dict:
         """Queue a failed or cancelled job again; it resumes from its last finished chunk.
@@ -69,13 +74,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         Args:
             job_id: the job's id, as list_jobs gives it.
         """
-        try:
-            job = engine.jobs.retry((job_id or "").strip())
-        except KeyError:
-            raise gr.Error(f"There is no job {job_id!r}.")
-        except ValueError as exc:
-            raise gr.Error(str(exc))
-        return {k: job[k] for k in API_FIELDS}
+        return act(engine.jobs.retry, job_id)
 
     def render(listing: dict, selected: str | None):
         jobs = engine.jobs.list()
