@@ -70,9 +70,3 @@ def release_cached_memory() -> list[str]:
         torch.cuda.ipc_collect()
         done.append("torch.cuda.empty_cache() + ipc_collect()")
     return done
-
-
-def move_to(model: Any, device: str) -> Any:
-    """Move a torch module to a device; other runtimes are left as they are."""
-    to = getattr(model, "to", None)
-    return to(device) if callable(to) else model
