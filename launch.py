@@ -31,6 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto",
                         help="default device for models: auto (cuda:0 when there is one), cpu, cuda:N")
     parser.add_argument("--max-file-size", default="200MB", help="largest upload accepted (default 200MB)")
+    parser.add_argument("--nsfw-gate", choices=["auto", "on", "off"], default="auto",
+                        help="blur image outputs that score high on the NSFW check (auto: on when --share)")
+    parser.add_argument("--nsfw-threshold", type=float, default=0.8,
+                        help="NSFW score from which the gate blurs an output (default 0.8)")
     parser.add_argument("--job-workers", type=int, default=1,
                         help="long jobs run at once (default 1; each model also has its own limit)")
     parser.add_argument("--chunk-frames", type=int, default=32,
@@ -59,7 +63,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     from engine import Engine
     from zoo.catalog import default_job_kinds, default_specs
-    from app import build_app
+    from app import build_app, safety
     from tabs import TABS
 
     engine = Engine(args.data_dir, budget=args.budget, device=args.device, specs=default_specs(),
@@ -67,6 +71,7 @@ def main(argv=None) -> None:
     for kind in default_job_kinds():
         engine.jobs.register(kind)
     engine.history.start()
+    gate = safety.configure(args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)
     engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 
@@ -83,8 +88,9 @@ def main(argv=None) -> None:
     unavailable = [f"{t.TITLE}: {t.unavailable()}" for t in TABS if t.unavailable()]
     for line in unavailable:
         log.warning("tab unavailable - %s", line)
-    log.info("devices %s (default %s), data in %s, built in %.1f s", engine.devices.names,
-             engine.devices.default, engine.data_dir, time.perf_counter() - started)
+    log.info("devices %s (default %s), data in %s, NSFW gate %s, built in %.1f s", engine.devices.names,
+             engine.devices.default, engine.data_dir, "on" if gate.enabled else "off",
+             time.perf_counter() - started)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=login(args),
                 max_file_size=args.max_file_size, show_error=True,
                 allowed_paths=[str(engine.jobs.root / "jobs")])  # job results, served for download

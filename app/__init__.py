@@ -4,12 +4,13 @@ from __future__ import annotations
 import gradio as gr
 
 from engine import Engine
-from tabs import TABS
 
 from . import jobs_tab, system_tab
 
 
-def build_app(engine: Engine, tabs=TABS) -> gr.Blocks:
+def build_app(engine: Engine, tabs=None) -> gr.Blocks:
+    if tabs is None:
+        from tabs import TABS as tabs  # here, not at import: tabs import app's helpers
     with gr.Blocks(title="Wimmel") as demo:
         gr.Markdown("# Wimmel\nMany neural networks side by side on one machine.")
         with gr.Tabs():

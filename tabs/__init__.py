@@ -1,4 +1,4 @@
 """One module per capability. Each has TITLE, unavailable() -> reason or None, and build(engine)."""
-from . import faces
+from . import faces, nsfw, ocr, style
 
-TABS = [faces]
+TABS = [faces, style, ocr, nsfw]

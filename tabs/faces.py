@@ -5,6 +5,7 @@ import gradio as gr
 import numpy as np
 
 from app.errors import user_errors
+from app.safety import gate_output
 from app.jobs_tab import follow_job
 from engine import Engine, pixel_bucket
 from zoo import anonymize, face_detector
@@ -39,7 +40,7 @@ def build(engine: Engine) -> None:
             faces = engine.infer("detect_faces", FACE_DETECTOR,
                                  lambda model: face_detector.detect_faces(model, image),
                                  bucket=pixel_bucket(width, height))
-        return face_detector.draw_faces(image, faces), {"faces": faces}
+        return gate_output(engine, face_detector.draw_faces(image, faces)), {"faces": faces}
 
     def blur_faces_image(image: np.ndarray | None, mode: str) -> np.ndarray:
         """Hide every face in an image.
@@ -57,9 +58,10 @@ def build(engine: Engine) -> None:
             raise gr.Error(f"Mode must be one of {', '.join(MODES)}.")
         height, width = image.shape[:2]
         with user_errors("hide faces"):
-            return engine.infer("blur_faces_image", FACE_DETECTOR,
-                                lambda model: anonymize.find_and_hide(model, image[None], mode, max_pixels)[0],
-                                bucket=pixel_bucket(width, height))
+            hidden = engine.infer("blur_faces_image", FACE_DETECTOR,
+                                  lambda model: anonymize.find_and_hide(model, image[None], mode, max_pixels)[0],
+                                  bucket=pixel_bucket(width, height))
+        return gate_output(engine, hidden)
 
     def blur_faces_video(video: str | None, mode: str, progress=gr.Progress()) -> str:
         """Hide every face in a video; the audio is kept. Runs as a job on the queue.

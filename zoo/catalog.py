@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from engine import JobKind, ModelSpec
 
-from . import anonymize, face_detector
+from . import anonymize, face_detector, nsfw, ocr, style
 
 MiB = 1024**2
 
@@ -11,6 +11,10 @@ FACE_DETECTOR = "face-detector"
 
 
 def default_specs() -> list[ModelSpec]:
+    return _face_specs() + nsfw.specs() + style.specs() + ocr.specs()
+
+
+def _face_specs() -> list[ModelSpec]:
     return [
         ModelSpec(
             name=FACE_DETECTOR, role="interactive", runtime="torch", loader=face_detector.load_mtcnn,
@@ -24,7 +28,7 @@ def default_specs() -> list[ModelSpec]:
 
 
 def default_job_kinds() -> list[JobKind]:
-    return [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)]
+    return [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)] + style.job_kinds() + ocr.job_kinds()
 
 
 def unavailable_reason(name: str) -> str | None:
