@@ -48,6 +48,10 @@ def test_ocr_nsfw_and_stylize_answer_through_the_api(client, tmp_path):
                                                   "style 3", None, api_name="/stylize")))
     assert styled.shape == skimage.data.chelsea().shape
     assert np.abs(styled.astype(int) - skimage.data.chelsea().astype(int)).mean() > 10
+    small = skimage.data.astronaut()[::8, ::8]  # 64 px: the CPU upscaler takes seconds per 512 px
+    bigger = np.asarray(Image.open(client.predict(handle_file(save(small, tmp_path / "s.png")), 2, "fast",
+                                                  api_name="/upscale")))
+    assert bigger.shape == (128, 128, 3)
 
 
 def test_the_gate_hides_image_outputs_and_says_so(client, gated, tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from engine import JobKind, ModelSpec
 
-from . import anonymize, face_detector, nsfw, ocr, style
+from . import anonymize, face_detector, nsfw, ocr, style, upscale
 
 MiB = 1024**2
 
@@ -11,7 +11,7 @@ FACE_DETECTOR = "face-detector"
 
 
 def default_specs() -> list[ModelSpec]:
-    return _face_specs() + nsfw.specs() + style.specs() + ocr.specs()
+    return _face_specs() + nsfw.specs() + style.specs() + ocr.specs() + upscale.specs()
 
 
 def _face_specs() -> list[ModelSpec]:
@@ -28,7 +28,8 @@ def _face_specs() -> list[ModelSpec]:
 
 
 def default_job_kinds() -> list[JobKind]:
-    return [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)] + style.job_kinds() + ocr.job_kinds()
+    return ([JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)] + style.job_kinds()
+            + ocr.job_kinds() + upscale.job_kinds())
 
 
 def unavailable_reason(name: str) -> str | None:
