@@ -8,7 +8,6 @@ from the output: memory stays bounded whatever the input size and the seams do n
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
-from engine.media.video import MediaError, concat_segments, probe, read_chunks, write_segment
+from engine.media.video import MediaError, probe
+from engine.media.video_job import process_video
 
 MiB = 1024**2
 
@@ -209,8 +209,7 @@ def check_video_size(width: int, height: int, scale: int) -> None:
 def video_job(ctx: JobContext) -> str:
     """Job kind upscale_video: params scale (2|4), model ('fast' only), chunk_frames; input 'video'.
 
-    Like engine.media.video_job.process_video, but the frames grow: decode a chunk, upscale it under
-    one lease of the fast model, encode it as its own segment, checkpoint; join and add the audio.
+    The frames grow; process_video takes care of chunks, checkpoints, resume and the audio.
     """
     scale = int(ctx.params.get("scale", 2))
     if ctx.params.get("model", "fast") != "fast":
@@ -221,37 +220,14 @@ def video_job(ctx: JobContext) -> str:
         check_video_size(info.width, info.height, scale)
     except (MediaError, ValueError) as exc:
         raise UserFacingError(str(exc)) from exc
-    # The chunk size is fixed at the first attempt: a resumed job must cut where the first did.
-    chunk_frames = ctx.checkpoint.get("chunk_frames", ctx.params.get("chunk_frames") or ctx.queue.chunk_frames)
-    done = ctx.checkpoint.get("chunks_done", 0)
-    if not ctx.checkpoint:
-        ctx.save_checkpoint(chunk_frames=chunk_frames, chunks_done=0)
-    total = max(1, math.ceil(info.frames / chunk_frames))
-    if done:
-        ctx.resumed_from(done * chunk_frames)
-    segments = ctx.work_dir / "segments"
-    segments.mkdir(exist_ok=True)
     tiling = Tiling(DEFAULT_TILE[UPSCALE_FAST])   # once halved after an OOM, it stays halved
 
-    def transform(model: Upscaler, frames: np.ndarray) -> np.ndarray:
-        return np.stack([upscale(model, frame, scale, tiling) for frame in frames])
+    def transform(frames: np.ndarray) -> np.ndarray:
+        # One lease per chunk: interactive upscales get the model between chunks.
+        return ctx.call(UPSCALE_FAST, lambda model: np.stack([upscale(model, f, scale, tiling) for f in frames]),
+                        degrade=tiling.degrade)
 
-    try:
-        for start, frames in read_chunks(source, chunk_frames, start_frame=done * chunk_frames):
-            ctx.check_cancelled()
-            index = start // chunk_frames
-            # One lease per chunk: interactive upscales get the model between chunks.
-            out = ctx.call(UPSCALE_FAST, lambda model: transform(model, frames), degrade=tiling.degrade)
-            write_segment(out, segments / f"{index:06d}.mp4", info.fps)
-            ctx.save_checkpoint(chunks_done=index + 1)
-            ctx.progress((index + 1) / (total + 1), f"frame {start + len(frames)} of {info.frames}")
-        ctx.check_cancelled()
-        result = ctx.work_dir / "result.mp4"
-        concat_segments([segments / f"{i:06d}.mp4" for i in range(total)], result, info.fps,
-                        audio_source=source if info.has_audio else None)
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
-    return str(result)
+    return str(process_video(ctx, source, transform, chunk_frames=ctx.params.get("chunk_frames")))
 
 
 def job_kinds() -> list[JobKind]:

@@ -38,8 +38,9 @@ def process_video(ctx: JobContext, source: Path, transform: Callable[[np.ndarray
             ctx.check_cancelled()
             index = start // chunk_frames
             out = transform(frames)
-            if out.shape != frames.shape:
-                raise RuntimeError(f"the transform changed the frames' shape {frames.shape} -> {out.shape}")
+            # A transform may resize frames (upscaling) but must keep every frame, all one size.
+            if out.ndim != 4 or len(out) != len(frames):
+                raise RuntimeError(f"the transform turned frames {frames.shape} into {out.shape}")
             write_segment(out, segments / f"{index:06d}.mp4", info.fps)
             ctx.save_checkpoint(chunks_done=index + 1)
             # The last step (joining, audio) is the +1: 100% only when the file is there.
