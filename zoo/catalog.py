@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from engine import JobKind, ModelSpec
 
+from .package_files import reason_if_missing
 from . import anonymize, face_detector, nsfw, ocr, style, upscale
 
 MiB = 1024**2
@@ -35,8 +36,5 @@ def default_job_kinds() -> list[JobKind]:
 def unavailable_reason(name: str) -> str | None:
     """Why a model's weights are not here (None when they are), so its tab can say so."""
     if name == FACE_DETECTOR:
-        try:
-            face_detector.weights_dir()
-        except FileNotFoundError as exc:
-            return str(exc)
+        return reason_if_missing(face_detector.weights_dir)
     return None

