@@ -10,9 +10,9 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from . import faces, grouping, video  # noqa: E402
+from . import capabilities, faces, grouping, video  # noqa: E402
 
-SCENARIOS = {"faces": faces.run, "grouping": grouping.run, "video": video.run}
+SCENARIOS = {"capabilities": capabilities.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
 
 
 def main() -> None:
