@@ -56,13 +56,33 @@ def login(args: argparse.Namespace) -> tuple[str, str] | None:
     return None
 
 
+def doctor(argv) -> int:
+    """`python launch.py doctor [--json] [--data-dir DIR]`: the report, exit 0 (no errors) or 1."""
+    parser = argparse.ArgumentParser(prog="launch.py doctor",
+                                     description="Check versions, providers, tools and weights; print fixes.")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--data-dir", default=os.environ.get("WIMMEL_DATA_DIR", str(ROOT / "data")))
+    args = parser.parse_args(argv)
+    import json
+
+    from engine import doctor as doc
+    from zoo.catalog import doctor_checks
+
+    checks = doc.run_checks(args.data_dir, doctor_checks())
+    print(json.dumps(doc.report(checks), indent=1) if args.json else doc.format_text(checks))
+    return doc.exit_code(checks)
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:
+        sys.exit(doctor(argv[1:]))
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request drowns the log
     started = time.perf_counter()
-    from engine import Engine
-    from zoo.catalog import default_job_kinds, default_specs
+    from engine import Engine, doctor as doc
+    from zoo.catalog import default_job_kinds, default_specs, doctor_checks
     from app import build_app, safety
     from tabs import TABS
 
@@ -85,6 +105,8 @@ def main(argv=None) -> None:
                     log.warning("could not preload %s: %s", spec.name, exc)
 
     threading.Thread(target=preload, name="wimmel-preload", daemon=True).start()
+    checks = doc.run_checks(engine.data_dir, doctor_checks())
+    (log.warning if doc.exit_code(checks) else log.info)(doc.summary(checks))
     unavailable = [f"{t.TITLE}: {t.unavailable()}" for t in TABS if t.unavailable()]
     for line in unavailable:
         log.warning("tab unavailable - %s", line)

@@ -55,6 +55,13 @@ def memory_frame(engine: Engine) -> pd.DataFrame:
     })
 
 
+def doctor_rows(report: dict) -> pd.DataFrame:
+    order = {"error": 0, "warn": 1, "ok": 2}   # problems first
+    checks = sorted(report.get("checks", []), key=lambda c: order.get(c["status"], 3))
+    return pd.DataFrame([{"status": c["status"], "check": c["name"], "found": c["found"], "fix": c["fix"]}
+                         for c in checks], columns=["status", "check", "found", "fix"])
+
+
 def run_detail(status: dict, run_id) -> str:
     for record in status.get("runs", []):
         if str(record["id"]) == str(run_id):
@@ -70,6 +77,18 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     def system_status() -> dict:
         """Devices with total / free / budget, models with role, device, bytes and state, and the latest runs."""
         return engine.status()
+
+    def doctor() -> dict:
+        """Check torch / CUDA / torchvision / torchaudio / xformers / onnxruntime / OpenCV versions,
+        the ONNX Runtime providers that really load, ffmpeg, espeak-ng, disk space and every model's weights.
+
+        Returns:
+            JSON {"checks": [{"name", "status": "ok" | "warn" | "error", "found", "fix"}]}.
+        """
+        from engine import doctor as doc
+        from zoo.catalog import doctor_checks
+
+        return doc.report(doc.run_checks(engine.data_dir, doctor_checks()))
 
     def render(status: dict):
         ids = [str(r["id"]) for r in status["runs"]]
@@ -96,6 +115,15 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     with gr.Accordion("Raw status (the system_status API)", open=False):
         status = gr.JSON(label="system_status")
         refresh = gr.Button("Refresh")
+
+    with gr.Accordion("Doctor: versions, providers, tools and weights", open=False):
+        gr.Markdown("What is installed, whether it fits together, and the command that fixes each problem. "
+                    "The same report as `python launch.py doctor`.")
+        examine = gr.Button("Run the doctor")
+        findings = gr.Dataframe(label="Findings", interactive=False, wrap=True)
+        report = gr.JSON(label="doctor (JSON)")
+    examine.click(doctor, None, report, api_name="doctor", concurrency_limit=1).then(
+        doctor_rows, report, findings, api_visibility="private", show_progress="hidden")
 
     outputs = [devices, models, runs, memory, pick]
     refresh.click(system_status, None, status, api_name="system_status", concurrency_limit=4).then(

@@ -11,7 +11,6 @@ from engine import Engine, JobKind
 from engine.media.video import make_test_video
 from zoo import ocr
 
-pytestmark = pytest.mark.skipif(ocr.unavailable_reason() is not None, reason=str(ocr.unavailable_reason()))
 
 # Pillow 12's default font is a scalable TrueType font that ships inside Pillow itself.
 FONT = ImageFont.load_default(size=40)

@@ -11,7 +11,6 @@ from video_helpers import decode_all
 from zoo import upscale as up
 from zoo.upscale import UPSCALE_FAST
 
-pytestmark = pytest.mark.skipif(up.unavailable_reason() is not None, reason=str(up.unavailable_reason()))
 
 
 @pytest.fixture(scope="module")

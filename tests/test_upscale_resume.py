@@ -14,7 +14,6 @@ from engine.media.video import make_test_video, probe
 from video_helpers import decode_all
 from zoo import upscale as up
 
-pytestmark = pytest.mark.skipif(up.unavailable_reason() is not None, reason=str(up.unavailable_reason()))
 
 ROOT = Path(__file__).resolve().parents[1]
 

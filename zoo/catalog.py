@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from engine import JobKind, ModelSpec
+from engine.doctor import Check
 
 from .package_files import reason_if_missing
 from . import anonymize, face_detector, nsfw, ocr, style, upscale
@@ -9,10 +10,6 @@ from . import anonymize, face_detector, nsfw, ocr, style, upscale
 MiB = 1024**2
 
 FACE_DETECTOR = "face-detector"
-
-
-def default_specs() -> list[ModelSpec]:
-    return _face_specs() + nsfw.specs() + style.specs() + ocr.specs() + upscale.specs()
 
 
 def _face_specs() -> list[ModelSpec]:
@@ -28,13 +25,46 @@ def _face_specs() -> list[ModelSpec]:
     ]
 
 
+def _face_reason() -> str | None:
+    return reason_if_missing(face_detector.weights_dir)
+
+
+def _families() -> list[tuple]:
+    """(specs, job kinds, why unavailable) per model family; a module that fails to import is
+    left out here and its tab says why."""
+    return [
+        (_face_specs, lambda: [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)], _face_reason),
+        (nsfw.specs, list, nsfw.unavailable_reason),
+        (style.specs, style.job_kinds, style.unavailable_reason),
+        (ocr.specs, ocr.job_kinds, ocr.unavailable_reason),
+        (upscale.specs, upscale.job_kinds, upscale.unavailable_reason),
+    ]
+
+
+def default_specs() -> list[ModelSpec]:
+    return [spec for specs, _, _ in _families() for spec in specs()]
+
+
 def default_job_kinds() -> list[JobKind]:
-    return ([JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)] + style.job_kinds()
-            + ocr.job_kinds() + upscale.job_kinds())
+    return [kind for _, kinds, _ in _families() for kind in kinds()]
 
 
 def unavailable_reason(name: str) -> str | None:
     """Why a model's weights are not here (None when they are), so its tab can say so."""
-    if name == FACE_DETECTOR:
-        return reason_if_missing(face_detector.weights_dir)
-    return None
+    for specs, _, reason in _families():
+        if any(spec.name == name for spec in specs()):
+            return reason()
+    raise KeyError(f"no model named {name!r} in the catalog")
+
+
+def doctor_checks() -> list:
+    """One doctor check per model: are its weights here, and what installs them."""
+    def weights() -> list[Check]:
+        checks = []
+        for specs, _, why in _families():
+            reason = why()
+            for spec in specs():
+                checks.append(Check(f"weights: {spec.name}", "error" if reason else "ok",
+                                    reason or spec.source, "./setup.sh" if reason else ""))
+        return checks
+    return [weights]

@@ -1,0 +1,112 @@
+"""ONNX Runtime sessions, built in one place.
+
+`onnxruntime.get_available_providers()` lists what the installed package was built with, not what
+works: onnxruntime-gpu lists CUDA on a machine without a GPU (or with the wrong cuDNN), logs an
+error and silently runs on the CPU. Here a provider counts only once a session on a one-node
+model was created with it and `session.get_providers()` still names it.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (a container or taskset may allow fewer than the machine has;
+    ONNX Runtime's own default counts the machine's and then oversubscribes)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Add", ["x", "x"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8   # readable by every onnxruntime this project may meet
+    return model.SerializeToString()
+
+
+def provider_loads(provider: str) -> tuple[bool, str]:
+    """(True, "") when a session really runs on `provider`, else (False, why)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4   # the failure is reported by us, once, with a fix
+    try:
+        with warnings.catch_warnings():   # "not in available provider names": we say it ourselves
+            warnings.simplefilter("ignore")
+            session = onnxruntime.InferenceSession(_probe_model(), options, providers=[provider, CPU])
+    except Exception as exc:  # noqa: BLE001 - any failure means "does not load"
+        return False, str(exc).splitlines()[0][:300]
+    if provider not in session.get_providers():
+        return False, "the session fell back to the CPU (missing CUDA / cuDNN libraries, or no GPU)"
+    return True, ""
+
+
+@functools.lru_cache(maxsize=1)
+def working_providers() -> tuple[str, ...]:
+    """Providers that truly load, best first; CPU always last."""
+    import onnxruntime
+
+    working = []
+    for provider in onnxruntime.get_available_providers():
+        if provider == CPU or provider not in (CUDA,):
+            continue   # TensorRT, OpenVINO...: not configured by us; CUDA or CPU only
+        ok, why = provider_loads(provider)
+        if ok:
+            working.append(provider)
+        else:
+            log.warning("ONNX Runtime lists %s but it does not load: %s", provider, why)
+    return tuple(working) + (CPU,)
+
+
+def cuda_works() -> bool:
+    return CUDA in working_providers()
+
+
+def spec_device() -> str:
+    """The device for a ModelSpec of an ONNX model: 'auto' where CUDA truly works, else 'cpu'
+    (the session then lives in RAM whatever the engine's default device is, and is accounted there)."""
+    return "auto" if cuda_works() else "cpu"
+
+
+def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
+            arena: bool = True) -> Any:
+    """An InferenceSession on `device` ('cpu' or 'cuda:N').
+
+    threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
+    thread, as the models here run sequentially. arena=False gives memory back after each run
+    (for rarely used models whose peak should not stay resident).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or cpu_threads()
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = arena
+    providers: list[Any] = [CPU]
+    if device.startswith("cuda") and cuda_works():
+        index = int(device.partition(":")[2] or 0)
+        providers = [(CUDA, {"device_id": index, "arena_extend_strategy": "kSameAsRequested"}), CPU]
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, options, providers=providers)
+
+
+def provider_of(session: Any) -> str:
+    """The provider a session actually runs on (its first), for run records."""
+    return session.get_providers()[0]
