@@ -45,6 +45,15 @@ def run_rows(status: dict) -> pd.DataFrame:
     } for r in status["runs"]], columns=columns)
 
 
+def warning_rows(status: dict) -> pd.DataFrame:
+    columns = ["count", "category", "message", "from", "where", "last seen"]
+    return pd.DataFrame([{
+        "count": w["count"], "category": w["category"], "message": w["message"][:300],
+        "from": "Wimmel (a bug to fix)" if w["source"] == "wimmel" else w["source"],
+        "where": w["location"], "last seen": _time(w["last_seen"]),
+    } for w in status.get("warnings", [])], columns=columns)
+
+
 def memory_frame(engine: Engine) -> pd.DataFrame:
     samples = list(engine.history.samples)
     now = samples[-1]["time"] if samples else 0
@@ -93,7 +102,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     def render(status: dict):
         ids = [str(r["id"]) for r in status["runs"]]
         return (device_rows(status), model_rows(status), run_rows(status), memory_frame(engine),
-                gr.update(choices=ids))
+                gr.update(choices=ids), warning_rows(status))
 
     def profile_next() -> str:
         engine.profile_next_run()
@@ -116,6 +125,8 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         status = gr.JSON(label="system_status")
         refresh = gr.Button("Refresh")
 
+    with gr.Accordion("Warnings raised during runs (each distinct one, counted)", open=False):
+        warned = gr.Dataframe(label="Warnings", interactive=False, wrap=True)
     with gr.Accordion("Doctor: versions, providers, tools and weights", open=False):
         gr.Markdown("What is installed, whether it fits together, and the command that fixes each problem. "
                     "The same report as `python launch.py doctor`.")
@@ -125,7 +136,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     examine.click(doctor, None, report, api_name="doctor", concurrency_limit=1).then(
         doctor_rows, report, findings, api_visibility="private", show_progress="hidden")
 
-    outputs = [devices, models, runs, memory, pick]
+    outputs = [devices, models, runs, memory, pick, warned]
     refresh.click(system_status, None, status, api_name="system_status", concurrency_limit=4).then(
         render, status, outputs, api_visibility="private", show_progress="hidden")
     timer = gr.Timer(2.0)

@@ -25,7 +25,7 @@ from .measure import METER
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import Degrade, call_with_recovery
 from .pool import Pool
-from .runs import RunLog, RunRecord
+from .runs import TALLY, RunLog, RunRecord
 
 
 class Run:
@@ -169,4 +169,4 @@ class Engine:
                             "budget": self.devices.budget(name),
                             "engine": self.pool.resident_bytes(name)})
         return {"devices": devices, "models": self.pool.snapshot(),
-                "runs": [r.to_dict() for r in self.runs.latest(runs)]}
+                "runs": [r.to_dict() for r in self.runs.latest(runs)], "warnings": TALLY.summary()}

@@ -80,6 +80,51 @@ class RunLog:
             return list(self._records)[::-1][:max(n, 0)]
 
 
+class WarningTally:
+    """Distinct warnings of this process with counts and where they come from (the System tab).
+
+    Process-wide, as warnings themselves are. A warning is keyed by category, message and location.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen: dict[tuple, dict] = {}
+
+    def add(self, category: type, message: str, filename: str, lineno: int) -> bool:
+        """Count one; True when it is the first of its kind."""
+        key = (category.__name__, message, filename, lineno)
+        now = time.time()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry:
+                entry["count"] += 1
+                entry["last_seen"] = now
+                return False
+            self._seen[key] = {"category": category.__name__, "message": message,
+                               "location": f"{filename}:{lineno}", "source": warning_source(filename),
+                               "count": 1, "first_seen": now, "last_seen": now}
+            return True
+
+    def summary(self) -> list[dict]:
+        with self._lock:
+            return sorted((dict(e) for e in self._seen.values()), key=lambda e: -e["count"])
+
+
+TALLY = WarningTally()
+_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def warning_source(filename: str) -> str:
+    """'wimmel' for our own code (to be fixed), else the package the warning came from."""
+    path = filename.replace("\\", "/")
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in path:
+            return path.split(marker, 1)[1].split("/", 1)[0].removesuffix(".py")
+    if path.startswith(_ROOT):
+        return "wimmel"
+    return "python" if "/lib/python" in path else path.rsplit("/", 1)[-1]
+
+
 _hook_lock = threading.Lock()
 
 
@@ -90,6 +135,10 @@ def _install_warning_hook() -> None:
     and restores it later, which would silently drop our hook.
     """
     with _hook_lock:
+        # Python's default shows a warning once per location, so a second run would never see
+        # it: let every warning through, count it, and print only the first of each kind.
+        if not any(f[0] == "always" and f[2] is Warning and f[1] is None and f[3] is None for f in warnings.filters):
+            warnings.filterwarnings("always")
         original = warnings.showwarning
         if getattr(original, "_wimmel_hook", False):
             return
@@ -99,7 +148,8 @@ def _install_warning_hook() -> None:
             if record is not None:
                 record.warnings.append({"category": category.__name__, "message": str(message),
                                         "location": f"{filename}:{lineno}"})
-            original(message, category, filename, lineno, file, line)
+            if TALLY.add(category, str(message), filename, lineno):
+                original(message, category, filename, lineno, file, line)
 
         showwarning._wimmel_hook = True
         warnings.showwarning = showwarning

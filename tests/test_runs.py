@@ -4,6 +4,7 @@ import json
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,26 @@ def test_profile_next_run_profiles_exactly_one_run(tmp_path):
     assert preload.capability == "preload net" and preload.profile is None
     assert "aten::" in profiled.profile
     assert later.profile is None
+
+
+def test_a_repeated_warning_lands_in_every_run_but_is_printed_once(tmp_path):
+    from engine.runs import TALLY
+
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "net", 4)])
+    message = f"test_runs: repeated warning {tmp_path.name}"   # unique: the tally is process-wide
+
+    def fn(model):
+        warnings.warn(message, FutureWarning)
+        return forward(model)
+
+    printed = []
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda *args, **kwargs: printed.append(str(args[0]))
+        for _ in range(3):
+            engine.infer("t", "net", fn)
+    assert [len(r.warnings) for r in engine.runs.latest(3)] == [1, 1, 1]
+    assert printed.count(message) == 1
+    entry, = [w for w in TALLY.summary() if w["message"] == message]
+    assert entry["count"] == 3 and entry["category"] == "FutureWarning" and entry["source"] == "wimmel"
+    assert entry["location"].startswith(str(Path(__file__)))
+    assert engine.status()["warnings"][0]["count"] >= 3
