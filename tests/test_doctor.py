@@ -112,3 +112,15 @@ def test_low_disk_and_summary_line(monkeypatch, tmp_path):
     assert check.status == "error" and "0.5 GiB free" in check.found
     line = doctor.summary([check, doctor.Check("x", "warn", "y")])
     assert line.startswith("doctor: 2 checks, 1 errors, 1 warnings") and "launch.py doctor" in line
+
+
+def test_missing_ffmpeg_is_an_error_with_the_install_command(monkeypatch):
+    import engine.media.video as video
+
+    def no_ffmpeg():
+        raise video.MediaError(video.NO_FFMPEG, "imageio-ffmpeg not found")
+
+    monkeypatch.setattr(video, "ffmpeg_exe", no_ffmpeg)
+    check = doctor.check_ffmpeg()
+    assert check.status == "error" and "cannot be read" in check.found
+    assert check.fix.endswith("pip install imageio-ffmpeg==0.8.1")
