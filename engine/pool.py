@@ -21,6 +21,7 @@ from .measure import rss
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .runs import current_run
+from .runtimes.backend import backend_of
 from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Instance:
     last_used: float = field(default_factory=time.monotonic)
     load_s: float = 0.0
     uses: int = 0
+    backend: str = ""  # what it really runs on, e.g. 'onnxruntime:CPU' (see runtimes/backend.py)
 
 
 class Pool:
@@ -147,6 +149,8 @@ class Pool:
             run.models.append(name)
             run.device = device
         instance = self._acquire(spec, device, bucket, timeout_s)
+        if run is not None:
+            run.backends[name] = instance.backend
         try:
             yield instance.model
         finally:
@@ -227,8 +231,9 @@ class Pool:
         # A torch model's tensors are exact; the memory delta also catches what other threads
         # allocated meanwhile, so it is the measure only for runtimes we cannot inspect.
         measured = tensor_bytes(model) or max(0, self._used(device) - before)
+        backend = backend_of(model, spec.runtime, device)
         with self._cond:
-            instance.model, instance.bytes = model, measured
+            instance.model, instance.bytes, instance.backend = model, measured, backend
             instance.load_s = time.monotonic() - started
             instance.state = "leased"
             if measured > instance_admitted:
@@ -257,14 +262,14 @@ class Pool:
                     rows.append({"name": spec.name, "role": spec.role, "device": i.device,
                                  "bytes": i.bytes, "state": "in use" if i.state == "leased" else i.state,
                                  "measured": i.state != "loading", "load_s": round(i.load_s, 3),
-                                 "uses": i.uses})
+                                 "uses": i.uses, "backend": i.backend})
                 if not instances:
                     device = self.devices.place(spec.device)
                     measured = self.footprints.get(spec.name, device).load_bytes
                     rows.append({"name": spec.name, "role": spec.role, "device": device,
                                  "bytes": self.footprints.load_bytes(spec, device),
                                  "state": "not loaded", "measured": measured is not None,
-                                 "load_s": None, "uses": 0})
+                                 "load_s": None, "uses": 0, "backend": ""})
             return rows
 
     def resident_bytes(self, device: str) -> int:

@@ -36,6 +36,7 @@ class RunRecord:
     retries: int = 0
     ooms: int = 0
     steps: list[str] = field(default_factory=list)  # OOM recovery steps, in order
+    backends: dict[str, str] = field(default_factory=dict)  # model -> what it ran on ('onnxruntime:CPU')
     warnings: list[dict] = field(default_factory=list)
     status: str = "running"  # running / ok / error
     error: str | None = None

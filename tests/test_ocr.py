@@ -1,6 +1,7 @@
 """OCR on real PP-OCRv4 weights (rapidocr-onnxruntime wheel): images through engine.infer, and
 video to SRT subtitles as a real job on the queue, including a resume after a crash."""
 import re
+from pathlib import Path
 from fractions import Fraction
 
 import numpy as np
@@ -161,7 +162,7 @@ def run_job(engine, video, **params):
 
 
 def assert_captions(srt_path):
-    text = open(srt_path, encoding="utf-8").read()
+    text = Path(srt_path).read_text(encoding="utf-8")
     cues = parse_srt(text)
     assert [(n, t) for n, _, _, t in cues] == [(1, CAPTIONS[0]), (2, CAPTIONS[1])]
     (_, a_start, a_end, _), (_, b_start, b_end, _) = cues

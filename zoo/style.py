@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import limit_pixels, restore_size
+from engine.runtimes import onnx_runtime
 from engine.media.video_job import process_video
 from .package_files import package_folder
 
@@ -106,19 +107,7 @@ def float_activations(path: pathlib.Path) -> bytes:
 
 
 def _session(path: pathlib.Path | bytes, device: str):
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    providers: list[Any] = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    if device == "cpu":
-        providers = ["CPUExecutionProvider"]  # the engine placed (and accounts) it on the CPU
-    elif device.startswith("cuda") and "CUDAExecutionProvider" in providers:
-        index = int(device.partition(":")[2] or 0)
-        providers[providers.index("CUDAExecutionProvider")] = ("CUDAExecutionProvider", {"device_id": index})
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    model = path if isinstance(path, bytes) else str(path)
-    return onnxruntime.InferenceSession(model, options, providers=providers)
+    return onnx_runtime.session(path, device)
 
 
 @dataclass
@@ -152,12 +141,14 @@ def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
             name=STYLE_PRESETS, role="interactive", runtime="onnxruntime", loader=load_presets,
+            device=onnx_runtime.spec_device(),
             source=source("multistyle26.onnx"), estimate_bytes=8 * MiB,
             # Full-resolution conv net: measured 160 MB above the load at 512 px on CPU, so ~4x at 1 MP.
             run_estimate_bytes=640 * MiB, max_pixels=MAX_PIXELS,
             description="26 preset painting styles (Dumoulin et al.); any image size"),
         ModelSpec(
             name=STYLE_ARBITRARY, role="interactive", runtime="onnxruntime", loader=load_arbitrary,
+            device=onnx_runtime.spec_device(),
             source=source("arbitrary_predict.onnx + arbitrary_transform.onnx"), estimate_bytes=16 * MiB,
             run_estimate_bytes=128 * MiB, max_pixels=MAX_PIXELS,
             description="style taken from any image (Magenta arbitrary stylization), 384 px network"),

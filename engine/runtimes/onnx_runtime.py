@@ -85,24 +85,30 @@ def spec_device() -> str:
 
 
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
-            arena: bool = True) -> Any:
+            arena: bool = True, cuda_options: dict | None = None) -> Any:
     """An InferenceSession on `device` ('cpu' or 'cuda:N').
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
     thread, as the models here run sequentially. arena=False gives memory back after each run
-    (for rarely used models whose peak should not stay resident).
+    (for rarely used models whose peak should not stay resident). cuda_options are added to the
+    CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose shape changes every call).
     """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = arena
     providers: list[Any] = [CPU]
     if device.startswith("cuda") and cuda_works():
         index = int(device.partition(":")[2] or 0)
-        providers = [(CUDA, {"device_id": index, "arena_extend_strategy": "kSameAsRequested"}), CPU]
+        providers = [(CUDA, {"device_id": index, "arena_extend_strategy": "kSameAsRequested",
+                             **(cuda_options or {})}), CPU]
+    elif device.startswith("cuda"):
+        raise RuntimeError(f"{device} was asked for, but no CUDA provider of onnxruntime loads here "
+                           "(python launch.py doctor says why)")
     source = model if isinstance(model, bytes) else str(model)
     return onnxruntime.InferenceSession(source, options, providers=providers)
 
