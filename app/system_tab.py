@@ -26,10 +26,11 @@ def device_rows(status: dict) -> pd.DataFrame:
 
 def model_rows(status: dict) -> pd.DataFrame:
     return pd.DataFrame([{
-        "model": m["name"], "role": m["role"], "device": m["device"], "state": m["state"],
+        "model": m["name"], "role": m["role"], "device": m["device"], "runs on": m.get("backend", ""),
+        "state": m["state"],
         "bytes": format_bytes(m["bytes"]) + ("" if m["measured"] else " (estimate)"),
         "load s": m["load_s"], "uses": m["uses"],
-    } for m in status["models"]], columns=["model", "role", "device", "state", "bytes", "load s", "uses"])
+    } for m in status["models"]], columns=["model", "role", "device", "runs on", "state", "bytes", "load s", "uses"])
 
 
 def run_rows(status: dict) -> pd.DataFrame:
