@@ -112,6 +112,7 @@ def stream_audio(path, sample_rate: int, chunk_s: float, start_s: float = 0.0
             offset += chunk.size
     finally:
         proc.kill()
+        proc.stdout.close()
         proc.wait()
 
 
