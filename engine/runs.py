@@ -41,6 +41,7 @@ class RunRecord:
     status: str = "running"  # running / ok / error
     error: str | None = None
     profile: str | None = None  # torch.profiler table when asked for
+    tier: str | None = None  # memory tier the call ran at (engine.memory_tiers), when it has one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,9 +138,10 @@ def _install_warning_hook() -> None:
     """
     with _hook_lock:
         # Python's default shows a warning once per location, so a second run would never see
-        # it: let every warning through, count it, and print only the first of each kind.
+        # it: let it through every time, count it, print only the first of each kind. Appended
+        # last, so filters set by the user, by pytest or by a library still win.
         if not any(f[0] == "always" and f[2] is Warning and f[1] is None and f[3] is None for f in warnings.filters):
-            warnings.filterwarnings("always")
+            warnings.filterwarnings("always", append=True)
         original = warnings.showwarning
         if getattr(original, "_wimmel_hook", False):
             return

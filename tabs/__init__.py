@@ -1,4 +1,4 @@
 """One module per capability. Each has TITLE, unavailable() -> reason or None, and build(engine)."""
-from . import faces, nsfw, ocr, style, upscale
+from . import audio, background, faces, nsfw, ocr, style, upscale
 
-TABS = [faces, style, upscale, ocr, nsfw]
+TABS = [faces, background, style, upscale, ocr, nsfw, audio]

@@ -1,11 +1,17 @@
 """Every model the app ships, declared once. Tabs ask for these by name."""
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
+
 from engine import JobKind, ModelSpec
 from engine.doctor import Check
 
 from .package_files import reason_if_missing
-from . import anonymize, face_detector, nsfw, ocr, style, upscale
+from . import anonymize, face_detector
+
+log = logging.getLogger(__name__)
 
 MiB = 1024**2
 
@@ -29,16 +35,29 @@ def _face_reason() -> str | None:
     return reason_if_missing(face_detector.weights_dir)
 
 
+# Each module has specs(), unavailable_reason() and, where it has long inputs, job_kinds().
+FAMILIES = ["nsfw", "style", "ocr", "upscale", "background", "face_identity",
+            "stt", "tts", "vad", "pitch", "denoise", "voices"]
+
+
+@functools.lru_cache(maxsize=None)
+def _module(name: str):
+    try:
+        return importlib.import_module(f"zoo.{name}")
+    except ImportError as exc:   # a missing package costs only its own tab, which says why
+        log.warning("zoo.%s is unavailable: %s", name, exc)
+        return None
+
+
 def _families() -> list[tuple]:
-    """(specs, job kinds, why unavailable) per model family; a module that fails to import is
-    left out here and its tab says why."""
-    return [
-        (_face_specs, lambda: [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)], _face_reason),
-        (nsfw.specs, list, nsfw.unavailable_reason),
-        (style.specs, style.job_kinds, style.unavailable_reason),
-        (ocr.specs, ocr.job_kinds, ocr.unavailable_reason),
-        (upscale.specs, upscale.job_kinds, upscale.unavailable_reason),
-    ]
+    """(specs, job kinds, why unavailable) per model family."""
+    families = [(_face_specs, lambda: [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)],
+                 _face_reason)]
+    for name in FAMILIES:
+        module = _module(name)
+        if module is not None:
+            families.append((module.specs, getattr(module, "job_kinds", list), module.unavailable_reason))
+    return families
 
 
 def default_specs() -> list[ModelSpec]:
