@@ -12,6 +12,7 @@ resumption from the last finished chunk after a crash.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -346,6 +347,9 @@ class JobQueue:
             # Our own verdicts read well as they are; anything else gets its type for the log.
             plain = isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
             message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                message = (f"The disk is full: no space left to write in {self.root}. "
+                           "Free some space, then retry the job.")
             log.warning("job %s failed: %s", job["id"], message)
             self.store.update(job["id"], state="failed", finished=time.time(), error=message, note="failed",
                               runs=job["runs"] + ([record.to_dict()] if record else []))

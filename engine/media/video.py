@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import math
@@ -36,6 +37,7 @@ NO_VIDEO_STREAM = "This file has no video stream."
 STILL_IMAGE = "This file is a still image, not a video."
 NO_FFMPEG = "Video support is unavailable: ffmpeg was not found."
 ENCODE_FAILED = "The video could not be encoded."
+DISK_FULL = "The disk is full: there was no room to write the video. Free some space, then retry the job."
 
 # Browser-playable H.264: yuv420p, tagged BT.709 so players and our own decoder agree on colours.
 # Same frames in, same bytes out, on any machine: x264's output depends on its thread count
@@ -96,6 +98,14 @@ def _rate(fps) -> Fraction:
     if isinstance(fps, float):
         return Fraction(fps).limit_denominator(1001)
     return Fraction(fps)
+
+
+def _write_failed(stderr: str | bytes) -> MediaError:
+    """ffmpeg failed while writing: a full disk deserves its own words (ffmpeg's are buried)."""
+    detail = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    if "No space left on device" in detail:
+        return MediaError(DISK_FULL, _last_line(detail))
+    return MediaError(ENCODE_FAILED, _last_line(detail))
 
 
 def _tmp_name(path: Path) -> Path:
@@ -304,7 +314,7 @@ def _encode(cmd: list[str], frames: Iterator[np.ndarray], tmp: Path, path: Path)
                 pass   # ffmpeg stopped early; its exit code and stderr say why
             if proc.wait() != 0:
                 err.seek(0)
-                raise MediaError(ENCODE_FAILED, _last_line(err.read()))
+                raise _write_failed(err.read())
             os.replace(tmp, path)
         finally:
             if proc.poll() is None:
@@ -356,7 +366,13 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
     out = Path(out_path)
     tmp = _tmp_name(out)
     listing = tmp.with_name(tmp.name + ".txt")
-    listing.write_text("ffconcat version 1.0\n" + "".join(_concat_line(p) for p in segments))
+    try:
+        listing.write_text("ffconcat version 1.0\n" + "".join(_concat_line(p) for p in segments))
+    except OSError as exc:
+        listing.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise MediaError(DISK_FULL, str(exc)) from None
+        raise
 
     audio = _header(audio_source).audio_codec if audio_source is not None else None
     args = ["-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing)]
@@ -369,7 +385,7 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
     try:
         done = subprocess.run(_cmd(*args), stdin=subprocess.DEVNULL, capture_output=True)
         if done.returncode != 0:
-            raise MediaError(ENCODE_FAILED, _last_line(done.stderr))
+            raise _write_failed(done.stderr)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
