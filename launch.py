@@ -96,6 +96,9 @@ def main(argv=None) -> None:
     engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 
     def preload() -> None:
+        from zoo.warmup import warm_up
+
+        warm_up()   # a second with setup.sh's numba cache; else the first audio request would pay it
         # Interactive models are resident from the start so the first click answers at once.
         for spec in engine.registry:
             if spec.role == "interactive":

@@ -198,7 +198,9 @@ class JobQueue:
         folder.mkdir(parents=True)
         names = {}
         for name, path in (inputs or {}).items():
-            names[name] = Path(path).name
+            # One folder per input: a video and a photo may well share a file name.
+            names[name] = f"{name}/{Path(path).name}"
+            (folder / name).mkdir(exist_ok=True)
             shutil.copyfile(path, folder / names[name])
         job = {f: None for f in FIELDS}
         job.update(id=job_id, seq=self.store.next_seq(), capability=capability,

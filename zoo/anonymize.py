@@ -1,17 +1,30 @@
-"""Hide faces: blur or pixelate each detected face box (with a margin) in an RGB image."""
+"""Hide faces: blur or pixelate each detected face box (with a margin) in an RGB image.
+
+Optionally one person stays visible: given the embedding of a reference face, every face whose
+embedding lies within face_identity.THRESHOLD of it is left as it is; all others are hidden.
+"""
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image, ImageFilter
+import os
+from typing import Any, Callable
 
-from engine import JobContext
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from engine import JobContext, UserFacingError
 from engine.media.video import limit_pixels
 from engine.media.video_job import process_video
 
-from . import face_detector
+from . import face_detector, face_identity
 
 MODES = ("blur", "pixelate")
 _MARGIN = 0.15  # of the box size: the detector's box is tight, hair and ears would show
+# A face narrower than this (in the frame's pixels) is always hidden, even when keeping someone:
+# with so few pixels different people come out close (25 px LFW faces: 7% of pairs below 0.6).
+MIN_KEEP_WIDTH = 40
+
+# run.call (Run) or ctx.call (JobContext): lease a model by name for one step.
+Call = Callable[[str, Callable[[Any], Any]], Any]
 
 
 def _region(box, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -52,25 +65,99 @@ def scale_faces(faces: list[dict], factor: float) -> list[dict]:
              "landmarks": [[x * factor, y * factor] for x, y in f["landmarks"]]} for f in faces]
 
 
+def find_faces(detector, image: np.ndarray, max_pixels: int | None) -> list[dict]:
+    """Faces of one image, detected on a copy shrunk to the detector's limit, in the image's pixels."""
+    small, scale = limit_pixels(image, max_pixels) if max_pixels else (image, 1.0)
+    return scale_faces(face_detector.detect_faces(detector, small), 1.0 / scale)
+
+
 def find_and_hide(detector, frames: np.ndarray, mode: str, max_pixels: int | None) -> np.ndarray:
     """Detect on frames shrunk to the detector's limit, hide on the full-size frames."""
     out = np.empty_like(frames)
     for i, frame in enumerate(frames):
-        small, scale = limit_pixels(frame, max_pixels) if max_pixels else (frame, 1.0)
-        faces = scale_faces(face_detector.detect_faces(detector, small), 1.0 / scale)
-        out[i] = hide_faces(frame, faces, mode)
+        out[i] = hide_faces(frame, find_faces(detector, frame, max_pixels), mode)
     return out
 
 
+def strangers(embedder, frames: np.ndarray, faces: list[list[dict]], reference: np.ndarray) -> list[list[dict]]:
+    """Per frame, the faces that are not the reference person: those at or beyond the threshold,
+    and those too small to tell."""
+    out = []
+    for frame, found in zip(frames, faces):
+        big = [f for f in found if f["box"][2] - f["box"][0] >= MIN_KEEP_WIDTH]
+        far = face_identity.distances(embedder.embed(frame, big), reference) >= face_identity.THRESHOLD
+        known = {id(f) for f, hide in zip(big, far) if not hide}
+        out.append([f for f in found if id(f) not in known])
+    return out
+
+
+def hide_in_frames(call: Call, frames: np.ndarray, mode: str, max_pixels: int | None,
+                   keep: np.ndarray | None = None) -> np.ndarray:
+    """Hide every face in (N, H, W, 3) frames, or, with `keep` (a reference embedding), every face
+    but that person's. Each model is leased once for all the frames, and never while hiding."""
+    from .catalog import FACE_DETECTOR  # the catalog imports this module
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    faces = call(FACE_DETECTOR, lambda detector: [find_faces(detector, f, max_pixels) for f in frames])
+    if keep is not None and any(faces):
+        faces = call(face_identity.FACE_EMBEDDER, lambda embedder: strangers(embedder, frames, faces, keep))
+    out = np.empty_like(frames)
+    for i, (frame, found) in enumerate(zip(frames, faces)):
+        out[i] = hide_faces(frame, found, mode)
+    return out
+
+
+def person(call: Call, image: np.ndarray, max_pixels: int | None) -> dict | None:
+    """The largest face in a photo, as {"embedding", "face", "faces_in_photo"}; None with no face."""
+    from .catalog import FACE_DETECTOR
+
+    faces = call(FACE_DETECTOR, lambda detector: find_faces(detector, image, max_pixels))
+    face = face_identity.largest(faces)
+    if face is None:
+        return None
+    embedding = call(face_identity.FACE_EMBEDDER, lambda embedder: embedder.embed(image, [face])[0])
+    return {"embedding": embedding, "face": face, "faces_in_photo": len(faces)}
+
+
+def read_photo(path: str | os.PathLike, what: str) -> np.ndarray:
+    """An RGB uint8 array of an image file, turned upright as its EXIF says (phone photos);
+    UserFacingError when it is not an image."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserFacingError(f"The {what} could not be read as an image ({exc.__class__.__name__}).") from exc
+
+
+def _reference(ctx: JobContext, max_pixels: int | None) -> np.ndarray:
+    """The reference person's embedding, computed at the job's first attempt and kept in its folder:
+    a resumed job hides with exactly the same reference as the chunks it already wrote."""
+    saved = ctx.work_dir / "reference_embedding.npy"
+    if saved.exists():
+        return np.load(saved)
+    found = person(ctx.call, read_photo(ctx.input("reference"), "photo of the person to keep"), max_pixels)
+    if found is None:
+        raise UserFacingError("The photo of the person to keep shows no face.")
+    partial = saved.with_suffix(".tmp.npy")
+    np.save(partial, found["embedding"])
+    os.replace(partial, saved)  # atomic: a crash never leaves half a file
+    return found["embedding"]
+
+
 def video_job(ctx: JobContext) -> str:
-    """Job kind blur_faces_video: params mode, chunk_frames; input 'video'."""
+    """Job kind blur_faces_video: params mode, chunk_frames; inputs 'video' and, to keep one
+    person visible, 'reference' (a photo of that person)."""
     from .catalog import FACE_DETECTOR  # the catalog imports this module
 
     mode = ctx.params.get("mode", "blur")
+    if mode not in MODES:
+        raise UserFacingError(f"Mode must be one of {', '.join(MODES)}, not {mode!r}.")
     max_pixels = ctx.queue.engine.registry.get(FACE_DETECTOR).max_pixels
+    keep = _reference(ctx, max_pixels) if "reference" in ctx.params.get("inputs", {}) else None
 
     def transform(frames: np.ndarray) -> np.ndarray:
-        # One lease per chunk: interactive face calls get the detector between chunks.
-        return ctx.call(FACE_DETECTOR, lambda detector: find_and_hide(detector, frames, mode, max_pixels))
+        # Leases per chunk: interactive face calls get the models between chunks.
+        return hide_in_frames(ctx.call, frames, mode, max_pixels, keep)
 
     return str(process_video(ctx, ctx.input("video"), transform, chunk_frames=ctx.params.get("chunk_frames")))

@@ -139,7 +139,8 @@ def replace_audio(video_path, audio_path, out_path) -> Path:
     tmp = _tmp_name(out_path).with_suffix(out_path.suffix)
     cmd = _cmd("-y", "-i", os.path.abspath(video_path), "-i", os.path.abspath(audio_path),
                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
-               "-shortest", "-map_metadata", "-1", "-fflags", "+bitexact", str(tmp))
+               # Silence pads a shorter soundtrack so -shortest ends at the picture's last frame.
+               "-af", "apad", "-shortest", "-map_metadata", "-1", "-fflags", "+bitexact", str(tmp))
     try:
         done = subprocess.run(cmd, capture_output=True)
         if done.returncode != 0:

@@ -1,0 +1,27 @@
+"""Pay librosa's first-use cost (numba compilation, cached in site-packages) at set-up, not in the
+first user's request: `python -m zoo.warmup` (setup.sh runs it; launch.py repeats it at start-up,
+which takes a second once the cache is warm)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def warm_up() -> float:
+    started = time.perf_counter()
+    try:
+        import librosa
+    except ImportError:
+        return 0.0
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    # What the audio models call: resampling (denoise, voices) and mel spectrograms (resemblyzer).
+    librosa.resample(noise, orig_sr=16000, target_sr=48000, res_type="soxr_hq")
+    librosa.feature.melspectrogram(y=noise, sr=16000, n_fft=400, hop_length=160, n_mels=40)
+    librosa.effects.trim(noise)
+    librosa.util.localmax(noise)
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    print(f"librosa warmed up in {warm_up():.1f} s")
