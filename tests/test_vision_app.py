@@ -63,3 +63,17 @@ def test_the_gate_hides_image_outputs_and_says_so(client, gated, tmp_path):
     # JSON answers are not images: detection still reports the face under the gate.
     _, found = gated.predict(photo, api_name="/detect_faces")
     assert len(found["faces"]) == 1
+
+
+def test_background_and_compare_faces_answer_through_the_api(client, tmp_path):
+    photo = handle_file(save(skimage.data.astronaut(), tmp_path / "a.png"))
+    cut, mask = client.predict(photo, "transparent", "#ffffff", None, api_name="/remove_background")
+    rgba = np.asarray(Image.open(cut))
+    assert rgba.shape == (512, 512, 4)
+    assert rgba[100:200, 200:260, 3].mean() > 200 and rgba[:40, 430:, 3].mean() < 60   # face kept, sky gone
+    flipped = handle_file(save(skimage.data.astronaut()[:, ::-1], tmp_path / "f.png"))
+    _, same = client.predict(photo, flipped, api_name="/compare_faces")
+    assert same["same_person"] is True and same["distance"] < 0.4
+    camera = handle_file(save(np.stack([skimage.data.camera()] * 3, axis=2), tmp_path / "c.png"))
+    _, other = client.predict(photo, camera, api_name="/compare_faces")
+    assert other["same_person"] is False and other["distance"] > 0.6
