@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _sessions(model: Any, depth: int = 2) -> list:
+def _sessions(model: Any, depth: int = 3) -> list:
     """ONNX Runtime sessions held by a model object (itself, its attributes, lists and dicts)."""
     if hasattr(model, "get_providers") and hasattr(model, "run"):
         return [model]
