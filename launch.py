@@ -90,6 +90,8 @@ def main(argv=None) -> None:
                     job_options={"workers": args.job_workers, "chunk_frames": args.chunk_frames})
     for kind in default_job_kinds():
         engine.jobs.register(kind)
+    from tabs import models as models_tab
+    models_tab.connect(engine)   # models the user downloaded or pointed to become engine models
     engine.history.start()
     gate = safety.configure(args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)

@@ -34,16 +34,21 @@ def model_rows(status: dict) -> pd.DataFrame:
 
 
 def run_rows(status: dict) -> pd.DataFrame:
-    columns = ["id", "time", "capability", "models", "device", "wait s", "load s", "compute s", "wall s",
+    columns = ["id", "time", "capability", "models", "device", "tier", "wait s", "load s", "compute s", "wall s",
                "peak device", "peak RSS", "evict / retry / OOM", "warnings", "status"]
     return pd.DataFrame([{
         "id": r["id"], "time": _time(r["started"]), "capability": r["capability"],
-        "models": ", ".join(r["models"]), "device": r["device"], "wait s": round(r["queue_wait_s"], 3),
+        "models": ", ".join(r["models"]), "device": r["device"], "tier": r.get("tier") or "",
+        "wait s": round(r["queue_wait_s"], 3),
         "load s": round(r["load_s"], 3), "compute s": round(r["compute_s"], 3), "wall s": round(r["wall_s"], 3),
         "peak device": format_bytes(r["peak_device_bytes"]), "peak RSS": format_bytes(r["peak_rss_bytes"]),
         "evict / retry / OOM": f"{len(r['evictions'])} / {r['retries']} / {r['ooms']}",
         "warnings": len(r["warnings"]), "status": r["status"] if not r["error"] else f"error: {r['error']}",
     } for r in status["runs"]], columns=columns)
+
+
+def tier_table(status: dict) -> pd.DataFrame:
+    return pd.DataFrame(status.get("tiers", []), columns=["model", "device", "tier", "why"])
 
 
 def warning_rows(status: dict) -> pd.DataFrame:
@@ -103,7 +108,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     def render(status: dict):
         ids = [str(r["id"]) for r in status["runs"]]
         return (device_rows(status), model_rows(status), run_rows(status), memory_frame(engine),
-                gr.update(choices=ids), warning_rows(status))
+                gr.update(choices=ids), warning_rows(status), tier_table(status))
 
     def profile_next() -> str:
         engine.profile_next_run()
@@ -126,6 +131,8 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         status = gr.JSON(label="system_status")
         refresh = gr.Button("Refresh")
 
+    with gr.Accordion("Memory tiers of the generative pipelines (what stays on the device, and why)", open=False):
+        tiers = gr.Dataframe(label="Tiers", interactive=False, wrap=True)
     with gr.Accordion("Warnings raised during runs (each distinct one, counted)", open=False):
         warned = gr.Dataframe(label="Warnings", interactive=False, wrap=True)
     with gr.Accordion("Doctor: versions, providers, tools and weights", open=False):
@@ -137,7 +144,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     examine.click(doctor, None, report, api_name="doctor", concurrency_limit=1).then(
         doctor_rows, report, findings, api_visibility="private", show_progress="hidden")
 
-    outputs = [devices, models, runs, memory, pick, warned]
+    outputs = [devices, models, runs, memory, pick, warned, tiers]
     refresh.click(system_status, None, status, api_name="system_status", concurrency_limit=4).then(
         render, status, outputs, api_visibility="private", show_progress="hidden")
     timer = gr.Timer(2.0)

@@ -25,6 +25,7 @@ from .measure import METER
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import Degrade, call_with_recovery
 from .pool import Pool
+from .memory_tiers import tier_rows
 from .runs import TALLY, RunLog, RunRecord
 
 
@@ -132,6 +133,11 @@ class Engine:
     def register(self, spec: ModelSpec) -> None:
         self.registry.add(spec)
 
+    def unregister(self, name: str) -> None:
+        """Forget a model (its files were removed): unload its idle instances, drop its spec."""
+        self.pool.unload(name)
+        self.registry.remove(name)
+
     @contextlib.contextmanager
     def run(self, capability: str, *, bucket: str | None = None, profile: bool = False) -> Iterator[Run]:
         if self._profile_next.is_set() and not capability.startswith("preload"):
@@ -169,4 +175,4 @@ class Engine:
                             "budget": self.devices.budget(name),
                             "engine": self.pool.resident_bytes(name)})
         return {"devices": devices, "models": self.pool.snapshot(),
-                "runs": [r.to_dict() for r in self.runs.latest(runs)], "warnings": TALLY.summary()}
+                "runs": [r.to_dict() for r in self.runs.latest(runs)], "warnings": TALLY.summary(), "tiers": tier_rows()}

@@ -52,15 +52,24 @@ class ModelSpec:
 
 
 class Registry:
+    """The models the engine knows. Models may be added and removed while the app runs (the model
+    store registers downloads from a job thread), hence the lock."""
+
     def __init__(self, specs: list[ModelSpec] | None = None):
         self._specs: dict[str, ModelSpec] = {}
+        self._lock = threading.Lock()
         for spec in specs or []:
             self.add(spec)
 
     def add(self, spec: ModelSpec) -> None:
-        if spec.name in self._specs:
-            raise ValueError(f"model {spec.name!r} is registered twice: one model per function")
-        self._specs[spec.name] = spec
+        with self._lock:
+            if spec.name in self._specs:
+                raise ValueError(f"model {spec.name!r} is registered twice: one model per function")
+            self._specs[spec.name] = spec
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._specs.pop(name, None)
 
     def get(self, name: str) -> ModelSpec:
         try:
@@ -69,7 +78,8 @@ class Registry:
             raise KeyError(f"no model named {name!r}; registered: {sorted(self._specs)}") from None
 
     def __iter__(self):
-        return iter(self._specs.values())
+        with self._lock:
+            return iter(list(self._specs.values()))
 
     def __contains__(self, name: str) -> bool:
         return name in self._specs

@@ -2,13 +2,12 @@
 in an audio file or the sound of a video."""
 from __future__ import annotations
 
-import tempfile
-import uuid
 from pathlib import Path
 
 import gradio as gr
 
 from app.errors import user_errors
+from app.outputs import new_output_dir
 from app.jobs_tab import follow_job
 from engine import Engine
 from engine.media.audio import MediaError, probe_audio
@@ -17,7 +16,6 @@ from zoo import denoise as dn
 TITLE = "Denoise"
 
 # Short results go to the temp folder, which Gradio serves; long ones stay in their job's folder.
-_OUT_DIR = Path(tempfile.gettempdir()) / "wimmel-denoise"
 
 
 def unavailable() -> str | None:
@@ -55,7 +53,7 @@ def build(engine: Engine) -> None:
                 result = follow_job(engine, job_id, progress)
                 return str(Path(result).with_name("denoised.wav")), result
             with user_errors("denoise the audio"):
-                wav, result = dn.denoise_file(engine, media, _OUT_DIR / uuid.uuid4().hex, model)
+                wav, result = dn.denoise_file(engine, media, new_output_dir("denoise"), model)
         except (MediaError, dn.DenoiseInputError) as exc:
             raise gr.Error(str(exc)) from exc
         return str(wav), str(result)

@@ -3,12 +3,12 @@ text, timed segments, SRT and WebVTT subtitles, and a video with subtitles."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from app.errors import user_errors
+from app.outputs import new_output_dir
 from app.jobs_tab import follow_job
 from engine import Engine
 from engine.media.audio import MediaError, probe_audio, read_audio
@@ -59,7 +59,7 @@ def build(engine: Engine) -> None:
                 raise gr.Error(str(exc)) from exc
             with user_errors("transcribe the speech"):
                 transcript = stt.transcribe(engine, samples)
-            folder = Path(tempfile.mkdtemp(prefix="wimmel-stt-"))
+            folder = new_output_dir("stt")
             files = {**stt.write_outputs(transcript, folder, timestamps), "video": None}
             if info.has_video:
                 try:

@@ -2,12 +2,11 @@
 runs as a job on the queue."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 
 from app.errors import user_errors
+from app.outputs import new_output_dir
 from app.jobs_tab import follow_job
 from engine import Engine
 from engine.media.audio import write_wav
@@ -16,7 +15,6 @@ from zoo import tts
 TITLE = "Text to speech"
 
 # Short results go to the temp folder, which Gradio serves; long ones stay in their job's folder.
-_OUT_DIR = Path(tempfile.gettempdir()) / "wimmel-tts"
 
 
 def unavailable() -> str | None:
@@ -46,10 +44,7 @@ def build(engine: Engine) -> None:
                 samples, rate = tts.speak(engine, text, speed)
         except tts.TTSInputError as exc:
             raise gr.Error(str(exc)) from exc
-        _OUT_DIR.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=_OUT_DIR, prefix="speech-", suffix=".wav", delete=False) as out:
-            path = Path(out.name)
-        return str(write_wav(path, samples, rate))
+        return str(write_wav(new_output_dir("tts") / "speech.wav", samples, rate))
 
     gr.Markdown("Type English text and hear it read by the Piper voice *joe* (US English). "
                 "Numbers and abbreviations are read out; text over 1,000 characters runs as a job "

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
 from app.errors import user_errors
+from app.outputs import new_output_dir
 from app.jobs_tab import follow_job
 from engine import Engine, UserFacingError
 from engine.media.audio import MediaError, probe_audio
@@ -159,7 +159,7 @@ def build(engine: Engine) -> None:
             with user_errors("cut the silence"):
                 try:
                     result = str(vad.cut_silence(engine, media, float(min_silence_s),
-                                                 out_dir=tempfile.mkdtemp(prefix="wimmel-cut-")))
+                                                 out_dir=new_output_dir("cut")))
                 except (UserFacingError, MediaError) as exc:
                     raise gr.Error(str(exc)) from exc
         try:

@@ -1,0 +1,240 @@
+"""txt2img / img2img / inpaint on a tiny random Stable Diffusion pipeline built from configs and
+saved with save_pretrained (and as one original-layout .safetensors file), loaded through the same
+path as a real download. No network."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import Engine
+from tiny_diffusion import config_only_copy, save_single_file, save_tiny_pipeline
+from zoo import diffusion as dz
+
+NAME = "tiny-sd"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    folder = save_tiny_pipeline(root / "sd")
+    return {"folder": folder, "single": save_single_file(folder, root / "tiny-sd.safetensors"),
+            "config": config_only_copy(folder, root / "sd-config")}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, files):
+    engine = Engine(tmp_path_factory.mktemp("generate") / "data", job_options={"job_threads": 1})
+    dz.register(engine, dz.DiffusionModel(NAME, str(files["folder"])))
+    engine.jobs.start()
+    yield engine
+    engine.jobs.stop()
+
+
+def request(**changes):
+    values = dict(prompt="a photo of a cat", negative_prompt="blurry", steps=2, guidance=7.0, width=64,
+                  height=64, seed=7)
+    values.update(changes)
+    return dz.Request(**values)
+
+
+def generate(engine, mode="txt2img", name=NAME, image=None, mask=None, progress=None, **changes):
+    with engine.run(mode) as run:
+        return dz.generate(run, name, mode, request(**changes), image, mask, progress=progress)
+
+
+def pixels(image):
+    return np.asarray(image, np.int16)
+
+
+@pytest.fixture(scope="module")
+def seven(engine):
+    """txt2img with seed 7, the reference of several tests."""
+    return generate(engine)[0]
+
+
+def test_the_model_is_a_heavy_torch_model_sized_from_its_files(engine, files):
+    spec = engine.registry.get(NAME)
+    assert spec.role == "heavy" and spec.runtime == "torch" and dz.is_diffusion(spec)
+    assert dz.diffusion_models(engine) == [NAME]
+    size = dz.pipeline_size(dz.DiffusionModel(NAME, str(files["folder"])), 4)
+    assert spec.estimate_bytes == size.total and 7_000_000 < size.total < 10_000_000  # float32 tiny
+    assert set(size.components) == {"unet", "vae", "text_encoder"}
+    # The headers' sizes are the loaded modules' (position_ids, a buffer, is not saved).
+    loaded = dz.load_pipeline(dz.DiffusionModel(NAME, str(files["folder"])))
+    from engine.memory_tiers import PipelineSize
+
+    assert abs(PipelineSize.of_pipeline(loaded).total - size.total) < 1024
+    assert dz.defaults(dz.DiffusionModel(NAME, str(files["folder"])))["width"] == 64  # native size
+
+
+def test_the_same_seed_gives_the_same_pixels_and_another_seed_differs(engine, seven):
+    assert seven.size == (64, 64)
+    again = generate(engine)[0]
+    assert np.array_equal(pixels(again), pixels(seven))
+    other = generate(engine, seed=8)[0]
+    assert np.abs(pixels(other) - pixels(seven)).mean() > 1
+    # Image i of a batch uses seed + i: the first of a batch of two is the seed-7 image, up to the
+    # last bits that batched float kernels round differently.
+    batch = generate(engine, batch=2)
+    assert [img.info["seed"] for img in batch] == ["7", "8"]
+    seed_gap = np.abs(pixels(other) - pixels(seven)).mean()
+    assert np.abs(pixels(batch[0]) - pixels(seven)).mean() < 0.05 * seed_gap
+    assert np.abs(pixels(batch[1]) - pixels(other)).mean() < 0.05 * seed_gap
+    # A random seed is recorded, so the image can be made again.
+    random = generate(engine, seed=-1)[0]
+    seed = int(random.info["seed"])
+    assert np.array_equal(pixels(generate(engine, seed=seed)[0]), pixels(random))
+
+
+def test_the_parameters_are_in_the_png_and_read_back(engine, seven, tmp_path):
+    text = seven.info["parameters"]
+    assert text.startswith("a photo of a cat\nNegative prompt: blurry\nSteps: 2, Sampler: DDIM, CFG scale: 7.0")
+    path = dz.save_png(seven, tmp_path / "seven.png")
+    with Image.open(path) as png:
+        assert png.text["parameters"] == text  # a tEXt chunk named 'parameters', as A1111 writes
+        assert np.array_equal(pixels(png.convert("RGB")), pixels(seven))
+    read = dz.read_parameters(path)
+    assert read["prompt"] == "a photo of a cat" and read["negative_prompt"] == "blurry"
+    assert read["Steps"] == 2 and read["Seed"] == 7 and read["CFG scale"] == 7.0
+    assert (read["width"], read["height"]) == (64, 64) and read["Model"] == NAME and read["Mode"] == "txt2img"
+    assert read["Tier"] == "full (sdpa)"
+    # Awkward prompts survive: commas, quotes, colons, several lines, non-Latin-1 text (iTXt).
+    prompt = 'a "red" cat, sitting: on a mat\nsecond line, ünïcode 猫'
+    fields = {"Steps": 3, "Sampler": "Euler a", "CFG scale": 5.5, "Seed": 123, "Size": "512x768",
+              "Model": "sd, v1.5: \"pruned\""}
+    image = Image.new("RGB", (8, 8))
+    image.info["parameters"] = dz.format_parameters(prompt, "ugly, low quality", fields)
+    back = dz.read_parameters(dz.save_png(image, tmp_path / "odd.png"))
+    assert back["prompt"] == prompt and back["negative_prompt"] == "ugly, low quality"
+    assert back["Model"] == 'sd, v1.5: "pruned"' and back["Sampler"] == "Euler a"
+    assert (back["Steps"], back["Seed"], back["CFG scale"], back["width"], back["height"]) == (3, 123, 5.5, 512, 768)
+    # A1111's own text reads too.
+    a1111 = dz.parse_parameters("cat\nNegative prompt: dog\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, "
+                                "Seed: 42, Size: 512x512, Model hash: abc123, Model: v1-5")
+    assert a1111["Sampler"] == "DPM++ 2M Karras" and a1111["Seed"] == 42 and a1111["Model hash"] == "abc123"
+
+
+def test_progress_is_reported_per_step(engine):
+    steps = []
+    generate(engine, progress=lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_img2img_and_inpaint_run_and_reproduce(engine, seven):
+    start = seven.resize((96, 64))  # resized to the request's size
+    out = generate(engine, "img2img", image=start, strength=0.75)[0]
+    assert out.size == (64, 64) and "Denoising strength: 0.75" in out.info["parameters"]
+    assert np.array_equal(pixels(generate(engine, "img2img", image=start, strength=0.75)[0]), pixels(out))
+    assert np.abs(pixels(generate(engine, "img2img", image=start, strength=0.75, seed=8)[0]) - pixels(out)).mean() > 1
+
+    mask = np.zeros((64, 64), bool)
+    mask[:, 40:] = True  # repaint the right part, e.g. a mask from the Segment tab
+    painted = generate(engine, "inpaint", image=seven, mask=mask, strength=1.0, prompt="a red cat")[0]
+    assert painted.size == (64, 64) and "Mode: inpaint" in painted.info["parameters"]
+    keep = 40 - 2 * dz.feather_px(64, 64) - 1  # beyond the feathered seam the picture is untouched
+    assert np.array_equal(pixels(painted)[:, :keep], pixels(seven)[:, :keep])
+    assert np.abs(pixels(painted)[:, 42:] - pixels(seven)[:, 42:]).mean() > 5
+    # A mask as a drawn RGBA layer (alpha) or a grey PNG works the same.
+    layer = np.zeros((64, 64, 4), np.uint8)
+    layer[:, 40:, 3] = 255
+    assert np.array_equal(np.asarray(dz.to_mask(Image.fromarray(layer))), np.asarray(dz.to_mask(mask)))
+
+
+def test_bad_requests_get_clear_messages(engine, seven):
+    cases = [
+        ("txt2img", dict(prompt="  "), "Write a prompt"),
+        ("txt2img", dict(steps=0), "Steps must be 1 to 150"),
+        ("txt2img", dict(width=4000), "Width and height must be 64 to 2048"),
+        ("txt2img", dict(batch=20), "batch job"),
+        ("img2img", dict(), "needs an input image"),
+        ("img2img", dict(steps=2, strength=0.3), "Steps x strength is below 1"),
+        ("inpaint", dict(), "needs an input image"),
+    ]
+    for mode, changes, message in cases:
+        with pytest.raises(dz.DiffusionInputError, match=message):
+            dz.check_request(mode, request(**changes), has_image=mode != "txt2img" and "strength" in changes)
+    with pytest.raises(dz.DiffusionInputError, match="Inpaint needs a mask"):
+        generate(engine, "inpaint", image=seven)
+
+
+def test_a_single_file_checkpoint_loads_to_the_same_pipeline(engine, files, seven, tmp_path):
+    assert dz.single_file_type(files["single"]) == "v1"
+    # With the family's configs (here a folder of .json/.txt only, no weights) it is the same model.
+    model = dz.DiffusionModel("tiny-sd-file", str(files["single"]), config=str(files["config"]))
+    assert not list(files["config"].rglob("*.safetensors"))
+    dz.register(engine, model)
+    assert dz.diffusion_models(engine) == [NAME, "tiny-sd-file"]
+    assert engine.registry.get("tiny-sd-file").estimate_bytes == engine.registry.get(NAME).estimate_bytes
+    single = generate(engine, name="tiny-sd-file")[0]
+    assert np.array_equal(pixels(single), pixels(seven))
+    # Without configs the error says what to download (the loader never downloads: no network here).
+    with pytest.raises(dz.DiffusionSetupError, match=r"stable-diffusion-v1-5/stable-diffusion-v1-5.*hf download"):
+        dz.load_pipeline(dz.DiffusionModel("no-config", str(files["single"])))
+    # Pickle checkpoints are refused before anything reads them.
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"\x80\x04not really")
+    with pytest.raises(dz.DiffusionSetupError, match="pickle"):
+        dz.load_pipeline(dz.DiffusionModel("pickled", str(pickle)))
+    with pytest.raises(dz.DiffusionSetupError, match="no model_index.json"):
+        dz.load_pipeline(dz.DiffusionModel("empty", str(tmp_path)))
+
+
+def test_a_batch_job_makes_every_image_with_its_seed(engine, seven):
+    params = {"model": NAME, "mode": "txt2img", "count": 2, "request": json.loads(json.dumps(
+        {"prompt": "a photo of a cat", "negative_prompt": "blurry", "steps": 2, "guidance": 7.0,
+         "width": 64, "height": 64, "seed": 7}))}
+    job_id = engine.jobs.submit(dz.batch_capability(NAME), params)
+    notes = []
+    for job in engine.jobs.follow(job_id):
+        notes.append(job["note"])
+    assert job["state"] == "done", job["error"]
+    assert job["model"] == NAME  # the queue groups batch jobs by their model
+    assert any("image 2 of 2, step 2/2" in n for n in notes if n)
+    paths = dz.batch_images(job["result"])
+    assert len(paths) == 2 and [dz.read_parameters(p)["Seed"] for p in paths] == [7, 8]
+    with Image.open(paths[0]) as first:
+        # The same image as the interactive seed-7 call, up to the last bits: job threads run torch
+        # with fewer threads, which sums in another order.
+        assert np.abs(pixels(first.convert("RGB")) - pixels(seven)).max() <= 2
+    with zipfile.ZipFile(job["result"]) as archive:
+        assert sorted(archive.namelist()) == ["0000-7.png", "0001-8.png"]
+    assert job["runs"][0]["tier"] == "full (sdpa)"
+
+
+def test_the_tab_builds_with_and_without_models(engine, tmp_path):
+    import gradio as gr
+
+    from tabs import generate as tab
+
+    assert tab.unavailable() is None
+    empty = Engine(tmp_path / "empty")
+    with gr.Blocks() as demo:
+        tab.build(empty)
+    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    assert {"txt2img", "img2img", "inpaint", "generate_batch", "png_info"} <= set(apis)
+    with pytest.raises(gr.Error, match="add one in the Models tab"):
+        apis["txt2img"].fn("", "a cat")
+    # The inpaint editor's painted layer (alpha) and an uploaded mask become one mask for the API.
+    split = next(fn.fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "split_editor")
+    background = np.full((32, 48, 3), 90, np.uint8)
+    layer = np.zeros((32, 48, 4), np.uint8)
+    layer[:, :10, 3] = 255
+    uploaded = np.zeros((16, 24), np.uint8)
+    uploaded[:, 20:] = 255  # half size: scaled to the picture
+    picture, mask = split({"background": background, "layers": [layer], "composite": background}, uploaded)
+    assert picture.shape == (32, 48, 3) and mask.shape == (32, 48)
+    assert mask[:, :10].all() and mask[:, 40:].all() and not mask[:, 12:38].any()
+    with pytest.raises(gr.Error, match="Paint over the part"):
+        split({"background": background, "layers": [np.zeros((32, 48, 4), np.uint8)]}, None)
+
+    with gr.Blocks() as demo:
+        tab.build(engine)
+    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    shown, info = apis["txt2img"].fn(NAME, "a photo of a cat", "blurry", 2, 7.0, 64, 64, 7, 1,
+                                     progress=lambda *a, **k: None)
+    image, caption = shown[0]
+    assert caption == "seed 7" and info["seeds"] == [7] and info["tier"] == "full (sdpa)"
+    saved = list((engine.data_dir / "outputs" / "txt2img").rglob("*.png"))
+    assert saved and dz.read_parameters(saved[-1])["Seed"] == 7
