@@ -133,14 +133,73 @@ class MTCNN(nn.Module):
         return detect_faces(self, image, **kwargs)
 
 
-def load_mtcnn(device: str = "cpu") -> MTCNN:
-    """MTCNN with the facenet-pytorch weights, in eval mode on `device`."""
+def load_mtcnn(device: str = "cpu", accelerate: str | None = None, cache_dir: str | None = None) -> MTCNN:
+    """MTCNN with the facenet-pytorch weights, in eval mode on `device`.
+
+    accelerate: None or "eager" (the nets as they are), "compile" (torch.compile) or "onnx"
+    (exported once, cached in `cache_dir`, run by ONNX Runtime); see engine/runtimes/compiled.py.
+    A net that cannot be compiled or exported runs eager; `acceleration(model)` says why.
+    """
     folder = weights_dir()
     model = MTCNN()
     for name in ("pnet", "rnet", "onet"):
         state = torch.load(folder / f"{name}.pt", weights_only=True, map_location="cpu")
         getattr(model, name).load_state_dict(state, strict=True)
-    return model.eval().requires_grad_(False).to(device)
+    model = model.eval().requires_grad_(False).to(device)
+    if accelerate not in (None, "eager"):
+        _accelerate_nets(model, accelerate, cache_dir)
+    return model
+
+
+# Bump when a net's forward changes: the exported ONNX files are cached under these names.
+_EXPORT_KEYS = {"pnet": "mtcnn-pnet-v1", "rnet": "mtcnn-rnet-v1", "onet": "mtcnn-onet-v1"}
+
+
+def _pyramid_sizes(height: int, width: int, min_face_size: float = 20, factor: float = 0.709) -> list[tuple[int, int]]:
+    """The (h, w) of each PNet pyramid level, as _stage1 computes them."""
+    scale = 12.0 / min_face_size
+    short = min(height, width) * scale
+    sizes = []
+    while short >= 12:
+        sizes.append((int(height * scale + 1), int(width * scale + 1)))
+        scale *= factor
+        short *= factor
+    return sizes
+
+
+def example_inputs(device: str = "cpu") -> dict[str, list[tuple[torch.Tensor]]]:
+    """Inputs shaped like detect_faces' calls, per net: PNet on the pyramid of a 512 px photo
+    (torch.compile specialises on some size properties, so it should meet them all while
+    preparing), RNet / ONet on a batch of crops and on a single crop (a size of 1 is a case of
+    its own for torch.compile). The first of each is what the ONNX export traces."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return (torch.rand(*shape, generator=gen) * 2 - 1).to(device)
+
+    return {
+        "pnet": [(rand(1, 3, h, w),) for h, w in _pyramid_sizes(512, 512)],
+        "rnet": [(rand(7, 3, 24, 24),), (rand(1, 3, 24, 24),)],
+        "onet": [(rand(5, 3, 48, 48),), (rand(1, 3, 48, 48),)],
+    }
+
+
+def _accelerate_nets(model: MTCNN, mode: str, cache_dir: str | None) -> None:
+    from engine.runtimes.compiled import accelerate
+
+    device = str(next(model.parameters()).device)
+    for name, examples in example_inputs(device).items():
+        net = getattr(model, name)
+        setattr(model, name, accelerate(net, examples, mode, cache_dir, _EXPORT_KEYS[name]))
+
+
+def acceleration(model: MTCNN) -> dict[str, dict]:
+    """Per net: the mode it runs in, the preparation time, and why it fell back to eager if so."""
+    out = {}
+    for name in ("pnet", "rnet", "onet"):
+        info = getattr(getattr(model, name), "info", None)
+        out[name] = info.as_dict() if info is not None else {"requested": "eager", "mode": "eager"}
+    return out
 
 
 # Detection pipeline. Boxes are numpy rows [x1, y1, x2, y2, score, ...] in input pixels.
