@@ -1,6 +1,7 @@
-"""Pay librosa's first-use cost (numba compilation, cached in site-packages) at set-up, not in the
-first user's request: `python -m zoo.warmup` (setup.sh runs it; launch.py repeats it at start-up,
-which takes a second once the cache is warm)."""
+"""Pay first-use costs at set-up, not in the first user's request: librosa's numba compilation
+(cached in site-packages) and the face detector's ONNX export (cached by weights hash and versions).
+`python -m zoo.warmup` (setup.sh runs it; launch.py repeats the librosa part at start-up, which
+takes a second once the cache is warm)."""
 from __future__ import annotations
 
 import time
@@ -23,5 +24,14 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
+def export_face_detector() -> float:
+    started = time.perf_counter()
+    from .face_detector import load_mtcnn
+
+    load_mtcnn("cpu", accelerate="onnx")
+    return time.perf_counter() - started
+
+
 if __name__ == "__main__":
     print(f"librosa warmed up in {warm_up():.1f} s")
+    print(f"face detector exported to ONNX (or found in the cache) in {export_face_detector():.1f} s")
