@@ -49,7 +49,7 @@ _RNN_MISSING = ("pyrnnoise is not installed: run ./setup.sh "
 _DFN_FILES = ("_native/libdeepfilter.so", "_models/DeepFilterNet3_onnx.tar.gz")
 
 
-class DenoiseInputError(ValueError):
+class DenoiseInputError(UserFacingError, ValueError):
     """Bad input a user can fix (unknown model, no samples); the message says how."""
 
 

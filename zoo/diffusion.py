@@ -58,7 +58,7 @@ _FLOATS = ("F64", "F32", "F16", "BF16")
 _PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 
 
-class DiffusionInputError(ValueError):
+class DiffusionInputError(UserFacingError, ValueError):
     """Bad request a user can fix (empty prompt, size, steps, missing image). The message says how."""
 
 

