@@ -5,7 +5,7 @@ import gradio as gr
 
 from engine import Engine
 
-from . import jobs_tab, system_tab
+from . import images, jobs_tab, system_tab
 
 
 def build_app(engine: Engine, tabs=None) -> gr.Blocks:
@@ -25,6 +25,9 @@ def build_app(engine: Engine, tabs=None) -> gr.Blocks:
                 jobs_tab.build(engine, demo)
             with gr.Tab("System"):
                 system_tab.build(engine, demo)
+    # Every picture a user uploads is decoded by our code (a pixel cap, any colour mode, plain
+    # messages), whichever tab it goes to.
+    images.guard_image_inputs(demo)
     # Models run in worker threads; the pool serialises use of each instance, these limits keep
     # a burst of clicks from queueing more threads than the two cores can use.
     demo.queue(default_concurrency_limit=2)

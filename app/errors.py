@@ -6,7 +6,8 @@ import logging
 
 import gradio as gr
 
-from engine import ModelUnavailable, NotEnoughMemory, OutOfMemory
+from engine import ModelUnavailable, NotEnoughMemory, OutOfMemory, UserFacingError
+from engine.media.video import MediaError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,12 @@ def user_errors(action: str):
         raise gr.Error(f"Not enough memory to {action}: {exc}") from exc
     except ModelUnavailable as exc:
         raise gr.Error(f"The model for this could not be loaded. {exc}") from exc
+    except (UserFacingError, MediaError) as exc:
+        # Our own verdicts on the input (ImageError, an unreadable file): plain words already.
+        raise gr.Error(str(exc), print_exception=False) from exc
     except Exception as exc:
+        # A bug, not the user's doing: the traceback goes to the log, the user gets a sentence
+        # (no exception names or paths, which mean nothing to them and may show the server's files).
         log.exception("%s failed", action)
-        raise gr.Error(f"Could not {action}: {type(exc).__name__}: {exc}") from exc
+        raise gr.Error(f"Could not {action}: something went wrong on the server. "
+                       "The details are in its log; trying again or another file may help.") from exc

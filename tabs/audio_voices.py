@@ -57,7 +57,8 @@ def _read(path: str | None, what: str, **kwargs) -> np.ndarray:
     try:
         return read_audio(path, vo.RATE, **kwargs)
     except MediaError as exc:
-        raise gr.Error(f"{what[0].upper()}{what[1:]}: {exc}") from exc
+        text = str(exc)
+        raise gr.Error(f"{what[0].upper()}{what[1:]}: {text[:1].lower()}{text[1:]}") from exc
 
 
 def build(engine: Engine) -> None:

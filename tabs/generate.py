@@ -210,8 +210,9 @@ def build(engine: Engine) -> None:
             return {}
         try:
             return dz.read_parameters(file) or {"parameters": None}
-        except OSError as exc:
-            raise gr.Error(f"Not a readable image: {exc}") from exc
+        except (OSError, Image.DecompressionBombError) as exc:
+            # PIL's message names the server's temp path: the user gets plain words.
+            raise gr.Error("This file is not a readable PNG picture.", print_exception=False) from exc
 
     def refresh(current: str | None):
         names = dz.diffusion_models(engine)

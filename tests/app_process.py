@@ -22,7 +22,7 @@ def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}:\n{proc.stdout.read()}")
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{proc.log_path.read_text()[-5000:]}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -35,9 +35,13 @@ def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None
 
 def start_app(data_dir: Path, *args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--port", str(port),
-                             "--data-dir", str(data_dir), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The app's output goes to a file: a pipe nobody reads fills up and blocks the server's logging.
+    log_path = Path(data_dir).parent / f"app-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--port", str(port),
+                                 "--data-dir", str(data_dir), *args],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log_path = log_path
     url = f"http://127.0.0.1:{port}/"
     wait_for_http(url, proc)
     return proc, url

@@ -324,5 +324,5 @@ def test_blur_faces_image_api_with_and_without_a_person_to_keep(api, detector):
 
 
 def test_blur_faces_video_api_refuses_a_reference_that_is_no_picture(api, video, photos):
-    with pytest.raises(gr.Error, match="could not be read as an image"):
+    with pytest.raises(gr.Error, match="could not be read: the file is not a picture"):
         api["blur_faces_video"](str(video), "blur", str(photos["text"]))

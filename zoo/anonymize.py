@@ -9,9 +9,10 @@ import os
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
 from engine import JobContext, UserFacingError
+from engine.media.image import read_image
 from engine.media.video import limit_pixels
 from engine.media.video_job import process_video
 
@@ -122,12 +123,8 @@ def person(call: Call, image: np.ndarray, max_pixels: int | None) -> dict | None
 
 def read_photo(path: str | os.PathLike, what: str) -> np.ndarray:
     """An RGB uint8 array of an image file, turned upright as its EXIF says (phone photos);
-    UserFacingError when it is not an image."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserFacingError(f"The {what} could not be read as an image ({exc.__class__.__name__}).") from exc
+    a UserFacingError (ImageError) with a plain message when it is not a usable image."""
+    return read_image(path, what)
 
 
 def _reference(ctx: JobContext, max_pixels: int | None) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.media.image import read_image
 from engine.media.video_job import process_video
 from .package_files import package_folder
 
@@ -53,7 +54,7 @@ _MISSING = ("mediapipe is not installed: run ./setup.sh (it installs mediapipe==
 _NO_LITERT = "ai-edge-litert is not installed: run ./setup.sh (it installs ai-edge-litert==2.3.0)"
 
 
-class BackgroundInputError(ValueError):
+class BackgroundInputError(UserFacingError, ValueError):
     """Bad input a user can fix: no or empty image, unknown mode, missing background, bad colour."""
 
 
@@ -342,15 +343,11 @@ def segment(engine, image: np.ndarray, capability: str = "remove_background") ->
 
 def read_background(path: str | os.PathLike) -> np.ndarray:
     """A background picture from a file, upright and RGB; a UserFacingError when it is none."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            rgb, _ = split_alpha(np.asarray(img.convert("RGBA")), "background image")
-            return rgb
+    try:  # read_image: a pixel cap, any colour mode, a plain ImageError (a UserFacingError)
+        rgb, _ = split_alpha(read_image(path, "background image", "RGBA"), "background image")
+        return rgb
     except BackgroundInputError as exc:
         raise UserFacingError(str(exc)) from exc
-    except OSError as exc:
-        raise UserFacingError("The background image could not be read: it is not a picture, or it is corrupt.") from exc
 
 
 def video_job(ctx: JobContext) -> str:

