@@ -1,7 +1,10 @@
-"""python -m bench SCENARIO [--json]: run one scenario; the last line of output is its JSON."""
+"""python -m bench SCENARIO [--json] [--budget cpu=4GiB]: run one scenario; the last line of output
+is its JSON. `python -m bench all` runs issue 7's scenarios and `load`, each in its own process,
+and regenerates docs/benchmarks.md; `python -m bench report` redraws that page from the last run."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -10,17 +13,32 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from . import capabilities, faces, grouping, video  # noqa: E402
+from . import capabilities, compile, faces, grouping, video  # noqa: E402
+from . import estimate, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
 
-SCENARIOS = {"capabilities": capabilities.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
+SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
+# Issue 7's scenarios and issue 9's load test ('video' stays as the old name of video-memory).
+SCENARIOS.update({"swap": swap.run, "interactive": interactive.run, "video-memory": video.run,
+                  "estimate": estimate.run, "overhead": overhead.run, "startup": startup.run,
+                  "oom-stress": oom_stress.run, "load": load.run})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenario", choices=sorted(SCENARIOS) + ["all", "report"])
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--budget", help="engine budget for the scenarios that start the app (load, "
+                                         "interactive), e.g. cpu=4GiB")
+    parser.add_argument("--only", help="with all: a comma-separated subset of its scenarios")
     args = parser.parse_args()
-    result = SCENARIOS[args.scenario](verbose=not args.json)
+    if args.scenario in ("all", "report"):
+        only = args.only.split(",") if args.only else None
+        result = report.run_all(budget=args.budget, only=only) if args.scenario == "all" else report.redraw()
+        print(json.dumps(result))
+        return
+    run = SCENARIOS[args.scenario]
+    kwargs = {"budget": args.budget} if args.budget and "budget" in inspect.signature(run).parameters else {}
+    result = run(verbose=not args.json, **kwargs)
     print(json.dumps(result))
 
 

@@ -75,7 +75,10 @@ def _optional_capabilities() -> dict:
         pass
     try:
         from zoo import face_identity
-        caps["face-identity"] = (face_identity.EMBEDDER, face_identity.bench_embed, _photo, None, None, 0)
+        # The astronaut's face as the shared detector boxes it; embedding only (align + ResNet).
+        caps["face-identity"] = (face_identity.FACE_EMBEDDER,
+                                 lambda m, im: m.embed(im, [{"box": [181.05, 62.16, 267.75, 172.05]}]),
+                                 _photo, None, None, 0)
     except (ImportError, AttributeError):
         pass
     return caps

@@ -1,0 +1,234 @@
+"""oom-stress: 100 jobs over every available model under a budget of 60 % of their footprints,
+with real out-of-memory errors injected at random points in 10 % of the runs.
+
+1. A first child process runs each model once through the engine, so its footprint (load bytes
+   and run peak) is measured and saved (footprints.json), as any first start does.
+2. A second, fresh child reads those footprints, sets the budget to 60 % of their sum (load +
+   largest run peak, over all models) and runs JOBS jobs in a seeded random order, THREADS at a
+   time, each one engine.infer call on its model. In 10 % of the runs an out-of-memory is raised
+   for real (torch's CPU allocator refusing 1 PiB) at a random point: while the model loads,
+   before the model's call, or after it (the work done is lost).
+
+- jobs, completed: runs started and runs that returned a result.
+- user_visible_oom: runs whose caller got an out-of-memory (OutOfMemory, NotEnoughMemory or a
+  raw allocation failure): 0 means the engine absorbed every one.
+- retries: recovery retries recorded in the run records (each injected OOM costs at least one).
+- peak_mb: peak RSS of the process above its RSS before the first model loaded (sampled every
+  10 ms): what the models and their runs really took. budget_mb: the budget.
+Context: injected (OOMs raised), errors (other failures), models, engine_peak_mb (the pool's own
+accounting: resident models plus run reservations, sampled).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import ROOT, child_json, save_series
+
+JOBS = 100
+THREADS = 3
+INJECT_SHARE = 0.10
+POINTS = ("load", "before", "after")
+BUDGET_SHARE = 0.60
+SENTENCE = "Many neural networks side by side on one machine, and none of them runs out of memory."
+
+
+def _workloads(folder: Path) -> dict:
+    """name -> (model, fn(model), bucket). Image models from bench.capabilities; audio models on
+    speech the TTS voice made in the learning pass (saved in `folder`)."""
+    from bench.capabilities import _capabilities
+    from engine import pixel_bucket
+
+    work = {}
+    for name, (model, call, make_image, *_rest) in _capabilities().items():
+        if name == "face-identity":
+            continue
+        image = make_image()
+        if name.startswith("upscale"):
+            image = image[200:264, 200:264] if name == "upscale-x4plus" else image[:192, :192]
+        work[name] = (model, (lambda call, image: lambda m: call(m, image))(call, image),
+                      pixel_bucket(image.shape[1], image.shape[0]))
+    speech_file = folder / "speech16k.npy"
+    try:
+        from zoo import pitch, stt, tts, vad
+    except ImportError:
+        return work
+    pieces = tts.plan(SENTENCE)
+    work["tts"] = (tts.TTS_PIPER, lambda voice: tts.render(voice, pieces), tts.symbol_bucket(pieces))
+    if speech_file.exists():
+        speech = np.load(speech_file)
+        work["vad"] = (vad.VAD_MODEL, lambda s: vad.speech_probs(s, speech)[0], vad.seconds_bucket(speech.size / 16000))
+        work["stt"] = (stt.WHISPER, lambda m: stt.run_whisper(m, speech), stt.duration_bucket(speech.size / 16000))
+        work["pitch"] = (pitch.PITCH_MODEL, lambda d: d.detect(speech, 16000), pitch.seconds_bucket(speech.size / 16000))
+    return work
+
+
+def learn(folder: str) -> None:
+    """Run every workload once (learning footprints into folder/data); save the speech made."""
+    sys.path.insert(0, str(ROOT))
+    from engine import Engine
+    from zoo.catalog import default_specs
+
+    folder = Path(folder)
+    engine = Engine(folder / "data", specs=default_specs())
+    try:
+        from zoo import tts
+        from engine.media.audio import read_audio, write_wav
+
+        samples, rate = tts.speak(engine, SENTENCE)
+        write_wav(folder / "speech.wav", samples, rate)
+        np.save(folder / "speech16k.npy", read_audio(folder / "speech.wav", 16000))
+    except ImportError:
+        pass
+    for name, (model, fn, bucket) in _workloads(folder).items():
+        engine.infer(f"learn {name}", model, fn, bucket=bucket)
+        engine.pool.unload(model)
+    print(json.dumps({"models": sorted(_workloads(folder))}))
+
+
+def stress(folder: str, seed: str = "5") -> None:
+    sys.path.insert(0, str(ROOT))
+    import psutil
+    import torch
+
+    from engine import Engine, NotEnoughMemory, OutOfMemory, is_oom
+    from engine.models import FootprintStore
+    from zoo.catalog import default_specs
+
+    folder = Path(folder)
+    work = _workloads(folder)
+    specs = {s.name: s for s in default_specs()}
+    store = FootprintStore(folder / "data" / "footprints.json")
+    used = sorted({model for model, _, _ in work.values()})
+    footprints = {m: store.load_bytes(specs[m], "cpu") + max(store.get(m, "cpu").run_peak_bytes.values(), default=0)
+                  for m in used}
+    budget = int(BUDGET_SHARE * sum(footprints.values()))
+
+    rng = random.Random(int(seed))
+    names = sorted(work)
+    order = [rng.choice(names) for _ in range(JOBS)]
+    inject = dict.fromkeys(rng.sample(range(JOBS), round(JOBS * INJECT_SHARE)))
+    for i in inject:
+        inject[i] = rng.choice(POINTS)
+    injected, lock = {"count": 0, "at": []}, threading.Lock()
+    fail_next_load: set[str] = set()
+
+    def allocation_failure(where: str):
+        with lock:
+            injected["count"] += 1
+            injected["at"].append(where)
+        torch.empty(2**48)  # 1 PiB: a real DefaultCPUAllocator error
+
+    def loader(spec):
+        def load(device):
+            with lock:
+                fail = spec.name in fail_next_load
+                fail_next_load.discard(spec.name)
+            if fail:
+                allocation_failure("load")
+            return spec.loader(device)
+        return load
+
+    engine = Engine(folder / "data", budget=f"cpu={budget}",
+                    specs=[dataclasses.replace(s, loader=loader(s)) for s in specs.values()])
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peaks = {"rss": 0, "engine": 0}
+    over: list = []  # the pool's instances the first time its own accounting passed the budget
+    samples, stop, t0 = [], threading.Event(), time.monotonic()
+
+    def sample():
+        while not stop.wait(0.01):
+            now = process.memory_info().rss - baseline
+            held = engine.pool.engine_bytes("cpu")
+            peaks["rss"], peaks["engine"] = max(peaks["rss"], now), max(peaks["engine"], held)
+            if held > budget and not over:
+                with engine.pool._cond:
+                    over.extend(f"{i.spec.name} {i.state} {i.bytes >> 20}+{i.run_reserved >> 20} MiB "
+                                f"(footprint {footprints.get(i.spec.name, 0) >> 20} MiB)" for i in engine.pool._instances)
+            if not samples or time.monotonic() - t0 - samples[-1][0] >= 0.1:
+                samples.append((round(time.monotonic() - t0, 2), round(now / 2**20, 1), round(held / 2**20, 1)))
+
+    threading.Thread(target=sample, daemon=True).start()
+    outcomes = [None] * JOBS
+    records = [None] * JOBS
+    queue = list(range(JOBS))
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i = queue.pop(0)
+            name = order[i]
+            model, fn, bucket = work[name]
+            point = inject.get(i)
+            if point == "load":
+                if model in engine.pool.loaded_models():
+                    point = "before"
+                else:
+                    with lock:
+                        fail_next_load.add(model)
+            calls = []
+
+            def call(m, fn=fn, point=point, calls=calls):
+                calls.append(1)
+                if point == "before" and len(calls) == 1:
+                    allocation_failure("before")
+                out = fn(m)
+                if point == "after" and len(calls) == 1:
+                    allocation_failure("after")
+                return out
+
+            try:
+                with engine.run(f"stress {name}", bucket=bucket) as run:
+                    records[i] = run.record
+                    run.call(model, call)
+                outcomes[i] = "ok"
+            except (OutOfMemory, NotEnoughMemory) as exc:
+                outcomes[i] = f"oom: {exc}"
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                outcomes[i] = f"oom: {exc}" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    print(json.dumps({
+        "jobs": JOBS, "completed": sum(o == "ok" for o in outcomes),
+        "user_visible_oom": sum(o.startswith("oom") for o in outcomes),
+        "retries": sum(r.retries for r in records if r is not None),
+        "peak_mb": round(peaks["rss"] / 2**20, 1), "budget_mb": round(budget / 2**20, 1),
+        "injected": injected["count"], "injected_at": {p: injected["at"].count(p) for p in POINTS},
+        "errors": [o for o in outcomes if o != "ok"][:5],
+        "engine_peak_mb": round(peaks["engine"] / 2**20, 1), "over_budget_pool": over, "seconds": round(elapsed, 1),
+        "models": len(used), "footprints_mb": {m: round(v / 2**20, 1) for m, v in footprints.items()},
+        "memory": samples}))
+
+
+def run(verbose: bool = True) -> dict:
+    folder = tempfile.mkdtemp(prefix="wimmel-bench-oom-")
+    learned = child_json("bench.oom_stress", "learn", folder)
+    if verbose:
+        print(f"footprints learned for {learned['models']}", flush=True)
+    result = child_json("bench.oom_stress", "stress", folder)
+    save_series("oom-stress", {"memory": result.pop("memory"), "budget_mb": result["budget_mb"]})
+    if verbose:
+        print(result, flush=True)
+    return {"scenario": "oom-stress", **result}
+
+
+if __name__ == "__main__":
+    {"learn": learn, "stress": stress}[sys.argv[1]](*sys.argv[2:])
