@@ -6,6 +6,7 @@ driver's view) on CUDA, `psutil.virtual_memory().available` for host RAM. torch'
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -17,6 +18,15 @@ MiB = 1024**2
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
           "mib": MiB, "g": 1000**3, "gb": 1000**3, "gib": GiB, "t": 1000**4, "tb": 1000**4,
           "tib": 1024**4}
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: a container or taskset can allow fewer than the machine has,
+    and thread pools sized from os.cpu_count() then oversubscribe."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
 
 
 def parse_size(text: str) -> int:

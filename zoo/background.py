@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.devices import usable_cores
 from engine.media.image import read_image
 from engine.media.video_job import process_video
 from .package_files import package_folder
@@ -79,11 +80,7 @@ def unavailable_reason() -> str | None:
 def _cpu_threads() -> int:
     # The cores this process may use (a container or taskset can allow fewer than the machine
     # has). The net takes ~8 ms; beyond 4 threads XNNPACK's split costs more than it saves.
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return min(4, usable_cores())
 
 
 @dataclass

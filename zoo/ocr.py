@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import MediaError, probe, read_chunks
+from engine.devices import usable_cores
 from engine.runtimes import onnx_runtime
 from .package_files import package_folder, reason_if_missing
 
@@ -63,7 +64,7 @@ def load_ocr(device: str = "cpu"):
     models_dir()  # a clear "install X" message rather than an import error deep inside
     from rapidocr_onnxruntime import RapidOCR
 
-    threads = onnx_runtime.cpu_threads()
+    threads = usable_cores()
     # No config_path: the package's own config.yaml, whose model paths point into the package.
     # The package honours thread counts from 1 to os.cpu_count(); inter-op threads only matter
     # in parallel execution mode, which it does not use.

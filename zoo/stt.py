@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine.devices import usable_cores
 from engine.media.audio import MediaError, probe_audio, stream_audio
 from . import subtitles
 from .package_files import package_folder, reason_if_missing
@@ -75,11 +76,7 @@ def cpu_threads() -> int:
     past 4 threads tiny.en gains little. os.cpu_count() would ignore a container's CPU limit
     or a taskset and oversubscribe.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return min(4, usable_cores())
 
 
 def load(device: str = "cpu"):

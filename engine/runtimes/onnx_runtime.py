@@ -13,19 +13,12 @@ import os
 import warnings
 from typing import Any
 
+from ..devices import usable_cores
+
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-
-
-def cpu_threads() -> int:
-    """Cores this process may use (a container or taskset may allow fewer than the machine has;
-    ONNX Runtime's own default counts the machine's and then oversubscribes)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,7 +91,8 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or cpu_threads()
+    # ONNX Runtime's own default counts the machine's cores, not the ones this process may use.
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = arena
     providers: list[Any] = [CPU]
