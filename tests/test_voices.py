@@ -120,6 +120,25 @@ def assert_turns_found(segments, truth):
         assert 0 <= s["start"] < s["end"]
 
 
+def owners(*runs):
+    """An owner array from (speaker, flags) runs; speaker -1 is a pause."""
+    return np.concatenate([np.full(n, k) for k, n in runs])
+
+
+def test_blips_at_the_start_of_a_turn_join_the_turn_they_lead_into():
+    # Seen in CI: after a 0.24 s pause, the Piper turn began with 6 flags of speaker 1, 9 of
+    # speaker 0, a 4-flag stop, then its long run. Each blip used to take the other's speaker.
+    owner = owners((0, 100), (-1, 8), (1, 6), (0, 9), (-1, 4), (1, 76))
+    fixed = vo._absorb_short_turns(owner, min_len=10, bridge=7)
+    assert (fixed == owners((0, 100), (-1, 8), (1, 6), (1, 9), (-1, 4), (1, 76))).all()
+    # A blip between two long runs of different speakers joins the longer one ...
+    owner = owners((0, 40), (1, 3), (2, 60))
+    assert (vo._absorb_short_turns(owner, 10, 7) == owners((0, 40), (2, 63))).all()
+    # ... a chain between them is split at its middle, and a long pause separates turns.
+    owner = owners((0, 40), (1, 4), (2, 4), (0, 4), (1, 50), (-1, 8), (0, 5))
+    assert (vo._absorb_short_turns(owner, 10, 7) == owners((0, 44), (1, 58), (-1, 8), (0, 5))).all()
+
+
 def test_diarize_finds_the_turns_of_two_alternating_voices(engine, dialogue):
     wav, truth = dialogue
     result = vo.diarize(engine, wav, 2)

@@ -48,6 +48,7 @@ _VAD_WINDOW = 480  # webrtcvad takes 10, 20 or 30 ms: 30 ms at 16 kHz
 _MIN_GAP_S = 0.3  # a pause shorter than this does not split one speaker's segment
 _MIN_SPEECH_RUN_S = 0.15  # speech shorter than this is a click, not speech
 _MIN_TURN_S = 0.3  # a speaker's run shorter than this next to another's speech is a blip
+_BLIP_BRIDGE_S = 0.2  # a pause shorter than this is a stop inside speech, not between turns
 _MAX_CLUSTERED = 3000  # windows clustered directly (Ward is quadratic); the rest are assigned
 CHUNK_S = 60.0  # a diarize_long job's unit of decoding and resumption (a multiple of 0.75 s)
 
@@ -240,23 +241,39 @@ def segments_from(starts: np.ndarray, prints: np.ndarray, flags: np.ndarray, spe
     times = (np.arange(speech.size) + 0.5) * _VAD_WINDOW / RATE
     curves = np.stack([np.interp(times, centres, scores[:, k]) for k in range(len(centroids))], axis=1)
     owner = np.where(speech, curves.argmax(axis=1), -1)
-    owner = _absorb_short_turns(owner, int(round(_MIN_TURN_S * RATE / _VAD_WINDOW)))
+    owner = _absorb_short_turns(owner, int(round(_MIN_TURN_S * RATE / _VAD_WINDOW)),
+                                int(round(_BLIP_BRIDGE_S * RATE / _VAD_WINDOW)))
     return _segments(owner)
 
 
-def _absorb_short_turns(owner: np.ndarray, min_len: int) -> np.ndarray:
-    """A speaker's run shorter than min_len that touches another speaker's speech (no pause
-    between) joins the longer such neighbour: a turn does not start or end with a 0.2 s blip."""
+def _absorb_short_turns(owner: np.ndarray, min_len: int, bridge: int) -> np.ndarray:
+    """Runs of a speaker shorter than min_len are blips at the edge of a turn, not turns: each
+    consecutive chain of them takes the speaker of the nearest long run it is joined to (pauses
+    under `bridge` flags join; longer ones separate turns). A chain at the start of speech that
+    leads into one long run becomes all that run's speaker, whatever order its blips came in."""
+    runs = [r for r in _runs(owner) if r[2] >= 0]
+    if not runs:
+        return owner
     owner = owner.copy()
-    runs = _runs(owner)
-    for i, (a, b, k) in enumerate(runs):
-        if k < 0 or b - a >= min_len:
+    joined = [b[0] - a[1] < bridge for a, b in zip(runs, runs[1:])]  # run i joined to run i+1
+    long = [b - a >= min_len for a, b, _ in runs]
+    i = 0
+    while i < len(runs):
+        if long[i]:
+            i += 1
             continue
-        touching = [r for r in (runs[i - 1] if i else None, runs[i + 1] if i + 1 < len(runs) else None)
-                    if r is not None and r[2] >= 0]
-        if touching:
-            longest = max(touching, key=lambda r: r[1] - r[0])
-            owner[a:b] = longest[2]
+        j = i  # the chain of short runs i..j, each joined to the next
+        while j + 1 < len(runs) and joined[j] and not long[j + 1]:
+            j += 1
+        left = runs[i - 1] if i > 0 and joined[i - 1] else None
+        right = runs[j + 1] if j + 1 < len(runs) and joined[j] else None
+        for a, b, _ in runs[i:j + 1]:
+            middle = (a + b) / 2
+            sides = [r for r in (left, right) if r is not None]
+            if sides:
+                nearest = min(sides, key=lambda r: (min(abs(middle - r[0]), abs(middle - r[1])), r[0] - r[1]))
+                owner[a:b] = nearest[2]
+        i = j + 1
     return owner
 
 
