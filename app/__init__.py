@@ -5,7 +5,7 @@ import gradio as gr
 
 from engine import Engine
 
-from . import images, jobs_tab, system_tab
+from . import cache_writes, images, jobs_tab, system_tab
 
 
 def build_app(engine: Engine, tabs=None) -> gr.Blocks:
@@ -28,6 +28,8 @@ def build_app(engine: Engine, tabs=None) -> gr.Blocks:
     # Every picture a user uploads is decoded by our code (a pixel cap, any colour mode, plain
     # messages), whichever tab it goes to.
     images.guard_image_inputs(demo)
+    # Two users given the same picture or sound must not share a half-written cache file.
+    cache_writes.make_cache_writes_atomic()
     # Models run in worker threads; the pool serialises use of each instance, these limits keep
     # a burst of clicks from queueing more threads than the two cores can use.
     demo.queue(default_concurrency_limit=2)
