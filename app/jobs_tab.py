@@ -8,8 +8,17 @@ import pandas as pd
 
 from engine import Engine, format_bytes
 
+from .errors import user_errors
+
 API_FIELDS = ("id", "capability", "state", "progress", "created", "started", "finished", "result", "error",
               "resumed_from_frame")
+
+
+def start_job(engine: Engine, capability: str, params: dict, inputs: dict, progress: gr.Progress) -> str:
+    """Queue a job and follow it; an input the job could never use is refused before it queues."""
+    with user_errors("start the job"):
+        job_id = engine.jobs.submit(capability, params, inputs=inputs)
+    return follow_job(engine, job_id, progress)
 
 
 def follow_job(engine: Engine, job_id: str, progress: gr.Progress) -> str:

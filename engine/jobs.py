@@ -49,6 +49,9 @@ class JobKind:
     capability: str
     model: str  # the model the job needs most: the grouping key
     run: Callable[["JobContext"], str]  # returns the result file's path
+    # Called with the input files at submit: raises UserFacingError for an input the job could
+    # never use (a video without frames), so the user hears it now, not after the queue.
+    check_inputs: Callable[[dict[str, Path]], None] | None = None
 
 
 class JobContext:
@@ -193,6 +196,8 @@ class JobQueue:
         """Queue a job. Input files are copied into the job's folder: uploads may be deleted."""
         if capability not in self.kinds:
             raise KeyError(f"no job kind {capability!r}; known: {sorted(self.kinds)}")
+        if self.kinds[capability].check_inputs:
+            self.kinds[capability].check_inputs({name: Path(path) for name, path in (inputs or {}).items()})
         job_id = uuid.uuid4().hex[:12]
         folder = self.job_dir(job_id) / "input"
         folder.mkdir(parents=True)

@@ -6,7 +6,7 @@ import gradio as gr
 import numpy as np
 
 from app.errors import user_errors
-from app.jobs_tab import follow_job
+from app.jobs_tab import start_job
 from app.safety import gate_output
 from engine import Engine
 from zoo import background as bg
@@ -83,9 +83,8 @@ def build(engine: Engine) -> None:
         inputs = {"video": video}
         if mode == bg.IMAGE:
             inputs["background"] = background
-        job_id = engine.jobs.submit("remove_background_video", {"mode": mode, "color": bg.hex_color(rgb)},
-                                    inputs=inputs)
-        return follow_job(engine, job_id, progress)
+        return start_job(engine, "remove_background_video", {"mode": mode, "color": bg.hex_color(rgb)},
+                         inputs, progress)
 
     def _show_options(mode: str):
         return gr.update(visible=mode == bg.COLOR), gr.update(visible=mode == bg.IMAGE)

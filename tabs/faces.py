@@ -7,7 +7,7 @@ import numpy as np
 
 from app.errors import user_errors
 from app.safety import gate_output
-from app.jobs_tab import follow_job
+from app.jobs_tab import start_job
 from engine import Engine, UserFacingError, pixel_bucket
 from zoo import anonymize, face_detector, face_identity
 from zoo.catalog import FACE_DETECTOR, unavailable_reason
@@ -147,8 +147,7 @@ def build(engine: Engine) -> None:
             except UserFacingError as exc:
                 raise gr.Error(str(exc)) from exc
             inputs["reference"] = keep
-        job_id = engine.jobs.submit("blur_faces_video", {"mode": mode}, inputs=inputs)
-        return follow_job(engine, job_id, progress)
+        return start_job(engine, "blur_faces_video", {"mode": mode}, inputs, progress)
 
     identity_missing = face_identity.unavailable_reason()
     with gr.Tabs():

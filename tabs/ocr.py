@@ -6,7 +6,7 @@ import numpy as np
 
 from app.errors import user_errors
 from app.safety import gate_output
-from app.jobs_tab import follow_job
+from app.jobs_tab import start_job
 from engine import Engine, pixel_bucket
 from zoo import ocr
 
@@ -60,8 +60,7 @@ def build(engine: Engine) -> None:
             raise gr.Error("Samples per second must be a number.") from None
         if not 0.25 <= rate <= ocr.MAX_SAMPLES_PER_SECOND:
             raise gr.Error(f"Samples per second must be between 0.25 and {ocr.MAX_SAMPLES_PER_SECOND:g}.")
-        job_id = engine.jobs.submit(ocr.VIDEO_JOB, {"samples_per_second": rate}, inputs={"video": video})
-        return follow_job(engine, job_id, progress)
+        return start_job(engine, ocr.VIDEO_JOB, {"samples_per_second": rate}, {"video": video}, progress)
 
     with gr.Tabs():
         with gr.Tab("Image"):

@@ -7,7 +7,7 @@ import numpy as np
 
 from app.errors import user_errors
 from app.safety import gate_output
-from app.jobs_tab import follow_job
+from app.jobs_tab import start_job
 from engine import Engine, pixel_bucket
 from zoo import style as st
 
@@ -80,8 +80,7 @@ def build(engine: Engine) -> None:
         inputs = {"video": video}
         if st.is_from_image(style):
             inputs["style_image"] = style_image
-        job_id = engine.jobs.submit("stylize_video", {"style": style}, inputs=inputs)
-        return follow_job(engine, job_id, progress)
+        return start_job(engine, "stylize_video", {"style": style}, inputs, progress)
 
     def _show_style_image(style: str):
         return gr.update(visible=st.is_from_image(style or ""))

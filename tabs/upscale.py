@@ -6,7 +6,7 @@ import numpy as np
 
 from app.errors import user_errors
 from app.safety import gate_output
-from app.jobs_tab import follow_job
+from app.jobs_tab import start_job
 from engine import Engine, pixel_bucket
 from engine.media.video import MediaError, probe
 from zoo import upscale as up
@@ -84,8 +84,7 @@ def build(engine: Engine) -> None:
             raise gr.Error(str(exc)) from exc
         except ValueError as exc:
             raise gr.Error(f"This video is too large: {exc}.") from exc
-        job_id = engine.jobs.submit("upscale_video", {"scale": scale, "model": model}, inputs={"video": video})
-        return follow_job(engine, job_id, progress)
+        return start_job(engine, "upscale_video", {"scale": scale, "model": model}, {"video": video}, progress)
 
     with gr.Tabs():
         with gr.Tab("Image"):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engine import Engine
+from engine import Engine, UserFacingError
 from engine.media.video import probe
 from video_helpers import decode_all, face_frame, face_video, sharpness
 from zoo import anonymize, face_detector
@@ -83,14 +83,14 @@ def test_blur_faces_video_keeps_frames_fps_audio_and_hides_the_face(engine, dete
     assert job["runs"][0]["models"].count(FACE_DETECTOR) == 3  # one lease per chunk of 16
 
 
-def test_a_bad_video_fails_its_job_clearly_and_the_next_one_runs(engine, tmp_path):
+def test_a_bad_video_is_refused_clearly_and_the_next_one_runs(engine, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 50)
     for bad in (empty, text):
-        job = run_job(engine, bad)
-        assert job["state"] == "failed"
-        assert "video" in job["error"].lower() and "Traceback" not in job["error"]
+        with pytest.raises(UserFacingError) as refused:   # at submit: nothing waits in the queue
+            run_job(engine, bad)
+        assert "video" in str(refused.value).lower() and "Traceback" not in str(refused.value)
     good = run_job(engine, face_video(tmp_path / "ok.mp4", frames=8))
     assert good["state"] == "done"

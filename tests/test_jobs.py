@@ -173,3 +173,25 @@ def test_inputs_are_copied_and_progress_is_followed(tmp_path):
     assert seen[-1]["state"] == "done" and open(seen[-1]["result"]).read() == "hello"
     assert [j["progress"] for j in seen] == sorted(j["progress"] for j in seen)
     assert engine.jobs.list()[0]["id"] == job_id
+
+
+def test_an_input_the_job_could_never_use_is_refused_at_submit(tmp_path):
+    from engine.media.video import make_test_video
+    from engine.media.video_job import readable_video
+
+    engine = make_engine(tmp_path)
+    ran = []
+    engine.jobs.register(JobKind("frames", "alpha", lambda ctx: ran.append(ctx.id), check_inputs=readable_video))
+    not_a_video = tmp_path / "holiday.mp4"
+    not_a_video.write_text("this is not a video\n")
+    cut_short = tmp_path / "cut.mp4"
+    cut_short.write_bytes(make_test_video(tmp_path / "whole.mp4", frames=12, width=96, height=64).read_bytes()[:300])
+    for bad in (not_a_video, cut_short):
+        with pytest.raises(UserFacingError) as refused:
+            engine.jobs.submit("frames", inputs={"video": bad})
+        assert "video" in str(refused.value).lower() and str(bad) not in str(refused.value)
+    assert engine.jobs.list() == [] and ran == []   # nothing queued, no folder left behind
+    folders = tmp_path / "data" / "jobs"
+    assert not folders.exists() or not any(folders.iterdir())
+    good = engine.jobs.submit("frames", inputs={"video": tmp_path / "whole.mp4"})
+    assert engine.jobs.get(good)["state"] == "queued"

@@ -71,10 +71,8 @@ def test_cancel_bad_input_and_the_server_keeps_serving(tmp_path, video):
         broken.write_bytes(video.read_bytes()[:64] + np.random.default_rng(0).bytes(50_000))
         with pytest.raises(Exception, match="(?i)video"):
             client.predict(handle_file(str(broken)), "blur", api_name="/blur_faces_video")
-        states = {j["state"] for j in jobs(client)}
-        assert states == {"done", "cancelled", "failed"}
-        failed = next(j for j in jobs(client) if j["state"] == "failed")
-        assert "Traceback" not in failed["error"]
+        # Refused when submitted: no job was queued for it.
+        assert sorted(j["state"] for j in jobs(client)) == ["cancelled", "done"]
         with pytest.raises(Exception, match="no job"):
             client.predict("nope", api_name="/cancel_job")
     finally:

@@ -31,7 +31,7 @@ from PIL import Image, ImageColor, ImageOps
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.devices import usable_cores
 from engine.media.image import read_image
-from engine.media.video_job import process_video
+from engine.media.video_job import process_video, readable_video
 from .package_files import package_folder
 
 MiB = 1024**2
@@ -387,4 +387,4 @@ def video_job(ctx: JobContext) -> str:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind("remove_background_video", SEGMENTER, video_job)]
+    return [JobKind("remove_background_video", SEGMENTER, video_job, check_inputs=readable_video)]

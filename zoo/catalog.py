@@ -7,6 +7,7 @@ import logging
 
 from engine import JobKind, ModelSpec
 from engine.doctor import Check
+from engine.media.video_job import readable_video
 
 from .package_files import reason_if_missing
 from . import anonymize, face_detector
@@ -54,8 +55,8 @@ def _module(name: str):
 
 def _families() -> list[tuple]:
     """(specs, job kinds, why unavailable) per model family."""
-    families = [(_face_specs, lambda: [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job)],
-                 _face_reason)]
+    families = [(_face_specs, lambda: [JobKind("blur_faces_video", FACE_DETECTOR, anonymize.video_job,
+                                                check_inputs=readable_video)], _face_reason)]
     for name in FAMILIES:
         module = _module(name)
         if module is not None:

@@ -26,7 +26,7 @@ from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.image import read_image
 from engine.media.video import limit_pixels, restore_size
 from engine.runtimes import onnx_runtime
-from engine.media.video_job import process_video
+from engine.media.video_job import process_video, readable_video
 from .package_files import package_folder
 
 MiB = 1024**2
@@ -315,4 +315,4 @@ def video_job(ctx: JobContext) -> str:
 
 def job_kinds() -> list[JobKind]:
     # The kind's model is the grouping key; "from image" jobs lease style-arbitrary per chunk.
-    return [JobKind("stylize_video", STYLE_PRESETS, video_job)]
+    return [JobKind("stylize_video", STYLE_PRESETS, video_job, check_inputs=readable_video)]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
 from engine.media.video import MediaError, probe
-from engine.media.video_job import process_video
+from engine.media.video_job import process_video, readable_video
 from .package_files import package_folder
 
 MiB = 1024**2
@@ -223,4 +223,4 @@ def video_job(ctx: JobContext) -> str:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind("upscale_video", UPSCALE_FAST, video_job)]
+    return [JobKind("upscale_video", UPSCALE_FAST, video_job, check_inputs=readable_video)]

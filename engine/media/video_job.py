@@ -17,6 +17,15 @@ from ..jobs import JobContext, UserFacingError
 from .video import MediaError, concat_segments, probe, read_chunks, write_segment
 
 
+def readable_video(inputs: dict[str, Path]) -> None:
+    """A JobKind.check_inputs for jobs on inputs["video"]: refuses at submit a file that is not
+    a video (no video stream, a still picture, cut short before its first frame)."""
+    try:
+        probe(inputs["video"])
+    except MediaError as exc:
+        raise UserFacingError(str(exc)) from exc
+
+
 def process_video(ctx: JobContext, source: Path, transform: Callable[[np.ndarray], np.ndarray], *,
                   chunk_frames: int | None = None, result_name: str = "result.mp4") -> Path:
     try:
