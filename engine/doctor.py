@@ -234,7 +234,7 @@ def check_opencv() -> Check:
 
 def check_ffmpeg() -> Check:
     try:
-        from .media.video import ffmpeg_exe
+        from .media.ffmpeg import ffmpeg_exe
         exe = ffmpeg_exe()
         first = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
     except Exception as exc:  # noqa: BLE001

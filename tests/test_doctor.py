@@ -115,7 +115,7 @@ def test_low_disk_and_summary_line(monkeypatch, tmp_path):
 
 
 def test_missing_ffmpeg_is_an_error_with_the_install_command(monkeypatch):
-    import engine.media.video as video
+    import engine.media.ffmpeg as video
 
     def no_ffmpeg():
         raise video.MediaError(video.NO_FFMPEG, "imageio-ffmpeg not found")

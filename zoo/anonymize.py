@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from engine import JobContext, UserFacingError
+from engine.files import save_array
 from engine.media.image import read_image
 from engine.media.video import limit_pixels
 from engine.media.video_job import process_video
@@ -136,9 +137,7 @@ def _reference(ctx: JobContext, max_pixels: int | None) -> np.ndarray:
     found = person(ctx.call, read_photo(ctx.input("reference"), "photo of the person to keep"), max_pixels)
     if found is None:
         raise UserFacingError("The photo of the person to keep shows no face.")
-    partial = saved.with_suffix(".tmp.npy")
-    np.save(partial, found["embedding"])
-    os.replace(partial, saved)  # atomic: a crash never leaves half a file
+    save_array(saved, found["embedding"])
     return found["embedding"]
 
 

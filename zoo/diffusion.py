@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import atomic_write
 from engine import memory_tiers as mt
 
 log = logging.getLogger(__name__)
@@ -739,9 +740,8 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     info = PngImagePlugin.PngInfo()
     if "parameters" in image.info:
         info.add_text("parameters", image.info["parameters"])
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)  # atomic: a crash never leaves half an image under the final name
+    with atomic_write(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
     return path
 
 
@@ -797,11 +797,9 @@ def batch_job(ctx: JobContext) -> str:
         save_png(images[0], folder / f"{i:04d}-{one.seed}.png")
         ctx.save_checkpoint(done=i + 1)
     result = ctx.work_dir / "images.zip"
-    tmp = result.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_write(result) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
         for png in sorted(folder.glob("*.png")):
             archive.write(png, png.name)
-    os.replace(tmp, result)
     return str(result)
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import re
-import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,10 +22,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import write_text
 from engine.media.video import MediaError, probe, read_chunks
+from engine.media.video_job import readable_video
 from engine.devices import usable_cores
 from engine.runtimes import onnx_runtime
+
 from .package_files import package_folder, reason_if_missing
+from .subtitles import srt_time
 
 MiB = 1024**2
 
@@ -157,15 +159,6 @@ def specs() -> list[ModelSpec]:
 
 # ------------------------------------------------------------------------------ subtitles
 
-def srt_time(seconds: float) -> str:
-    """00:01:02,345 (SRT's HH:MM:SS,mmm), rounded to the millisecond."""
-    ms = max(0, int(round(seconds * 1000)))
-    hours, ms = divmod(ms, 3_600_000)
-    minutes, ms = divmod(ms, 60_000)
-    secs, ms = divmod(ms, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d},{ms:03d}"
-
-
 def _same_text(a: str, b: str) -> bool:
     # The recogniser sometimes drops or adds a space between frames: that is still one subtitle.
     return re.sub(r"\s+", "", a) == re.sub(r"\s+", "", b)
@@ -195,10 +188,7 @@ def write_srt(runs: list[list], end_frame: int, fps: Fraction, path: Path) -> in
             cues.append((float(start / fps), float(stop / fps), text))
     body = "".join(f"{n}\n{srt_time(a)} --> {srt_time(b)}\n{text}\n\n"
                    for n, (a, b, text) in enumerate(cues, 1))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, path)   # a file that exists is complete
+    write_text(path, body)
     return len(cues)
 
 
@@ -257,4 +247,4 @@ def video_job(ctx: JobContext) -> str:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind(VIDEO_JOB, OCR, video_job)]
+    return [JobKind(VIDEO_JOB, OCR, video_job, check_inputs=readable_video)]

@@ -8,14 +8,13 @@ much and gives exactly the frames of one pass.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import save_arrays, write_json
 from engine.media.audio import MediaError, probe_audio, read_audio
 from .package_files import package_folder, reason_if_missing
 
@@ -165,9 +164,7 @@ def pitch_job(ctx: JobContext) -> str:
         while not (folder / "last").exists():
             ctx.check_cancelled()
             frames, has_more = ctx.call(PITCH_MODEL, lambda d: _chunk_frames(d, source, index))
-            tmp = folder / f"{index:05d}.tmp.npz"
-            np.savez(tmp, *frames)
-            os.replace(tmp, folder / f"{index:05d}.npz")
+            save_arrays(folder / f"{index:05d}.npz", *frames)
             if not has_more:
                 (folder / "last").touch()
             index += 1
@@ -178,9 +175,7 @@ def pitch_job(ctx: JobContext) -> str:
     parts = [np.load(folder / f"{i:05d}.npz") for i in range(index)]
     result = PitchResult(*(np.concatenate([p[f"arr_{k}"] for p in parts]) for k in range(4)))
     out = ctx.work_dir / "pitch.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summarize(result, segment_notes(result), voicing)))
-    os.replace(tmp, out)
+    write_json(out, summarize(result, segment_notes(result), voicing))
     return str(out)
 
 

@@ -23,7 +23,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from engine.media.video import _X264, MediaError, _cmd, _header, _last_line, _tmp_name
+from engine.media.ffmpeg import X264, MediaError, command, header, last_line, tmp_name
 
 MAX_LINE = 42  # characters per line: the common broadcast and Netflix limit
 MAX_LINES = 2
@@ -186,7 +186,7 @@ def _font_dir() -> Path:
 
 
 def _video_codec(path) -> str | None:
-    head = _header(path)
+    head = header(path)
     if head.video is None:
         return None
     found = re.search(r"Video: (\w+)", head.video)
@@ -194,24 +194,24 @@ def _video_codec(path) -> str | None:
 
 
 def _run(args: list[str], cwd: str | None, failure: str) -> None:
-    done = subprocess.run(_cmd(*args), stdin=subprocess.DEVNULL, capture_output=True, cwd=cwd)
+    done = subprocess.run(command(*args), stdin=subprocess.DEVNULL, capture_output=True, cwd=cwd)
     if done.returncode != 0:
-        raise MediaError(failure, _last_line(done.stderr))
+        raise MediaError(failure, last_line(done.stderr))
 
 
 def add_soft_subtitles(video, srt_path, out_path) -> Path:
     """An MP4 with the subtitles as a switchable track (mov_text, English). Picture and sound are
     copied when a browser plays them in MP4 (H.264, AAC/MP3), else re-encoded to H.264/AAC."""
-    head = _header(video)
+    head = header(video)
     if head.video is None:
         raise MediaError("This file has no video stream.")
     copy_video = _video_codec(video) == "h264"
     copy_audio = head.audio_codec in ("aac", "mp3")
     out_path = Path(out_path)
-    tmp = _tmp_name(out_path).with_suffix(".mp4")
+    tmp = tmp_name(out_path).with_suffix(".mp4")
     args = ["-v", "error", "-y", "-i", os.path.abspath(video), "-i", os.path.abspath(srt_path),
             "-map", "0:v:0", "-map", "0:a:0?", "-map", "1:0",
-            *(["-c:v", "copy"] if copy_video else _X264 + ["-preset", "veryfast", "-pix_fmt", "yuv420p"]),
+            *(["-c:v", "copy"] if copy_video else X264 + ["-preset", "veryfast", "-pix_fmt", "yuv420p"]),
             "-c:a", "copy" if copy_audio else "aac", "-c:s", "mov_text",
             "-metadata:s:s:0", "language=eng", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
     try:
@@ -224,11 +224,11 @@ def add_soft_subtitles(video, srt_path, out_path) -> Path:
 
 def burn_subtitles(video, srt_path, out_path) -> Path:
     """An H.264 MP4 with the subtitles drawn into every frame (libass); frames, fps and sound kept."""
-    head = _header(video)
+    head = header(video)
     if head.video is None:
         raise MediaError("This file has no video stream.")
     out_path = Path(out_path)
-    tmp = _tmp_name(out_path).with_suffix(".mp4")
+    tmp = tmp_name(out_path).with_suffix(".mp4")
     with tempfile.TemporaryDirectory() as work:
         # Relative names in a folder of our own: no escaping of paths inside the filter graph.
         shutil.copyfile(srt_path, Path(work) / "subs.srt")
@@ -237,7 +237,7 @@ def burn_subtitles(video, srt_path, out_path) -> Path:
         graph = (f"subtitles=filename=subs.srt:fontsdir=fonts:force_style='{style}',"
                  "pad=ceil(iw/2)*2:ceil(ih/2)*2,format=yuv420p")
         args = ["-v", "error", "-y", "-i", os.path.abspath(video), "-map", "0:v:0", "-map", "0:a:0?",
-                "-vf", graph, "-fps_mode", "passthrough", *_X264, "-preset", "veryfast",
+                "-vf", graph, "-fps_mode", "passthrough", *X264, "-preset", "veryfast",
                 *(["-c:a", "copy"] if head.audio_codec == "aac" else ["-c:a", "aac", "-b:a", "160k"]),
                 "-movflags", "+faststart", "-f", "mp4", str(tmp)]
         try:

@@ -20,7 +20,6 @@ a long file is cut in groups of ranges, each its own part on disk, joined at the
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -35,9 +34,11 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import save_arrays, write_json
 from engine.media.audio import probe_audio, read_audio, stream_audio
 from engine.runtimes import onnx_runtime
-from engine.media.video import _TO_YUV, _X264, MediaError, _cmd, _last_line, _tmp_name, probe
+from engine.media.ffmpeg import TO_YUV, X264, MediaError, command, last_line, tmp_name
+from engine.media.video import probe
 from .package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
@@ -227,12 +228,6 @@ def segments_of(analysis: Analysis, threshold: float = 0.5, min_speech_s: float 
     return speech_segments(analysis.probs, analysis.n_samples, threshold, min_speech_s, min_silence_s, pad_s)
 
 
-def _atomic_save(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # a state file that exists is complete
-
-
 def analyse_stream(ctx: JobContext, path: Path, progress_share: float = 1.0) -> Analysis:
     """The VAD over a long file in 30.72 s chunks, in order (the LSTM state carries over), with
     probabilities, peaks and state saved after each chunk: a killed job resumes where it was."""
@@ -264,7 +259,7 @@ def analyse_stream(ctx: JobContext, path: Path, progress_share: float = 1.0) -> 
                                  h=state.h, c=state.c, context=state.context,
                                  # Only the last chunk is short (and was zero-padded to whole frames).
                                  final=chunk.size < round(JOB_CHUNK_S * SAMPLE_RATE))
-                    _atomic_save(state_file, **saved)
+                    save_arrays(state_file, **saved)
                     ctx.save_checkpoint(vad_chunks=chunks)
                     ctx.progress(progress_share * min(chunks / total, 1.0),
                                  f"voice activity: {chunks * JOB_CHUNK_S / 60:.1f} of "
@@ -272,7 +267,7 @@ def analyse_stream(ctx: JobContext, path: Path, progress_share: float = 1.0) -> 
         except MediaError as exc:
             raise UserFacingError(str(exc)) from exc
         saved["final"] = True
-        _atomic_save(state_file, **saved)
+        save_arrays(state_file, **saved)
     if int(saved["n_samples"]) == 0:
         raise UserFacingError("The audio could not be read: it is empty, or corrupt.")
     return Analysis(saved["probs"], saved["peaks"], int(saved["n_samples"]))
@@ -300,9 +295,7 @@ def detect_speech_job(ctx: JobContext) -> str:
     check_options(**options)
     analysis = analyse_stream(ctx, ctx.input("audio"))
     result = ctx.work_dir / "segments.json"
-    tmp = result.with_suffix(".tmp")
-    tmp.write_text(json.dumps(overview(analysis, segments_of(analysis, **options))))
-    os.replace(tmp, result)
+    write_json(result, overview(analysis, segments_of(analysis, **options)))
     return str(result)
 
 
@@ -372,7 +365,7 @@ def _target(source: Path) -> _Target:
                        ["-c:a", "libopus", "-b:a", "128k"], fps)
     if suffix not in (".mp4", ".m4v", ".mov", ".mkv"):
         suffix = ".mp4"  # AVI, FLV, TS...: H.264 + AAC plays everywhere in an MP4
-    return _Target(suffix, [*_X264, "-preset", "veryfast"], ["-c:a", "aac", "-b:a", "160k"], fps)
+    return _Target(suffix, [*X264, "-preset", "veryfast"], ["-c:a", "aac", "-b:a", "160k"], fps)
 
 
 def _snap(ranges: list[tuple[float, float]], fps: Fraction | None) -> list[tuple[float, float]]:
@@ -405,16 +398,16 @@ def _graph(ranges: list[tuple[float, float]], offset: float, video: bool, fps: F
     pads = "".join(f"[vs{i}][as{i}]" if video else f"[as{i}]" for i in range(n))
     if video:
         lines.append(f"{pads}concat=n={n}:v=1:a=1[vc][a];")
-        lines.append(f"[vc]{_TO_YUV}[v]")
+        lines.append(f"[vc]{TO_YUV}[v]")
     else:
         lines.append(f"{pads}concat=n={n}:v=0:a=1[a]")
     return "\n".join(lines)
 
 
 def _ffmpeg(args: list[str], what: str) -> None:
-    done = subprocess.run(_cmd("-v", "error", *args), stdin=subprocess.DEVNULL, capture_output=True)
+    done = subprocess.run(command("-v", "error", *args), stdin=subprocess.DEVNULL, capture_output=True)
     if done.returncode != 0:
-        raise MediaError(f"The {what} could not be written.", _last_line(done.stderr))
+        raise MediaError(f"The {what} could not be written.", last_line(done.stderr))
 
 
 def render_part(source: Path, ranges: list[tuple[float, float]], out: Path, target: _Target) -> None:
@@ -422,7 +415,7 @@ def render_part(source: Path, ranges: list[tuple[float, float]], out: Path, targ
     # Seek a second early and trim from there: the seek only saves decoding what comes before.
     offset = max(0.0, ranges[0][0] - 1.0)
     end = ranges[-1][1] + 1.0
-    tmp = _tmp_name(out)
+    tmp = tmp_name(out)
     script = tmp.with_name(tmp.name + ".graph")
     video = bool(target.video_codec)
     script.write_text(_graph(ranges, offset, video, target.fps))
@@ -441,7 +434,7 @@ def render_part(source: Path, ranges: list[tuple[float, float]], out: Path, targ
 
 def join_parts(parts: list[Path], out: Path, target: _Target) -> Path:
     """Parts joined by stream copy (video) and one encode of the whole sound track."""
-    tmp = _tmp_name(out).with_suffix(out.suffix)
+    tmp = tmp_name(out).with_suffix(out.suffix)
     listing = tmp.with_name(tmp.name + ".txt")
     listing.write_text("ffconcat version 1.0\n" + "".join(
         "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts))

@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import save_arrays, write_json
 from engine.media.audio import MediaError, probe_audio, stream_audio
 from .package_files import package_folder, reason_if_missing
 
@@ -358,9 +357,7 @@ def diarize_job(ctx: JobContext) -> str:
             # Windows that fitted in the previous chunk's buffer were embedded with it.
             min_start = offset + 1 if len(tail) else 0
             starts, prints = ctx.call(VOICE_ENCODER, lambda enc: window_prints(enc, buffer, offset, min_start))
-            tmp = _chunk_file(ctx, index).with_suffix(".tmp.npz")
-            np.savez(tmp, starts=starts, prints=prints, flags=speech_flags(samples))
-            os.replace(tmp, _chunk_file(ctx, index))
+            save_arrays(_chunk_file(ctx, index), starts=starts, prints=prints, flags=speech_flags(samples))
             ctx.save_checkpoint(chunks=index + 1)
             if info.duration_s:
                 ctx.progress(0.95 * min(1.0, (index + 1) * chunk_s / info.duration_s),
@@ -379,9 +376,7 @@ def diarize_job(ctx: JobContext) -> str:
     ctx.progress(0.97, "grouping voices")
     result = {"segments": segments_from(starts, prints, flags, speakers)}
     out = ctx.work_dir / "diarization.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json(out, result, indent=1)
     return str(out)
 
 

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .video import MediaError, _cmd, _header, _last_line, _tmp_name
+from .ffmpeg import MediaError, command, header, last_line, tmp_name
 
 NOT_AUDIO = "This file is not audio or video, or its format is not supported."
 NO_AUDIO_STREAM = "This file has no audio track."
@@ -35,14 +35,14 @@ class AudioInfo:
 def probe_audio(path) -> AudioInfo:
     """What the first audio track of a file holds; MediaError with a plain message otherwise."""
     try:
-        head = _header(path)
+        head = header(path)
     except MediaError as exc:
         if str(exc).startswith("This file is not a video"):
             raise MediaError(NOT_AUDIO, exc.detail) from None
         raise MediaError(str(exc).replace("video", "file"), exc.detail) from None
     if head.audio_codec is None:
         raise MediaError(NO_AUDIO_STREAM)
-    text = subprocess.run(_cmd("-i", os.path.abspath(path)), capture_output=True, text=True,
+    text = subprocess.run(command("-i", os.path.abspath(path)), capture_output=True, text=True,
                           errors="replace").stderr
     line = re.search(r"Stream #\S+: Audio: .*", text)
     rate = re.search(r"(\d+) Hz", line[0]) if line else None
@@ -58,7 +58,7 @@ def _decode_cmd(path, sample_rate: int, mono: bool, start_s: float = 0.0,
                 duration_s: float | None = None) -> list[str]:
     seek = ["-ss", f"{start_s:.6f}"] if start_s else []
     limit = ["-t", f"{duration_s:.6f}"] if duration_s is not None else []
-    return _cmd(*seek, "-i", os.path.abspath(path), *limit, "-map", "0:a:0", "-vn", "-sn", "-dn",
+    return command(*seek, "-i", os.path.abspath(path), *limit, "-map", "0:a:0", "-vn", "-sn", "-dn",
                 *(["-ac", "1"] if mono else []), "-ar", str(sample_rate), "-f", "f32le", "-")
 
 
@@ -79,10 +79,10 @@ def read_audio(path, sample_rate: int = 16000, mono: bool = True, start_s: float
                                          limit=_minutes(max_seconds)))
     done = subprocess.run(_decode_cmd(path, sample_rate, mono, start_s, duration_s), capture_output=True)
     if done.returncode != 0 and not done.stdout:
-        raise MediaError(EMPTY_AUDIO, _last_line(done.stderr))
+        raise MediaError(EMPTY_AUDIO, last_line(done.stderr))
     samples = np.frombuffer(done.stdout[: len(done.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
     if samples.size == 0:
-        raise MediaError(EMPTY_AUDIO, _last_line(done.stderr))
+        raise MediaError(EMPTY_AUDIO, last_line(done.stderr))
     channels = 1 if mono else info.channels
     samples = samples[: samples.size // channels * channels]
     return samples if mono else samples.reshape(-1, channels)
@@ -124,7 +124,7 @@ def write_wav(path, samples: np.ndarray, sample_rate: int) -> Path:
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0:
         raise MediaError(EMPTY_AUDIO, "nothing to write")
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     try:
         soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
         os.replace(tmp, path)
@@ -136,15 +136,15 @@ def write_wav(path, samples: np.ndarray, sample_rate: int) -> Path:
 def replace_audio(video_path, audio_path, out_path) -> Path:
     """The video's picture (stream copy, untouched) with the audio of `audio_path` (AAC)."""
     out_path = Path(out_path)
-    tmp = _tmp_name(out_path).with_suffix(out_path.suffix)
-    cmd = _cmd("-y", "-i", os.path.abspath(video_path), "-i", os.path.abspath(audio_path),
+    tmp = tmp_name(out_path).with_suffix(out_path.suffix)
+    cmd = command("-y", "-i", os.path.abspath(video_path), "-i", os.path.abspath(audio_path),
                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
                # Silence pads a shorter soundtrack so -shortest ends at the picture's last frame.
                "-af", "apad", "-shortest", "-map_metadata", "-1", "-fflags", "+bitexact", str(tmp))
     try:
         done = subprocess.run(cmd, capture_output=True)
         if done.returncode != 0:
-            raise MediaError("The audio could not be put back into the video.", _last_line(done.stderr))
+            raise MediaError("The audio could not be put back into the video.", last_line(done.stderr))
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)

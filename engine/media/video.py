@@ -12,14 +12,12 @@ import collections
 import contextlib
 import dataclasses
 import errno
-import functools
 import logging
 import math
 import os
 import re
 import subprocess
 import tempfile
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -27,38 +25,16 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from .ffmpeg import (EMPTY_OR_CORRUPT, NO_FFMPEG, NO_VIDEO_STREAM, NOT_A_VIDEO, TO_YUV, TRUNCATED,  # noqa: F401
+                     X264, MediaError, command, ffmpeg_exe, header, last_line, tmp_name)
+
 log = logging.getLogger(__name__)
 
 # What a user sees. ffmpeg's own words stay in MediaError.detail, for logs.
-EMPTY_OR_CORRUPT = "The video could not be read: it is empty or corrupt."
-TRUNCATED = "The video could not be read: it is truncated or corrupt."
-NOT_A_VIDEO = "This file is not a video, or its format is not supported."
-NO_VIDEO_STREAM = "This file has no video stream."
 STILL_IMAGE = "This file is a still image, not a video."
-NO_FFMPEG = "Video support is unavailable: ffmpeg was not found."
 ENCODE_FAILED = "The video could not be encoded."
 DISK_FULL = "The disk is full: there was no room to write the video. Free some space, then retry the job."
 
-# Browser-playable H.264: yuv420p, tagged BT.709 so players and our own decoder agree on colours.
-# Same frames in, same bytes out, on any machine: x264's output depends on its thread count
-# ("auto" follows the CPU count), so it is fixed; swscale's bitexact flag avoids CPU-specific
-# SIMD rounding; the muxer's bitexact flag keeps version strings out.
-# No B-frames: a segment with B-frames starts its DTS one or two frames early, by an amount
-# that varies with its length, and joined segments then get DTS jumps and a wrong duration.
-_X264 = ["-c:v", "libx264", "-crf", "18", "-bf", "0", "-threads", "2",
-         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
-# yuv420p needs even sides: an odd frame gets one black row/column rather than an error.
-_TO_YUV = ("scale=out_color_matrix=bt709:out_range=tv:flags=bicubic+bitexact,"
-           "pad=ceil(iw/2)*2:ceil(ih/2)*2,format=yuv420p,"
-           "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709")
-
-
-class MediaError(ValueError):
-    """A video problem a user can act on. `detail` holds ffmpeg's last stderr line for logs."""
-
-    def __init__(self, message: str, detail: str = ""):
-        super().__init__(message)
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,27 +48,6 @@ class VideoInfo:
     audio_codec: str | None
 
 
-@functools.lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped in the imageio-ffmpeg wheel."""
-    try:
-        import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as exc:
-        raise MediaError(NO_FFMPEG, str(exc)) from None
-
-
-def _cmd(*args: str) -> list[str]:
-    return [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
-
-
-def _last_line(text: str | bytes) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def _rate(fps) -> Fraction:
     """fps as an exact fraction; a float such as 29.97002997 becomes 30000/1001."""
     if isinstance(fps, float):
@@ -104,58 +59,11 @@ def _write_failed(stderr: str | bytes) -> MediaError:
     """ffmpeg failed while writing: a full disk deserves its own words (ffmpeg's are buried)."""
     detail = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     if "No space left on device" in detail:
-        return MediaError(DISK_FULL, _last_line(detail))
-    return MediaError(ENCODE_FAILED, _last_line(detail))
-
-
-def _tmp_name(path: Path) -> Path:
-    # Hidden and unique in the same folder: os.replace onto `path` is then atomic.
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        return MediaError(DISK_FULL, last_line(detail))
+    return MediaError(ENCODE_FAILED, last_line(detail))
 
 
 # ---------------------------------------------------------------------------------- probing
-
-@dataclasses.dataclass
-class _Header:
-    """What `ffmpeg -i` prints about a file (there is no ffprobe in the wheel)."""
-    format: str
-    duration_s: float | None
-    video: str | None          # the first real video stream's line and its indented block
-    audio_codec: str | None
-
-
-def _header(path) -> _Header:
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError("The video file was not found.")
-    if path.stat().st_size == 0:
-        raise MediaError(EMPTY_OR_CORRUPT, "empty file")
-    # With no output file ffmpeg prints the input's header and exits 1; that is all we need.
-    text = subprocess.run(_cmd("-i", os.path.abspath(path)), capture_output=True,
-                          text=True, errors="replace").stderr
-    found = re.search(r"^Input #0, (.+?), from ", text, re.M)
-    if not found:
-        detail = _last_line(text)
-        if "misdetection possible" in text or "moov atom not found" not in text:
-            raise MediaError(NOT_A_VIDEO, detail)
-        raise MediaError(TRUNCATED, detail)   # an MP4 cut before its index (moov)
-    fmt = found.group(1)
-    duration = None
-    if m := re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text):
-        duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
-    # Split into stream blocks: "Stream #0:1..." plus its more indented lines (metadata, side data).
-    video = audio = None
-    for block in re.split(r"\n(?=\s*Stream #)", text)[1:]:
-        kind = re.match(r"\s*Stream #\S+: (\w+): (\S+)", block)
-        if not kind:
-            continue
-        # Cover art in music files is a "video" stream too; it is not a video.
-        if kind[1] == "Video" and video is None and "(attached pic)" not in block.splitlines()[0]:
-            video = block
-        elif kind[1] == "Audio" and audio is None:
-            audio = kind[2].rstrip(",")
-    return _Header(fmt, duration, video, audio)
-
 
 def _snap_fps(shown: float) -> Fraction:
     """ffmpeg prints fps with 2 decimals: 29.97 means 30000/1001."""
@@ -177,7 +85,7 @@ def _count_packets(path) -> tuple[int, Fraction | None]:
     Packets flagged "discard" (before the start of an MP4 edit list, as in a trimmed phone
     video) are decoded only as references and never shown, so they are not counted.
     """
-    cmd = _cmd("-v", "error", "-i", os.path.abspath(path), "-map", "0:V:0",
+    cmd = command("-v", "error", "-i", os.path.abspath(path), "-map", "0:V:0",
                "-c", "copy", "-f", "framecrc", "pipe:1")
     count, tb, durations = 0, None, collections.Counter()
     with tempfile.TemporaryFile() as err:
@@ -195,14 +103,14 @@ def _count_packets(path) -> tuple[int, Fraction | None]:
         errors = err.read().decode("utf-8", "replace")
     # A file cut after its index still opens; the demuxer then reports "partial file".
     if proc.returncode != 0 or "partial file" in errors:
-        raise MediaError(TRUNCATED, _last_line(errors))
+        raise MediaError(TRUNCATED, last_line(errors))
     step = durations.most_common(1)[0][0] if durations else 0
     return count, (1 / (tb * step) if tb and step > 0 else None)
 
 
 def probe(path) -> VideoInfo:
     """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video file."""
-    head = _header(path)
+    head = header(path)
     if head.format.endswith("_pipe") or head.format == "image2":
         raise MediaError(STILL_IMAGE, head.format)   # ffmpeg reads a PNG as a 1-frame video
     if head.video is None:
@@ -270,7 +178,7 @@ def read_chunks(path, chunk_frames: int, start_frame: int = 0
     # passthrough: never duplicate or drop frames to fit a frame rate.
     args += ["-fps_mode", "passthrough", "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
     with tempfile.TemporaryFile() as err:   # a file, not a pipe: a chatty stderr cannot block ffmpeg
-        proc = subprocess.Popen(_cmd(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, bufsize=0)
         try:
             index = start_frame
@@ -287,11 +195,11 @@ def read_chunks(path, chunk_frames: int, start_frame: int = 0
             del chunk
             if proc.wait() != 0:
                 err.seek(0)
-                raise MediaError(TRUNCATED, _last_line(err.read()))
+                raise MediaError(TRUNCATED, last_line(err.read()))
             if index != info.frames:   # damaged packets the decoder dropped
                 err.seek(0)
                 log.warning("%s: decoded %d frames, the container lists %d (%s)", path, index,
-                            info.frames, _last_line(err.read()))
+                            info.frames, last_line(err.read()))
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -338,10 +246,10 @@ def write_segment(frames: np.ndarray, path, fps) -> None:
         raise ValueError(f"frames must be uint8 [n, H, W, 3] with n >= 1, got "
                          f"{frames.dtype} {frames.shape}")
     path = Path(path)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     _, height, width, _ = frames.shape
-    cmd = _cmd("-v", "error", *_raw_input(width, height, _rate(fps)), "-an", "-vf", _TO_YUV,
-               *_X264, "-preset", "veryfast", "-f", "mp4", str(tmp))
+    cmd = command("-v", "error", *_raw_input(width, height, _rate(fps)), "-an", "-vf", TO_YUV,
+               *X264, "-preset", "veryfast", "-f", "mp4", str(tmp))
     _encode(cmd, iter(frames), tmp, path)
 
 
@@ -364,7 +272,7 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
     if written is not None and abs(written / _rate(fps) - 1) > 1e-4:
         raise ValueError(f"segments were written at {written} fps, not {fps}")
     out = Path(out_path)
-    tmp = _tmp_name(out)
+    tmp = tmp_name(out)
     listing = tmp.with_name(tmp.name + ".txt")
     try:
         listing.write_text("ffconcat version 1.0\n" + "".join(_concat_line(p) for p in segments))
@@ -374,7 +282,7 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
             raise MediaError(DISK_FULL, str(exc)) from None
         raise
 
-    audio = _header(audio_source).audio_codec if audio_source is not None else None
+    audio = header(audio_source).audio_codec if audio_source is not None else None
     args = ["-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing)]
     if audio:
         args += ["-i", os.path.abspath(audio_source)]
@@ -383,7 +291,7 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
         args += ["-map", "1:a:0", "-c:a", "copy" if audio == "aac" else "aac"]
     args += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
     try:
-        done = subprocess.run(_cmd(*args), stdin=subprocess.DEVNULL, capture_output=True)
+        done = subprocess.run(command(*args), stdin=subprocess.DEVNULL, capture_output=True)
         if done.returncode != 0:
             raise _write_failed(done.stderr)
         os.replace(tmp, out)
@@ -443,14 +351,14 @@ def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio
     fps = _rate(fps)
     draw = draw or _moving_gradient(width, height)
     path = Path(path)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     args = ["-v", "error", *_raw_input(width, height, fps)]
     if audio:
         seconds = float(frames / fps)
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
                  "-map", "0:v", "-map", "1:a", "-c:a", "aac"]
     # ultrafast: test sources only need to be quick to make.
-    args += ["-vf", _TO_YUV, *_X264, "-preset", "ultrafast", "-movflags", "+faststart",
+    args += ["-vf", TO_YUV, *X264, "-preset", "ultrafast", "-movflags", "+faststart",
              "-f", "mp4", str(tmp)]
 
     def rendered():
@@ -460,5 +368,5 @@ def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio
                 raise ValueError(f"draw({i}) gave {frame.dtype} {frame.shape}, "
                                  f"want uint8 {(height, width, 3)}")
             yield frame
-    _encode(_cmd(*args), rendered(), tmp, path)
+    _encode(command(*args), rendered(), tmp, path)
     return path
