@@ -7,13 +7,14 @@ Device peaks on CUDA combine torch's allocator peak with the driver's used memor
 """
 from __future__ import annotations
 
-import re
+import ctypes
 import threading
 import time
 from dataclasses import dataclass
 
 import psutil
 
+from . import procfs
 from .devices import read_memory
 
 _PROC = psutil.Process()
@@ -23,24 +24,45 @@ _SAMPLE_S = 0.02
 
 
 def rss() -> int:
-    return int(_PROC.memory_info().rss)
+    value = procfs.rss()
+    return value if value is not None else int(_PROC.memory_info().rss)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+
+def _mallinfo2():
+    try:
+        libc = ctypes.CDLL(None)
+        function = libc.mallinfo2   # glibc 2.33 and later
+    except (OSError, AttributeError):
+        return None
+    function.restype = _Mallinfo2
+    return function
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_in_use() -> int | None:
+    """Bytes malloc has handed out and not had back (all arenas plus mmapped blocks), or None
+    off glibc. Unlike RSS it grows when a load reuses heap that earlier work freed but the
+    process kept: there RSS does not move, and a footprint measured by RSS alone reads 0."""
+    if _MALLINFO2 is None:
+        return None
+    info = _MALLINFO2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def _read_hwm() -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            return int(re.search(r"VmHWM:\s+(\d+) kB", status.read()).group(1)) * 1024
-    except (OSError, AttributeError):
-        return None
+    return procfs.rss_high_water()
 
 
 def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    return procfs.reset_high_water()
 
 
 @dataclass

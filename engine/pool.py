@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .devices import Devices, format_bytes
-from .measure import rss
+from .measure import heap_in_use, rss
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .runs import current_run
@@ -211,7 +211,7 @@ class Pool:
 
     def _load(self, instance: Instance) -> None:
         spec, device = instance.spec, instance.device
-        before = self._used(device)
+        before, heap_before = self._used(device), heap_in_use()
         instance_admitted = instance.bytes
         started = time.monotonic()
         run = current_run()
@@ -229,8 +229,10 @@ class Pool:
                 raise
             raise ModelUnavailable(f"{spec.name} could not be loaded from {spec.source}: {exc}") from exc
         # A torch model's tensors are exact; the memory delta also catches what other threads
-        # allocated meanwhile, so it is the measure only for runtimes we cannot inspect.
-        measured = tensor_bytes(model) or max(0, self._used(device) - before)
+        # allocated meanwhile, so it is the measure only for runtimes we cannot inspect. On the
+        # CPU, what malloc handed out counts too: a load into heap that earlier work freed does
+        # not raise RSS at all.
+        measured = tensor_bytes(model) or max(0, self._used(device) - before, self._heap_grew(device, heap_before))
         backend = backend_of(model, spec.runtime, device)
         with self._cond:
             instance.model, instance.bytes, instance.backend = model, measured, backend
@@ -244,6 +246,11 @@ class Pool:
         if run is not None:
             run.load_s += instance.load_s
         log.info("loaded %s on %s in %.2f s, %s", spec.name, device, instance.load_s, format_bytes(measured))
+
+    @staticmethod
+    def _heap_grew(device: str, heap_before: int | None) -> int:
+        heap_after = heap_in_use() if device == "cpu" else None
+        return heap_after - heap_before if heap_after is not None and heap_before is not None else 0
 
     def _used(self, device: str) -> int:
         if device == "cpu":
