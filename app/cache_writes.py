@@ -38,14 +38,17 @@ def save_bytes_to_cache(data: bytes, file_name: str, cache_dir: str) -> str:
                     lambda p: Path(p).write_bytes(data))
 
 
-_gradio_save_audio = pu.save_audio_to_cache
+# Gradio's own writers, kept before make_cache_writes_atomic replaces them (save_audio_to_cache
+# below calls its original; tests show the race on the originals).
+GRADIO_WRITERS = {name: getattr(pu, name) for name in ("save_pil_to_cache", "save_bytes_to_cache",
+                                                       "save_audio_to_cache")}
 
 
 def save_audio_to_cache(data, sample_rate: int, format: str, cache_dir: str) -> str:
     # Gradio's own function picks the hashed path and encodes; it is pointed at a private
     # folder and its file then moved to where Gradio would have put it.
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".audio-") as private:
-        written = Path(_gradio_save_audio(data, sample_rate, format, private))
+        written = Path(GRADIO_WRITERS["save_audio_to_cache"](data, sample_rate, format, private))
         final = Path(cache_dir) / written.relative_to(Path(private).resolve())
         return _publish(final, lambda p: os.replace(written, p))
 
