@@ -11,7 +11,7 @@ from engine import Engine, format_bytes
 from .errors import user_errors
 
 API_FIELDS = ("id", "capability", "state", "progress", "created", "started", "finished", "result", "error",
-              "resumed_from_frame")
+              "resumed_from", "resumed_from_frame")
 
 
 def start_job(engine: Engine, capability: str, params: dict, inputs: dict, progress: gr.Progress) -> str:
@@ -44,12 +44,12 @@ def _peak(job: dict) -> str:
 
 def job_rows(jobs: list[dict]) -> pd.DataFrame:
     columns = ["id", "capability", "state", "progress", "created", "started", "finished", "model",
-               "peak memory", "resumed from frame", "note / error"]
+               "peak memory", "resumed from", "note / error"]
     return pd.DataFrame([{
         "id": j["id"], "capability": j["capability"], "state": j["state"],
         "progress": f"{j['progress'] * 100:.0f}%", "created": _time(j["created"]),
         "started": _time(j["started"]), "finished": _time(j["finished"]), "model": j["model"],
-        "peak memory": _peak(j), "resumed from frame": j["resumed_from_frame"] or "",
+        "peak memory": _peak(j), "resumed from": j["resumed_from"] or "",
         "note / error": j["error"] or j["note"] or "",
     } for j in jobs], columns=columns)
 
@@ -57,7 +57,8 @@ def job_rows(jobs: list[dict]) -> pd.DataFrame:
 def build(engine: Engine, demo: gr.Blocks) -> None:
     def list_jobs() -> dict:
         """All jobs, newest first: id, capability, state, progress (0-1), created / started /
-        finished (unix time), result (file path), error, resumed_from_frame."""
+        finished (unix time), result (file path), error, resumed_from (where a resumed job picked
+        up: "frame 48", "120.0 s" or "chunk 2"), resumed_from_frame (video jobs: the frame)."""
         return {"jobs": [{k: j[k] for k in API_FIELDS} for j in engine.jobs.list()]}
 
     def act(action, job_id: str | None) -> dict:

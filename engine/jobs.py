@@ -33,7 +33,8 @@ TERMINAL = ("done", "failed", "cancelled")
 WAITING = ("queued", "interrupted")
 FIELDS = ("id", "seq", "capability", "model", "params", "state", "progress", "note", "created",
           "started", "finished", "result", "error", "resumed_from_frame", "runs", "checkpoint",
-          "passed_over", "attempts")
+          "passed_over", "attempts", "resumed_from")
+RESUME_UNITS = ("frame", "s", "chunk")
 
 
 class JobCancelled(Exception):
@@ -74,8 +75,15 @@ class JobContext:
         self.checkpoint.update(values)
         self.queue._update(self.id, checkpoint=self.checkpoint)
 
-    def resumed_from(self, frame: int) -> None:
-        self.queue._update(self.id, resumed_from_frame=frame)
+    def resumed_from(self, position: float, unit: str = "frame") -> None:
+        """Where a resumed attempt picked up, in the job's own unit: a video frame, seconds of
+        audio ("s"), or a chunk of work ("chunk"). Shown in the Jobs tab as "frame 48",
+        "120.0 s", "chunk 2"; `resumed_from_frame` is kept for video jobs (API)."""
+        if unit not in RESUME_UNITS:
+            raise ValueError(f"unit must be one of {RESUME_UNITS}, not {unit!r}")
+        text = f"{position:.1f} s" if unit == "s" else f"{unit} {int(position)}"
+        self.queue._update(self.id, resumed_from=text,
+                           resumed_from_frame=int(position) if unit == "frame" else None)
 
     def check_cancelled(self) -> None:
         if self.queue._cancel_requested(self.id):
@@ -98,7 +106,11 @@ class JobStore:
             id TEXT PRIMARY KEY, seq INTEGER, capability TEXT, model TEXT, params TEXT, state TEXT,
             progress REAL, note TEXT, created REAL, started REAL, finished REAL, result TEXT,
             error TEXT, resumed_from_frame INTEGER, runs TEXT, checkpoint TEXT,
-            passed_over INTEGER, attempts INTEGER)""")
+            passed_over INTEGER, attempts INTEGER, resumed_from TEXT)""")
+        # A jobs.db from before resumed_from existed gets the column (SQLite adds it as NULL).
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "resumed_from" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN resumed_from TEXT")
         self._lock = threading.Lock()
 
     @staticmethod

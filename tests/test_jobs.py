@@ -97,7 +97,7 @@ def test_jobs_persist_and_an_interrupted_job_resumes_from_its_checkpoint(tmp_pat
         job = list(second.jobs.follow(job_id))[-1]
     finally:
         second.jobs.stop()
-    assert job["state"] == "done" and job["resumed_from_frame"] == 30
+    assert job["state"] == "done" and job["resumed_from_frame"] == 30 and job["resumed_from"] == "frame 30"
     assert chunks_run == [3, 4]  # not from zero
     assert job["attempts"] == 1 and len(job["runs"]) == 1
     assert job["runs"][0]["models"] == ["alpha", "alpha"]
@@ -195,3 +195,21 @@ def test_an_input_the_job_could_never_use_is_refused_at_submit(tmp_path):
     assert not folders.exists() or not any(folders.iterdir())
     good = engine.jobs.submit("frames", inputs={"video": tmp_path / "whole.mp4"})
     assert engine.jobs.get(good)["state"] == "queued"
+
+
+def test_a_jobs_database_from_before_resumed_from_gets_the_column(tmp_path):
+    import sqlite3
+
+    from engine.jobs import JobStore
+
+    old = sqlite3.connect(str(tmp_path / "jobs.sqlite"))
+    old.execute("""CREATE TABLE jobs (id TEXT PRIMARY KEY, seq INTEGER, capability TEXT, model TEXT,
+        params TEXT, state TEXT, progress REAL, note TEXT, created REAL, started REAL, finished REAL,
+        result TEXT, error TEXT, resumed_from_frame INTEGER, runs TEXT, checkpoint TEXT,
+        passed_over INTEGER, attempts INTEGER)""")
+    old.execute("""INSERT INTO jobs VALUES ('abc', 1, 'use-alpha', 'alpha', '{}', 'done', 1.0, '', 0, 0, 0,
+        '/r', NULL, 24, '[]', '{}', 0, 1)""")
+    old.commit()
+    old.close()
+    job = JobStore(tmp_path / "jobs.sqlite").get("abc")
+    assert job["resumed_from_frame"] == 24 and job["resumed_from"] is None and job["state"] == "done"

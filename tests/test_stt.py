@@ -298,7 +298,8 @@ def test_a_long_input_is_transcribed_in_pieces_and_resumes_after_a_crash(tmp_pat
     finally:
         second.jobs.stop()
     assert resumed["state"] == "done", resumed["error"]
-    assert resumed["resumed_from_frame"] == job["checkpoint"]["next_sample"] > 0
+    seconds = job["checkpoint"]["next_sample"] / stt.SAMPLE_RATE
+    assert seconds > 0 and resumed["resumed_from"] == f"{seconds:.1f} s" and resumed["resumed_from_frame"] is None
     assert resumed["runs"][-1]["models"] == [stt.WHISPER] * (pieces - done_before)  # not from zero
 
     files, again = stt.job_outputs(whole["result"]), stt.job_outputs(resumed["result"])

@@ -141,7 +141,7 @@ def test_a_speak_long_job_writes_the_whole_text_and_resumes_after_a_crash(engine
     engine.jobs.retry(job_id)
     job = list(engine.jobs.follow(job_id))[-1]
     assert job["state"] == "done", job["error"]
-    assert job["resumed_from_frame"] == 2 and job["checkpoint"]["chunks_done"] == 5
+    assert job["resumed_from"] == "chunk 2" and job["checkpoint"]["chunks_done"] == 5
     # The finished chunks were kept, not spoken again.
     assert [(segments / f"{i:06d}.wav").read_bytes() for i in range(2)] == first_two
 

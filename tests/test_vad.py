@@ -295,8 +295,8 @@ class InterruptedContext:
         self.calls += 1
         return self.engine.infer("test", model, fn)
 
-    def resumed_from(self, frame):
-        self.resumed = frame
+    def resumed_from(self, position, unit="frame"):
+        self.resumed = (position, unit)
 
     def check_cancelled(self):
         pass
@@ -315,7 +315,7 @@ def test_a_killed_vad_pass_resumes_and_gives_the_same_answer(engine, long_record
         vad.analyse_stream(first, path)
     second = InterruptedContext(engine, tmp_path)
     resumed = vad.analyse_stream(second, path)
-    assert second.calls == 1 and second.resumed == 2 * 960  # only the third chunk was left
+    assert second.calls == 1 and second.resumed == (2 * vad.JOB_CHUNK_S, "s")  # only the third chunk was left
     whole = vad.analyse_file(engine, path, max_seconds=None)
     assert resumed.n_samples == whole.n_samples
     np.testing.assert_allclose(resumed.probs, whole.probs, atol=1e-5)

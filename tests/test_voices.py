@@ -112,10 +112,11 @@ def assert_turns_found(segments, truth):
     turns = merged_turns(segments)
     assert len(turns) == len(truth), turns
     assert [t[2] for t in turns] == ["speaker 1", "speaker 2"] * 3
-    # Within 0.5 s is the goal; measured at most 0.12 s over several renderings of the Piper voice
-    # (its VITS model samples noise, so every run speaks a little differently).
+    # Within 0.5 s is the goal. The Piper voice's VITS model samples noise, so every run speaks a
+    # little differently: over 62 renderings the worst edge was off by 0.12 s in 61 and by 0.41 s
+    # in one (a turn's first 0.4 s, after a 0.36 s pause, taken for the previous speaker).
     for (start, end, _), (true_start, true_end, _) in zip(turns, truth):
-        assert abs(start - true_start) < 0.3 and abs(end - true_end) < 0.3, (turns, truth)
+        assert abs(start - true_start) < 0.5 and abs(end - true_end) < 0.5, (turns, truth)
     for s in segments:
         assert 0 <= s["start"] < s["end"]
 
@@ -190,7 +191,7 @@ def test_a_failed_diarize_job_resumes_and_finds_the_same_turns(engine, dialogue,
     engine.jobs.retry(job["id"])
     job = list(engine.jobs.follow(job["id"]))[-1]
     assert job["state"] == "done", job["error"]
-    assert job["resumed_from_frame"] == 2  # in chunks
+    assert job["resumed_from"] == "12.0 s"  # two 6 s chunks were on disk
     with open(job["result"]) as resumed, open(reference["result"]) as whole:
         assert json.load(resumed) == json.load(whole)
 

@@ -370,7 +370,7 @@ def _stream_job(ctx: JobContext, denoiser: Denoiser, path: Path, raw: Path, tota
     saved = int(ctx.checkpoint.get("samples", 0))  # output samples safely on disk
     warm = 0
     if saved:
-        ctx.resumed_from(saved)  # the unit here is a 48 kHz sample, not a video frame
+        ctx.resumed_from(saved / RATE, "s")
         warm = min(saved, int(WARMUP_S * RATE))
     chunk_s = float(ctx.params.get("chunk_s", CHUNK_S))
     denoiser.start()

@@ -159,7 +159,7 @@ def pitch_job(ctx: JobContext) -> str:
     while (folder / f"{index:05d}.npz").exists():
         index += 1
     if index:
-        ctx.resumed_from(index * JOB_CHUNK_FRAMES)
+        ctx.resumed_from(index * JOB_CHUNK_FRAMES * HOP / SAMPLE_RATE, "s")
     try:
         while not (folder / "last").exists():
             ctx.check_cancelled()

@@ -287,7 +287,7 @@ def long_job(ctx: JobContext) -> str:
     if not ctx.checkpoint:
         ctx.save_checkpoint(**layout, next_sample=0, pieces=0)
     if next_sample:
-        ctx.resumed_from(next_sample)  # in samples at 16 kHz: an audio job's frames
+        ctx.resumed_from(next_sample / SAMPLE_RATE, "s")
     total = max(1, int((info.duration_s or 0) * SAMPLE_RATE))
     (ctx.work_dir / "pieces").mkdir(exist_ok=True)
     prompt = None

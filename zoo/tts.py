@@ -276,7 +276,7 @@ def speak_long_job(ctx: JobContext) -> str:
         # espeak is deterministic, so this only happens if espeak-ng or the voice changed.
         raise UserFacingError("The text splits differently than when the job started; submit it again.")
     if done:
-        ctx.resumed_from(done)  # the unit here is a chunk of sentences, not a video frame
+        ctx.resumed_from(done, "chunk")  # of sentences
     segments = ctx.work_dir / "segments"
     segments.mkdir(exist_ok=True)
     total = len(groups)

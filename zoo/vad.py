@@ -243,7 +243,7 @@ def analyse_stream(ctx: JobContext, path: Path, progress_share: float = 1.0) -> 
     if not saved["final"]:
         chunks = int(saved["chunks"])
         if chunks:
-            ctx.resumed_from(chunks * int(JOB_CHUNK_S / FRAME_S))  # in 32 ms VAD frames
+            ctx.resumed_from(chunks * JOB_CHUNK_S, "s")
         total = max(1, math.ceil((info.duration_s or JOB_CHUNK_S) / JOB_CHUNK_S))
         state = VadState(saved["h"], saved["c"], saved["context"])
         try:

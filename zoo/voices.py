@@ -345,7 +345,7 @@ def diarize_job(ctx: JobContext) -> str:
         raise UserFacingError(f"chunk_s must be a multiple of 0.75 s, not {chunk_s}.")
     done = int(ctx.checkpoint.get("chunks", 0))
     if done:
-        ctx.resumed_from(done)  # the unit here is a chunk, not a video frame
+        ctx.resumed_from(done * chunk / RATE, "s")
     keep = int(WINDOW_S * RATE)
     tail = np.zeros(0, np.float32)
     # The chunk before the first one to do supplies the overlap; it is decoded again, not stored.
