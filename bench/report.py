@@ -229,12 +229,11 @@ def _goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
     if o:
         holds = o["overhead_us"] < 500
         rows.append(("`overhead_us` < 500", f"{o['overhead_us']} us ({o['engine_us']} vs {o['direct_us']} us)", holds,
-                     "" if holds else "Per call the engine opens files five or six times: appends the run record to "
-                     "runs.jsonl, resets and reads the kernel's peak-RSS mark (/proc/self/clear_refs, "
-                     "/proc/self/status), reads /proc/meminfo for the lease's headroom check and the process RSS "
-                     "twice, and serialises the record (dataclass asdict + JSON). Each is tens to hundreds of "
-                     "microseconds on this machine; buffering the run log and skipping the probe for calls with "
-                     "a known small peak would bring it under the goal."))
+                     "Per call the engine resets and reads the kernel's peak-RSS mark, reads /proc/meminfo for "
+                     "the lease's headroom check and the process RSS twice (engine/procfs.py, through descriptors "
+                     "kept open: an open cost ~25 us here), and appends the run record to runs.jsonl (kept open, "
+                     "serialised by hand; dataclasses.asdict alone was ~100 us). Before those two changes the "
+                     "same scenario measured 757 us."))
 
     st = _f(results, "startup")
     if st:
@@ -269,13 +268,10 @@ def _goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             samples = ld.get("error_samples") or []
             why.append(f"{ld['errors']} of {ld['requests']} requests failed: {'; '.join(samples)}.")
             if any("without sending complete message body" in e for e in samples):
-                why.append("That is the server dropping an output file mid-download (its log: h11 'Too little data "
-                           "for declared Content-Length'). Gradio saves image outputs to a cache path named by the "
-                           "hash of their bytes and rewrites the file in place (gradio/processing_utils.py "
-                           "save_pil_to_cache: write_bytes); the clients here send the same photo, so two requests "
-                           "make byte-identical outputs and one is served while the other truncates and rewrites "
-                           "it. Different uploads never collide; identical ones (the same example image clicked "
-                           "by two users at once) can.")
+                why.append("A download cut short: look for a Gradio cache writer that app/cache_writes.py does not "
+                           "yet stage (it makes save_pil_to_cache, save_bytes_to_cache and save_audio_to_cache "
+                           "write under a private name and rename, after an earlier run here lost one download "
+                           "to two identical outputs rewriting one cache file).")
         if not ld["within_budget"]:
             why.append(f"peak RSS {ld['peak_rss_mb']} MiB passed the budget {ld['budget_mb']} MiB.")
         if ld["long_jobs_ended"] != ld["long_jobs"]:
@@ -295,8 +291,9 @@ def _notes(results: dict) -> dict[str, list[str]]:
         per_swap = (g["makespan_fifo_s"] - g["makespan_grouped_s"]) / (g["loads_fifo"] - g["loads_grouped"])
         notes["grouping"] = [
             f"Each load FIFO repeats costs about {per_swap:.2f} s of makespan in the engine's queue, against "
-            f"{g['load_s']} s for the loader alone: the eviction before it runs `gc.collect()` and `malloc_trim` "
-            "(engine/runtimes/torch_runtime.py release_cached_memory) so that the freed memory shows as free, "
+            f"{g['load_s']} s for the loader alone: the eviction before it runs `malloc_trim` (and `gc.collect()` "
+            "when dropping the model did not free it; engine/runtimes/torch_runtime.py release_cached_memory) so "
+            "that the freed memory shows as free, "
             "and the load measures and records its footprint. The seed's tasks skip all of that (and any "
             "admission: they find out by failing, "
             f"{g.get('oom_retries_seed', '?')} out-of-memory retries), which is why its "

@@ -203,3 +203,43 @@ def test_a_learned_run_peak_larger_than_the_budget_does_not_lock_a_model_out(tmp
     engine.footprints.record_run("m", "cpu", None, 200 * MiB)  # one odd input once peaked high
     engine.infer("t", "m", forward)  # the weights fit: it loads and runs
     assert engine.runs.latest(1)[0].status == "ok"
+
+
+def test_an_eviction_collects_garbage_only_when_the_model_was_not_freed_by_dropping_it(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from engine import ModelSpec
+
+    class Cyclic(torch.nn.Module):
+        """A model that refers to itself, as some wrappers do: only gc.collect frees it."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(8 * MiB // 4))
+            self.me = [self]
+
+    seen = {}
+
+    def cyclic_loader(device):
+        seen["cyclic"] = model = Cyclic()
+        return model
+
+    specs = [block_spec(tmp_path, "plain", 8),
+             ModelSpec(name="cyclic", role="heavy", runtime="torch", loader=cyclic_loader, source="built here",
+                       estimate_bytes=8 * MiB, device="cpu"),
+             block_spec(tmp_path, "next", 8)]
+    engine = make_engine(tmp_path, specs, budget="cpu=12MiB")
+    collections = []
+    real_collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(a) or real_collect(*a))
+    use(engine, "plain")
+    use(engine, "next")            # evicts plain: freed by dropping it, no collection
+    assert engine.pool.eviction_log[-1].startswith("plain") and collections == []
+    with engine.pool.lease("cyclic") as model:   # evicts next, again without a collection
+        assert model.weight.numel()
+    cyclic = weakref.ref(seen.pop("cyclic"))
+    del model
+    use(engine, "plain")           # evicts cyclic: held by its own cycle, so a collection runs
+    assert engine.pool.eviction_log[-1].startswith("cyclic") and len(collections) == 1
+    assert cyclic() is None

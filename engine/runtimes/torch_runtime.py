@@ -56,9 +56,10 @@ def _malloc_trim() -> None:
             pass
 
 
-def release_cached_memory() -> list[str]:
-    """Collect garbage and return cached allocator memory to the device. Returns what was done."""
-    done = [f"gc.collect() freed {gc.collect()} objects"]
+def release_cached_memory(collect: bool = True) -> list[str]:
+    """Collect garbage (unless told it is not needed) and return cached allocator memory to the
+    device. Returns what was done."""
+    done = [f"gc.collect() freed {gc.collect()} objects"] if collect else []
     _malloc_trim()
     try:
         import torch
