@@ -42,6 +42,13 @@ def _peak(job: dict) -> str:
     return format_bytes(max(peaks)) if peaks else ""
 
 
+def _resumed(job: dict) -> str:
+    if job["resumed_from"]:
+        return job["resumed_from"]
+    # A job resumed before resumed_from existed recorded only a frame.
+    return f"frame {job['resumed_from_frame']}" if job["resumed_from_frame"] else ""
+
+
 def job_rows(jobs: list[dict]) -> pd.DataFrame:
     columns = ["id", "capability", "state", "progress", "created", "started", "finished", "model",
                "peak memory", "resumed from", "note / error"]
@@ -49,7 +56,7 @@ def job_rows(jobs: list[dict]) -> pd.DataFrame:
         "id": j["id"], "capability": j["capability"], "state": j["state"],
         "progress": f"{j['progress'] * 100:.0f}%", "created": _time(j["created"]),
         "started": _time(j["started"]), "finished": _time(j["finished"]), "model": j["model"],
-        "peak memory": _peak(j), "resumed from": j["resumed_from"] or "",
+        "peak memory": _peak(j), "resumed from": _resumed(j),
         "note / error": j["error"] or j["note"] or "",
     } for j in jobs], columns=columns)
 

@@ -107,7 +107,7 @@ class JobStore:
             progress REAL, note TEXT, created REAL, started REAL, finished REAL, result TEXT,
             error TEXT, resumed_from_frame INTEGER, runs TEXT, checkpoint TEXT,
             passed_over INTEGER, attempts INTEGER, resumed_from TEXT)""")
-        # A jobs.db from before resumed_from existed gets the column (SQLite adds it as NULL).
+        # A jobs.sqlite from before resumed_from existed gets the column (SQLite adds it as NULL).
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "resumed_from" not in columns:
             self._db.execute("ALTER TABLE jobs ADD COLUMN resumed_from TEXT")

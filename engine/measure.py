@@ -38,7 +38,7 @@ def _mallinfo2():
     try:
         libc = ctypes.CDLL(None)
         function = libc.mallinfo2   # glibc 2.33 and later
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):   # musl, macOS; Windows has no CDLL(None)
         return None
     function.restype = _Mallinfo2
     return function
