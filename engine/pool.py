@@ -238,15 +238,20 @@ class Pool:
             if isinstance(exc, (OutOfMemory, NotEnoughMemory)) or not isinstance(exc, Exception):
                 raise
             raise ModelUnavailable(f"{spec.name} could not be loaded from {spec.source}: {exc}") from exc
-        # A torch model's tensors are exact; the memory delta also catches what other threads
-        # allocated meanwhile, so it is the measure only for runtimes we cannot inspect. On the
-        # CPU, what malloc handed out counts too when nothing else ran meanwhile: a load into heap
-        # that earlier work freed does not raise RSS at all. (With other runs in flight, their
-        # allocations would be billed to this load in full, as oom-stress showed: a 21 MiB model
-        # measured at 398 MiB.)
-        alone = alone and not self._others_busy(instance)
-        grew = self._heap_grew(device, heap_before) if alone else 0
-        measured = tensor_bytes(model) or max(0, self._used(device) - before, grew)
+        # A torch model's tensors are exact. For runtimes we cannot inspect the memory delta is
+        # the measure, and it is clean only when no other model was in use meanwhile: otherwise
+        # their allocations are billed to this load (oom-stress saw a 21 MiB model measured at
+        # 405 MiB), so a footprint already learned cleanly is kept instead. When clean, what
+        # malloc handed out counts too on the CPU: a load into heap that earlier work freed does
+        # not raise RSS at all.
+        clean = alone and not self._others_busy(instance)
+        measured, trusted = tensor_bytes(model), True
+        if not measured:
+            grew = self._heap_grew(device, heap_before) if clean else 0
+            measured = max(0, self._used(device) - before, grew)
+            known = self.footprints.get(spec.name, device).load_bytes
+            if not clean and known is not None:
+                measured, trusted = known, False
         backend = backend_of(model, spec.runtime, device)
         with self._cond:
             instance.model, instance.bytes, instance.backend = model, measured, backend
@@ -256,7 +261,8 @@ class Pool:
                 # Larger than its footprint said: restore the budget by evicting idle models now.
                 self._make_room(device, 0, f"{spec.name} measured larger than its footprint")
             self._cond.notify_all()
-        self.footprints.record_load(spec.name, device, measured)
+        if trusted:
+            self.footprints.record_load(spec.name, device, measured)
         if run is not None:
             run.load_s += instance.load_s
         log.info("loaded %s on %s in %.2f s, %s", spec.name, device, instance.load_s, format_bytes(measured))

@@ -243,3 +243,34 @@ def test_an_eviction_collects_garbage_only_when_the_model_was_not_freed_by_dropp
     use(engine, "plain")           # evicts cyclic: held by its own cycle, so a collection runs
     assert engine.pool.eviction_log[-1].startswith("cyclic") and len(collections) == 1
     assert cyclic() is None
+
+
+def test_a_load_measured_while_another_model_is_in_use_keeps_the_clean_footprint(tmp_path):
+    import numpy as np
+
+    from engine import ModelSpec
+
+    other_threads = []   # what "another run" allocates while the load is measured
+
+    def blob_loader(device):
+        if busy.is_set():
+            other_threads.append(np.ones(64 * MiB // 8))
+        return {"weights": np.ones(8 * MiB // 8)}   # not torch: only a memory delta can size it
+
+    busy = threading.Event()
+    specs = [ModelSpec(name="blob", role="heavy", runtime="other", loader=blob_loader, source="built here",
+                       estimate_bytes=8 * MiB, device="cpu"),
+             block_spec(tmp_path, "torch", 4, role="interactive")]
+    engine = make_engine(tmp_path, specs)
+    with engine.pool.lease("blob"):
+        pass
+    clean = engine.footprints.get("blob", "cpu").load_bytes
+    assert 6 * MiB < clean < 40 * MiB
+    engine.pool.unload("blob")
+    with engine.pool.lease("torch"):   # another model in use while blob loads again
+        busy.set()
+        with engine.pool.lease("blob"):
+            pass
+    assert other_threads, "the loader ran while the other model was leased"
+    assert engine.footprints.get("blob", "cpu").load_bytes == clean   # the 64 MiB were not billed to blob
+    assert [i["bytes"] for i in engine.pool.snapshot() if i["name"] == "blob"][0] == clean
