@@ -112,3 +112,23 @@ def test_a_video_job_started_in_faces_shows_in_the_jobs_tab(page, tmp_path):
     jobs.get_by_text("blur_faces_video").filter(visible=True).first.wait_for(timeout=120_000)
     assert not visible_errors(page)
     page.screenshot(path=str(shots_dir(tmp_path) / "jobs-with-a-video-job.png"), full_page=True)
+
+
+def test_a_file_that_is_not_a_video_is_refused_with_a_plain_message_and_queues_nothing(page, tmp_path):
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("this is not a video\n" * 100)
+    jobs_before = open_tab(page, "Jobs").inner_text().count("blur_faces_video")
+    panel = open_tab(page, "Faces")
+    panel.get_by_role("tab", name="Hide in a video").click()
+    video_panel = page.locator('[role="tabpanel"]:visible').last
+    video_panel.locator('input[type="file"]').first.set_input_files(str(fake))
+    page.get_by_role("button", name="Hide faces in the video").click()
+    # The browser's own player says "Video not playable" at upload; the server's verdict follows.
+    toast = page.locator(".toast-body").filter(has_text="not a video").first
+    toast.wait_for(timeout=60_000)
+    message = toast.inner_text()
+    assert "not a video" in message and "Traceback" not in message and str(tmp_path) not in message
+    page.screenshot(path=str(shots_dir(tmp_path) / "faces-not-a-video.png"), full_page=True)
+    jobs = open_tab(page, "Jobs")
+    page.wait_for_timeout(3000)   # past the table's refresh
+    assert jobs.inner_text().count("blur_faces_video") == jobs_before
