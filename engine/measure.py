@@ -70,6 +70,7 @@ class Peaks:
     rss_bytes: int
     device_bytes: int | None  # peak used memory on the probe's device (RSS for the CPU)
     device_delta_bytes: int  # peak above what was used when the probe started
+    overlapped: bool = False  # another probe ran meanwhile: its allocations may be in these peaks
 
 
 class Probe:
@@ -78,6 +79,7 @@ class Probe:
         self.start_rss = rss()
         self.peak_rss = self.start_rss
         self.exact_hwm = False
+        self.overlapped = False
         self.start_device = self._device_used()
         self.peak_device = self.start_device
         self._torch_start = None
@@ -111,7 +113,7 @@ class Probe:
 
             torch_peak = torch.cuda.max_memory_allocated(self.device) - self._torch_start
             self.peak_device = max(self.peak_device, self.start_device + torch_peak)
-        return Peaks(self.peak_rss, self.peak_device, max(0, self.peak_device - self.start_device))
+        return Peaks(self.peak_rss, self.peak_device, max(0, self.peak_device - self.start_device), self.overlapped)
 
 
 class Meter:
@@ -130,8 +132,9 @@ class Meter:
             reset = alone and _reset_hwm()
             for other in self._probes:
                 other.exact_hwm = False  # the overlap makes any later HWM read ambiguous
+                other.overlapped = True
             probe = Probe(self, device)
-            probe.exact_hwm = reset
+            probe.exact_hwm, probe.overlapped = reset, not alone
             self._probes.append(probe)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wimmel-meter", daemon=True)

@@ -100,6 +100,9 @@ def device_kind(device: str) -> str:
 class Footprint:
     load_bytes: int | None = None
     run_peak_bytes: dict[str, int] = field(default_factory=dict)  # bucket -> bytes above load
+    # Buckets whose peak was measured while other calls ran (their allocations included): a
+    # stand-in that the first clean measurement replaces.
+    crowded: list[str] = field(default_factory=list)
 
 
 class FootprintStore:
@@ -111,7 +114,8 @@ class FootprintStore:
         self._data: dict[str, Footprint] = {}
         if self.path and self.path.exists():
             raw = json.loads(self.path.read_text())
-            self._data = {key: Footprint(value.get("load_bytes"), dict(value.get("run_peak_bytes", {})))
+            self._data = {key: Footprint(value.get("load_bytes"), dict(value.get("run_peak_bytes", {})),
+                                         list(value.get("crowded", [])))
                           for key, value in raw.items()}
 
     @staticmethod
@@ -121,7 +125,7 @@ class FootprintStore:
     def get(self, model: str, device: str) -> Footprint:
         with self._lock:
             fp = self._data.get(self._key(model, device), Footprint())
-            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes))
+            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded))
 
     def load_bytes(self, spec: ModelSpec, device: str) -> int:
         measured = self.get(spec.name, device).load_bytes
@@ -139,13 +143,21 @@ class FootprintStore:
             self._data.setdefault(self._key(model, device), Footprint()).load_bytes = int(nbytes)
             self._save()
 
-    def record_run(self, model: str, device: str, bucket: str | None, nbytes: int) -> None:
-        """Keep the largest peak seen per bucket: admission must not under-reserve."""
+    def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False) -> None:
+        """Keep the largest clean peak seen per bucket: admission must not under-reserve. A
+        crowded measurement (other calls ran meanwhile) only fills a bucket with nothing better."""
         bucket = bucket or "any"
         with self._lock:
             fp = self._data.setdefault(self._key(model, device), Footprint())
-            if nbytes > fp.run_peak_bytes.get(bucket, -1):
+            known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
+            if crowded and known is not None:
+                return
+            if known is None or was_crowded or nbytes > known:
                 fp.run_peak_bytes[bucket] = int(nbytes)
+                if crowded:
+                    fp.crowded.append(bucket)
+                elif was_crowded:
+                    fp.crowded.remove(bucket)
                 self._save()
 
     def _save(self) -> None:

@@ -264,3 +264,20 @@ def test_a_repeated_warning_lands_in_every_run_but_is_printed_once(tmp_path):
     assert entry["count"] == 3 and entry["category"] == "FutureWarning" and entry["source"] == "wimmel"
     assert entry["location"].startswith(str(Path(__file__)))
     assert engine.status()["warnings"][0]["count"] >= 3
+
+
+def test_a_peak_measured_while_other_calls_ran_only_stands_in_until_a_clean_one(tmp_path):
+    from engine.models import FootprintStore
+
+    store = FootprintStore(tmp_path / "footprints.json")
+    store.record_run("net", "cpu", "1MP", 818 * MiB, crowded=True)    # the only figure yet: used
+    assert store.get("net", "cpu").run_peak_bytes["1MP"] == 818 * MiB
+    store.record_run("net", "cpu", "1MP", 353 * MiB)                  # clean: replaces it, though smaller
+    store.record_run("net", "cpu", "1MP", 900 * MiB, crowded=True)    # crowded again: ignored
+    assert store.get("net", "cpu").run_peak_bytes["1MP"] == 353 * MiB
+    store.record_run("net", "cpu", "1MP", 300 * MiB)                  # clean peaks keep the largest
+    store.record_run("net", "cpu", "2MP", 700 * MiB, crowded=True)
+    again = FootprintStore(tmp_path / "footprints.json")              # persisted, flags included
+    assert again.get("net", "cpu").run_peak_bytes == {"1MP": 353 * MiB, "2MP": 700 * MiB}
+    again.record_run("net", "cpu", "2MP", 500 * MiB)
+    assert again.get("net", "cpu").run_peak_bytes["2MP"] == 500 * MiB
