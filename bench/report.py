@@ -251,9 +251,10 @@ def _goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             why.append(f"The process grew {m['peak_mb']} MiB above its start, past the {m['budget_mb']} MiB budget; "
                        f"the pool's own accounting peaked at {m['engine_peak_mb']} MiB. The budget caps what the pool "
                        "admits by learned footprints, while RSS also holds what the allocators keep after a model "
-                       "is gone and the inputs and outputs of three concurrent runs; a load measured while other "
-                       "threads allocate is billed their bytes too (RSS delta for non-torch runtimes), and a load "
-                       "measured larger than admitted can only evict idle models, not the ones in use."
+                       "is gone, the inputs and outputs of three concurrent runs, and the transient peaks that "
+                       "learned footprints miss (see estimate: how often a run exceeds its estimate). Peaks "
+                       "measured while other calls ran are not learned over clean ones (they once made a model "
+                       "wait for more than the whole budget), so admission is tighter and RSS can pass it."
                        + (f" When the accounting first passed the budget the pool held: {'; '.join(over)}." if over else ""))
         rows.append(("`user_visible_oom` == 0 with `peak_mb` <= `budget_mb`",
                      f"{m['user_visible_oom']} of {m['jobs']} ({m['completed']} completed, {m['retries']} retries); "
