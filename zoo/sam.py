@@ -59,16 +59,22 @@ class Point:
     label: int = 1  # 1: the object, 0: not the object
 
 
+def _json(value: Any, problem: str) -> Any:
+    """`value`, decoded first when it came as a JSON string (the API takes either)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise SamInputError(f"{problem}: {exc}") from None
+
+
 def parse_points(points: Any) -> list[Point]:
     """[[x, y], [x, y, label], {"x":, "y":, "label":}, ...] or that as a JSON string; label 1 by default.
     Also accepts {"points": [...]} (what the tab keeps)."""
     if points is None or points == "":
         return []
-    if isinstance(points, str):
-        try:
-            points = json.loads(points)
-        except ValueError as exc:
-            raise SamInputError(f"Points must be JSON like [[x, y, 1], [x, y, 0]]: {exc}") from None
+    points = _json(points, "Points must be JSON like [[x, y, 1], [x, y, 0]]")
     if isinstance(points, dict):
         points = points.get("points", [])
     out = []
@@ -98,11 +104,7 @@ def parse_box(box: Any) -> tuple[float, float, float, float] | None:
     """[x0, y0, x1, y1] (any two opposite corners; a JSON string works too), or None."""
     if box is None or box == "" or box == []:
         return None
-    if isinstance(box, str):
-        try:
-            box = json.loads(box)
-        except ValueError as exc:
-            raise SamInputError(f"A box is JSON like [x0, y0, x1, y1]: {exc}") from None
+    box = _json(box, "A box is JSON like [x0, y0, x1, y1]")
     if isinstance(box, dict):
         box = [box.get(k) for k in ("x0", "y0", "x1", "y1")]
     try:
