@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .devices import format_bytes
+from .files import write_json
 from .jobs import JobContext, JobKind, UserFacingError
 
 log = logging.getLogger(__name__)
@@ -414,9 +415,7 @@ class ModelStore:
 
     def _write(self, data: dict) -> None:
         self.registry_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.registry_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.registry_path)  # atomic: a crash never leaves half a registry
+        write_json(self.registry_path, data, indent=1)
 
     def list(self, kind: str | None = None) -> list[dict]:
         """Registered models, oldest first, each with `exists` (its files are still there)."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from .files import write_json
+
 Role = Literal["interactive", "heavy", "micro"]
 # What runs the model; 'other' for anything without its own entry (ncnn). Shown in the System
 # tab, and torch models get their tensors counted exactly.
@@ -164,6 +166,4 @@ class FootprintStore:
         if not self.path:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({k: vars(v) for k, v in self._data.items()}, indent=1))
-        os.replace(tmp, self.path)  # atomic: a crash never leaves half a file
+        write_json(self.path, {k: vars(v) for k, v in self._data.items()}, indent=1)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import save_array
 from engine.media.image import read_image
 from engine.media.video import limit_pixels, restore_size
 from engine.runtimes import onnx_runtime
@@ -272,9 +273,7 @@ def _job_style_vector(ctx: JobContext) -> np.ndarray:
         return np.load(path)
     style_image = read_style_image(ctx.input("style_image"))
     vector = ctx.call(STYLE_ARBITRARY, lambda net: style_vector(net, style_image))
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vector)
-    os.replace(tmp, path)  # atomic: a half-written vector never exists
+    save_array(path, vector)
     return vector
 
 

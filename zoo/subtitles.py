@@ -23,6 +23,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from engine.files import write_text  # noqa: F401  (stt writes its transcripts through it)
 from engine.media.ffmpeg import X264, MediaError, command, header, last_line, tmp_name
 
 MAX_LINE = 42  # characters per line: the common broadcast and Netflix limit
@@ -152,15 +153,6 @@ def to_srt(cues: list[Cue]) -> str:
 def to_vtt(cues: list[Cue]) -> str:
     """A WebVTT file: the header, then cues without numbers."""
     return "WEBVTT\n\n" + "".join(f"{vtt_time(a)} --> {vtt_time(b)}\n{wrap(text)}\n\n" for a, b, text in cues)
-
-
-def write_text(path, text: str) -> Path:
-    """Write UTF-8 text atomically: a file that exists is complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 # ---------------------------------------------------------------------------------- video

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import atomic_write
 from engine.media.audio import write_wav
 from engine.runtimes import onnx_runtime
 from . import espeak
@@ -247,12 +247,11 @@ def _join_wavs(parts: list[Path], out: Path, rate: int) -> Path:
     """Segment WAVs into one, a block at a time (flat memory), renamed into place when complete."""
     import soundfile
 
-    tmp = out.with_name(out.stem + ".partial.wav")
-    with soundfile.SoundFile(str(tmp), "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV") as sink:
+    with atomic_write(out) as tmp, soundfile.SoundFile(str(tmp), "w", samplerate=rate, channels=1,
+                                                       subtype="PCM_16", format="WAV") as sink:
         for part in parts:
             for block in soundfile.blocks(str(part), blocksize=rate * 10, dtype="float32"):
                 sink.write(block)
-    os.replace(tmp, out)
     return out
 
 

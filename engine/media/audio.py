@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..files import atomic_write
 from .ffmpeg import MediaError, command, header, last_line, tmp_name
 
 NOT_AUDIO = "This file is not audio or video, or its format is not supported."
@@ -124,12 +125,8 @@ def write_wav(path, samples: np.ndarray, sample_rate: int) -> Path:
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0:
         raise MediaError(EMPTY_AUDIO, "nothing to write")
-    tmp = tmp_name(path)
-    try:
+    with atomic_write(path) as tmp:
         soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
