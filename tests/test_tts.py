@@ -229,12 +229,28 @@ def reader(tmp_path_factory):
 @pytest.mark.parametrize("speed", [1.0, 1.5])
 def test_whisper_reads_the_voice_back(reader, speed):
     engine, transcribe = reader
+    # The voice samples noise (VITS), so each run speaks a little differently; errors are pooled
+    # over 65 words rather than asked of one call of 17, where a single misheard word is 6%.
+    # Measured over 30 renderings each: at most 1 error in 48 words at speed 1, 3 at speed 1.5;
+    # CI once heard "But whether it was cold" for "The weather was cold" at 1.5.
     errors = total = 0
-    for sentence in SENTENCES:
+    for sentence in SENTENCES + [THREE_SENTENCES]:
         heard = transcribe(*tts.speak(engine, sentence, speed))
         errors, total = errors + word_errors(sentence, heard), total + len(words(sentence))
     assert errors / total < 0.10, (speed, errors, total)
-    # Several sentences in one call come back whole, in order.
-    heard = transcribe(*tts.speak(engine, THREE_SENTENCES, speed))
-    assert word_errors(THREE_SENTENCES, heard) / len(words(THREE_SENTENCES)) < 0.10, heard
+    # Several sentences in one call come back whole, in order (the last call above).
+    assert in_order(["morning", "walked", "station", "together", "train", "arrived", "time"],
+                    words(heard)), heard
+
+
+def in_order(wanted: list[str], heard: list[str]) -> bool:
+    """Whether `wanted` is a subsequence of `heard` (each word found after the one before)."""
+    rest = iter(heard)
+    return all(word in rest for word in wanted)
+
+
+def test_in_order_finds_a_subsequence():
+    assert in_order(["a", "c"], ["a", "b", "c"])
+    assert not in_order(["c", "a"], ["a", "b", "c"])
+    assert not in_order(["a", "d"], ["a", "b", "c"])
 
