@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine.files import atomic_write
 from engine.media.audio import MediaError, probe_audio, read_audio, replace_audio, stream_audio, write_wav
-from engine.media.video import ffmpeg_exe
+from engine.media.ffmpeg import command, last_line
 from .package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
@@ -353,14 +354,12 @@ def denoise_file(engine: Engine, path, out_dir, model: str = "deepfilternet") ->
 
 def _raw_to_wav(raw: Path, out: Path, rate: int) -> Path:
     """The job's raw 48 kHz float stream as a 16-bit WAV at `rate`, resampled by ffmpeg."""
-    tmp = out.with_name(f".{out.name}.part.wav")
-    done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error",
-                           "-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", str(raw),
-                           "-ar", str(rate), "-c:a", "pcm_s16le", str(tmp)], capture_output=True)
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise MediaError("The denoised audio could not be written.", done.stderr.decode(errors="replace"))
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        done = subprocess.run(command("-y", "-v", "error", "-f", "f32le", "-ar", str(RATE), "-ac", "1",
+                                      "-i", str(raw), "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "wav",
+                                      str(tmp)), capture_output=True)
+        if done.returncode != 0:
+            raise MediaError("The denoised audio could not be written.", last_line(done.stderr))
     return out
 
 

@@ -20,11 +20,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
-from engine.files import write_text  # noqa: F401  (stt writes its transcripts through it)
-from engine.media.ffmpeg import X264, MediaError, command, header, last_line, tmp_name
+from engine.files import atomic_write, write_text  # noqa: F401  (stt writes its transcripts through write_text)
+from engine.media.ffmpeg import X264, MediaError, command, header, last_line
 
 MAX_LINE = 42  # characters per line: the common broadcast and Netflix limit
 MAX_LINES = 2
@@ -171,9 +170,8 @@ def _font_dir() -> Path:
         if not data.startswith(b"\x00\x01\x00\x00"):
             raise MediaError(BURN_FAILED, "Pillow's embedded font was not found")
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{uuid.uuid4().hex[:8]}.part"
-        tmp.write_bytes(data)
-        os.replace(tmp, font)
+        with atomic_write(font) as tmp:
+            tmp.write_bytes(data)
     return folder
 
 
@@ -200,17 +198,13 @@ def add_soft_subtitles(video, srt_path, out_path) -> Path:
     copy_video = _video_codec(video) == "h264"
     copy_audio = head.audio_codec in ("aac", "mp3")
     out_path = Path(out_path)
-    tmp = tmp_name(out_path).with_suffix(".mp4")
     args = ["-v", "error", "-y", "-i", os.path.abspath(video), "-i", os.path.abspath(srt_path),
             "-map", "0:v:0", "-map", "0:a:0?", "-map", "1:0",
             *(["-c:v", "copy"] if copy_video else X264 + ["-preset", "veryfast", "-pix_fmt", "yuv420p"]),
             "-c:a", "copy" if copy_audio else "aac", "-c:s", "mov_text",
-            "-metadata:s:s:0", "language=eng", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-    try:
-        _run(args, None, MUX_FAILED)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            "-metadata:s:s:0", "language=eng", "-movflags", "+faststart", "-f", "mp4"]
+    with atomic_write(out_path) as tmp:
+        _run(args + [str(tmp)], None, MUX_FAILED)
     return out_path
 
 
@@ -220,8 +214,7 @@ def burn_subtitles(video, srt_path, out_path) -> Path:
     if head.video is None:
         raise MediaError("This file has no video stream.")
     out_path = Path(out_path)
-    tmp = tmp_name(out_path).with_suffix(".mp4")
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, atomic_write(out_path) as tmp:
         # Relative names in a folder of our own: no escaping of paths inside the filter graph.
         shutil.copyfile(srt_path, Path(work) / "subs.srt")
         shutil.copytree(_font_dir(), Path(work) / "fonts")
@@ -232,9 +225,5 @@ def burn_subtitles(video, srt_path, out_path) -> Path:
                 "-vf", graph, "-fps_mode", "passthrough", *X264, "-preset", "veryfast",
                 *(["-c:a", "copy"] if head.audio_codec == "aac" else ["-c:a", "aac", "-b:a", "160k"]),
                 "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        try:
-            _run(args, work, BURN_FAILED)
-            os.replace(tmp, out_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _run(args, work, BURN_FAILED)
     return out_path

@@ -34,10 +34,10 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
-from engine.files import save_arrays, write_json
+from engine.files import atomic_write, save_arrays, staging_path, write_json
 from engine.media.audio import probe_audio, read_audio, stream_audio
 from engine.runtimes import onnx_runtime
-from engine.media.ffmpeg import TO_YUV, X264, MediaError, command, last_line, tmp_name
+from engine.media.ffmpeg import TO_YUV, X264, MediaError, command, last_line
 from engine.media.video import probe
 from .package_files import package_folder, reason_if_missing
 
@@ -415,27 +415,24 @@ def render_part(source: Path, ranges: list[tuple[float, float]], out: Path, targ
     # Seek a second early and trim from there: the seek only saves decoding what comes before.
     offset = max(0.0, ranges[0][0] - 1.0)
     end = ranges[-1][1] + 1.0
-    tmp = tmp_name(out)
-    script = tmp.with_name(tmp.name + ".graph")
+    script = staging_path(out).with_suffix(".graph")
     video = bool(target.video_codec)
     script.write_text(_graph(ranges, offset, video, target.fps))
     args = ["-y", "-ss", f"{offset:.6f}", "-to", f"{end:.6f}", "-i", os.path.abspath(source),
             "-/filter_complex", str(script)]
     if video:
         args += ["-map", "[v]", *target.video_codec]
-    args += ["-map", "[a]", "-c:a", "pcm_s16le", "-f", "matroska" if video else "wav", str(tmp)]
+    args += ["-map", "[a]", "-c:a", "pcm_s16le", "-f", "matroska" if video else "wav"]
     try:
-        _ffmpeg(args, "cut file")
-        os.replace(tmp, out)
+        with atomic_write(out) as tmp:
+            _ffmpeg(args + [str(tmp)], "cut file")
     finally:
-        tmp.unlink(missing_ok=True)
         script.unlink(missing_ok=True)
 
 
 def join_parts(parts: list[Path], out: Path, target: _Target) -> Path:
     """Parts joined by stream copy (video) and one encode of the whole sound track."""
-    tmp = tmp_name(out).with_suffix(out.suffix)
-    listing = tmp.with_name(tmp.name + ".txt")
+    listing = staging_path(out).with_suffix(".txt")
     listing.write_text("ffconcat version 1.0\n" + "".join(
         "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts))
     args = ["-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
@@ -445,10 +442,9 @@ def join_parts(parts: list[Path], out: Path, target: _Target) -> Path:
     if target.suffix in (".mp4", ".m4v", ".mov"):
         args += ["-movflags", "+faststart"]
     try:
-        _ffmpeg(args + [str(tmp)], "cut file")
-        os.replace(tmp, out)
+        with atomic_write(out, out.suffix) as tmp:  # the muxer is picked by the suffix
+            _ffmpeg(args + [str(tmp)], "cut file")
     finally:
-        tmp.unlink(missing_ok=True)
         listing.unlink(missing_ok=True)
     return out
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..files import atomic_write
-from .ffmpeg import MediaError, command, header, last_line, tmp_name
+from .ffmpeg import MediaError, command, header, last_line
 
 NOT_AUDIO = "This file is not audio or video, or its format is not supported."
 NO_AUDIO_STREAM = "This file has no audio track."
@@ -133,16 +133,13 @@ def write_wav(path, samples: np.ndarray, sample_rate: int) -> Path:
 def replace_audio(video_path, audio_path, out_path) -> Path:
     """The video's picture (stream copy, untouched) with the audio of `audio_path` (AAC)."""
     out_path = Path(out_path)
-    tmp = tmp_name(out_path).with_suffix(out_path.suffix)
-    cmd = command("-y", "-i", os.path.abspath(video_path), "-i", os.path.abspath(audio_path),
-               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
-               # Silence pads a shorter soundtrack so -shortest ends at the picture's last frame.
-               "-af", "apad", "-shortest", "-map_metadata", "-1", "-fflags", "+bitexact", str(tmp))
-    try:
-        done = subprocess.run(cmd, capture_output=True)
+    with atomic_write(out_path, out_path.suffix) as tmp:  # ffmpeg picks the container by suffix
+        done = subprocess.run(command(
+            "-y", "-i", os.path.abspath(video_path), "-i", os.path.abspath(audio_path),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
+            # Silence pads a shorter soundtrack so -shortest ends at the picture's last frame.
+            "-af", "apad", "-shortest", "-map_metadata", "-1", "-fflags", "+bitexact", str(tmp)),
+            capture_output=True)
         if done.returncode != 0:
             raise MediaError("The audio could not be put back into the video.", last_line(done.stderr))
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path

@@ -10,7 +10,6 @@ import re
 import subprocess
 from pathlib import Path
 
-from ..files import staging_path
 
 # What a user sees. ffmpeg's own words stay in MediaError.detail, for logs.
 EMPTY_OR_CORRUPT = "The video could not be read: it is empty or corrupt."
@@ -60,11 +59,6 @@ def last_line(text: str | bytes) -> str:
         text = text.decode("utf-8", "replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def tmp_name(path: Path) -> Path:
-    """Where ffmpeg writes a file before it is renamed into place (see engine.files)."""
-    return staging_path(path)
 
 
 @dataclasses.dataclass

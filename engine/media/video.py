@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from .ffmpeg import (EMPTY_OR_CORRUPT, NO_FFMPEG, NO_VIDEO_STREAM, NOT_A_VIDEO, TO_YUV, TRUNCATED,  # noqa: F401
-                     X264, MediaError, command, ffmpeg_exe, header, last_line, tmp_name)
+                     X264, MediaError, command, ffmpeg_exe, header, last_line)
+from ..files import atomic_write, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,8 @@ def read_chunks(path, chunk_frames: int, start_frame: int = 0
 
 # ---------------------------------------------------------------------------------- writing
 
-def _encode(cmd: list[str], frames: Iterator[np.ndarray], tmp: Path, path: Path) -> None:
-    """Feed raw RGB frames to an ffmpeg command writing `tmp`; rename to `path` on success."""
+def _encode(cmd: list[str], frames: Iterator[np.ndarray]) -> None:
+    """Feed raw RGB frames to an ffmpeg command (which writes a staging file of the caller's)."""
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -223,7 +224,6 @@ def _encode(cmd: list[str], frames: Iterator[np.ndarray], tmp: Path, path: Path)
             if proc.wait() != 0:
                 err.seek(0)
                 raise _write_failed(err.read())
-            os.replace(tmp, path)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -231,7 +231,6 @@ def _encode(cmd: list[str], frames: Iterator[np.ndarray], tmp: Path, path: Path)
             if not proc.stdin.closed:
                 with contextlib.suppress(BrokenPipeError):
                     proc.stdin.close()
-            tmp.unlink(missing_ok=True)
 
 
 def _raw_input(width: int, height: int, fps: Fraction) -> list[str]:
@@ -245,12 +244,10 @@ def write_segment(frames: np.ndarray, path, fps) -> None:
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ValueError(f"frames must be uint8 [n, H, W, 3] with n >= 1, got "
                          f"{frames.dtype} {frames.shape}")
-    path = Path(path)
-    tmp = tmp_name(path)
     _, height, width, _ = frames.shape
-    cmd = command("-v", "error", *_raw_input(width, height, _rate(fps)), "-an", "-vf", TO_YUV,
-               *X264, "-preset", "veryfast", "-f", "mp4", str(tmp))
-    _encode(cmd, iter(frames), tmp, path)
+    with atomic_write(path) as tmp:
+        _encode(command("-v", "error", *_raw_input(width, height, _rate(fps)), "-an", "-vf", TO_YUV,
+                        *X264, "-preset", "veryfast", "-f", "mp4", str(tmp)), iter(frames))
 
 
 def _concat_line(path: Path) -> str:
@@ -271,9 +268,7 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
     _, written = _count_packets(segments[0])
     if written is not None and abs(written / _rate(fps) - 1) > 1e-4:
         raise ValueError(f"segments were written at {written} fps, not {fps}")
-    out = Path(out_path)
-    tmp = tmp_name(out)
-    listing = tmp.with_name(tmp.name + ".txt")
+    listing = staging_path(Path(out_path)).with_suffix(".txt")
     try:
         listing.write_text("ffconcat version 1.0\n" + "".join(_concat_line(p) for p in segments))
     except OSError as exc:
@@ -289,14 +284,13 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
     args += ["-map", "0:v:0", "-c:v", "copy"]
     if audio:
         args += ["-map", "1:a:0", "-c:a", "copy" if audio == "aac" else "aac"]
-    args += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
+    args += ["-movflags", "+faststart", "-f", "mp4"]
     try:
-        done = subprocess.run(command(*args), stdin=subprocess.DEVNULL, capture_output=True)
-        if done.returncode != 0:
-            raise _write_failed(done.stderr)
-        os.replace(tmp, out)
+        with atomic_write(out_path) as tmp:
+            done = subprocess.run(command(*args, str(tmp)), stdin=subprocess.DEVNULL, capture_output=True)
+            if done.returncode != 0:
+                raise _write_failed(done.stderr)
     finally:
-        tmp.unlink(missing_ok=True)
         listing.unlink(missing_ok=True)
 
 
@@ -351,7 +345,6 @@ def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio
     fps = _rate(fps)
     draw = draw or _moving_gradient(width, height)
     path = Path(path)
-    tmp = tmp_name(path)
     args = ["-v", "error", *_raw_input(width, height, fps)]
     if audio:
         seconds = float(frames / fps)
@@ -359,7 +352,7 @@ def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio
                  "-map", "0:v", "-map", "1:a", "-c:a", "aac"]
     # ultrafast: test sources only need to be quick to make.
     args += ["-vf", TO_YUV, *X264, "-preset", "ultrafast", "-movflags", "+faststart",
-             "-f", "mp4", str(tmp)]
+             "-f", "mp4"]
 
     def rendered():
         for i in range(frames):
@@ -368,5 +361,6 @@ def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio
                 raise ValueError(f"draw({i}) gave {frame.dtype} {frame.shape}, "
                                  f"want uint8 {(height, width, 3)}")
             yield frame
-    _encode(command(*args), rendered(), tmp, path)
+    with atomic_write(path) as tmp:
+        _encode(command(*args, str(tmp)), rendered())
     return path
