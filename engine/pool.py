@@ -6,6 +6,12 @@
   the device's free memory (all processes) and the engine's budget there. If not, idle models are
   evicted (heavy LRU first, then micro, interactive last); if still short, the caller waits on a
   condition that every release and unload signals, up to a timeout.
+- Fairness: a caller that has waited for memory longer than FAIR_WAIT_S is served before newcomers
+  on its device. Without it, a model needing most of the budget waits out its timeout while small
+  leases come and go, since they never all end at once. Not held back: callers that already hold
+  a lease (holding them could deadlock), interactive calls whose model is loaded and whose run fits
+  without evicting anything, and everyone when the waiter could not fit even if the engine gave
+  back all it holds (other processes hold the memory, so holding others back gains nothing).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_byte
 log = logging.getLogger(__name__)
 
 _EVICTION_RANK = {"heavy": 0, "micro": 1, "interactive": 2}
+FAIR_WAIT_S = 3.0  # a short wait is served by whoever fits first; a longer one goes first
 
 
 class ModelUnavailable(RuntimeError):
@@ -48,6 +55,14 @@ class Instance:
     backend: str = ""  # what it really runs on, e.g. 'onnxruntime:CPU' (see runtimes/backend.py)
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A caller waiting for memory (not for an instance of its model to come free)."""
+    device: str
+    need: int
+    since: float
+
+
 class Pool:
     def __init__(self, registry: Registry, devices: Devices, footprints: FootprintStore, *,
                  reserve_bytes: int = 256 * 1024**2, wait_timeout_s: float = 300.0):
@@ -56,6 +71,8 @@ class Pool:
         self.wait_timeout_s = wait_timeout_s
         self._cond = threading.Condition()
         self._instances: list[Instance] = []
+        self._waiters: list[_Waiter] = []  # in arrival order
+        self._held = threading.local()  # how many leases the current thread holds
         self.eviction_log: list[str] = []
 
     # ---- memory accounting (call with the lock held) ----
@@ -114,8 +131,13 @@ class Pool:
         return still_there is not None and still_there() is None
 
     def _make_room(self, device: str, need: int, reason: str, protect: Instance | None = None) -> bool:
-        """Evict idle models (never `protect`) until `need` fits. True when it fits."""
-        for candidate in self._eviction_candidates(device, protect=protect):
+        """Evict idle models (never `protect`) until `need` fits. True when it fits. Nothing is
+        evicted when evicting every candidate would still leave it short: a caller that has to
+        wait anyway must not cost the resident models their instant answers."""
+        candidates = self._eviction_candidates(device, protect=protect)
+        if self.headroom(device) + sum(c.bytes for c in candidates) < need:
+            return False
+        for candidate in candidates:
             if self.headroom(device) >= need:
                 break
             freed = self._evict(candidate, reason)
@@ -160,9 +182,11 @@ class Pool:
         instance = self._acquire(spec, device, bucket, timeout_s)
         if run is not None:
             run.backends[name] = instance.backend
+        self._held.count = getattr(self._held, "count", 0) + 1
         try:
             yield instance.model
         finally:
+            self._held.count -= 1
             with self._cond:
                 instance.state = "idle"
                 instance.run_reserved = 0
@@ -176,24 +200,65 @@ class Pool:
         load_bytes = self.footprints.load_bytes(spec, device)
         started = time.monotonic()
         deadline = started + (self.wait_timeout_s if timeout_s is None else timeout_s)
+        waiter = None
         with self._cond:
-            while True:
-                instance = self._try_take(spec, device, run_bytes, load_bytes)
-                if instance is not None:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise NotEnoughMemory(
-                        f"{spec.name}: no instance and not enough memory on {device} came free "
-                        f"within {deadline - started:.0f} s (headroom {format_bytes(self.headroom(device))})")
-                # Woken by every release and unload; the bounded wait also notices memory that
-                # other processes give back, which sends no signal.
-                self._cond.wait(min(remaining, 1.0))
+            try:
+                while True:
+                    if not self._must_yield(spec, device, run_bytes, waiter):
+                        instance = self._try_take(spec, device, run_bytes, load_bytes)
+                        if instance is not None:
+                            break
+                        if waiter is None:
+                            waiter = self._queue_for_memory(spec, device, run_bytes, load_bytes, started)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise NotEnoughMemory(
+                            f"{spec.name}: no instance and not enough memory on {device} came free "
+                            f"within {deadline - started:.0f} s (headroom {format_bytes(self.headroom(device))})")
+                    # Woken by every release and unload; the bounded wait also notices memory that
+                    # other processes give back, which sends no signal.
+                    self._cond.wait(min(remaining, 1.0))
+            finally:
+                if waiter is not None:
+                    self._waiters.remove(waiter)
+                    self._cond.notify_all()  # those who yielded to it may go on
         if run is not None:
             run.queue_wait_s += time.monotonic() - started
         if instance.state == "loading":
             self._load(instance)
         return instance
+
+    def _queue_for_memory(self, spec: ModelSpec, device: str, run_bytes: int, load_bytes: int,
+                          since: float) -> _Waiter | None:
+        """Queue a caller that _try_take turned away for lack of memory (None: it waits for an
+        instance of its model that is in use, which memory would not give it)."""
+        mine = [i for i in self._instances if i.spec is spec]
+        if any(i.state == "idle" for i in mine):
+            need = run_bytes
+        elif len(mine) < spec.max_instances:
+            need = min(load_bytes + run_bytes, self.devices.budget(device))
+        else:
+            return None
+        waiter = _Waiter(device, need, since)
+        self._waiters.append(waiter)
+        return waiter
+
+    def _must_yield(self, spec: ModelSpec, device: str, run_bytes: int, me: _Waiter | None) -> bool:
+        """Whether an older waiter for memory on `device` goes first (see the module docstring)."""
+        if getattr(self._held, "count", 0):
+            return False
+        now = time.monotonic()
+        for waiter in self._waiters:
+            if waiter is me:
+                return False  # the ones before me did not qualify
+            if (waiter.device != device or now - waiter.since < FAIR_WAIT_S
+                    or waiter.need > self.headroom(device) + self.engine_bytes(device)):
+                continue
+            if spec.role == "interactive" and run_bytes <= self.headroom(device) and any(
+                    i.spec is spec and i.state == "idle" for i in self._instances):
+                return False  # a resident interactive model answers at once; its run is brief
+            return True
+        return False
 
     def _try_take(self, spec: ModelSpec, device: str, run_bytes: int, load_bytes: int) -> Instance | None:
         mine = [i for i in self._instances if i.spec is spec]

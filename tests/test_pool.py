@@ -1,10 +1,12 @@
 """Leases, residency, eviction order, budgets and waiting, on real small torch models."""
 import threading
+import time
 
 import pytest
 import torch
 
 from engine import Engine, NotEnoughMemory
+from engine import pool as pool_module
 from engine.measure import rss
 from tiny_models import MiB, block_spec, forward
 
@@ -274,3 +276,81 @@ def test_a_load_measured_while_another_model_is_in_use_keeps_the_clean_footprint
     assert other_threads, "the loader ran while the other model was leased"
     assert engine.footprints.get("blob", "cpu").load_bytes == clean   # the 64 MiB were not billed to blob
     assert [i["bytes"] for i in engine.pool.snapshot() if i["name"] == "blob"][0] == clean
+
+
+def test_a_waiter_for_most_of_the_budget_goes_before_newcomers_but_not_before_resident_interactive_calls(tmp_path):
+    specs = [block_spec(tmp_path, "inter", 8, role="interactive"), block_spec(tmp_path, "hog", 32),
+             block_spec(tmp_path, "big", 48), block_spec(tmp_path, "small", 8)]
+    engine = make_engine(tmp_path, specs, budget=f"cpu={76 * MiB}")
+    use(engine, "inter")
+    order, errors = [], []
+    hog_held, release_hog = threading.Event(), threading.Event()
+
+    def hold_hog():
+        with engine.pool.lease("hog"):
+            hog_held.set()
+            release_hog.wait(30)
+
+    def lease(name, timeout_s=30):
+        try:
+            with engine.pool.lease(name, timeout_s=timeout_s) as model:
+                order.append(name)
+                forward(model)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    hog = threading.Thread(target=hold_hog)
+    hog.start()
+    assert hog_held.wait(10)
+    # 76 MiB less inter (8) and the leased hog (32) leaves 36: big (48) waits for the hog.
+    big = threading.Thread(target=lease, args=("big",))
+    big.start()
+    time.sleep(pool_module.FAIR_WAIT_S + 0.5)
+    small = threading.Thread(target=lease, args=("small",))  # 8 MiB would fit, but big came first
+    small.start()
+    time.sleep(1.0)
+    assert order == [] and not errors
+    asked = time.monotonic()
+    lease("inter")  # loaded, idle, and its run evicts nothing: it answers at once
+    assert order == ["inter"] and time.monotonic() - asked < 0.5
+    release_hog.set()
+    for thread in (hog, big, small):
+        thread.join(30)
+    assert not errors
+    assert sorted(order[1:]) == ["big", "small"]
+    # Waiting for the hog, big evicted nothing in vain: inter stayed loaded throughout.
+    assert [line.split(" (")[0] for line in engine.pool.eviction_log] == ["hog"]
+
+
+def test_a_waiter_that_could_not_fit_even_in_all_the_engine_holds_does_not_hold_others_back(tmp_path, monkeypatch):
+    specs = [block_spec(tmp_path, "hog", 32), block_spec(tmp_path, "small", 8)]
+    engine = make_engine(tmp_path, specs, budget=f"cpu={76 * MiB}")
+    monkeypatch.setattr(pool_module, "FAIR_WAIT_S", 0.0)
+    use(engine, "small")
+    hog_held, release_hog = threading.Event(), threading.Event()
+
+    def hold_hog():   # in a thread of its own: a caller that holds a lease is never held back
+        with engine.pool.lease("hog"):
+            hog_held.set()
+            release_hog.wait(30)
+
+    hog = threading.Thread(target=hold_hog)
+    hog.start()
+    assert hog_held.wait(10)
+    try:
+        with engine.pool._cond:
+            # As if another process held the memory: this waiter could not fit even if the
+            # engine gave back all it holds, so others go on.
+            waiter = pool_module._Waiter("cpu", 80 * MiB, time.monotonic() - 60)
+            engine.pool._waiters.append(waiter)
+        started = time.monotonic()
+        use(engine, "small")
+        assert time.monotonic() - started < 0.5
+        with engine.pool._cond:
+            waiter.need = 40 * MiB   # now it would fit once the hog is given back: small waits
+        with pytest.raises(NotEnoughMemory, match="came free within"):
+            with engine.pool.lease("small", timeout_s=1.5):
+                pass
+    finally:
+        release_hog.set()
+        hog.join(10)
