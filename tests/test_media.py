@@ -243,6 +243,19 @@ def test_missing_ffmpeg_is_a_media_error(monkeypatch, video):
         ffmpeg_exe.cache_clear()
 
 
+def test_an_unchanged_file_is_probed_once_and_a_rewritten_one_again(monkeypatch, tmp_path):
+    from engine.media import video as video_module
+
+    counted = []
+    count_packets = video_module._count_packets
+    monkeypatch.setattr(video_module, "_count_packets", lambda path: counted.append(path) or count_packets(path))
+    path = make_test_video(tmp_path / "v.mp4", frames=10, width=64, height=48, audio=False)
+    first = probe(path)
+    assert probe(str(path)) == first and len(counted) == 1   # the tab, submit and the job ask again
+    make_test_video(path, frames=20, width=64, height=48, audio=False)   # written anew in place
+    assert probe(path).frames == 20 and len(counted) == 2
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(MediaError, match="not found"):
         probe(tmp_path / "nope.mp4")

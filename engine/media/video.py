@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -109,8 +110,36 @@ def _count_packets(path) -> tuple[int, Fraction | None]:
     return count, (1 / (tb * step) if tb and step > 0 else None)
 
 
+_PROBED: collections.OrderedDict[tuple, VideoInfo] = collections.OrderedDict()
+_PROBED_KEEP = 64
+_PROBED_LOCK = threading.Lock()
+
+
 def probe(path) -> VideoInfo:
-    """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video file."""
+    """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video file.
+
+    Counting the frames demuxes the whole file (seconds for an hour of video), and one upload is
+    asked about by the tab, at submit and by the job: a file probed before and unchanged since
+    (same size, modification time and inode) is answered from memory."""
+    ffmpeg_exe()  # no ffmpeg is an error whatever is remembered
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _probe(path)  # says what is wrong in plain words
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    with _PROBED_LOCK:
+        if key in _PROBED:
+            _PROBED.move_to_end(key)
+            return _PROBED[key]
+    info = _probe(path)
+    with _PROBED_LOCK:
+        _PROBED[key] = info
+        while len(_PROBED) > _PROBED_KEEP:
+            _PROBED.popitem(last=False)
+    return info
+
+
+def _probe(path) -> VideoInfo:
     head = header(path)
     if head.format.endswith("_pipe") or head.format == "image2":
         raise MediaError(STILL_IMAGE, head.format)   # ffmpeg reads a PNG as a 1-frame video
