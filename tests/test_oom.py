@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper
 
 from engine import Engine, ModelSpec, NotEnoughMemory, OutOfMemory, is_oom
-from tiny_models import MiB, block_spec, forward
+from tiny_models import MiB, block_spec, forward, leased_elsewhere
 
 HUGE_SHAPE = np.array([2**24, 2**24], dtype=np.int64)  # 2**48 float32: 1 PiB, beyond any address space
 SMALL_SHAPE = np.array([4, 8], dtype=np.int64)
@@ -480,16 +480,6 @@ def test_a_lease_timeout_inside_a_run_is_not_treated_as_oom(tmp_path):
     engine = make_engine(tmp_path, [block_spec(tmp_path, "outer", 4), block_spec(tmp_path, "busy", 4),
                                     block_spec(tmp_path, "idle", 4)])
     engine.infer("warm", "idle", forward)
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with engine.pool.lease("busy"):
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    assert held.wait(10)
     attempts = []
 
     def nested(model):
@@ -497,12 +487,8 @@ def test_a_lease_timeout_inside_a_run_is_not_treated_as_oom(tmp_path):
         with engine.pool.lease("busy", timeout_s=0.05):  # held by the other thread: times out
             return forward(model)
 
-    try:
-        with pytest.raises(NotEnoughMemory, match="came free within"):
-            engine.infer("t", "outer", nested)
-    finally:
-        release.set()
-        t.join()
+    with leased_elsewhere(engine, "busy"), pytest.raises(NotEnoughMemory, match="came free within"):
+        engine.infer("t", "outer", nested)
     record = engine.runs.latest(1)[0]
     # The instance was busy, memory was plentiful: no free step, no retry, no eviction.
     assert attempts == [1]

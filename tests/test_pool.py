@@ -8,7 +8,7 @@ import torch
 from engine import Engine, NotEnoughMemory
 from engine import pool as pool_module
 from engine.measure import rss
-from tiny_models import MiB, block_spec, forward
+from tiny_models import MiB, block_spec, forward, leased_elsewhere
 
 
 def make_engine(tmp_path, specs, budget=None, **kwargs):
@@ -284,12 +284,6 @@ def test_a_waiter_for_most_of_the_budget_goes_before_newcomers_but_not_before_re
     engine = make_engine(tmp_path, specs, budget=f"cpu={76 * MiB}")
     use(engine, "inter")
     order, errors = [], []
-    hog_held, release_hog = threading.Event(), threading.Event()
-
-    def hold_hog():
-        with engine.pool.lease("hog"):
-            hog_held.set()
-            release_hog.wait(30)
 
     def lease(name, timeout_s=30):
         try:
@@ -299,22 +293,19 @@ def test_a_waiter_for_most_of_the_budget_goes_before_newcomers_but_not_before_re
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    hog = threading.Thread(target=hold_hog)
-    hog.start()
-    assert hog_held.wait(10)
-    # 76 MiB less inter (8) and the leased hog (32) leaves 36: big (48) waits for the hog.
     big = threading.Thread(target=lease, args=("big",))
-    big.start()
-    time.sleep(pool_module.FAIR_WAIT_S + 0.5)
-    small = threading.Thread(target=lease, args=("small",))  # 8 MiB would fit, but big came first
-    small.start()
-    time.sleep(1.0)
-    assert order == [] and not errors
-    asked = time.monotonic()
-    lease("inter")  # loaded, idle, and its run evicts nothing: it answers at once
-    assert order == ["inter"] and time.monotonic() - asked < 0.5
-    release_hog.set()
-    for thread in (hog, big, small):
+    small = threading.Thread(target=lease, args=("small",))
+    with leased_elsewhere(engine, "hog"):
+        # 76 MiB less inter (8) and the leased hog (32) leaves 36: big (48) waits for the hog.
+        big.start()
+        time.sleep(pool_module.FAIR_WAIT_S + 0.5)
+        small.start()  # 8 MiB would fit, but big came first
+        time.sleep(1.0)
+        assert order == [] and not errors
+        asked = time.monotonic()
+        lease("inter")  # loaded, idle, and its run evicts nothing: it answers at once
+        assert order == ["inter"] and time.monotonic() - asked < 0.5
+    for thread in (big, small):
         thread.join(30)
     assert not errors
     assert sorted(order[1:]) == ["big", "small"]
@@ -327,17 +318,7 @@ def test_a_waiter_that_could_not_fit_even_in_all_the_engine_holds_does_not_hold_
     engine = make_engine(tmp_path, specs, budget=f"cpu={76 * MiB}")
     monkeypatch.setattr(pool_module, "FAIR_WAIT_S", 0.0)
     use(engine, "small")
-    hog_held, release_hog = threading.Event(), threading.Event()
-
-    def hold_hog():   # in a thread of its own: a caller that holds a lease is never held back
-        with engine.pool.lease("hog"):
-            hog_held.set()
-            release_hog.wait(30)
-
-    hog = threading.Thread(target=hold_hog)
-    hog.start()
-    assert hog_held.wait(10)
-    try:
+    with leased_elsewhere(engine, "hog"):
         with engine.pool._cond:
             # As if another process held the memory: this waiter could not fit even if the
             # engine gave back all it holds, so others go on.
@@ -351,6 +332,3 @@ def test_a_waiter_that_could_not_fit_even_in_all_the_engine_holds_does_not_hold_
         with pytest.raises(NotEnoughMemory, match="came free within"):
             with engine.pool.lease("small", timeout_s=1.5):
                 pass
-    finally:
-        release_hog.set()
-        hog.join(10)

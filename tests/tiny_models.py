@@ -1,6 +1,7 @@
 """Small real torch models saved as safetensors, with specs that load them the way real ones load."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -65,3 +66,24 @@ def block_spec(folder: Path, name: str, mib: int, role: str = "heavy", *, loads:
 def forward(model: Block) -> torch.Tensor:
     with torch.inference_mode():
         return model(torch.ones(4, 512))
+
+
+@contextlib.contextmanager
+def leased_elsewhere(engine, name: str):
+    """`name` leased by a thread of its own for the length of the block (a caller holding a lease
+    is treated differently by the pool, so the test's own thread must not hold it)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with engine.pool.lease(name):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(10), f"{name} was not leased"
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
