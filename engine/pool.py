@@ -130,12 +130,13 @@ class Pool:
         self._cond.notify_all()
         return still_there is not None and still_there() is None
 
-    def _make_room(self, device: str, need: int, reason: str, protect: Instance | None = None) -> bool:
-        """Evict idle models (never `protect`) until `need` fits. True when it fits. Nothing is
-        evicted when evicting every candidate would still leave it short: a caller that has to
-        wait anyway must not cost the resident models their instant answers."""
+    def _make_room(self, device: str, need: int, reason: str, protect: Instance | None = None,
+                   partial: bool = False) -> bool:
+        """Evict idle models (never `protect`) until `need` fits. True when it fits. Unless
+        `partial`, nothing is evicted when evicting every candidate would still leave it short: a
+        caller that has to wait anyway must not cost the resident models their instant answers."""
         candidates = self._eviction_candidates(device, protect=protect)
-        if self.headroom(device) + sum(c.bytes for c in candidates) < need:
+        if not partial and self.headroom(device) + sum(c.bytes for c in candidates) < need:
             return False
         for candidate in candidates:
             if self.headroom(device) >= need:
@@ -247,14 +248,17 @@ class Pool:
         """Whether an older waiter for memory on `device` goes first (see the module docstring)."""
         if getattr(self._held, "count", 0):
             return False
-        now = time.monotonic()
+        now, headroom = time.monotonic(), None
         for waiter in self._waiters:
             if waiter is me:
                 return False  # the ones before me did not qualify
-            if (waiter.device != device or now - waiter.since < FAIR_WAIT_S
-                    or waiter.need > self.headroom(device) + self.engine_bytes(device)):
+            if waiter.device != device or now - waiter.since < FAIR_WAIT_S:
                 continue
-            if spec.role == "interactive" and run_bytes <= self.headroom(device) and any(
+            if headroom is None:  # read once: each reading asks the device (/proc/meminfo)
+                headroom = self.headroom(device)
+            if waiter.need > headroom + self.engine_bytes(device):
+                continue
+            if spec.role == "interactive" and run_bytes <= headroom and any(
                     i.spec is spec and i.state == "idle" for i in self._instances):
                 return False  # a resident interactive model answers at once; its run is brief
             return True
@@ -323,8 +327,9 @@ class Pool:
             instance.load_s = time.monotonic() - started
             instance.state = "leased"
             if measured > instance_admitted:
-                # Larger than its footprint said: restore the budget by evicting idle models now.
-                self._make_room(device, 0, f"{spec.name} measured larger than its footprint")
+                # Larger than its footprint said: restore the budget by evicting idle models now,
+                # as far as they go.
+                self._make_room(device, 0, f"{spec.name} measured larger than its footprint", partial=True)
             self._cond.notify_all()
         if trusted:
             self.footprints.record_load(spec.name, device, measured)
