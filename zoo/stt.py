@@ -27,6 +27,7 @@ import numpy as np
 
 from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
 from engine.devices import usable_cores
+from engine.files import write_json, write_text
 from engine.media.audio import MediaError, probe_audio, stream_audio
 from . import subtitles
 from .package_files import package_folder, reason_if_missing
@@ -205,10 +206,10 @@ def write_outputs(transcript: dict, folder: Path, timestamps: str = "segment", n
     cues = subtitles.cues_for(transcript["segments"], timestamps)
     folder.mkdir(parents=True, exist_ok=True)
     return {
-        "text": subtitles.write_text(folder / f"{name}.txt", transcript["text"] + "\n"),
-        "srt": subtitles.write_text(folder / f"{name}.srt", subtitles.to_srt(cues)),
-        "vtt": subtitles.write_text(folder / f"{name}.vtt", subtitles.to_vtt(cues)),
-        "json": subtitles.write_text(folder / f"{name}.json", json.dumps(transcript, indent=1)),
+        "text": write_text(folder / f"{name}.txt", transcript["text"] + "\n"),
+        "srt": write_text(folder / f"{name}.srt", subtitles.to_srt(cues)),
+        "vtt": write_text(folder / f"{name}.vtt", subtitles.to_vtt(cues)),
+        "json": write_json(folder / f"{name}.json", transcript, indent=1),
     }
 
 
@@ -303,7 +304,7 @@ def long_job(ctx: JobContext) -> str:
                 offset = first / SAMPLE_RATE
                 # One lease per piece: interactive transcriptions get the model in between.
                 segments = ctx.call(WHISPER, lambda model: run_whisper(model, piece, prompt, offset))
-                subtitles.write_text(_piece_file(ctx, pieces), json.dumps(segments))
+                write_json(_piece_file(ctx, pieces), segments)
                 pieces, next_sample = pieces + 1, first + piece.size
                 ctx.save_checkpoint(next_sample=next_sample, pieces=pieces)
                 # Writing the files is the last step: 100% only once they are there.

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from engine.files import atomic_write, write_text  # noqa: F401  (stt writes its transcripts through write_text)
+from engine.files import atomic_write
 from engine.media.ffmpeg import X264, MediaError, command, header, last_line
 
 MAX_LINE = 42  # characters per line: the common broadcast and Netflix limit
