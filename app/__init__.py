@@ -1,26 +1,43 @@
-"""Gradio assembly: one tab per capability, then the System tab. Knows nothing about memory."""
+"""Gradio assembly: one tab per capability (grouped ones share a tab), then Jobs and System."""
 from __future__ import annotations
+
+import importlib
+import itertools
 
 import gradio as gr
 
 from engine import Engine
+from tabs import GROUPS, capabilities
+from ui import cache_writes, images
 
-from . import cache_writes, images, jobs_tab, system_tab
+from . import jobs_tab, system_tab
+
+
+def _capability_tab(engine: Engine, capability) -> None:
+    reason = capability.unavailable()
+    if reason:
+        gr.Markdown(f"**{capability.TITLE} is unavailable here.** {reason}")
+    else:
+        importlib.import_module(f"{capability.__name__}.tab").build(engine)
 
 
 def build_app(engine: Engine, tabs=None) -> gr.Blocks:
-    if tabs is None:
-        from tabs import TABS as tabs  # here, not at import: tabs import app's helpers
+    tabs = capabilities() if tabs is None else tabs
     with gr.Blocks(title="Wimmel") as demo:
         gr.Markdown("# Wimmel\nMany neural networks side by side on one machine.")
         with gr.Tabs():
-            for tab in tabs:
-                with gr.Tab(tab.TITLE):
-                    reason = tab.unavailable()
-                    if reason:
-                        gr.Markdown(f"**{tab.TITLE} is unavailable here.** {reason}")
-                    else:
-                        tab.build(engine)
+            for group, members in itertools.groupby(tabs, key=lambda c: c.GROUP):
+                if group is None:
+                    for capability in members:
+                        with gr.Tab(capability.TITLE):
+                            _capability_tab(engine, capability)
+                    continue
+                with gr.Tab(group):
+                    gr.Markdown(GROUPS[group])
+                    with gr.Tabs():
+                        for capability in members:
+                            with gr.Tab(capability.TITLE):
+                                _capability_tab(engine, capability)
             with gr.Tab("Jobs"):
                 jobs_tab.build(engine, demo)
             with gr.Tab("System"):

@@ -101,7 +101,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
             JSON {"checks": [{"name", "status": "ok" | "warn" | "error", "found", "fix"}]}.
         """
         from engine import doctor as doc
-        from zoo.catalog import doctor_checks
+        from tabs.catalog import doctor_checks
 
         return doc.report(doc.run_checks(engine.data_dir, doctor_checks()))
 

@@ -45,8 +45,12 @@ def _text_photo() -> np.ndarray:
 
 def _capabilities() -> dict:
     """name -> (model, image function(model, image), image maker, video job kind, params, frames)."""
-    from zoo import face_detector, nsfw, ocr, style, upscale
-    from zoo.catalog import FACE_DETECTOR
+    from analysers import face_detector
+    from analysers import nsfw
+    from tabs.ocr import model as ocr
+    from tabs.style import model as style
+    from tabs.upscale import model as upscale
+    from analysers.face_detector import FACE_DETECTOR
 
     caps = {
         "faces": (FACE_DETECTOR, face_detector.detect_faces, _photo, "blur_faces_video", {"mode": "blur"}, 50),
@@ -68,13 +72,13 @@ def _optional_capabilities() -> dict:
     """Capabilities whose modules may be absent on an older checkout or a trimmed install."""
     caps = {}
     try:
-        from zoo import background
+        from tabs.background import model as background
         caps["background"] = (background.SEGMENTER, lambda m, im: background.person_mask(m, im), _photo,
                               "remove_background_video", {"mode": "blur"}, 50)
     except (ImportError, AttributeError):
         pass
     try:
-        from zoo import face_identity
+        from analysers import face_identity
         # The astronaut's face as the shared detector boxes it; embedding only (align + ResNet).
         caps["face-identity"] = (face_identity.FACE_EMBEDDER,
                                  lambda m, im: m.embed(im, [{"box": [181.05, 62.16, 267.75, 172.05]}]),
@@ -96,7 +100,7 @@ def child(name: str) -> None:
     sys.path.insert(0, str(ROOT))
     from engine import Engine, pixel_bucket
     from engine.measure import _read_hwm
-    from zoo.catalog import default_job_kinds, default_specs
+    from tabs.catalog import default_job_kinds, default_specs
 
     model, call, make_image, job_kind, params, frames = _capabilities()[name]
     data = Path(tempfile.mkdtemp(prefix="wimmel-bench-"))

@@ -49,7 +49,7 @@ MODES = ("eager", "compile", "onnx")
 def _face_detector(mode: str, cache_dir: str):
     import skimage.data
 
-    from zoo import face_detector
+    from analysers import face_detector
 
     model = face_detector.load_mtcnn("cpu", accelerate=mode, cache_dir=cache_dir)
     image = skimage.data.astronaut()
@@ -60,7 +60,7 @@ def _onet(mode: str, cache_dir: str):
     import torch
 
     from engine.runtimes.compiled import accelerate
-    from zoo import face_detector
+    from analysers import face_detector
 
     net = face_detector.load_mtcnn("cpu").onet
     crops = torch.rand(16, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -77,7 +77,7 @@ def _voice_encoder(mode: str, cache_dir: str):
     import torch
 
     from engine.runtimes.compiled import accelerate
-    from zoo import voices
+    from tabs.voices import model as voices
 
     encoder = voices.load("cpu")
     mels = torch.rand(8, 160, 40, generator=torch.Generator().manual_seed(0))
@@ -92,7 +92,7 @@ def _voice_encoder(mode: str, cache_dir: str):
 
 def _voice_reason() -> str | None:
     try:
-        from zoo import voices
+        from tabs.voices import model as voices
     except Exception as exc:  # noqa: BLE001 - another helper's module, may be absent
         return f"zoo.voices does not import: {exc}"
     return voices.unavailable_reason()

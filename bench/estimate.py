@@ -78,7 +78,7 @@ def child(seed: str = "11") -> None:
     from engine import Engine, pixel_bucket
     from engine.measure import _read_hwm, rss
     from engine.runtimes.torch_runtime import release_cached_memory
-    from zoo.catalog import default_specs
+    from tabs.catalog import default_specs
 
     caps = {name: c for name, c in _capabilities().items() if name in SIZES}
     engine = Engine(tempfile.mkdtemp(prefix="wimmel-bench-"), specs=default_specs())

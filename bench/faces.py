@@ -50,8 +50,9 @@ def run(verbose: bool = True) -> dict:
     import torch
 
     from engine import Engine, pixel_bucket
-    from zoo import face_detector
-    from zoo.catalog import FACE_DETECTOR, default_specs
+    from analysers import face_detector
+    from analysers.face_detector import FACE_DETECTOR
+    from tabs.catalog import default_specs
 
     data = tempfile.mkdtemp(prefix="wimmel-bench-")
     engine = Engine(data, specs=default_specs())

@@ -83,10 +83,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from engine import memory_tiers as mt
+    from tabs.generate import tiers as mt
     from engine.measure import METER
     from tiny_diffusion import save_tiny_pipeline
-    from zoo import diffusion as dz
+    from tabs.generate import pipeline as dz
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -58,7 +58,10 @@ def _workloads(folder: Path) -> dict:
                       pixel_bucket(image.shape[1], image.shape[0]))
     speech_file = folder / "speech16k.npy"
     try:
-        from zoo import pitch, stt, tts, vad
+        from tabs.pitch import model as pitch
+        from tabs.stt import model as stt
+        from tabs.tts import model as tts
+        from tabs.vad import model as vad
     except ImportError:
         return work
     pieces = tts.plan(SENTENCE)
@@ -75,12 +78,12 @@ def learn(folder: str) -> None:
     """Run every workload once (learning footprints into folder/data); save the speech made."""
     sys.path.insert(0, str(ROOT))
     from engine import Engine
-    from zoo.catalog import default_specs
+    from tabs.catalog import default_specs
 
     folder = Path(folder)
     engine = Engine(folder / "data", specs=default_specs())
     try:
-        from zoo import tts
+        from tabs.tts import model as tts
         from engine.media.audio import read_audio, write_wav
 
         samples, rate = tts.speak(engine, SENTENCE)
@@ -101,7 +104,7 @@ def stress(folder: str, seed: str = "5") -> None:
 
     from engine import Engine, NotEnoughMemory, OutOfMemory, is_oom
     from engine.models import FootprintStore
-    from zoo.catalog import default_specs
+    from tabs.catalog import default_specs
 
     folder = Path(folder)
     work = _workloads(folder)

@@ -60,7 +60,8 @@ def child(video: str, mode: str = "blur") -> None:
     from engine.measure import _read_hwm
     from engine.media.video import probe
     from engine.media.video_job import process_video
-    from zoo.catalog import FACE_DETECTOR, default_job_kinds, default_specs
+    from analysers.face_detector import FACE_DETECTOR
+    from tabs.catalog import default_job_kinds, default_specs
 
     engine = Engine(tempfile.mkdtemp(prefix="wimmel-bench-"), specs=default_specs())
     for kind in default_job_kinds():

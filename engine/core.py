@@ -25,7 +25,6 @@ from .measure import METER
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import Degrade, call_with_recovery
 from .pool import Pool
-from .memory_tiers import tier_rows
 from .runs import TALLY, RunLog, RunRecord
 
 
@@ -173,6 +172,7 @@ class Engine:
             run.call(name, lambda model: None)
 
     def status(self, runs: int = 50) -> dict:
+        from tabs.generate.tiers import tier_rows  # TODO(refactor): upward import, to be removed
         devices = []
         for name in self.devices.names:
             memory = self.devices.memory(name)

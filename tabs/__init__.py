@@ -1,4 +1,42 @@
-"""One module per capability. Each has TITLE, unavailable() -> reason or None, and build(engine)."""
-from . import audio, background, faces, generate, models, nsfw, ocr, segment, style, upscale
+"""Every capability, in tab order. Adding one is a folder here and a line in CAPABILITIES.
 
-TABS = [faces, background, style, upscale, ocr, nsfw, audio, generate, segment, models]
+A capability is a package `tabs/<name>/` whose __init__ holds the contract (no Gradio):
+TITLE, GROUP (a tab that groups several, or None), specs(), job_kinds(), unavailable() and
+check(...); its model code sits beside it, and `tab.py` builds its tab from module-level handlers.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import types
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = [
+    "faces", "background", "style", "upscale", "ocr", "nsfw",
+    "stt", "tts", "vad", "denoise", "pitch", "voices",   # GROUP "Audio": one tab, a sub-tab each
+    "generate", "segment", "models",
+]
+# A tab that groups several capabilities, and the line it opens with.
+GROUPS = {"Audio": "Audio files, or the sound of a video. Clips over a minute run as jobs on the queue."}
+
+
+@functools.lru_cache(maxsize=None)
+def capability(name: str) -> types.ModuleType:
+    """The capability's package; one whose code cannot be imported (a package missing) stands in
+    as a module that has no models and says why, so it costs only its own tab."""
+    try:
+        return importlib.import_module(f"tabs.{name}")
+    except ImportError as exc:
+        log.warning("capability %s is unavailable: %s", name, exc)
+        reason = f"Its code could not be imported ({exc}). Run ./setup.sh to install what it needs."
+        stand_in = types.ModuleType(f"tabs.{name}")
+        stand_in.TITLE, stand_in.GROUP = name.capitalize(), None
+        stand_in.specs = stand_in.job_kinds = list
+        stand_in.unavailable = lambda: reason
+        return stand_in
+
+
+def capabilities() -> list[types.ModuleType]:
+    return [capability(name) for name in CAPABILITIES]

@@ -105,7 +105,7 @@ def test_a_tab_that_cannot_run_still_shows_and_says_why(tmp_path):
     def never_built(engine):
         raise AssertionError("an unavailable tab must not build its UI")
 
-    broken = SimpleNamespace(TITLE="Broken", unavailable=lambda: "weights missing: run ./setup.sh",
+    broken = SimpleNamespace(TITLE="Broken", GROUP=None, unavailable=lambda: "weights missing: run ./setup.sh",
                              build=never_built)
     demo = build_app(Engine(tmp_path / "data"), tabs=[broken])
     texts = [c.get("props", {}).get("value") for c in demo.config["components"]]

@@ -12,7 +12,7 @@ import engine.media.video_job as video_job_module
 from engine import Engine
 from engine.media.video import make_test_video, probe
 from tests.video_helpers import FACE_SIZE, decode_all, face_video, sharpness
-from zoo import background as bg
+from tabs.background import model as bg
 
 ASTRONAUT = skimage.data.astronaut()  # 512x512, a woman in an orange suit, a flag, a shuttle model
 COFFEE = skimage.data.coffee()
@@ -209,7 +209,7 @@ def test_bad_inputs_give_clear_errors(engine):
 
 def tab_function(engine, api_name):
     """The tab's handler behind `api_name`, built as the app builds it (no server)."""
-    from tabs import background as tab
+    from tabs.background import tab
 
     async def build():
         # Inside a running loop: outside one, gr.Blocks makes asyncio loops of its own for its

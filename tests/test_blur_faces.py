@@ -6,8 +6,10 @@ import skimage.data
 from engine import Engine, UserFacingError
 from engine.media.video import probe
 from video_helpers import decode_all, face_frame, face_video, sharpness
-from zoo import anonymize, face_detector
-from zoo.catalog import FACE_DETECTOR, default_job_kinds, default_specs
+from tabs.faces import anonymize
+from analysers import face_detector
+from analysers.face_detector import FACE_DETECTOR
+from tabs.catalog import default_job_kinds, default_specs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from gradio import processing_utils as pu
 from PIL import Image
 
-from app import cache_writes
+from ui import cache_writes
 
 
 @pytest.fixture()

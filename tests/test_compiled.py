@@ -12,7 +12,7 @@ from torch import nn
 from engine.models import ModelSpec
 from engine.runtimes import compiled
 from engine.runtimes.compiled import Accelerated, Preparation, accelerate, weights_hash
-from zoo import face_detector
+from analysers import face_detector
 
 
 class SmallNet(nn.Module):

@@ -84,7 +84,7 @@ def test_real_cuda_oom_is_recovered_by_degrading(tmp_path):
 def test_face_detector_on_cuda_matches_cpu():
     import skimage.data
 
-    from zoo.face_detector import detect_faces, load_mtcnn
+    from analysers.face_detector import detect_faces, load_mtcnn
 
     image = skimage.data.astronaut()
     on_cpu = detect_faces(load_mtcnn("cpu"), image)

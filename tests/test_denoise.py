@@ -8,8 +8,8 @@ import pytest
 from engine import Engine, JobContext
 from engine.media.audio import NO_AUDIO_STREAM, NOT_AUDIO, MediaError, read_audio, replace_audio, write_wav
 from engine.media.video import make_test_video, probe
-from zoo import denoise as dn
-from zoo import tts
+from tabs.denoise import model as dn
+from tabs.tts import model as tts
 
 TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
         "It is easy to tell the depth of a well.")

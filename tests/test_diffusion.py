@@ -10,7 +10,7 @@ from PIL import Image
 
 from engine import Engine
 from tiny_diffusion import config_only_copy, save_single_file, save_tiny_pipeline
-from zoo import diffusion as dz
+from tabs.generate import pipeline as dz
 
 NAME = "tiny-sd"
 
@@ -63,7 +63,7 @@ def test_the_model_is_a_heavy_torch_model_sized_from_its_files(engine, files):
     assert set(size.components) == {"unet", "vae", "text_encoder"}
     # The headers' sizes are the loaded modules' (position_ids, a buffer, is not saved).
     loaded = dz.load_pipeline(dz.DiffusionModel(NAME, str(files["folder"])))
-    from engine.memory_tiers import PipelineSize
+    from tabs.generate.tiers import PipelineSize
 
     assert abs(PipelineSize.of_pipeline(loaded).total - size.total) < 1024
     assert dz.defaults(dz.DiffusionModel(NAME, str(files["folder"])))["width"] == 64  # native size
@@ -206,9 +206,10 @@ def test_a_batch_job_makes_every_image_with_its_seed(engine, seven):
 def test_the_tab_builds_with_and_without_models(engine, tmp_path):
     import gradio as gr
 
-    from tabs import generate as tab
+    import tabs.generate
+    from tabs.generate import tab
 
-    assert tab.unavailable() is None
+    assert tabs.generate.unavailable() is None
     empty = Engine(tmp_path / "empty")
     with gr.Blocks() as demo:
         tab.build(empty)

@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from zoo import espeak
+from tabs.tts import espeak
 
 
 def test_the_library_and_its_data_are_here():

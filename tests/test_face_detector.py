@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from zoo import face_detector
-from zoo.face_detector import detect_faces, draw_faces, load_mtcnn
+from analysers import face_detector
+from analysers.face_detector import detect_faces, load_mtcnn
+from tabs.faces.draw import draw_faces
 
 # Where the face is in skimage's astronaut (Eileen Collins), in pixels.
 ASTRONAUT_BOX = (181, 62, 268, 172)

@@ -12,9 +12,12 @@ from PIL import Image
 from engine import Engine, JobCancelled, JobKind
 from engine.media.video import make_test_video, probe
 from video_helpers import decode_all, sharpness
-from zoo import anonymize, face_detector, face_identity
-from zoo.catalog import FACE_DETECTOR, default_job_kinds, default_specs
-from zoo.face_identity import FACE_EMBEDDER, THRESHOLD
+from tabs.faces import anonymize
+from analysers import face_detector
+from analysers import face_identity
+from analysers.face_detector import FACE_DETECTOR
+from tabs.catalog import default_job_kinds, default_specs
+from analysers.face_identity import FACE_EMBEDDER, THRESHOLD
 
 ASTRONAUT = skimage.data.astronaut()
 CAMERAMAN = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
@@ -284,7 +287,7 @@ def test_a_reference_without_a_face_or_not_a_picture_fails_the_job_clearly(engin
 
 @pytest.fixture
 def api(engine):
-    from tabs import faces
+    from tabs.faces import tab as faces
 
     with gr.Blocks() as demo:
         faces.build(engine)

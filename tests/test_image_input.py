@@ -9,7 +9,7 @@ import skimage.data
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from app.images import guard_image_inputs
+from ui.images import guard_image_inputs
 from engine import UserFacingError
 from engine.media.image import MAX_PIXELS, ImageError, read_image
 from test_bad_inputs import bomb_png

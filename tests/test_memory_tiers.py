@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from engine import Engine, OutOfMemory
-from engine import memory_tiers as mt
+from tabs.generate import tiers as mt
 from tiny_diffusion import save_tiny_pipeline
-from zoo import diffusion as dz
+from tabs.generate import pipeline as dz
 
 GiB, MiB = 1024**3, 1024**2
 

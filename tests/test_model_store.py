@@ -20,7 +20,7 @@ import huggingface_hub  # noqa: F401  (imported by the app long before any reque
 from engine import Engine
 from engine import model_store as ms
 from tiny_diffusion import config_only_copy, save_tiny_pipeline
-from zoo import diffusion as dz
+from tabs.generate import pipeline as dz
 
 
 def safetensors_file(path: Path, size_kib: int = 64, seed: int = 0) -> Path:
@@ -50,7 +50,7 @@ def store(tmp_path):
 # ---------------------------------------------------------------------------------- local sources
 
 def test_a_saved_pipeline_folder_is_registered_where_it_is_and_reaches_the_generate_list(tiny_sd, tmp_path):
-    from tabs import models as tab
+    from tabs.models import tab
 
     engine = Engine(tmp_path / "data", job_options={"job_threads": 1})
     store = tab.connect(engine)
@@ -202,7 +202,7 @@ def test_an_unreachable_host_fails_at_once(tmp_path):
 def test_the_models_tab_shows_the_offline_message_fast(tmp_path, monkeypatch):
     import gradio as gr
 
-    from tabs import models as tab
+    from tabs.models import tab
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     engine = Engine(tmp_path / "data")

@@ -6,8 +6,8 @@ from PIL import Image
 
 from engine import Engine
 from video_helpers import sharpness
-from zoo import nsfw
-from zoo.nsfw import NSFW_CLASSIFIER
+from analysers import nsfw
+from analysers.nsfw import NSFW_CLASSIFIER
 
 SAFE_PHOTOS = ("astronaut", "coffee", "chelsea")
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine import Engine, JobKind, UserFacingError
 from engine.media.video import make_test_video
-from zoo import ocr
+from tabs.ocr import model as ocr
 
 
 # Pillow 12's default font is a scalable TrueType font that ships inside Pillow itself.

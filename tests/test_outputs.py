@@ -2,7 +2,7 @@
 import os
 import time
 
-from app import outputs
+from ui import outputs
 
 
 def test_new_folders_are_separate_and_old_ones_are_swept(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 from engine import Engine, UserFacingError
 from engine.media.audio import write_wav
-from zoo import pitch as pz
+from tabs.pitch import model as pz
 
 RATE = 16000
 

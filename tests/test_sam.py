@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine import Engine
-from zoo import sam
+from tabs.segment import model as sam
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_bad_prompts_get_clear_messages(engine):
 
 
 def test_the_mask_can_feed_inpaint():
-    from zoo import diffusion as dz
+    from tabs.generate import pipeline as dz
 
     mask = np.zeros((40, 60), bool)
     mask[10:20, 10:30] = True
@@ -138,9 +138,10 @@ def test_the_mask_can_feed_inpaint():
 def test_the_tab_segments_and_says_how_to_add_a_model_when_there_is_none(engine, tmp_path):
     import gradio as gr
 
-    from tabs import segment as tab
+    import tabs.segment
+    from tabs.segment import tab
 
-    assert tab.unavailable() is None
+    assert tabs.segment.unavailable() is None
     empty = Engine(tmp_path / "empty")
     with gr.Blocks() as demo:
         tab.build(empty)  # builds, with the notice

@@ -12,7 +12,10 @@ import pytest
 from engine import Engine
 from engine.media.audio import read_audio, replace_audio, write_wav
 from engine.media.video import ffmpeg_exe, make_test_video, probe, read_chunks
-from zoo import espeak, stt, subtitles, tts
+from tabs.tts import espeak
+from tabs.stt import model as stt
+from engine.media import subtitles
+from tabs.tts import model as tts
 
 RATE = stt.SAMPLE_RATE
 SENTENCES = [
@@ -332,9 +335,10 @@ def test_a_long_job_with_a_bad_file_fails_clearly(engine, tmp_path):
 # ---------------------------------------------------------------------------------- the tab
 
 def tab_handler(engine):
-    from tabs import audio_stt
+    import tabs.stt
+    from tabs.stt import tab as audio_stt
 
-    assert audio_stt.unavailable() is None
+    assert tabs.stt.unavailable() is None
     with gr.Blocks() as demo:
         audio_stt.build(engine)
     fn, = [f for f in demo.fns.values() if f.api_name == "transcribe"]

@@ -6,7 +6,7 @@ from PIL import Image
 
 from engine import Engine
 from engine.media.video import make_test_video, probe, read_chunks
-from zoo import style as st
+from tabs.style import model as st
 
 ASTRONAUT = skimage.data.astronaut()
 # A 400 px scene to pan across: detail everywhere, as in a real video.

@@ -9,7 +9,7 @@ from scipy.signal import resample_poly
 
 from engine import Engine
 from engine.jobs import JobContext
-from zoo import tts
+from tabs.tts import model as tts
 
 RATE = 22050  # the voice json's audio.sample_rate
 THREE_SENTENCES = ("The weather was cold this morning. We walked to the station together. "
@@ -162,9 +162,10 @@ def test_a_job_with_nothing_to_speak_fails_with_a_plain_message(engine):
 
 
 def tab_function(engine, api_name):
-    from tabs import audio_tts
+    import tabs.tts
+    from tabs.tts import tab as audio_tts
 
-    assert audio_tts.unavailable() is None and audio_tts.TITLE == "Text to speech"
+    assert tabs.tts.unavailable() is None and tabs.tts.TITLE == "Text to speech"
     with gr.Blocks() as demo:
         audio_tts.build(engine)
     return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
@@ -219,7 +220,7 @@ def test_word_errors_counts_edits():
 
 @pytest.fixture(scope="module")
 def reader(tmp_path_factory):
-    from zoo import stt
+    from tabs.stt import model as stt
 
     engine = Engine(tmp_path_factory.mktemp("readback") / "data", specs=tts.specs() + stt.specs())
     return engine, lambda samples, rate: stt.transcribe(

@@ -8,8 +8,8 @@ from PIL import Image, ImageDraw
 from engine import Engine, pixel_bucket
 from engine.media.video import make_test_video, probe
 from video_helpers import decode_all
-from zoo import upscale as up
-from zoo.upscale import UPSCALE_FAST
+from tabs.upscale import model as up
+from tabs.upscale.model import UPSCALE_FAST
 
 
 

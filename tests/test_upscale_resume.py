@@ -12,7 +12,7 @@ import pytest
 from engine import Engine
 from engine.media.video import make_test_video, probe
 from video_helpers import decode_all
-from zoo import upscale as up
+from tabs.upscale import model as up
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ CRASHING_WORKER = textwrap.dedent("""
     import os, signal, sys
     from engine import Engine, JobKind
     from engine.jobs import JobContext
-    from zoo import upscale as up
+    from tabs.upscale import model as up
 
     save = JobContext.save_checkpoint
     def save_then_die(ctx, **values):

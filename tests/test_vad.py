@@ -10,8 +10,8 @@ import pytest
 from engine import Engine, UserFacingError
 from engine.media.audio import probe_audio, read_audio, replace_audio, write_wav
 from engine.media.video import ffmpeg_exe, make_test_video, probe, read_chunks
-from zoo import vad
-from zoo.espeak import synthesize
+from tabs.vad import model as vad
+from tabs.tts.espeak import synthesize
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Silence is golden, but speech is silver."]
 FPS = 25

@@ -7,8 +7,9 @@ import pytest
 
 from engine import Engine, JobContext
 from engine.media.audio import write_wav
-from zoo import espeak, tts
-from zoo import voices as vo
+from tabs.tts import espeak
+from tabs.tts import model as tts
+from tabs.voices import model as vo
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog, and then it runs far away into the forest.",
              "Please call Stella and ask her to bring these things with her from the store.",

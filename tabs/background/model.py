@@ -1,0 +1,390 @@
+"""Background: find the person in a picture (MediaPipe selfie segmentation) and remove, blur or
+replace everything else, in photos and, as a job, in videos.
+
+The model is MediaPipe's selfie segmenter, `selfie_segmentation.tflite` from the mediapipe wheel
+(installed with --no-deps for its files only: mediapipe itself is never imported, it pins
+numpy<2). It runs on LiteRT, whose XNNPACK delegate also runs the MediaPipe custom op
+Convolution2DTransposeBias at its end. Pre- and post-processing follow the wheel's CPU graph,
+selfie_segmentation_cpu.binarypb (decoded by hand, mediapipe's protos being part of mediapipe):
+
+- ImageToTensorCalculator: output 256x256, keep_aspect_ratio false (the image is stretched, not
+  letterboxed), output_tensor_float_range [0, 1] (RGB / 255), fed as NHWC float32.
+- InferenceCalculator with the XNNPACK delegate.
+- TensorsToSegmentationCalculator: activation NONE; the net's last op is LOGISTIC, so its
+  [1, 256, 256, 1] output already is P(person). The mask is resized (bilinear) to the input size.
+
+The wheel also holds selfie_segmentation_landscape.tflite (256x144, fewer FLOPs); MediaPipe's
+default is the general model above, and so is ours.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps
+
+from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine.devices import usable_cores
+from engine.media.image import read_image
+from engine.media.video_job import process_video, readable_video
+from engine.package_files import package_folder
+
+MiB = 1024**2
+
+SEGMENTER = "selfie-segmenter"
+
+TRANSPARENT, BLUR, COLOR, IMAGE = "transparent", "blur", "color", "image"
+MODES = (TRANSPARENT, BLUR, COLOR, IMAGE)
+# An H.264 MP4 has no alpha channel: a transparent background means nothing there.
+VIDEO_MODES = (BLUR, COLOR, IMAGE)
+DEFAULT_COLOR = "#ffffff"
+
+MIN_SIDE = 16  # below this there is no person to find; the net would see a few stretched pixels
+# The background blur's Gaussian sigma, as a fraction of the image's long side: strong enough to
+# blur a room into colours at any resolution (32 px on a 1280 px frame).
+BLUR_FRACTION = 0.025
+
+_MODEL_FILE = "selfie_segmentation.tflite"
+_MISSING = ("mediapipe is not installed: run ./setup.sh (it installs mediapipe==0.10.21 with "
+            "--no-deps, only for its selfie_segmentation.tflite weights)")
+_NO_LITERT = "ai-edge-litert is not installed: run ./setup.sh (it installs ai-edge-litert==2.3.0)"
+
+
+class BackgroundInputError(UserFacingError, ValueError):
+    """Bad input a user can fix: no or empty image, unknown mode, missing background, bad colour."""
+
+
+# ---------------------------------------------------------------------------------- loading
+
+def model_path() -> pathlib.Path:
+    """selfie_segmentation.tflite inside the installed mediapipe wheel (found, never imported)."""
+    return package_folder("mediapipe", "modules/selfie_segmentation", [_MODEL_FILE], _MISSING) / _MODEL_FILE
+
+
+def unavailable_reason() -> str | None:
+    """Why the tab cannot run (None when it can): the weights or the runtime are missing."""
+    try:
+        model_path()
+    except FileNotFoundError as exc:
+        return str(exc)
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return _NO_LITERT
+    return None
+
+
+def _cpu_threads() -> int:
+    # The cores this process may use (a container or taskset can allow fewer than the machine
+    # has). The net takes ~8 ms; beyond 4 threads XNNPACK's split costs more than it saves.
+    return min(4, usable_cores())
+
+
+@dataclass
+class Segmenter:
+    """A LiteRT interpreter for the selfie segmenter. Not thread-safe: the engine's lease gives
+    one caller at a time, and every call goes through a lease."""
+
+    interpreter: Any
+    input_index: int
+    output_index: int
+    height: int
+    width: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """P(person) at model resolution, (height, width) float32, for one preprocessed image."""
+        self.interpreter.set_tensor(self.input_index, x[None])
+        self.interpreter.invoke()
+        # A copy: the interpreter's buffer is overwritten by the next invoke.
+        return np.array(self.interpreter.get_tensor(self.output_index)[0, :, :, 0], dtype=np.float32)
+
+
+def load(device: str) -> Segmenter:
+    """The segmenter on the CPU (LiteRT here has no GPU path; the spec pins device 'cpu')."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path()), num_threads=_cpu_threads())
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    _, height, width, channels = (int(v) for v in inp["shape"])
+    if channels != 3 or inp["dtype"] != np.float32 or tuple(out["shape"]) != (1, height, width, 1):
+        raise RuntimeError(f"{_MODEL_FILE}: unexpected tensors {inp['shape']} {inp['dtype']} -> {out['shape']}")
+    return Segmenter(interpreter, inp["index"], out["index"], height, width)
+
+
+def specs() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name=SEGMENTER, role="interactive", runtime="litert", loader=load, device="cpu",
+            source="mediapipe 0.10.21 wheel: modules/selfie_segmentation/selfie_segmentation.tflite",
+            # Measured on CPU: the first load in a process adds 20 MiB RSS (the LiteRT library,
+            # XNNPACK's packed weights); a run adds 1.5 MiB, at any image size: the net always
+            # sees 256x256, and resizing and compositing happen outside the lease.
+            estimate_bytes=24 * MiB, run_estimate_bytes=2 * MiB,
+            description="MediaPipe selfie segmentation: P(person) per pixel, 256x256 network"),
+    ]
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+def check_mode(mode: str | None, has_background: bool = False, *, video: bool = False) -> str:
+    """The mode, normalised; a BackgroundInputError a user can act on otherwise."""
+    name = " ".join(str(mode or "").lower().split())
+    if not name:
+        raise BackgroundInputError("Choose a mode first.")
+    if video and name == TRANSPARENT:
+        raise BackgroundInputError("A transparent background needs a video format with an alpha channel, "
+                                   "and MP4 (H.264) has none: choose blur, color or image.")
+    allowed = VIDEO_MODES if video else MODES
+    if name not in allowed:
+        raise BackgroundInputError(f"Unknown mode {mode!r}: use one of {', '.join(allowed)}.")
+    if name == IMAGE and not has_background:
+        raise BackgroundInputError("Mode 'image' needs a background image.")
+    return name
+
+
+_RGBA_FLOATS = re.compile(r"rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*[\d.]+\s*)?\)")
+
+
+def parse_color(color: str | tuple | list | None) -> tuple[int, int, int]:
+    """An (r, g, b) from '#fff', '#ffffff', 'white', 'rgb(...)', 'rgba(...)' (float parts, as
+    some colour pickers send them) or a sequence of three numbers; None gives white."""
+    if color is None or (isinstance(color, str) and not color.strip()):
+        color = DEFAULT_COLOR
+    if isinstance(color, str):
+        text = color.strip()
+        match = _RGBA_FLOATS.fullmatch(text.lower())
+        if match:
+            values = [float(v) for v in match.groups()]
+        else:
+            try:
+                values = list(ImageColor.getrgb(text)[:3])
+            except ValueError:
+                raise BackgroundInputError(f"{color!r} is not a colour: use a hex code like #00ff00.") from None
+    else:
+        values = list(color)[:3]
+        if len(values) != 3:
+            raise BackgroundInputError(f"{color!r} is not a colour: give red, green and blue.")
+    try:
+        rgb = tuple(int(round(float(v))) for v in values)
+    except (TypeError, ValueError):
+        raise BackgroundInputError(f"{color!r} is not a colour: give red, green and blue.") from None
+    if not all(0 <= v <= 255 for v in rgb):
+        raise BackgroundInputError(f"{color!r} is not a colour: each part must be 0 to 255.")
+    return rgb  # type: ignore[return-value]
+
+
+def hex_color(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def split_alpha(image: np.ndarray | None, what: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB uint8, alpha or None) of a gray, RGB or RGBA picture; transparent parts on white."""
+    if image is None:
+        raise BackgroundInputError(f"Upload an {what} first." if what[0] in "aeiou" else f"Upload a {what} first.")
+    image = np.asarray(image)
+    if image.size == 0 or image.ndim < 2 or 0 in image.shape[:2]:
+        raise BackgroundInputError(f"The {what} is empty.")
+    if image.dtype != np.uint8:
+        raise BackgroundInputError(f"The {what} must have 8-bit colours (uint8), not {image.dtype}.")
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # gray, or gray + alpha
+        image = np.concatenate([np.repeat(image[..., :1], 3, axis=2), image[..., 1:]], axis=2)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise BackgroundInputError(f"The {what} must be a gray, RGB or RGBA picture, not an array of "
+                                   f"shape {image.shape}.")
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise BackgroundInputError(f"The {what} is too small ({width}x{height}); both sides need at "
+                                   f"least {MIN_SIDE} px.")
+    if image.shape[2] == 3:
+        return np.ascontiguousarray(image), None
+    alpha = np.ascontiguousarray(image[..., 3])
+    return _blend(image[..., :3], (255, 255, 255), alpha), alpha
+
+
+# ---------------------------------------------------------------------------------- the mask
+
+def model_input(rgb: np.ndarray, height: int = 256, width: int = 256) -> np.ndarray:
+    """(height, width, 3) float32 in [0, 1]: the picture stretched to the net's input, as
+    MediaPipe's ImageToTensorCalculator does (keep_aspect_ratio false, range [0, 1])."""
+    # reducing_gap: a big frame is first box-reduced by an integer factor, then resized: about
+    # twice as fast on a 720p frame, within half a level of the one-step resize.
+    small = Image.fromarray(rgb).resize((width, height), Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def upsample_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The model's P(person) as an 8-bit alpha (255 = person) at (height, width), resized
+    bilinearly as MediaPipe does: edges stay soft, a ramp of a few pixels at any size."""
+    alpha = Image.fromarray((np.clip(mask, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    if alpha.size != (width, height):
+        alpha = alpha.resize((width, height), Image.BILINEAR)
+    return np.asarray(alpha)
+
+
+def person_mask(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
+    """The person's mask of a picture, (H, W) uint8, 255 = person (preprocessing included; the
+    engine paths keep the resizing outside the model's lease)."""
+    rgb, _ = split_alpha(image)
+    small = segmenter(model_input(rgb, segmenter.height, segmenter.width))
+    return upsample_mask(small, *rgb.shape[:2])
+
+
+# ---------------------------------------------------------------------------------- compositing
+
+def _blend(fg: np.ndarray, bg: np.ndarray | tuple, mask: np.ndarray) -> np.ndarray:
+    """fg where the 8-bit mask is 255, bg where it is 0, mixed in between: uint8 (H, W, 3).
+    `bg` is a picture of fg's size or an (r, g, b) colour. Exact at 0 and 255."""
+    front = Image.fromarray(np.ascontiguousarray(fg))
+    if isinstance(bg, np.ndarray):
+        back = Image.fromarray(np.ascontiguousarray(bg))
+    else:
+        back = Image.new("RGB", front.size, tuple(int(v) for v in bg))
+    return np.asarray(Image.composite(front, back, Image.fromarray(np.ascontiguousarray(mask))))
+
+
+def _box_blur(a: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Mean over 2 * radius + 1 samples along `axis`, edges extended (a cumulative sum)."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (radius + 1, radius)
+    c = np.cumsum(np.pad(a, pad, mode="edge"), axis=axis, dtype=np.float64)
+    n = a.shape[axis]
+    hi = np.take(c, np.arange(2 * radius + 1, 2 * radius + 1 + n), axis=axis)
+    lo = np.take(c, np.arange(0, n), axis=axis)
+    return ((hi - lo) / (2 * radius + 1)).astype(np.float32)
+
+
+def _gaussian(a: np.ndarray, radius: int) -> np.ndarray:
+    """Three box blurs each way: close to a Gaussian of sigma ~ radius."""
+    for _ in range(3):
+        a = _box_blur(_box_blur(a, radius, 0), radius, 1)
+    return a
+
+
+def blurred_background(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The scene behind the person, blurred: uint8 (H, W, 3).
+
+    A blur this strong needs no full resolution: it runs on a copy shrunk so that its sigma is
+    ~3 px, and the result is scaled back. The person is left out of the average (each pixel is
+    weighted by 1 - mask and the weights are divided out), so no halo of their colours bleeds
+    into the background around them; where only the person is near, the plain blur fills in.
+    """
+    height, width = rgb.shape[:2]
+    sigma = max(1.0, BLUR_FRACTION * max(height, width))
+    factor = max(1.0, sigma / 3.0)
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    radius = max(1, round(sigma / factor))
+    small = np.asarray(Image.fromarray(rgb).resize(size, Image.BOX), dtype=np.float32)
+    weight = np.asarray(Image.fromarray(255 - mask).resize(size, Image.BOX), dtype=np.float32)[..., None] / 255.0
+    eps = 0.05  # below this much background nearby, the plain blur takes over smoothly
+    plain = _gaussian(small, radius)
+    behind = (_gaussian(small * weight, radius) + eps * plain) / (_gaussian(weight, radius) + eps)
+    behind = np.clip(behind + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(behind).resize((width, height), Image.BILINEAR))
+
+
+def fit_background(background: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A background picture scaled to cover (height, width) and cropped at its centre."""
+    rgb, _ = split_alpha(background, "background image")
+    return np.asarray(ImageOps.fit(Image.fromarray(rgb), (width, height), Image.LANCZOS))
+
+
+def composite(image: np.ndarray, mask: np.ndarray, mode: str, *, color=DEFAULT_COLOR,
+              background: np.ndarray | None = None) -> np.ndarray:
+    """The picture with its background removed or replaced, by an 8-bit mask of its size.
+
+    transparent: RGBA, the mask (times any alpha the picture had) as alpha.
+    blur: RGB, the background blurred.  color: RGB, the background one colour (default white).
+    image: RGB, the background replaced by `background`, scaled to cover and centre-cropped.
+    """
+    mode = check_mode(mode, background is not None)
+    rgb, alpha = split_alpha(image)
+    if mask.shape != rgb.shape[:2] or mask.dtype != np.uint8:
+        raise ValueError(f"the mask is {mask.dtype} {mask.shape}, want uint8 {rgb.shape[:2]}")
+    if mode == TRANSPARENT:
+        if alpha is not None:
+            mask = ((mask.astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+        return np.dstack([rgb, mask])
+    if mode == BLUR:
+        behind = blurred_background(rgb, mask)
+    elif mode == COLOR:
+        behind = parse_color(color)
+    else:
+        behind = fit_background(background, *rgb.shape[:2])
+    return _blend(rgb, behind, mask)
+
+
+def remove_background(segmenter: Segmenter, image: np.ndarray, mode: str, *, color=DEFAULT_COLOR,
+                      background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(result, mask): the composite of `composite` and the 8-bit person mask."""
+    mask = person_mask(segmenter, image)
+    return composite(image, mask, mode, color=color, background=background), mask
+
+
+def segment(engine, image: np.ndarray, capability: str = "remove_background") -> np.ndarray:
+    """The 8-bit person mask through the engine (one run). Only the net runs inside the lease:
+    shrinking the picture and scaling the mask back happen outside it."""
+    rgb, _ = split_alpha(image)
+    x = model_input(rgb)
+    # The net always sees 256x256: one input-size bucket covers every picture.
+    small = engine.infer(capability, SEGMENTER, lambda segmenter: segmenter(x))
+    return upsample_mask(small, *rgb.shape[:2])
+
+
+# ---------------------------------------------------------------------------------- video
+
+def read_background(path: str | os.PathLike) -> np.ndarray:
+    """A background picture from a file, upright and RGB; a UserFacingError when it is none."""
+    try:  # read_image: a pixel cap, any colour mode, a plain ImageError (a UserFacingError)
+        rgb, _ = split_alpha(read_image(path, "background image", "RGBA"), "background image")
+        return rgb
+    except BackgroundInputError as exc:
+        raise UserFacingError(str(exc)) from exc
+
+
+def video_job(ctx: JobContext) -> str:
+    """Job kind remove_background_video: params mode (blur, color, image), color, chunk_frames;
+    inputs 'video' and, for mode 'image', 'background'.
+
+    Every frame is segmented and composited on its own, with no state carried between frames, so
+    a job resumed from its first unfinished chunk produces exactly the frames an uninterrupted
+    run would. The background picture is read from the job's copy of it at every (re)start.
+    """
+    has_background = "background" in ctx.params.get("inputs", {})
+    try:
+        mode = check_mode(ctx.params.get("mode", BLUR), has_background, video=True)
+        color = parse_color(ctx.params.get("color", DEFAULT_COLOR))
+    except BackgroundInputError as exc:
+        raise UserFacingError(str(exc)) from exc
+    picture = read_background(ctx.input("background")) if mode == IMAGE else None
+    fitted: dict[tuple[int, int], np.ndarray] = {}  # the picture at the frame size, made once
+
+    def transform(frames: np.ndarray) -> np.ndarray:
+        height, width = frames.shape[1:3]
+        inputs = [model_input(frame) for frame in frames]
+        # One lease per chunk, for the net alone: interactive calls get the model between chunks.
+        small = ctx.call(SEGMENTER, lambda segmenter: [segmenter(x) for x in inputs])
+        out = np.empty_like(frames)
+        for i, (frame, mask) in enumerate(zip(frames, small)):
+            mask = upsample_mask(mask, height, width)
+            if mode == BLUR:
+                behind = blurred_background(frame, mask)
+            elif mode == COLOR:
+                behind = color
+            else:
+                if (height, width) not in fitted:
+                    fitted[(height, width)] = fit_background(picture, height, width)
+                behind = fitted[(height, width)]
+            out[i] = _blend(frame, behind, mask)
+        return out
+
+    return str(process_video(ctx, ctx.input("video"), transform, chunk_frames=ctx.params.get("chunk_frames")))
+
+
+def job_kinds() -> list[JobKind]:
+    return [JobKind("remove_background_video", SEGMENTER, video_job, check_inputs=readable_video)]

@@ -1,0 +1,128 @@
+"""Background: find the person in a photo or a video and make the rest transparent, blurred, one
+colour, or another picture (MediaPipe selfie segmentation)."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from ui.errors import user_errors
+from ui.jobs import start_job
+from ui.safety import gate_output
+from engine import Engine
+from tabs.background import model as bg
+
+MODES = list(bg.MODES)
+VIDEO_MODES = list(bg.VIDEO_MODES)
+
+
+
+def _check(mode: str | None, has_background: bool, *, video: bool = False) -> str:
+    try:
+        return bg.check_mode(mode, has_background, video=video)
+    except bg.BackgroundInputError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def build(engine: Engine) -> None:
+    def remove_background(image: np.ndarray | None, mode: str, color: str | None = bg.DEFAULT_COLOR,
+                          background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Find the person in a photo and remove, blur or replace the background.
+
+        Args:
+            image: the photo, RGB.
+            mode: "transparent" (PNG with the person's mask as alpha), "blur" (background blurred),
+                "color" (background one colour) or "image" (background replaced by `background`).
+            color: the background colour for mode "color", e.g. "#ffffff" (the default, white).
+            background: the new background picture for mode "image"; scaled to cover the photo
+                and cropped at its centre.
+
+        Returns:
+            The result at the photo's size (RGBA for "transparent", else RGB), and the mask as a
+            gray picture (white is person). Edges are soft: the mask is made at 256x256 and scaled up.
+        """
+        mode = _check(mode, background is not None)
+        try:  # no image, an empty or tiny one, a bad colour: say so before the model runs
+            rgb, _ = bg.split_alpha(image)
+            if mode == bg.COLOR:
+                bg.parse_color(color)
+            if mode == bg.IMAGE:
+                bg.split_alpha(background, "background image")
+        except bg.BackgroundInputError as exc:
+            raise gr.Error(str(exc)) from exc
+        with user_errors("remove the background"):
+            mask = bg.segment(engine, rgb)
+            result = bg.composite(image, mask, mode, color=color, background=background)
+        return gate_output(engine, result), mask
+
+    def remove_background_video(video: str | None, mode: str, color: str | None = bg.DEFAULT_COLOR,
+                                background: str | None = None, progress=gr.Progress()) -> str:
+        """Blur or replace the background of every frame of a video; frame count, fps and audio
+        are kept. Runs as a job on the queue.
+
+        Args:
+            video: the video file.
+            mode: "blur", "color" or "image" (an MP4 has no alpha, so "transparent" is refused).
+            color: the background colour for mode "color", e.g. "#00ff00" (default white).
+            background: path of the new background picture for mode "image".
+
+        Returns:
+            The video (H.264 MP4). Each frame is segmented on its own, so masks may shimmer a
+            little where the person's edge is uncertain.
+        """
+        if not video:
+            raise gr.Error("Upload a video first.")
+        mode = _check(mode, bool(background), video=True)
+        try:
+            rgb = bg.parse_color(color)
+        except bg.BackgroundInputError as exc:
+            raise gr.Error(str(exc)) from exc
+        inputs = {"video": video}
+        if mode == bg.IMAGE:
+            inputs["background"] = background
+        return start_job(engine, "remove_background_video", {"mode": mode, "color": bg.hex_color(rgb)},
+                         inputs, progress)
+
+    def _show_options(mode: str):
+        return gr.update(visible=mode == bg.COLOR), gr.update(visible=mode == bg.IMAGE)
+
+    with gr.Tabs():
+        with gr.Tab("Photo"):
+            gr.Markdown("Finds the person (MediaPipe selfie segmentation, made for one or two people "
+                        "close to the camera) and makes the rest **transparent**, **blurred**, one "
+                        "**color**, or another **image**. The mask is found at 256x256 and scaled to "
+                        "the photo, so its edges are soft; fine hair is not traced.")
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(label="Photo", type="numpy", image_mode="RGB",
+                                     sources=["upload", "clipboard"])
+                    mode = gr.Radio(MODES, value=bg.TRANSPARENT, label="Background")
+                    color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
+                    background = gr.Image(label="New background", type="numpy", image_mode="RGB",
+                                          sources=["upload", "clipboard"], visible=False)
+                    run = gr.Button("Remove background", variant="primary")
+                with gr.Column():
+                    result = gr.Image(label="Result", type="numpy", format="png", interactive=False)
+                    mask = gr.Image(label="Mask (white is person)", type="numpy", format="png",
+                                    interactive=False)
+            mode.change(_show_options, mode, [color, background], api_visibility="private",
+                        show_progress="hidden")
+            run.click(remove_background, [image, mode, color, background], [result, mask],
+                      api_name="remove_background", concurrency_limit=2)
+        with gr.Tab("Video"):
+            gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
+                        "shows on the Jobs tab. Frames, fps and sound are kept. An MP4 has no "
+                        "transparency, so the background is blurred, one color, or a picture.")
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(label="Video", sources=["upload"])
+                    video_mode = gr.Radio(VIDEO_MODES, value=bg.BLUR, label="Background")
+                    video_color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
+                    video_background = gr.Image(label="New background", type="filepath",
+                                                sources=["upload", "clipboard"], visible=False)
+                    go = gr.Button("Replace the background", variant="primary")
+                replaced = gr.Video(label="Result", interactive=False)
+            video_mode.change(_show_options, video_mode, [video_color, video_background],
+                              api_visibility="private", show_progress="hidden")
+            # Many videos may be queued: the job queue, not Gradio, decides what runs when.
+            go.click(remove_background_video, [video, video_mode, video_color, video_background], replaced,
+                     api_name="remove_background_video", concurrency_limit=None)

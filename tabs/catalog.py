@@ -1,0 +1,84 @@
+"""Every model the app ships (shared analysers and capabilities), and the one way to build an
+engine from them: build_engine(options), used by launch.py, the tests, the benchmarks and the
+notebook alike."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import analysers
+from engine import Engine, JobKind, ModelSpec
+from engine.doctor import Check
+
+from . import capabilities
+
+
+def _sources() -> list:
+    """(specs, why unavailable) of every shared analyser and capability."""
+    return ([(a.specs, a.unavailable_reason) for a in analysers.ANALYSERS]
+            + [(c.specs, c.unavailable) for c in capabilities()])
+
+
+def default_specs() -> list[ModelSpec]:
+    return [spec for specs, _ in _sources() for spec in specs()]
+
+
+def default_job_kinds() -> list[JobKind]:
+    return [kind for c in capabilities() for kind in c.job_kinds()]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why a model's weights are not here (None when they are), so its tab can say so."""
+    for specs, reason in _sources():
+        if any(spec.name == name for spec in specs()):
+            return reason()
+    raise KeyError(f"no model named {name!r} in the catalog")
+
+
+def doctor_checks() -> list:
+    """One doctor check per model: are its weights here, and what installs them."""
+    def weights() -> list[Check]:
+        checks = []
+        for specs, why in _sources():
+            reason = why()
+            for spec in specs():
+                checks.append(Check(f"weights: {spec.name}", "error" if reason else "ok",
+                                    reason or spec.source, "./setup.sh" if reason else ""))
+        return checks
+    return [weights]
+
+
+@dataclass
+class EngineOptions:
+    """What launch.py's flags say about the engine; tests and benchmarks set what they need."""
+    data_dir: str = "data"
+    budget: str | dict | None = None
+    device: str = "auto"
+    job_workers: int = 1
+    chunk_frames: int = 32
+    wait_timeout_s: float = 300.0
+    specs: list[ModelSpec] | None = None        # None: every model of the catalog
+    job_kinds: list[JobKind] | None = None      # None: every capability's job kinds
+    store: bool = True                          # connect the model store (user-added models)
+    start_jobs: bool = False                    # start the job workers (after every kind is known)
+    extra: dict = field(default_factory=dict)   # further Engine keyword arguments
+
+
+def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
+    """An engine with every model spec and job kind registered, the model store connected, and
+    (with start_jobs) its job workers running, so interrupted jobs resume."""
+    options = options or EngineOptions()
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    engine = Engine(options.data_dir, budget=options.budget, device=options.device,
+                    specs=default_specs() if options.specs is None else options.specs,
+                    wait_timeout_s=options.wait_timeout_s,
+                    job_options={"workers": options.job_workers, "chunk_frames": options.chunk_frames},
+                    **options.extra)
+    for kind in default_job_kinds() if options.job_kinds is None else options.job_kinds:
+        engine.jobs.register(kind)
+    if options.store:
+        from .models.tab import connect   # user-added diffusion and SAM models become engine models
+        connect(engine)
+    if options.start_jobs:
+        engine.jobs.start()
+    return engine

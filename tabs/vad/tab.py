@@ -1,0 +1,198 @@
+"""Voice activity: where speech is in an audio file or a video's sound (silero-vad), drawn on the
+waveform and given as JSON; and the same file with its silences cut out, picture and sound in sync."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image, ImageDraw, ImageFont
+
+from ui.errors import user_errors
+from ui.outputs import new_output_dir
+from ui.jobs import follow_job
+from engine import Engine, UserFacingError
+from engine.media.audio import MediaError, probe_audio
+from tabs.vad import model as vad
+
+
+_SPEECH = (196, 232, 196)
+_WAVE = (90, 100, 120)
+_PROB = (230, 120, 20)
+_TEXT = (40, 40, 40)
+
+
+
+def _duration(media: str) -> float | None:
+    try:
+        return probe_audio(media).duration_s
+    except MediaError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def _is_long(duration: float | None) -> bool:
+    return duration is None or duration > vad.INTERACTIVE_MAX_S
+
+
+def _clock(seconds: float, step: float) -> str:
+    if step >= 60 or seconds >= 60:
+        return f"{int(seconds // 60)}:{seconds % 60:02.0f}"
+    return f"{seconds:g}"
+
+
+def _tick_step(duration: float, ticks: int = 10) -> float:
+    """1, 2 or 5 times a power of ten (or 15 s, 30 s, minutes) giving about `ticks` ticks."""
+    raw = max(duration / ticks, 1e-3)
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if step >= raw:
+            return step
+    return 3600 * math.ceil(raw / 3600)
+
+
+def draw_overview(data: dict, width: int = 1000, height: int = 260) -> Image.Image:
+    """The waveform (peaks), P(speech) as a line, and the speech segments shaded."""
+    left, right, top, bottom = 12, 12, 22, 26
+    plot_w, plot_h = width - left - right, height - top - bottom
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=12)
+    duration = max(float(data["duration_s"]), 1e-3)
+
+    def x_of(t: float) -> float:
+        return left + plot_w * min(max(t / duration, 0.0), 1.0)
+
+    for seg in data["segments"]:
+        draw.rectangle([x_of(seg["start"]), top, x_of(seg["end"]), top + plot_h], fill=_SPEECH)
+    peaks, probs, step = data["peaks"], data["probs"], float(data["step_s"])
+    middle = top + plot_h / 2
+    for px in range(plot_w):  # one column per pixel: the loudest peak it covers
+        a = int(px / plot_w * duration / step)
+        b = max(a + 1, int((px + 1) / plot_w * duration / step))
+        chunk = peaks[a:b]
+        if chunk:
+            half = min(max(chunk), 1.0) * plot_h / 2
+            draw.line([left + px, middle - half, left + px, middle + half], fill=_WAVE)
+    points = [(x_of((i + 0.5) * step), top + plot_h * (1 - p)) for i, p in enumerate(probs)]
+    if len(points) > 1:
+        draw.line(points, fill=_PROB, width=2)
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline=(160, 160, 160))
+    tick = _tick_step(duration)
+    for i in range(int(duration / tick) + 1):
+        t = i * tick
+        x = x_of(t)
+        draw.line([x, top + plot_h, x, top + plot_h + 4], fill=_TEXT)
+        label = _clock(t, tick)
+        draw.text((min(max(x - draw.textlength(label, font=font) / 2, 0), width - 40), top + plot_h + 7),
+                  label, fill=_TEXT, font=font)
+    draw.rectangle([left, 5, left + 12, 15], fill=_SPEECH)
+    draw.text((left + 16, 4), "speech", fill=_TEXT, font=font)
+    draw.line([left + 80, 10, left + 96, 10], fill=_PROB, width=2)
+    draw.text((left + 100, 4), "P(speech)", fill=_TEXT, font=font)
+    draw.text((width - right - 120, 4), "time (s)" if duration < 60 else "time (min:s)", fill=_TEXT, font=font)
+    return image
+
+
+def build(engine: Engine) -> None:
+    def detect_speech(media: str | None, threshold: float = 0.5, min_silence_s: float = 0.1,
+                      progress=gr.Progress()):
+        """Find where speech is in an audio file or a video's soundtrack (silero VAD).
+
+        Args:
+            media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, WebM...).
+            threshold: speech probability (0-1) from which a 32 ms frame counts as speech; speech
+                ends once it falls 0.15 below. Lower finds quieter speech, higher ignores more noise.
+            min_silence_s: a pause must last this long (seconds) to split two segments.
+
+        Returns:
+            A plot of the waveform with the speech shaded and the speech probability as a line;
+            JSON {"segments": [{"start", "end"}]} with times in seconds (segments shorter than
+            0.25 s are dropped; each is padded by 30 ms). Inputs over a minute run as a job.
+        """
+        if not media:
+            raise gr.Error("Upload an audio or video file first.")
+        options = {"threshold": float(threshold), "min_speech_s": 0.25,
+                   "min_silence_s": float(min_silence_s), "pad_s": 0.03}
+        try:
+            vad.check_options(**options)
+        except UserFacingError as exc:
+            raise gr.Error(str(exc)) from exc
+        if _is_long(_duration(media)):
+            job_id = engine.jobs.submit("detect_speech_long", options, inputs={"audio": media})
+            data = json.loads(Path(follow_job(engine, job_id, progress)).read_text())
+        else:
+            with user_errors("find the speech"):
+                try:
+                    analysis = vad.analyse_file(engine, media)
+                    data = vad.overview(analysis, vad.segments_of(analysis, **options))
+                except (UserFacingError, MediaError) as exc:
+                    raise gr.Error(str(exc)) from exc
+        return draw_overview(data), {"segments": data["segments"]}
+
+    def cut_silence(media: str | None, min_silence_s: float = 0.5, progress=gr.Progress()) -> str:
+        """Cut the silences out of an audio file or a video, keeping picture and sound in sync.
+
+        Args:
+            media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, MOV, WebM...).
+            min_silence_s: pauses between speech longer than this (seconds, 0.1 or more) are removed;
+                0.15 s of each pause is kept next to the speech, so words keep their edges.
+
+        Returns:
+            The shortened file: WAV for audio; for a video the same container (MP4, MKV, MOV,
+            WebM; other formats become MP4), picture and sound cut at the same frame-exact times.
+            Inputs over a minute run as a job on the queue (shown on the Jobs tab).
+        """
+        if not media:
+            raise gr.Error("Upload an audio or video file first.")
+        if not 0.1 <= float(min_silence_s) <= 600:
+            raise gr.Error("The shortest silence to cut must be between 0.1 and 600 seconds.")
+        duration = _duration(media)
+        if _is_long(duration):
+            job_id = engine.jobs.submit("cut_silence_long", {"min_silence_s": float(min_silence_s)},
+                                        inputs={"media": media})
+            result = follow_job(engine, job_id, progress)
+        else:
+            with user_errors("cut the silence"):
+                try:
+                    result = str(vad.cut_silence(engine, media, float(min_silence_s),
+                                                 out_dir=new_output_dir("cut")))
+                except (UserFacingError, MediaError) as exc:
+                    raise gr.Error(str(exc)) from exc
+        try:
+            after = probe_audio(result).duration_s
+            if duration and after is not None:
+                gr.Info(f"Cut {duration - after:.1f} s of silence: {duration:.1f} s became {after:.1f} s.")
+        except MediaError:
+            pass  # the note is a courtesy; the file is what was asked for
+        return result
+
+    gr.Markdown("Speech found by Silero VAD (32 ms steps). Files up to a minute are answered at once; "
+                "longer ones run as a job (Jobs tab).")
+    with gr.Tabs():
+        with gr.Tab("Find speech"):
+            with gr.Row():
+                with gr.Column():
+                    media = gr.File(label="Audio or video file", file_types=["audio", "video"], type="filepath")
+                    mic = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format="wav")
+                    threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Speech threshold")
+                    min_silence = gr.Slider(0.05, 2.0, value=0.1, step=0.05, label="Shortest pause that splits (s)")
+                    run = gr.Button("Find speech", variant="primary")
+                with gr.Column():
+                    plot = gr.Image(label="Speech on the waveform", type="pil", format="png", interactive=False)
+                    segments = gr.JSON(label="Segments (s)")
+            mic.stop_recording(lambda path: path, mic, media, api_visibility="private", show_progress="hidden")
+            # Long inputs wait on the job queue, short ones on the model's lease.
+            run.click(detect_speech, [media, threshold, min_silence], [plot, segments],
+                      api_name="detect_speech", concurrency_limit=None)
+        with gr.Tab("Cut silence"):
+            gr.Markdown("Pauses longer than the limit are removed from audio (WAV out) or video (same "
+                        "container; picture and sound are cut together, on frame boundaries).")
+            with gr.Row():
+                with gr.Column():
+                    cut_media = gr.File(label="Audio or video file", file_types=["audio", "video"],
+                                        type="filepath")
+                    cut_min = gr.Slider(0.1, 5.0, value=0.5, step=0.05, label="Cut pauses longer than (s)")
+                    cut_run = gr.Button("Cut silence", variant="primary")
+                cut_out = gr.File(label="Without the silences", interactive=False)
+            cut_run.click(cut_silence, [cut_media, cut_min], cut_out, api_name="cut_silence",
+                          concurrency_limit=None)

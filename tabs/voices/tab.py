@@ -1,0 +1,130 @@
+"""Voices: how alike two voices are, and who speaks when in a recording (resemblyzer)."""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ui.errors import user_errors
+from ui.jobs import follow_job
+from engine import Engine
+from engine.media.audio import MediaError, probe_audio, read_audio
+from tabs.voices import model as vo
+
+
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+            (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+
+def timeline(segments: list[dict], duration_s: float, width: int = 900) -> np.ndarray:
+    """A row per speaker, a bar per turn, and at most ~12 time ticks."""
+    names = list(dict.fromkeys(s["speaker"] for s in segments)) or ["no speech"]
+    label_w, row_h, top = 90, 26, 8
+    height = top + row_h * len(names) + 22
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    span = max(duration_s, max((s["end"] for s in segments), default=0.0), 1e-3)
+    scale = (width - label_w - 10) / span
+    for row, name in enumerate(names):
+        y = top + row * row_h
+        draw.text((4, y + 7), name, fill="black")
+        draw.rectangle([label_w, y + 3, width - 10, y + row_h - 3], fill=(240, 240, 240))
+    for s in segments:
+        row = names.index(s["speaker"])
+        y = top + row * row_h
+        x0, x1 = label_w + s["start"] * scale, label_w + s["end"] * scale
+        draw.rectangle([x0, y + 3, max(x0 + 1, x1), y + row_h - 3], fill=_COLOURS[row % len(_COLOURS)])
+    tick = next((t for t in (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800) if span / t <= 12), 3600)
+    axis = top + row_h * len(names) + 2
+    for k in range(int(span // tick) + 1):
+        x = label_w + k * tick * scale
+        draw.line([x, axis, x, axis + 4], fill="black")
+        text = f"{k * tick:.0f}s" if tick < 60 else f"{k * tick / 60:.0f}min"
+        draw.text((x + 2, axis + 4), text, fill="black")
+    return np.asarray(image)
+
+
+def _read(path: str | None, what: str, **kwargs) -> np.ndarray:
+    if not path:
+        raise gr.Error(f"Upload {what} first.")
+    try:
+        return read_audio(path, vo.RATE, **kwargs)
+    except MediaError as exc:
+        text = str(exc)
+        raise gr.Error(f"{what[0].upper()}{what[1:]}: {text[:1].lower()}{text[1:]}") from exc
+
+
+def build(engine: Engine) -> None:
+    def compare_voices(first: str | None, second: str | None) -> dict:
+        """How alike two voices sound, from the first minute of each recording.
+
+        Args:
+            first: an audio or video file with one person speaking (a few seconds is enough).
+            second: another such file.
+
+        Returns:
+            {"similarity": cosine of the two voice prints (about 0.4 for very different voices,
+            over 0.85 for the same voice), "same_speaker": true when similarity >= 0.80}.
+        """
+        a = _read(first, "the first recording", duration_s=vo.COMPARE_S)
+        b = _read(second, "the second recording", duration_s=vo.COMPARE_S)
+        try:
+            with user_errors("compare the voices"):
+                return vo.compare_voices(engine, a, b, vo.RATE)
+        except vo.VoiceInputError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def diarize(media: str | None, speakers: int = 2, progress=gr.Progress()) -> tuple[dict, np.ndarray]:
+        """Who speaks when: the speaker turns in a recording of several voices.
+
+        Args:
+            media: an audio or video file. Over a minute it runs as a job on the queue.
+            speakers: how many different voices the recording holds (1 to 8).
+
+        Returns:
+            {"segments": [{"start", "end", "speaker"}]} in seconds, silence left out, speakers
+            named "speaker 1", "speaker 2", ... in order of first appearance; and a timeline picture.
+        """
+        if not media:
+            raise gr.Error("Upload a recording first.")
+        try:
+            speakers = vo.check_speakers(speakers)
+            info = probe_audio(media)
+            if info.duration_s is None or info.duration_s > vo.LONG_S:
+                job_id = engine.jobs.submit(vo.DIARIZE_LONG, {"speakers": speakers}, inputs={"media": media})
+                with open(follow_job(engine, job_id, progress)) as f:
+                    result = json.load(f)
+            else:
+                samples = read_audio(media, vo.RATE, max_seconds=vo.LONG_S)
+                with user_errors("find the speakers"):
+                    result = vo.diarize(engine, samples, speakers, vo.RATE)
+        except (MediaError, vo.VoiceInputError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return result, timeline(result["segments"], info.duration_s or 0.0)
+
+    with gr.Tabs():
+        with gr.Tab("Compare"):
+            gr.Markdown("Two recordings of one person speaking each: are they the same voice? "
+                        "The first minute of each is used.")
+            with gr.Row():
+                first = gr.File(label="First voice (audio or video)", file_types=["audio", "video"], type="filepath")
+                second = gr.File(label="Second voice (audio or video)", file_types=["audio", "video"], type="filepath")
+            go = gr.Button("Compare", variant="primary")
+            verdict = gr.JSON(label="Similarity")
+            go.click(compare_voices, [first, second], verdict, api_name="compare_voices", concurrency_limit=2)
+        with gr.Tab("Speakers"):
+            gr.Markdown("Who speaks when, in a conversation. Say how many voices there are. "
+                        "Recordings over a minute run as a job and show on the Jobs tab.")
+            with gr.Row():
+                with gr.Column():
+                    media = gr.File(label="Audio or video", file_types=["audio", "video"], type="filepath")
+                    speakers = gr.Number(value=2, minimum=1, maximum=vo.MAX_SPEAKERS, step=1, precision=0,
+                                         label="Speakers")
+                    run = gr.Button("Find speakers", variant="primary")
+                with gr.Column():
+                    picture = gr.Image(label="Timeline", type="numpy", interactive=False)
+                    turns = gr.JSON(label="Segments")
+            run.click(diarize, [media, speakers], [turns, picture], api_name="diarize", concurrency_limit=None)

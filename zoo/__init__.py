@@ -1,1 +1,0 @@
-"""Model code for capabilities; the engine loads these through ModelSpecs."""
