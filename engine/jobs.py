@@ -50,9 +50,10 @@ class JobKind:
     capability: str
     model: str  # the model the job needs most: the grouping key
     run: Callable[["JobContext"], str]  # returns the result file's path
-    # Called with the input files at submit: raises UserFacingError for an input the job could
-    # never use (a video without frames), so the user hears it now, not after the queue.
-    check_inputs: Callable[[dict[str, Path]], None] | None = None
+    # The capability's check, called at submit with the params and the input files: raises
+    # UserFacingError for a request the job could never run (a bad mode, a video without frames),
+    # so the user hears it now, not after the queue.
+    check: Callable[[dict, dict[str, Path]], None] | None = None
 
 
 class JobContext:
@@ -92,6 +93,10 @@ class JobContext:
     def call(self, model: str, fn: Callable[[Any], Any], *, degrade=None) -> Any:
         """Lease a model for one step of the job (a chunk), so interactive calls interleave."""
         return self.run.call(model, fn, degrade=degrade)
+
+    def spec(self, model: str):
+        """The ModelSpec of a model the job uses (its max_pixels, say)."""
+        return self.queue.engine.registry.get(model)
 
 
 class JobStore:
@@ -208,8 +213,8 @@ class JobQueue:
         """Queue a job. Input files are copied into the job's folder: uploads may be deleted."""
         if capability not in self.kinds:
             raise KeyError(f"no job kind {capability!r}; known: {sorted(self.kinds)}")
-        if self.kinds[capability].check_inputs:
-            self.kinds[capability].check_inputs({name: Path(path) for name, path in (inputs or {}).items()})
+        if self.kinds[capability].check:
+            self.kinds[capability].check(dict(params or {}), {name: Path(path) for name, path in (inputs or {}).items()})
         job_id = uuid.uuid4().hex[:12]
         folder = self.job_dir(job_id) / "input"
         folder.mkdir(parents=True)

@@ -181,7 +181,7 @@ def test_an_input_the_job_could_never_use_is_refused_at_submit(tmp_path):
 
     engine = make_engine(tmp_path)
     ran = []
-    engine.jobs.register(JobKind("frames", "alpha", lambda ctx: ran.append(ctx.id), check_inputs=readable_video))
+    engine.jobs.register(JobKind("frames", "alpha", lambda ctx: ran.append(ctx.id), check=lambda params, inputs: readable_video(inputs)))
     not_a_video = tmp_path / "holiday.mp4"
     not_a_video.write_text("this is not a video\n")
     cut_short = tmp_path / "cut.mp4"

@@ -18,8 +18,8 @@ from .video import MediaError, concat_segments, probe, read_chunks, write_segmen
 
 
 def readable_video(inputs: dict[str, Path]) -> None:
-    """A JobKind.check_inputs for jobs on inputs["video"]: refuses at submit a file that is not
-    a video (no video stream, a still picture, cut short before its first frame)."""
+    """For a check of jobs on inputs["video"]: refuses at submit a file that is not a video (no
+    video stream, a still picture, cut short before its first frame)."""
     try:
         probe(inputs["video"])
     except MediaError as exc:

@@ -387,4 +387,4 @@ def video_job(ctx: JobContext) -> str:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind("remove_background_video", SEGMENTER, video_job, check_inputs=readable_video)]
+    return [JobKind("remove_background_video", SEGMENTER, video_job, check=lambda params, inputs: readable_video(inputs))]

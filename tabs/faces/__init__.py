@@ -17,7 +17,7 @@ def specs() -> list:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind("blur_faces_video", face_detector.FACE_DETECTOR, anonymize.video_job, check_inputs=readable_video)]
+    return [JobKind("blur_faces_video", face_detector.FACE_DETECTOR, anonymize.video_job, check=lambda params, inputs: readable_video(inputs))]
 
 
 def unavailable() -> str | None:

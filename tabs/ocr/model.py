@@ -247,4 +247,4 @@ def video_job(ctx: JobContext) -> str:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind(VIDEO_JOB, OCR, video_job, check_inputs=readable_video)]
+    return [JobKind(VIDEO_JOB, OCR, video_job, check=lambda params, inputs: readable_video(inputs))]

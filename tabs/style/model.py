@@ -314,4 +314,4 @@ def video_job(ctx: JobContext) -> str:
 
 def job_kinds() -> list[JobKind]:
     # The kind's model is the grouping key; "from image" jobs lease style-arbitrary per chunk.
-    return [JobKind("stylize_video", STYLE_PRESETS, video_job, check_inputs=readable_video)]
+    return [JobKind("stylize_video", STYLE_PRESETS, video_job, check=lambda params, inputs: readable_video(inputs))]

@@ -223,4 +223,4 @@ def video_job(ctx: JobContext) -> str:
 
 
 def job_kinds() -> list[JobKind]:
-    return [JobKind("upscale_video", UPSCALE_FAST, video_job, check_inputs=readable_video)]
+    return [JobKind("upscale_video", UPSCALE_FAST, video_job, check=lambda params, inputs: readable_video(inputs))]
