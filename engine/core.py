@@ -129,6 +129,9 @@ class Engine:
         # Started by the caller (launch.py, tests) once every job kind is registered.
         self.jobs = JobQueue(self, self.data_dir, **(job_options or {}))
         self._profile_next = threading.Event()
+        # Objects that belong to this engine but not to the engine's own job (the model store,
+        # the public-link gate), by name: state lives on the engine, never in module globals.
+        self.services: dict[str, Any] = {}
 
     def profile_next_run(self) -> None:
         """Attach a torch.profiler table to the next run, whichever tab starts it."""
