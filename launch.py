@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     engine = build_engine(EngineOptions(data_dir=args.data_dir, budget=args.budget, device=args.device,
                                         job_workers=args.job_workers, chunk_frames=args.chunk_frames))
     engine.history.start()
-    gate = safety.configure(args.nsfw_gate, args.nsfw_threshold, shared=args.share)
+    gate = safety.configure(engine, args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)
     engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 

@@ -18,6 +18,8 @@ from torch import nn
 from engine import ModelSpec
 from engine.package_files import package_folder, reason_if_missing
 
+from .face_boxes import nms, regress, square
+
 FACE_DETECTOR = "face-detector"
 MiB = 1024**2
 
@@ -229,53 +231,6 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - 127.5) * 0.0078125
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """Greedy NMS; indices of kept boxes, best score first.
-
-    "union" mirrors torchvision.ops.nms (continuous areas, no +1), which facenet-pytorch
-    uses for all but the last step; "min" is the original MTCNN overlap over the smaller
-    box with +1 pixel areas, which also removes a small box nested in a big one.
-    """
-    plus = 1.0 if mode == "min" else 0.0
-    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
-    area = (x2 - x1 + plus) * (y2 - y1 + plus)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + plus)
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + plus)
-        inter = iw * ih
-        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
-        # Degenerate boxes (zero area) count as no overlap instead of producing NaN.
-        overlap = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _square(boxes: np.ndarray) -> np.ndarray:
-    """Grow each box to a square around its centre (the next nets take square crops)."""
-    boxes = boxes.copy()
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    side = np.maximum(w, h)
-    boxes[:, 0] += w * 0.5 - side * 0.5
-    boxes[:, 1] += h * 0.5 - side * 0.5
-    boxes[:, 2] = boxes[:, 0] + side
-    boxes[:, 3] = boxes[:, 1] + side
-    return boxes
-
-
-def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
-    """Apply RNet/ONet offsets, which are fractions of the (+1 pixel) box size."""
-    boxes = boxes.copy()
-    w = boxes[:, 2] - boxes[:, 0] + 1
-    h = boxes[:, 3] - boxes[:, 1] + 1
-    boxes[:, :4] += reg[:, :4] * np.stack([w, h, w, h], axis=1)
-    return boxes
-
-
 def _crops(img: torch.Tensor, boxes: np.ndarray, size: int) -> tuple[torch.Tensor | None, np.ndarray]:
     """Cut each box out of img (1x3xHxW) and resize it to size x size.
 
@@ -329,18 +284,18 @@ def _stage1(model: MTCNN, img: torch.Tensor, min_face_size: float, threshold: fl
                 ],
                 axis=1,
             )
-            found.append(cand[_nms(cand[:, :4], cand[:, 4], 0.5)])
+            found.append(cand[nms(cand[:, :4], cand[:, 4], 0.5)])
         scale *= factor
         short *= factor
     if not found:
         return np.zeros((0, 5), np.float32)
     cand = np.concatenate(found)
-    cand = cand[_nms(cand[:, :4], cand[:, 4], 0.7)]
-    # PNet offsets are relative to the plain box size (no +1, unlike _regress).
+    cand = cand[nms(cand[:, :4], cand[:, 4], 0.7)]
+    # PNet offsets are relative to the plain box size (no +1, unlike regress).
     bw = cand[:, 2] - cand[:, 0]
     bh = cand[:, 3] - cand[:, 1]
     boxes = cand[:, :4] + cand[:, 5:9] * np.stack([bw, bh, bw, bh], axis=1)
-    return _square(np.concatenate([boxes, cand[:, 4:5]], axis=1))
+    return square(np.concatenate([boxes, cand[:, 4:5]], axis=1))
 
 
 def detect_faces(
@@ -376,8 +331,8 @@ def detect_faces(
         ok = prob[:, 1] > thresholds[1]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], axis=1)
         reg = reg[ok]
-        keep = _nms(boxes[:, :4], boxes[:, 4], 0.7)
-        boxes = _square(_regress(boxes[keep], reg[keep]))
+        keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
+        boxes = square(regress(boxes[keep], reg[keep]))
         if not len(boxes):
             return []
 
@@ -394,8 +349,8 @@ def detect_faces(
     landmarks = np.stack(
         [bw * points[:, :5] + boxes[:, 0:1] - 1, bh * points[:, 5:] + boxes[:, 1:2] - 1], axis=-1
     )
-    boxes = _regress(boxes, reg)
-    keep = _nms(boxes[:, :4], boxes[:, 4], 0.7, mode="min")
+    boxes = regress(boxes, reg)
+    keep = nms(boxes[:, :4], boxes[:, 4], 0.7, mode="min")
     boxes, landmarks = boxes[keep], landmarks[keep]
 
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
@@ -419,8 +374,8 @@ def unavailable_reason() -> str | None:
 def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
-            # ONNX Runtime ran detect_faces 1.27-1.29x faster than eager (bench compile); the
-            # export is paid once per machine and cached by weights hash and versions.
+            # ONNX Runtime runs detect_faces faster than eager (bench/compile.py); the export is
+            # paid once per machine and cached by weights hash and versions.
             name=FACE_DETECTOR, role="interactive", runtime="torch",
             loader=functools.partial(load_mtcnn, accelerate="onnx"), accelerate="onnx",
             source="facenet-pytorch 2.6.0 wheel: MTCNN pnet.pt, rnet.pt, onet.pt",

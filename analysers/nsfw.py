@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageFilter
 
-from engine import Engine, ModelSpec
+from engine import ModelSpec
 from engine.runtimes import onnx_runtime
 from engine.package_files import package_folder, reason_if_missing
 
@@ -72,21 +72,16 @@ def preprocess(image: np.ndarray) -> np.ndarray:
 
 
 def score_batch(session, batch: np.ndarray) -> np.ndarray:
-    """P(NSFW) for each preprocessed image of an (N, 224, 224, 3) batch."""
+    """P(NSFW) for each preprocessed image of an (N, 224, 224, 3) batch. Yahoo's guidance: below
+    0.2 is safe, above 0.8 is not, in between look again."""
     name = session.get_inputs()[0].name
     return session.run(None, {name: batch.astype(np.float32, copy=False)})[0][:, 1]
 
 
-def nsfw_score(session, image: np.ndarray) -> float:
-    """P(NSFW) of one RGB image, 0..1. Yahoo: < 0.2 safe, > 0.8 unsafe, between: look again."""
-    return float(score_batch(session, preprocess(image)[None])[0])
-
-
-def check(engine: Engine, image: np.ndarray, capability: str = "nsfw_check") -> float:
-    """Score one image through the engine (a run that leases the classifier)."""
+def score(call, image: np.ndarray) -> float:
+    """P(NSFW) of one RGB image through `call` (a run's call(model, fn), which leases the classifier)."""
     batch = preprocess(image)[None]  # outside the lease: PIL work need not hold the model
-    # The network always sees 224x224, so one input-size bucket covers every image.
-    return float(engine.infer(capability, NSFW_CLASSIFIER, lambda session: score_batch(session, batch))[0])
+    return float(call(NSFW_CLASSIFIER, lambda session: score_batch(session, batch))[0])
 
 
 def blur_strongly(image: np.ndarray) -> np.ndarray:
@@ -109,16 +104,16 @@ def blur_strongly(image: np.ndarray) -> np.ndarray:
     return out.reshape(image.shape)
 
 
-def gate(engine: Engine, image: np.ndarray, threshold: float) -> tuple[np.ndarray, str | None]:
+def gate(call, image: np.ndarray, threshold: float) -> tuple[np.ndarray, str | None]:
     """For public links: (strongly blurred copy, notice) when the image scores at or above
     `threshold`, else (the image unchanged, None). Threshold 0 hides everything, 1 almost nothing.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
-    score = check(engine, image, capability="nsfw_gate")
-    if score < threshold:
+    probability = score(call, image)
+    if probability < threshold:
         return image, None
-    notice = (f"This image was hidden: it scored {score:.2f} on the NSFW check "
+    notice = (f"This image was hidden: it scored {probability:.2f} on the NSFW check "
               f"(threshold {threshold:g}).")
     return blur_strongly(image), notice
 

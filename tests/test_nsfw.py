@@ -17,6 +17,16 @@ def engine(tmp_path_factory):
     return Engine(tmp_path_factory.mktemp("nsfw") / "data", specs=nsfw.specs())
 
 
+def nsfw_score(engine, image):
+    with engine.run("test nsfw score") as run:
+        return nsfw.score(run.call, image)
+
+
+def nsfw_gate(engine, image, threshold):
+    with engine.run("test nsfw gate") as run:
+        return nsfw.gate(run.call, image, threshold)
+
+
 def test_weights_are_found_in_the_installed_wheel():
     assert nsfw.unavailable_reason() is None
     assert nsfw.model_path().name == "open_nsfw.onnx"
@@ -45,7 +55,7 @@ def test_our_preprocessing_matches_the_package_exactly():
 
 @pytest.mark.parametrize("name", SAFE_PHOTOS)
 def test_everyday_photos_score_low(engine, name):
-    score = nsfw.check(engine, getattr(skimage.data, name)())
+    score = nsfw_score(engine, getattr(skimage.data, name)())
     assert isinstance(score, float)
     assert 0.0 <= score < 0.2
 
@@ -53,15 +63,15 @@ def test_everyday_photos_score_low(engine, name):
 @pytest.mark.parametrize("name", SAFE_PHOTOS)
 def test_gate_passes_safe_photos_unchanged(engine, name):
     image = getattr(skimage.data, name)()
-    out, notice = nsfw.gate(engine, image, 0.8)
+    out, notice = nsfw_gate(engine, image, 0.8)
     assert notice is None
     assert out is image
 
 
 def test_gate_with_threshold_zero_hides_and_says_the_score(engine):
     image = skimage.data.astronaut()
-    score = nsfw.check(engine, image)
-    out, notice = nsfw.gate(engine, image, 0.0)
+    score = nsfw_score(engine, image)
+    out, notice = nsfw_gate(engine, image, 0.0)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert not np.array_equal(out, image)
     assert sharpness(out) < 0.05 * sharpness(image)  # strongly blurred, not just softened
@@ -74,36 +84,82 @@ def test_gate_with_threshold_zero_hides_and_says_the_score(engine):
 
 def test_gate_threshold_is_inclusive_and_checked(engine):
     image = skimage.data.coffee()
-    score = nsfw.check(engine, image)
-    assert nsfw.gate(engine, image, score)[1] is not None  # at the threshold: hidden
-    assert nsfw.gate(engine, image, min(1.0, score + 0.01))[1] is None
+    score = nsfw_score(engine, image)
+    assert nsfw_gate(engine, image, score)[1] is not None  # at the threshold: hidden
+    assert nsfw_gate(engine, image, min(1.0, score + 0.01))[1] is None
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="between 0 and 1"):
-            nsfw.gate(engine, image, bad)
+            nsfw_gate(engine, image, bad)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 1), (300, 4000, 3), (4000, 300, 3), (64, 64, 4)])
 def test_odd_sizes_and_channels_work(engine, shape):
     rng = np.random.default_rng(0)
     image = np.full(shape, 128, np.uint8) if shape[0] == 1 else rng.integers(0, 256, shape, dtype=np.uint8)
-    score = nsfw.check(engine, image)
+    score = nsfw_score(engine, image)
     assert 0.0 <= score <= 1.0
-    out, notice = nsfw.gate(engine, image, 0.0)
+    out, notice = nsfw_gate(engine, image, 0.0)
     assert out.shape == image.shape and out.dtype == np.uint8 and notice is not None
-    out, notice = nsfw.gate(engine, image, 1.0)
+    out, notice = nsfw_gate(engine, image, 1.0)
     assert out is image and notice is None
 
 
 def test_bad_images_are_refused_clearly(engine):
     with pytest.raises(ValueError, match="uint8"):
-        nsfw.check(engine, np.zeros((8, 8, 3), np.float32))
+        nsfw_score(engine, np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="shape"):
-        nsfw.check(engine, np.zeros((0, 8, 3), np.uint8))
+        nsfw_score(engine, np.zeros((0, 8, 3), np.uint8))
 
 
 def test_runs_are_recorded_under_their_capabilities(engine):
+    from tabs.nsfw.tab import nsfw_check
+    from ui import safety
+
     image = skimage.data.chelsea()
-    nsfw.check(engine, image)
-    nsfw.gate(engine, image, 0.8)
-    capabilities = [run["capability"] for run in engine.status(runs=5)["runs"]]
+    assert nsfw_check(engine, image) == {"nsfw": nsfw_score(engine, image)}
+    safety.configure(engine, "on", 0.8, shared=False)
+    try:
+        assert safety.gate_output(engine, image) is image
+    finally:
+        safety.configure(engine, "off", 0.8, shared=False)
+    capabilities = [run.capability for run in engine.runs.latest(5)]   # what status() reports
     assert "nsfw_check" in capabilities and "nsfw_gate" in capabilities
+
+
+def test_the_tab_refuses_a_missing_or_empty_image(engine):
+    import gradio as gr
+    from tabs.nsfw.tab import nsfw_check
+    from ui.handlers import handler
+
+    check = handler(engine, nsfw_check, "check the image")
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        check(None)
+    with pytest.raises(gr.Error, match="This image is empty"):
+        check(np.zeros((0, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("mode, shared, enabled", [("auto", True, True), ("auto", False, False),
+                                                   ("on", False, True), ("off", True, False)])
+def test_the_gate_policy_follows_the_mode_and_the_public_link(tmp_path, mode, shared, enabled):
+    from ui import safety
+
+    first, second = Engine(tmp_path / "a", specs=[]), Engine(tmp_path / "b", specs=[])
+    policy = safety.configure(first, mode, 0.5, shared=shared)
+    assert (policy.enabled, policy.threshold) == (enabled, 0.5)
+    assert safety.policy(first) is policy
+    assert not safety.policy(second).enabled   # each engine has its own; never configured: off
+    with pytest.raises(ValueError, match="auto, on or off"):
+        safety.configure(first, "sometimes", 0.5, shared=shared)
+
+
+def test_the_gate_hides_outputs_only_where_it_is_on(tmp_path):
+    from ui import safety
+
+    image = skimage.data.astronaut()
+    gated, open_ = (Engine(tmp_path / name, specs=nsfw.specs()) for name in ("gated", "open"))
+    safety.configure(gated, "on", 0.0, shared=False)   # threshold 0: every image is hidden
+    safety.configure(open_, "off", 0.0, shared=False)
+    hidden = safety.gate_output(gated, image)
+    assert hidden.shape == image.shape and sharpness(hidden) < 0.05 * sharpness(image)
+    assert safety.gate_output(open_, image) is image
+    assert safety.gate_output(gated, None) is None

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from engine import Engine, JobKind, UserFacingError
-from engine.media.video import make_test_video
+from video_helpers import make_test_video
+import tabs.ocr
+from tabs.ocr import check
 from tabs.ocr import model as ocr
 
 
@@ -36,7 +38,7 @@ def text_image(lines, size=(720, 400), origin=(40, 40), step=110, background=(25
 @pytest.fixture
 def engine(tmp_path):
     engine = Engine(tmp_path / "data", specs=ocr.specs(), job_options={"job_threads": 1})
-    for kind in ocr.job_kinds():
+    for kind in tabs.ocr.job_kinds():
         engine.jobs.register(kind)
     engine.jobs.start()
     yield engine
@@ -205,7 +207,7 @@ def test_a_killed_video_job_resumes_from_its_checkpoint(tmp_path, caption_video)
     # A killed process leaves its job 'running'; a new process on the same data dir resumes it.
     first.jobs.store.update(crashed["id"], state="running")
     second = Engine(tmp_path / "data", specs=ocr.specs())
-    for kind in ocr.job_kinds():
+    for kind in tabs.ocr.job_kinds():
         second.jobs.register(kind)
     second.jobs.start()
     try:
@@ -218,10 +220,41 @@ def test_a_killed_video_job_resumes_from_its_checkpoint(tmp_path, caption_video)
     assert_captions(job["result"])
 
 
-def test_a_bad_video_or_rate_fails_its_job_clearly(engine, tmp_path, caption_video):
+def test_a_bad_video_or_rate_is_refused_at_submit(engine, tmp_path, caption_video):
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 50)
     with pytest.raises(UserFacingError, match="not a video"):   # refused at submit, before the queue
         run_job(engine, text)
-    job = run_job(engine, caption_video, samples_per_second=50)
-    assert job["state"] == "failed" and "Samples per second" in job["error"]
+    with pytest.raises(UserFacingError, match="Samples per second"):
+        run_job(engine, caption_video, samples_per_second=50)
+
+
+def test_bad_requests_are_refused_clearly(caption_video):
+    with pytest.raises(UserFacingError, match="an image first"):
+        check({}, {"image": None})
+    with pytest.raises(UserFacingError, match="too small to read"):
+        check({}, {"image": np.zeros((1, 40, 3), np.uint8)})
+    check({}, {"image": np.zeros((2, 2, 3), np.uint8)})
+    with pytest.raises(UserFacingError, match="a video first"):
+        check({"samples_per_second": 2}, {"video": None})
+    with pytest.raises(UserFacingError, match="must be a number"):
+        check({"samples_per_second": "often"}, {"video": caption_video})
+    for rate in (0.1, 10.5):
+        with pytest.raises(UserFacingError, match="between 0.25 and 10"):
+            check({"samples_per_second": rate}, {"video": caption_video})
+    check({}, {"video": caption_video})   # the default rate
+
+
+def test_the_tab_handlers_check_then_read(engine):
+    import gradio as gr
+    from tabs.ocr import tab
+    from ui.handlers import handler
+
+    image, _ = text_image(LINES[:1], size=(420, 300), origin=(30, 120))
+    annotated, found = tab.read_text(engine, image)
+    assert found == {"lines": infer(engine, image)}
+    assert annotated.shape == image.shape
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        handler(engine, tab.read_text, "read the text")(None)
+    with pytest.raises(gr.Error, match="Samples per second"):
+        handler(engine, tab.ocr_video, "make the subtitles")("any.mp4", 20)

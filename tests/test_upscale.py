@@ -5,9 +5,11 @@ import skimage.data
 import skimage.filters
 from PIL import Image, ImageDraw
 
-from engine import Engine, pixel_bucket
-from engine.media.video import make_test_video, probe
-from video_helpers import decode_all
+import tabs.upscale
+from engine import Engine, UserFacingError, pixel_bucket
+from engine.media.video import probe
+from video_helpers import decode_all, make_test_video
+from tabs.upscale import check
 from tabs.upscale import model as up
 from tabs.upscale.model import UPSCALE_FAST
 
@@ -17,7 +19,7 @@ from tabs.upscale.model import UPSCALE_FAST
 def engine(tmp_path_factory):
     engine = Engine(tmp_path_factory.mktemp("upscale") / "data", specs=up.specs(),
                     job_options={"job_threads": 1})
-    for kind in up.job_kinds():
+    for kind in tabs.upscale.job_kinds():
         engine.jobs.register(kind)
     engine.jobs.start()
     yield engine
@@ -133,18 +135,42 @@ def test_out_of_memory_shrinks_the_tiles_and_the_result_is_the_same(engine):
     assert np.abs(out.astype(int) - run_upscale(engine, image, 2).astype(int)).max() <= 2
 
 
-def test_bad_inputs_are_refused_clearly():
-    model = up.Upscaler(UPSCALE_FAST, {}, 16)
-    with pytest.raises(ValueError, match="scale"):
-        up.upscale(model, np.zeros((8, 8, 3), np.uint8), 3)
-    with pytest.raises(ValueError, match="megapixels"):
-        up.upscale(model, np.zeros((5000, 5000, 3), np.uint8), 2)
-    with pytest.raises(ValueError, match="4K"):
-        up.check_video_size(1280, 720, 4)
-    with pytest.raises(ValueError, match="4K"):
-        up.check_video_size(1100, 2000, 2)   # portrait counts too
-    up.check_video_size(1920, 1080, 2)
-    up.check_video_size(1080, 1920, 2)
+def test_bad_requests_are_refused_clearly(tmp_path):
+    small = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(UserFacingError, match="an image first"):
+        check({"scale": 2, "model": "fast"}, {"image": None})
+    with pytest.raises(UserFacingError, match="Scale must be 2 or 4"):
+        check({"scale": 3, "model": "fast"}, {"image": small})
+    with pytest.raises(UserFacingError, match="Model must be one of fast, x4plus"):
+        check({"scale": 2, "model": "best"}, {"image": small})
+    with pytest.raises(UserFacingError, match="megapixels"):
+        check({"scale": 2, "model": "fast"}, {"image": np.zeros((5000, 5000, 3), np.uint8)})
+    check({"scale": 4, "model": "x4plus"}, {"image": small})
+    with pytest.raises(UserFacingError, match="a video first"):
+        check({"scale": 2, "model": "fast"}, {"video": None})
+    with pytest.raises(UserFacingError, match="fast model only"):
+        check({"scale": 2, "model": "x4plus"}, {"video": tmp_path / "any.mp4"})
+    sizes = {(1280, 720, 4): "4K", (1100, 2000, 2): "4K",   # portrait counts too
+             (1920, 1080, 2): None, (1080, 1920, 2): None}
+    for (width, height, scale), refused in sizes.items():
+        video = make_test_video(tmp_path / f"{width}x{height}.mp4", frames=1, width=width, height=height,
+                                fps=10, audio=False)
+        if refused:
+            with pytest.raises(UserFacingError, match=refused):
+                check({"scale": scale, "model": "fast"}, {"video": video})
+        else:
+            check({"scale": scale, "model": "fast"}, {"video": video})
+
+
+def test_the_tab_handler_checks_then_upscales(engine):
+    import gradio as gr
+    from tabs.upscale import tab
+    from ui.handlers import handler
+
+    image = shapes(64)
+    assert np.array_equal(tab.upscale(engine, image, 2, "fast"), run_upscale(engine, image, 2))
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        handler(engine, tab.upscale, "upscale the image")(None, 2, "fast")
 
 
 def moving_square(i, width=64, height=48):
@@ -175,9 +201,10 @@ def test_upscale_video_doubles_the_frames_and_keeps_count_fps_audio(engine, tmp_
         assert np.abs(shrink(frames_out[i], 2).astype(int) - frames_in[i].astype(int)).mean() < 6
 
 
-def test_video_refuses_x4plus_and_more_than_4k(engine, tmp_path):
+def test_video_refuses_x4plus_and_more_than_4k_at_submit(engine, tmp_path):
     source = make_test_video(tmp_path / "wide.mp4", frames=2, width=1000, height=560, fps=10, audio=False)
-    job = run_job(engine, source, scale=4, model="fast")
-    assert job["state"] == "failed" and "4K" in job["error"] and "Traceback" not in job["error"]
-    job = run_job(engine, source, scale=2, model="x4plus")
-    assert job["state"] == "failed" and "fast model only" in job["error"]
+    with pytest.raises(UserFacingError, match="4K") as refused:
+        run_job(engine, source, scale=4, model="fast")
+    assert "Traceback" not in str(refused.value)
+    with pytest.raises(UserFacingError, match="fast model only"):
+        run_job(engine, source, scale=2, model="x4plus")

@@ -7,11 +7,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from engine import Engine
-from engine.media.video import make_test_video, probe
-from video_helpers import decode_all
+from engine.media.video import probe
+from video_helpers import decode_all, make_test_video
+import tabs.upscale
 from tabs.upscale import model as up
 
 
@@ -23,7 +23,7 @@ CRASHING_WORKER = textwrap.dedent("""
     import os, signal, sys
     from engine import Engine, JobKind
     from engine.jobs import JobContext
-    from tabs.upscale import model as up
+    import tabs.upscale
 
     save = JobContext.save_checkpoint
     def save_then_die(ctx, **values):
@@ -32,8 +32,8 @@ CRASHING_WORKER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
     JobContext.save_checkpoint = save_then_die
 
-    engine = Engine(sys.argv[1], specs=up.specs(), job_options={"job_threads": 1})
-    for kind in up.job_kinds():
+    engine = Engine(sys.argv[1], specs=tabs.upscale.specs(), job_options={"job_threads": 1})
+    for kind in tabs.upscale.job_kinds():
         engine.jobs.register(kind)
     job_id = engine.jobs.submit("upscale_video", {"scale": 2, "model": "fast", "chunk_frames": 3},
                                 inputs={"video": sys.argv[2]})
@@ -45,8 +45,8 @@ CRASHING_WORKER = textwrap.dedent("""
 
 
 def engine_on(data):
-    engine = Engine(data, specs=up.specs(), job_options={"job_threads": 1})
-    for kind in up.job_kinds():
+    engine = Engine(data, specs=tabs.upscale.specs(), job_options={"job_threads": 1})
+    for kind in tabs.upscale.job_kinds():
         engine.jobs.register(kind)
     return engine
 

@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from engine import JobContext, JobKind, ModelSpec, UserFacingError
-from engine.files import write_text
-from engine.media.video import MediaError, probe, read_chunks
-from engine.media.video_job import readable_video
+from engine import JobContext, ModelSpec
 from engine.devices import usable_cores
-from engine.runtimes import onnx_runtime
-
-from engine.package_files import package_folder, reason_if_missing
+from engine.files import write_text
 from engine.media.subtitles import srt_time
+from engine.media.video import probe, read_chunks
+from engine.media.video_job import CHUNK_FRAMES
+from engine.package_files import package_folder, reason_if_missing
+from engine.runtimes import onnx_runtime
 
 MiB = 1024**2
 
@@ -43,7 +42,7 @@ _MISSING = ("rapidocr-onnxruntime is not installed: run ./setup.sh "
             "(it installs rapidocr-onnxruntime==1.4.4, whose wheel carries the PP-OCRv4 models)")
 
 DEFAULT_SAMPLES_PER_SECOND = 2.0
-MAX_SAMPLES_PER_SECOND = 10.0
+MIN_SAMPLES_PER_SECOND, MAX_SAMPLES_PER_SECOND = 0.25, 10.0
 
 
 # ------------------------------------------------------------------------------ the model
@@ -101,8 +100,6 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
         image = np.asarray(Image.fromarray(image, "RGBA").convert("RGB"))
     elif image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"the image must be gray, RGB or RGBA, not of shape {image.shape}")
-    if min(image.shape[:2]) < 2:
-        raise ValueError(f"the image is too small ({image.shape[1]}x{image.shape[0]} px)")
     return np.ascontiguousarray(image[..., ::-1])
 
 
@@ -208,16 +205,14 @@ def frame_text(lines: list[dict]) -> tuple[str, float]:
 
 
 def video_job(ctx: JobContext) -> str:
-    """Job kind ocr_video: params samples_per_second, chunk_frames; input 'video'. Result: .srt."""
-    try:
-        info = probe(ctx.input("video"))
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    """Job kind ocr_video: params samples_per_second, chunk_frames; input 'video'. Result: .srt.
+
+    The request was checked at submit (tabs.ocr.check); a file that cannot be read fails the job
+    with a MediaError in plain words."""
+    info = probe(ctx.input("video"))
     per_second = float(ctx.params.get("samples_per_second") or DEFAULT_SAMPLES_PER_SECOND)
-    if not 0 < per_second <= MAX_SAMPLES_PER_SECOND:
-        raise UserFacingError(f"Samples per second must be above 0 and at most {MAX_SAMPLES_PER_SECOND:g}.")
     # Fixed at the first attempt, like process_video: a resumed job cuts where the first did.
-    chunk_frames = ctx.checkpoint.get("chunk_frames", ctx.params.get("chunk_frames") or ctx.queue.chunk_frames)
+    chunk_frames = ctx.checkpoint.get("chunk_frames", ctx.params.get("chunk_frames") or CHUNK_FRAMES)
     next_frame = ctx.checkpoint.get("next_frame", 0)
     runs = [list(r) for r in ctx.checkpoint.get("runs", [])]
     if not ctx.checkpoint:
@@ -225,26 +220,19 @@ def video_job(ctx: JobContext) -> str:
     if next_frame:
         ctx.resumed_from(next_frame)
     wanted = set(sample_frames(info.fps, info.frames, per_second))
-    try:
-        for start, frames in read_chunks(ctx.input("video"), chunk_frames, start_frame=next_frame):
-            ctx.check_cancelled()
-            picked = [i for i in range(len(frames)) if start + i in wanted]
-            if picked:
-                # One lease per chunk: interactive OCR calls get the model between chunks.
-                found = ctx.call(OCR, lambda ocr: [read_text(ocr, frames[i]) for i in picked])
-                for i, lines in zip(picked, found):
-                    add_sample(runs, start + i, *frame_text(lines))
-            next_frame = start + len(frames)
-            ctx.save_checkpoint(next_frame=next_frame, runs=runs)
-            # Writing the file is the last step: 100% only once it is there.
-            ctx.progress(0.99 * next_frame / info.frames, f"frame {next_frame} of {info.frames}")
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    for start, frames in read_chunks(ctx.input("video"), chunk_frames, start_frame=next_frame):
+        ctx.check_cancelled()
+        picked = [i for i in range(len(frames)) if start + i in wanted]
+        if picked:
+            # One lease per chunk: interactive OCR calls get the model between chunks.
+            found = ctx.call(OCR, lambda ocr: [read_text(ocr, frames[i]) for i in picked])
+            for i, lines in zip(picked, found):
+                add_sample(runs, start + i, *frame_text(lines))
+        next_frame = start + len(frames)
+        ctx.save_checkpoint(next_frame=next_frame, runs=runs)
+        # Writing the file is the last step: 100% only once it is there.
+        ctx.progress(0.99 * next_frame / info.frames, f"frame {next_frame} of {info.frames}")
     ctx.check_cancelled()
     result = ctx.work_dir / "result.srt"
     write_srt(runs, next_frame, info.fps, result)
     return str(result)
-
-
-def job_kinds() -> list[JobKind]:
-    return [JobKind(VIDEO_JOB, OCR, video_job, check=lambda params, inputs: readable_video(inputs))]

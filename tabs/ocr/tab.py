@@ -4,60 +4,51 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from ui.errors import user_errors
-from ui.safety import gate_output
-from ui.jobs import start_job
 from engine import Engine, pixel_bucket
+from tabs.ocr import check
 from tabs.ocr import model as ocr
+from ui.handlers import handler
+from ui.jobs import start_job
+from ui.safety import gate_output
 
 
+def read_text(engine: Engine, image: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """Find and read every line of printed text in an image.
+
+    Args:
+        image: the picture to read, RGB.
+
+    Returns:
+        The image with each line's box and text drawn, and JSON
+        {"lines": [{"box": [[x, y] x4], "text": str, "score": float}]}: corners clockwise
+        from the top-left, in input pixel coordinates; lines top to bottom.
+    """
+    check({}, {"image": image})
+    height, width = image.shape[:2]
+    lines = engine.infer("ocr", ocr.OCR, lambda model: ocr.read_text(model, image),
+                         bucket=pixel_bucket(width, height))
+    return gate_output(engine, ocr.draw_lines(image, lines)), {"lines": lines}
+
+
+def ocr_video(engine: Engine, video: str | None, samples_per_second: float = ocr.DEFAULT_SAMPLES_PER_SECOND,
+              progress=gr.Progress()) -> str:
+    """Read the text shown in a video and write it as subtitles. Runs as a job on the queue.
+
+    Args:
+        video: the video file.
+        samples_per_second: how many frames a second are read (0.25 to 10; default 2). Text
+            shown for a shorter time than one sample interval may be missed.
+
+    Returns:
+        An SRT subtitle file: one numbered cue per stretch of unchanged text, with its start
+        and end time (HH:MM:SS,mmm).
+    """
+    params, inputs = {"samples_per_second": samples_per_second}, {"video": video}
+    check(params, inputs)
+    return start_job(engine, ocr.VIDEO_JOB, params, inputs, progress)
 
 
 def build(engine: Engine) -> None:
-    def read_text(image: np.ndarray | None) -> tuple[np.ndarray, dict]:
-        """Find and read every line of printed text in an image.
-
-        Args:
-            image: the picture to read, RGB.
-
-        Returns:
-            The image with each line's box and text drawn, and JSON
-            {"lines": [{"box": [[x, y] x4], "text": str, "score": float}]}: corners clockwise
-            from the top-left, in input pixel coordinates; lines top to bottom.
-        """
-        if image is None:
-            raise gr.Error("Upload an image first.")
-        if image.ndim < 2 or min(image.shape[:2]) < 2:
-            raise gr.Error("The image is too small to read.")
-        height, width = image.shape[:2]
-        with user_errors("read the text"):
-            lines = engine.infer("ocr", ocr.OCR, lambda model: ocr.read_text(model, image),
-                                 bucket=pixel_bucket(width, height))
-        return gate_output(engine, ocr.draw_lines(image, lines)), {"lines": lines}
-
-    def ocr_video(video: str | None, samples_per_second: float = ocr.DEFAULT_SAMPLES_PER_SECOND,
-                  progress=gr.Progress()) -> str:
-        """Read the text shown in a video and write it as subtitles. Runs as a job on the queue.
-
-        Args:
-            video: the video file.
-            samples_per_second: how many frames a second are read (0.25 to 10; default 2). Text
-                shown for a shorter time than one sample interval may be missed.
-
-        Returns:
-            An SRT subtitle file: one numbered cue per stretch of unchanged text, with its start
-            and end time (HH:MM:SS,mmm).
-        """
-        if not video:
-            raise gr.Error("Upload a video first.")
-        try:
-            rate = float(samples_per_second)
-        except (TypeError, ValueError):
-            raise gr.Error("Samples per second must be a number.") from None
-        if not 0.25 <= rate <= ocr.MAX_SAMPLES_PER_SECOND:
-            raise gr.Error(f"Samples per second must be between 0.25 and {ocr.MAX_SAMPLES_PER_SECOND:g}.")
-        return start_job(engine, ocr.VIDEO_JOB, {"samples_per_second": rate}, {"video": video}, progress)
-
     with gr.Tabs():
         with gr.Tab("Image"):
             gr.Markdown("Every line of printed text gets a box, its reading and a confidence. "
@@ -71,7 +62,8 @@ def build(engine: Engine) -> None:
                 with gr.Column():
                     annotated = gr.Image(label="Text found", type="numpy", format="png", interactive=False)
                     found = gr.JSON(label="Lines (JSON)")
-            run.click(read_text, image, [annotated, found], api_name="ocr", concurrency_limit=2)
+            run.click(handler(engine, read_text, "read the text"), image, [annotated, found], api_name="ocr",
+                      concurrency_limit=2)
         with gr.Tab("Video to subtitles"):
             gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
                         "shows on the Jobs tab. A few frames a second are read; text that stays the "
@@ -79,9 +71,10 @@ def build(engine: Engine) -> None:
             with gr.Row():
                 with gr.Column():
                     video = gr.Video(label="Video", sources=["upload"])
-                    rate = gr.Slider(0.25, ocr.MAX_SAMPLES_PER_SECOND, value=ocr.DEFAULT_SAMPLES_PER_SECOND,
+                    rate = gr.Slider(ocr.MIN_SAMPLES_PER_SECOND, ocr.MAX_SAMPLES_PER_SECOND, value=ocr.DEFAULT_SAMPLES_PER_SECOND,
                                      step=0.25, label="Frames read per second")
                     go = gr.Button("Make subtitles", variant="primary")
                 subtitles = gr.File(label="Subtitles (SRT)", interactive=False)
             # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(ocr_video, [video, rate], subtitles, api_name="ocr_video", concurrency_limit=None)
+            go.click(handler(engine, ocr_video, "make the subtitles"), [video, rate], subtitles,
+                     api_name="ocr_video", concurrency_limit=None)

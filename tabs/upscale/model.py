@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine import JobContext, JobKind, ModelSpec, UserFacingError
-from engine.media.video import MediaError, probe
-from engine.media.video_job import process_video, readable_video
+from engine import JobContext, ModelSpec
+from engine.media.video_job import process_video
 from engine.package_files import package_folder
 
 MiB = 1024**2
@@ -32,7 +31,7 @@ DEFAULT_TILE = {UPSCALE_FAST: 256, UPSCALE_X4PLUS: 192}
 MARGIN = {UPSCALE_FAST: 16, UPSCALE_X4PLUS: 10}
 MIN_TILE = 32
 
-# Larger outputs are refused, not shrunk: an upscaler that shrinks its input first is pointless.
+# The largest results tabs.upscale.check lets through: images by pixels, video frames by sides.
 MAX_OUTPUT_PIXELS = 8192 * 8192
 MAX_VIDEO_SIDES = (3840, 2160)   # 4K, either orientation
 
@@ -82,8 +81,8 @@ def _loader(name: str):
             net = ncnn.Net()
             net.opt.use_vulkan_compute = False  # CPU only, whatever device the engine placed us on
             # Fixed at load (ncnn's winograd convolutions keep the load-time count). One core is left
-            # to the rest of the app; no spin-waiting, which starves other models sharing the CPU
-            # (on a busy 2-core box x4plus ran 4x faster with 1 thread than with 2).
+            # to the rest of the app, and no spin-waiting: a spinning thread starves the other
+            # models that share the CPU.
             net.opt.num_threads = max(1, (os.cpu_count() or 2) - 1)
             net.opt.openmp_blocktime = 0
             if net.load_param(str(folder / f"{stem}.param")) != 0 or net.load_model(str(folder / f"{stem}.bin")) != 0:
@@ -143,16 +142,8 @@ def upscale_tiles(net, image: np.ndarray, scale: int, tile: int, margin: int) ->
     return out
 
 
-def check_size(width: int, height: int, scale: int) -> None:
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
-    if width * height * scale * scale > MAX_OUTPUT_PIXELS:
-        raise ValueError(f"the result would be {width * scale}x{height * scale} px; the limit is "
-                         f"{MAX_OUTPUT_PIXELS // 10**6} megapixels: use a smaller image or scale")
-
-
 def upscale(model: Upscaler, image: np.ndarray, scale: int, tiling: Tiling | None = None) -> np.ndarray:
-    """uint8 RGB [H, W, 3] -> uint8 RGB [H*scale, W*scale, 3]."""
+    """uint8 RGB [H, W, 3] -> uint8 RGB [H*scale, W*scale, 3]; the request was checked (tabs.upscale.check)."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -160,7 +151,6 @@ def upscale(model: Upscaler, image: np.ndarray, scale: int, tiling: Tiling | Non
         raise ValueError(f"expected an RGB image, got shape {image.shape}")
     image = np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=False)
     height, width = image.shape[:2]
-    check_size(width, height, scale)
     tile = (tiling or Tiling(DEFAULT_TILE[model.name])).tile
     if scale in model.nets:
         return upscale_tiles(model.nets[scale], image, scale, tile, model.margin)
@@ -187,31 +177,13 @@ def specs() -> list[ModelSpec]:
 
 # ---------------------------------------------------------------------------------- video
 
-def check_video_size(width: int, height: int, scale: int) -> None:
-    """Refuse videos whose upscaled frames would exceed 4K (3840x2160, either orientation)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
-    long_side, short_side = max(width, height) * scale, min(width, height) * scale
-    if long_side > MAX_VIDEO_SIDES[0] or short_side > MAX_VIDEO_SIDES[1]:
-        raise ValueError(f"a {width}x{height} video upscaled x{scale} would be {width * scale}x{height * scale}; "
-                         f"videos are capped at 4K ({MAX_VIDEO_SIDES[0]}x{MAX_VIDEO_SIDES[1]}): "
-                         "use a smaller video or scale")
-
-
 def video_job(ctx: JobContext) -> str:
     """Job kind upscale_video: params scale (2|4), model ('fast' only), chunk_frames; input 'video'.
 
-    The frames grow; process_video takes care of chunks, checkpoints, resume and the audio.
+    The request was checked at submit (tabs.upscale.check). The frames grow; process_video takes
+    care of chunks, checkpoints, resume and the audio.
     """
     scale = int(ctx.params.get("scale", 2))
-    if ctx.params.get("model", "fast") != "fast":
-        raise UserFacingError("Videos are upscaled with the fast model only; x4plus is for images.")
-    source = ctx.input("video")
-    try:
-        info = probe(source)
-        check_video_size(info.width, info.height, scale)
-    except (MediaError, ValueError) as exc:
-        raise UserFacingError(str(exc)) from exc
     tiling = Tiling(DEFAULT_TILE[UPSCALE_FAST])   # once halved after an OOM, it stays halved
 
     def transform(frames: np.ndarray) -> np.ndarray:
@@ -219,8 +191,4 @@ def video_job(ctx: JobContext) -> str:
         return ctx.call(UPSCALE_FAST, lambda model: np.stack([upscale(model, f, scale, tiling) for f in frames]),
                         degrade=tiling.degrade)
 
-    return str(process_video(ctx, source, transform, chunk_frames=ctx.params.get("chunk_frames")))
-
-
-def job_kinds() -> list[JobKind]:
-    return [JobKind("upscale_video", UPSCALE_FAST, video_job, check=lambda params, inputs: readable_video(inputs))]
+    return str(process_video(ctx, ctx.input("video"), transform, chunk_frames=ctx.params.get("chunk_frames")))

@@ -4,84 +4,55 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from ui.errors import user_errors
-from ui.safety import gate_output
-from ui.jobs import start_job
 from engine import Engine, pixel_bucket
-from engine.media.video import MediaError, probe
+from tabs.upscale import VIDEO_JOB, check
 from tabs.upscale import model as up
+from ui.handlers import handler
+from ui.jobs import start_job
+from ui.safety import gate_output
 
-SCALES = [2, 4]
+SCALES = list(up.SCALES)
 MODELS = list(up.MODELS)   # "fast", "x4plus"
 
 
+def upscale(engine: Engine, image: np.ndarray | None, scale: int, model: str) -> np.ndarray:
+    """Enlarge an image with Real-ESRGAN.
 
-def _scale(scale) -> int:
-    try:
-        value = int(scale)
-    except (TypeError, ValueError):
-        value = None
-    if value not in SCALES:
-        raise gr.Error("Scale must be 2 or 4.")
-    return value
+    Args:
+        image: the picture to enlarge, RGB.
+        scale: 2 or 4: the result's sides are exactly this many times the input's.
+        model: "fast" (realesr-animevideov3: quick, crisp edges, flattens fine texture) or
+            "x4plus" (realesrgan-x4plus: best for photos, much slower; x2 is its x4 shrunk by 2).
+
+    Returns:
+        The upscaled image, RGB.
+    """
+    check({"scale": scale, "model": model}, {"image": image})
+    scale, name = int(scale), up.MODELS[model]
+    height, width = image.shape[:2]
+    tiling = up.Tiling(up.DEFAULT_TILE[name])   # halved by the engine on out-of-memory
+    result = engine.infer("upscale", name, lambda m: up.upscale(m, image, scale, tiling),
+                          bucket=pixel_bucket(width, height), degrade=tiling.degrade)
+    return gate_output(engine, result)
+
+
+def upscale_video(engine: Engine, video: str | None, scale: int, model: str, progress=gr.Progress()) -> str:
+    """Enlarge every frame of a video with the fast Real-ESRGAN model; the audio is kept. Runs as a job.
+
+    Args:
+        video: the video file.
+        scale: 2 or 4. The result may be at most 4K (3840x2160, either orientation).
+        model: must be "fast": x4plus is far too slow for video and is refused.
+
+    Returns:
+        The upscaled video (H.264 MP4, same frame count, fps and audio).
+    """
+    params, inputs = {"scale": scale, "model": model}, {"video": video}
+    check(params, inputs)
+    return start_job(engine, VIDEO_JOB, params, inputs, progress)
 
 
 def build(engine: Engine) -> None:
-    def upscale(image: np.ndarray | None, scale: int, model: str) -> np.ndarray:
-        """Enlarge an image with Real-ESRGAN.
-
-        Args:
-            image: the picture to enlarge, RGB.
-            scale: 2 or 4: the result's sides are exactly this many times the input's.
-            model: "fast" (realesr-animevideov3: quick, crisp edges, flattens fine texture) or
-                "x4plus" (realesrgan-x4plus: best for photos, much slower; x2 is its x4 shrunk by 2).
-
-        Returns:
-            The upscaled image, RGB.
-        """
-        if image is None:
-            raise gr.Error("Upload an image first.")
-        scale = _scale(scale)
-        if model not in up.MODELS:
-            raise gr.Error(f"Model must be one of {', '.join(MODELS)}.")
-        height, width = image.shape[:2]
-        try:
-            up.check_size(width, height, scale)
-        except ValueError as exc:
-            raise gr.Error(f"This image is too large: {exc}.") from exc
-        name = up.MODELS[model]
-        tiling = up.Tiling(up.DEFAULT_TILE[name])   # halved by the engine on out-of-memory
-        with user_errors("upscale the image"):
-            result = engine.infer("upscale", name, lambda m: up.upscale(m, image, scale, tiling),
-                                  bucket=pixel_bucket(width, height), degrade=tiling.degrade)
-        return gate_output(engine, result)
-
-    def upscale_video(video: str | None, scale: int, model: str, progress=gr.Progress()) -> str:
-        """Enlarge every frame of a video with the fast Real-ESRGAN model; the audio is kept. Runs as a job.
-
-        Args:
-            video: the video file.
-            scale: 2 or 4. The result may be at most 4K (3840x2160, either orientation).
-            model: must be "fast": x4plus is far too slow for video and is refused.
-
-        Returns:
-            The upscaled video (H.264 MP4, same frame count, fps and audio).
-        """
-        if not video:
-            raise gr.Error("Upload a video first.")
-        scale = _scale(scale)
-        if model != "fast":
-            raise gr.Error("Videos are upscaled with the fast model only; x4plus is for images "
-                           "(it takes seconds per small tile on the CPU).")
-        try:
-            info = probe(video)
-            up.check_video_size(info.width, info.height, scale)
-        except MediaError as exc:
-            raise gr.Error(str(exc)) from exc
-        except ValueError as exc:
-            raise gr.Error(f"This video is too large: {exc}.") from exc
-        return start_job(engine, "upscale_video", {"scale": scale, "model": model}, {"video": video}, progress)
-
     with gr.Tabs():
         with gr.Tab("Image"):
             gr.Markdown("**fast** (Real-ESRGAN animevideov3) takes about a second for a small image and "
@@ -94,7 +65,8 @@ def build(engine: Engine) -> None:
                     model = gr.Radio(MODELS, value="fast", label="Model")
                     run = gr.Button("Upscale", variant="primary")
                 result = gr.Image(label="Upscaled", type="numpy", format="png", interactive=False)
-            run.click(upscale, [image, scale, model], result, api_name="upscale", concurrency_limit=2)
+            run.click(handler(engine, upscale, "upscale the image"), [image, scale, model], result,
+                      api_name="upscale", concurrency_limit=2)
         with gr.Tab("Video"):
             gr.Markdown("Videos use the **fast** model only (x4plus would take hours per minute of video). "
                         "The result is capped at 4K (3840x2160). The video runs as a job: it survives a "
@@ -107,5 +79,5 @@ def build(engine: Engine) -> None:
                     go = gr.Button("Upscale the video", variant="primary")
                 video_result = gr.Video(label="Upscaled", interactive=False)
             # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(upscale_video, [video, video_scale, video_model], video_result, api_name="upscale_video",
-                     concurrency_limit=None)
+            go.click(handler(engine, upscale_video, "upscale the video"), [video, video_scale, video_model],
+                     video_result, api_name="upscale_video", concurrency_limit=None)
