@@ -83,10 +83,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tabs.generate import tiers as mt
     from engine.measure import METER
+    from tabs.generate import tiers as mt
+    from tabs.generate.checkpoint import DiffusionModel
+    from tabs.generate.pipeline import load
+    from tabs.generate.request import Request
     from tiny_diffusion import save_tiny_pipeline
-    from tabs.generate import pipeline as dz
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,9 +97,9 @@ def main() -> None:
     size = args.size or (256 if cuda else 64)
     folder = save_tiny_pipeline(Path(tempfile.mkdtemp(prefix="wimmel-tiers-")) / "sd",
                                 channels=tuple(args.channels))
-    model = dz.DiffusionModel("tiny-sd", str(folder))
-    request = dz.Request("a photo of an astronaut riding a horse on mars", steps=args.steps, guidance=7.0,
-                         width=size, height=size, seed=1)
+    model = DiffusionModel("tiny-sd", str(folder))
+    request = Request("a photo of an astronaut riding a horse on mars", steps=args.steps, guidance=7.0,
+                      width=size, height=size, seed=1)
     warm = dataclasses.replace(request, steps=1)
 
     tiers = list(mt.ladder(device, "sdpa"))
@@ -119,7 +121,7 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             started = time.perf_counter()
-            pipe = dz.load(model, device, tier=tier, group_stream=args.group_stream)
+            pipe = load(model, device, tier=tier, group_stream=args.group_stream)
             _sync(device)
             row["load_s"] = round(time.perf_counter() - started, 3)
             if cuda:
@@ -144,7 +146,7 @@ def main() -> None:
     walk = []
     try:
         _free(device)
-        pipe = dz.load(model, device, tier=mt.ladder(device)[0], group_stream=args.group_stream)
+        pipe = load(model, device, tier=mt.ladder(device)[0], group_stream=args.group_stream)
         tier = pipe.tier
         while tier is not None:
             step = {"tier": tier.label}

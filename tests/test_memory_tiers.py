@@ -6,8 +6,11 @@ import torch
 
 from engine import Engine, OutOfMemory
 from tabs.generate import tiers as mt
+from tabs.generate.checkpoint import DiffusionModel
+from tabs.generate.pipeline import DiffusionPipe, generate as generate_images, load as load_model
+from tabs.generate.registry import register
+from tabs.generate.request import Request
 from tiny_diffusion import save_tiny_pipeline
-from tabs.generate import pipeline as dz
 
 GiB, MiB = 1024**3, 1024**2
 
@@ -110,68 +113,14 @@ def test_pipeline_size_groups_blocks_like_group_offloading():
     assert size.device_bytes("model_offload") == 760 and size.device_bytes("full") == 1080
 
 
-class FakeMemory:
-    def __init__(self, free):
-        self.free = free
-
-
-class FakeDevices:
-    names = ["cpu", "cuda:0"]
-
-    def memory(self, name):
-        return FakeMemory({"cpu": 30 * GiB, "cuda:0": 7 * GiB}[name])
-
-    def budget(self, name):
-        return {"cpu": 16 * GiB, "cuda:0": 10 * GiB}[name]
-
-
-def test_transformers_placement_fills_each_device_up_to_free_memory_and_budget():
-    kwargs = mt.transformers_placement(FakeDevices(), reserve_bytes=GiB, held={"cuda:0": 4 * GiB})
-    assert kwargs["device_map"] == "auto"
-    assert kwargs["max_memory"] == {"cpu": 15 * GiB, 0: 5 * GiB}  # min(free, budget - held) - reserve
-
-
-class SmallCpu:
-    """A CPU with room for the embeddings of the tiny model below, not for its encoder."""
-    names = ["cpu"]
-
-    def memory(self, name):
-        return FakeMemory(55_000)
-
-    def budget(self, name):
-        return GiB
-
-
-def test_a_transformers_model_is_spread_without_splitting_a_layer(tmp_path):
-    """On this CPU-only machine the disk plays the second device: what does not fit the CPU's
-    max_memory goes there, and no layer (CLIPEncoderLayer is in _no_split_modules) is split."""
-    import re
-
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    model = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                                         num_hidden_layers=2, vocab_size=99)).eval()  # 77 KB of weights
-    model.save_pretrained(tmp_path / "clip")
-    kwargs = mt.transformers_placement(SmallCpu(), reserve_bytes=0, offload_folder=str(tmp_path / "offload"))
-    assert kwargs["max_memory"] == {"cpu": 55_000}
-    spread = CLIPTextModel.from_pretrained(tmp_path / "clip", **kwargs)
-    placement = spread.hf_device_map
-    assert set(placement.values()) == {"cpu", "disk"}
-    # Keys are whole modules: never a piece of an encoder layer.
-    assert all(re.fullmatch(r"embeddings|final_layer_norm|encoder(\.layers\.\d+)?", key) for key in placement)
-    ids = torch.tensor([[1, 2, 3]])
-    with torch.no_grad():
-        assert torch.allclose(spread(ids).last_hidden_state, model(ids).last_hidden_state, atol=1e-5)
-
-
 # ---------------------------------------------------------------------------------- on the tiny pipeline
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return dz.DiffusionModel("tiny-sd", str(save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "sd")))
+    return DiffusionModel("tiny-sd", str(save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "sd")))
 
 
-REQUEST = dz.Request("a photo of a cat", steps=2, guidance=7.0, width=64, height=64, seed=11)
+REQUEST = Request("a photo of a cat", steps=2, guidance=7.0, width=64, height=64, seed=11)
 
 
 def pixels(pipe):
@@ -185,7 +134,7 @@ def test_every_tier_a_cpu_can_run_runs_the_tiny_pipeline(tiny):
     Sequential offload is left out: on the CPU, accelerate 1.15's meta-device round trip fails with
     "new() received an invalid combination of arguments" (its hooks are built for an accelerator);
     bench/gpu_tiers.py runs it on CUDA."""
-    pipe = dz.load(tiny, "cpu", tier=mt.ladder("cpu")[0])
+    pipe = load_model(tiny, "cpu", tier=mt.ladder("cpu")[0])
     reference = pixels(pipe)
     for tier in mt.ladder("cpu")[1:]:
         pipe.set_tier(tier)
@@ -197,14 +146,14 @@ def test_every_tier_a_cpu_can_run_runs_the_tiny_pipeline(tiny):
         assert np.array_equal(pixels(pipe), reference), placement
     pipe.set_tier(mt.ladder("cpu")[0])
     assert np.array_equal(pixels(pipe), reference)
-    assert mt.tier_rows()[0]["tier"] == "full (sdpa)"
+    assert pipe.placement == {"device": "cpu", "tier": "full (sdpa)", "why": ""}
     pipe.close()
 
 
 def test_an_oom_moves_one_tier_down_and_retries(tiny, tmp_path, monkeypatch):
     engine = Engine(tmp_path / "data")
-    dz.register(engine, tiny)
-    real = dz.DiffusionPipe.generate
+    register(engine, tiny)
+    real = DiffusionPipe.generate
     tiers_tried = []
 
     def generate(self, *args, **kwargs):
@@ -213,9 +162,9 @@ def test_an_oom_moves_one_tier_down_and_retries(tiny, tmp_path, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(dz.DiffusionPipe, "generate", generate)
+    monkeypatch.setattr(DiffusionPipe, "generate", generate)
     with engine.run("txt2img") as run:
-        images = dz.generate(run, "tiny-sd", "txt2img", REQUEST)
+        images = generate_images(run.call, "tiny-sd", "txt2img", REQUEST)
     record = run.record
     assert images[0].size == (64, 64)
     # Two rounds of freeing memory at the full tier, then one step down, which works.
@@ -226,23 +175,23 @@ def test_an_oom_moves_one_tier_down_and_retries(tiny, tmp_path, monkeypatch):
     assert "Tier: full + vae_tiling (sdpa)" in images[0].info["parameters"]
     # The model stays at the lower tier for the next call, and the System tab's table says so.
     with engine.run("txt2img") as again:
-        dz.generate(again, "tiny-sd", "txt2img", REQUEST)
+        generate_images(again.call, "tiny-sd", "txt2img", REQUEST)
     assert again.record.ooms == 0 and again.record.tier == "full + vae_tiling (sdpa)"
     assert {"model": "tiny-sd", "device": "cpu", "tier": "full + vae_tiling (sdpa)"}.items() <= \
-        next(r for r in mt.tier_rows() if r["model"] == "tiny-sd").items()
+        next(r for r in engine.status()["tiers"] if r["model"] == "tiny-sd").items()
 
 
 def test_at_the_bottom_of_the_ladder_the_oom_is_reported_with_every_step(tiny, tmp_path, monkeypatch):
     engine = Engine(tmp_path / "data")
-    dz.register(engine, tiny)
+    register(engine, tiny)
 
     def generate(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(dz.DiffusionPipe, "generate", generate)
+    monkeypatch.setattr(DiffusionPipe, "generate", generate)
     with pytest.raises(OutOfMemory) as caught:
         with engine.run("txt2img") as run:
-            dz.generate(run, "tiny-sd", "txt2img", REQUEST)
+            generate_images(run.call, "tiny-sd", "txt2img", REQUEST)
     degraded = [s for s in run.record.steps if s.startswith("degraded")]
     assert degraded == ["degraded: memory tier full (sdpa) -> full + vae_tiling (sdpa)",
                         "degraded: memory tier full + vae_tiling (sdpa) -> full + vae_tiling + attention_slicing (sliced)"]

@@ -28,19 +28,13 @@ accelerator, and on a CPU-only machine the weights are in RAM whatever happens (
 also refuses them: "requires accelerator, but not found"). There the ladder is full, then VAE
 tiling, then attention slicing.
 
-Transformers models get `transformers_placement`: `device_map="auto"` with `max_memory` per device
-from the same readings, so accelerate fills the GPU up to what is free and puts the rest on the CPU,
-keeping each of the model's `_no_split_modules` (a layer's parts) on one device.
-
-No diffusers import at module level: the engine imports this without the generative stack.
+No torch or diffusers import at module level: importing the capability must not load them.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
 import logging
-import threading
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
@@ -310,7 +304,7 @@ def reset_tier(pipe: Any, siblings: Iterable[Any] = ()) -> None:
     for p in pipes:
         if hasattr(p, "remove_all_hooks"):
             p.remove_all_hooks()
-    for module in _modules(pipe):
+    for module in torch_modules(pipe):
         for sub in module.modules():
             registry = getattr(sub, "_diffusers_hook", None)
             if registry is not None:
@@ -318,13 +312,14 @@ def reset_tier(pipe: Any, siblings: Iterable[Any] = ()) -> None:
                     registry.remove_hook(name, recurse=False)
     for p in pipes:
         p._all_hooks = []
-    for module in _modules(pipe):
+    for module in torch_modules(pipe):
         if any(t.device.type != "cpu" for t in module.parameters()):
             module.to(torch.device("cpu"))
     release_cached_memory()
 
 
-def _modules(pipe: Any) -> list:
+def torch_modules(pipe: Any) -> list:
+    """The pipeline's components that are torch modules (not the tokenizer or the scheduler)."""
     import torch
 
     return [m for m in getattr(pipe, "components", {}).values() if isinstance(m, torch.nn.Module)]
@@ -368,35 +363,7 @@ def apply_tier(pipe: Any, tier: Tier, *, siblings: Iterable[Any] = (), group_str
             vae.disable_slicing()
 
 
-# ---------------------------------------------------------------------------------- the engine side
-
-_ACTIVE_LOCK = threading.Lock()
-ACTIVE: dict[str, dict] = {}  # model name -> its tier now, for the System tab
-
-
-def note_tier(model: str, tier: Tier) -> None:
-    with _ACTIVE_LOCK:
-        ACTIVE[model] = {**tier.to_dict(), "model": model, "since": time.time()}
-
-
-def forget_tier(model: str) -> None:
-    with _ACTIVE_LOCK:
-        ACTIVE.pop(model, None)
-
-
-def tier_rows() -> list[dict]:
-    """Models with a tier now: model, device, tier label, why (the System tab's table)."""
-    with _ACTIVE_LOCK:
-        return [{"model": m, "device": t["device"], "tier": t["label"], "why": t["reason"]}
-                for m, t in sorted(ACTIVE.items())]
-
-
-def record_tier(tier: Tier) -> None:
-    """Put the tier on the active run's record (the call that uses it)."""
-    record = current_run()
-    if record is not None and hasattr(record, "tier"):
-        record.tier = tier.label
-
+# ---------------------------------------------------------------------------------- the run side
 
 class TieredCall:
     """fn and degrade for `Run.call` on a model object with `.tier` and `.set_tier(tier)`:
@@ -413,7 +380,9 @@ class TieredCall:
 
     def __call__(self, model: Any) -> Any:
         self.model = model
-        record_tier(model.tier)
+        record = current_run()  # the tier lands on the record of the call that uses it
+        if record is not None and hasattr(record, "tier"):
+            record.tier = model.tier.label
         return self.fn(model)
 
     def degrade(self, attempt: int) -> str | None:
@@ -426,28 +395,3 @@ class TieredCall:
         self.model.set_tier(new)
         log.warning("memory tier %s -> %s", old.label, new.label)
         return f"memory tier {old.label} -> {new.label}"
-
-
-# ---------------------------------------------------------------------------------- transformers
-
-def transformers_placement(devices: Any, *, reserve_bytes: int = 256 * MiB, held: dict[str, int] | None = None,
-                           offload_folder: str | None = None) -> dict:
-    """from_pretrained kwargs that spread a transformers model over the devices by the memory
-    there: device_map="auto" + max_memory per device = min(free, budget - held) - reserve.
-
-    `devices`: engine.devices (names, memory(name).free, budget(name)); `held`: bytes the engine
-    already holds per device (engine.pool.resident_bytes). accelerate keeps each class in the
-    model's `_no_split_modules` whole on one device, so a layer's parts are never split. Weights
-    that fit nowhere go to `offload_folder` when one is given, else loading fails with accelerate's
-    message."""
-    held = held or {}
-    max_memory: dict = {}
-    for name in devices.names:
-        free = devices.memory(name).free
-        room = min(free, devices.budget(name) - held.get(name, 0)) - reserve_bytes
-        key = "cpu" if name == "cpu" else int(name.split(":", 1)[1])
-        max_memory[key] = max(0, int(room))
-    kwargs: dict = {"device_map": "auto", "max_memory": max_memory}
-    if offload_folder:
-        kwargs["offload_folder"] = offload_folder
-    return kwargs
