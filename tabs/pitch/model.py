@@ -5,21 +5,25 @@ The model sees 16 kHz mono audio and gives a pitch (46.9 - 2093.8 Hz) and a voic
 for every 16 ms frame; a frame is voiced at confidence >= 0.5. Each frame depends on audio at
 most 11 frames before and 10 after it, so a long file is cut into chunks that overlap by that
 much and gives exactly the frames of one pass.
+
+Requests are checked by the package's check() before they get here.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine import JobContext, ModelSpec, UserFacingError
 from engine.files import save_arrays, write_json
 from engine.media.audio import MediaError, probe_audio, read_audio
 from engine.package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
 PITCH_MODEL = "swift-f0"
+PITCH_LONG = "pitch_long"
 SAMPLE_RATE = 16000
 HOP = 256  # samples per frame at 16 kHz (16 ms)
 VOICED = 0.5  # swift-f0's calibrated voicing threshold
@@ -28,6 +32,8 @@ JOB_CHUNK_FRAMES = 3750  # 60 s per chunk
 # The model's reach (swift_f0.core LEFT_FRAMES, LOOKAHEAD_FRAMES): context a chunk needs.
 LEFT_FRAMES, RIGHT_FRAMES = 11, 10
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+Call = Callable[[str, Callable[[Any], Any]], Any]  # run.call or ctx.call: lease a model by name
 
 _MISSING = ("swift-f0 is not installed: run ./setup.sh "
             "(it installs swift-f0==0.3.0, whose wheel holds the model.onnx pitch network)")
@@ -78,26 +84,13 @@ def summarize(result, notes=None, voicing: float = VOICED) -> dict:
     }
 
 
-def _check_voicing(voicing: float) -> float:
-    if not 0.0 < voicing < 1.0:
-        raise UserFacingError(f"The voicing threshold must be between 0 and 1, not {voicing}.")
-    return float(voicing)
-
-
-def _check(samples, sr) -> np.ndarray:
+def mono(samples) -> np.ndarray:
+    """float32 samples, stereo mixed down."""
     samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if samples.ndim != 1 or samples.size == 0:
-        raise UserFacingError("The audio is empty.")
-    if not np.isfinite(samples).all():
-        raise UserFacingError("The audio holds invalid (non-finite) samples.")
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise UserFacingError(f"The sample rate must be a positive whole number, not {sr}.")
-    return samples
+    return samples.mean(axis=1) if samples.ndim == 2 else samples
 
 
-def pitch(engine: Engine, samples: np.ndarray, sr: int, voicing: float = VOICED) -> dict:
+def pitch(call: Call, samples: np.ndarray, sr: int, voicing: float = VOICED) -> dict:
     """F0 of mono audio (any rate; resampled to 16 kHz by swift-f0's soxr). A frame counts as
     voiced at confidence >= `voicing` (0.5 is the model's calibration; pure sine tones under
     ~300 Hz score ~0.45, with the right pitch: 0.4 keeps them).
@@ -107,21 +100,16 @@ def pitch(engine: Engine, samples: np.ndarray, sr: int, voicing: float = VOICED)
     """
     from swift_f0 import segment_notes
 
-    samples, voicing = _check(samples, sr), _check_voicing(voicing)
-    result = engine.infer("pitch", PITCH_MODEL, lambda detector: detector.detect(samples, int(sr)),
-                          bucket=seconds_bucket(samples.size / sr))
-    return summarize(result, segment_notes(result), voicing)
+    samples = mono(samples)
+    result = call(PITCH_MODEL, lambda detector: detector.detect(samples, int(sr)))
+    return summarize(result, segment_notes(result), float(voicing))
 
 
-def pitch_file(engine: Engine, path, voicing: float = VOICED,
+def pitch_file(call: Call, path, voicing: float = VOICED,
                max_seconds: float | None = INTERACTIVE_MAX_S) -> dict:
-    """pitch() of an audio file or a video's sound, decoded at 16 kHz by ffmpeg."""
-    voicing = _check_voicing(voicing)
-    try:
-        samples = read_audio(path, SAMPLE_RATE, max_seconds=max_seconds)
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
-    return pitch(engine, samples, SAMPLE_RATE, voicing)
+    """pitch() of an audio file or a video's sound, decoded at 16 kHz by ffmpeg; MediaError for
+    a file longer than max_seconds."""
+    return pitch(call, read_audio(path, SAMPLE_RATE, max_seconds=max_seconds), SAMPLE_RATE, voicing)
 
 
 def _chunk_frames(detector, path: Path, index: int):
@@ -146,12 +134,9 @@ def pitch_job(ctx: JobContext) -> str:
     returns). Each 60 s chunk's frames are saved before the next starts: a killed job resumes there."""
     from swift_f0 import PitchResult, segment_notes
 
-    voicing = _check_voicing(float(ctx.params.get("voicing", VOICED)))
+    voicing = float(ctx.params.get("voicing", VOICED))
     source = ctx.input("audio")
-    try:
-        info = probe_audio(source)
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    info = probe_audio(source)
     total = max(1, math.ceil((info.duration_s or 60.0) * SAMPLE_RATE / HOP / JOB_CHUNK_FRAMES))
     folder = ctx.work_dir / "pitch_chunks"
     folder.mkdir(exist_ok=True)
@@ -189,7 +174,3 @@ def specs() -> list[ModelSpec]:
             estimate_bytes=4 * MiB, run_estimate_bytes=128 * MiB,
             description="SwiftF0: pitch (F0) and voicing per 16 ms, 47 - 2094 Hz; notes"),
     ]
-
-
-def job_kinds() -> list[JobKind]:
-    return [JobKind("pitch_long", PITCH_MODEL, pitch_job)]

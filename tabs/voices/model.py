@@ -9,17 +9,20 @@
   its speech), so a turn lands between windows. On two voices taking turns the turns came out
   within 0.12 s with pauses between them, within 0.43 s with none.
   Inputs over LONG_S run as a diarize_long job that embeds the file chunk by chunk.
+
+Requests are checked by the package's check() before they get here.
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine import JobContext, ModelSpec, UserFacingError
 from engine.files import save_arrays, write_json
-from engine.media.audio import MediaError, probe_audio, stream_audio
+from engine.media.audio import probe_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
@@ -50,13 +53,13 @@ _MIN_TURN_S = 0.3  # a speaker's run shorter than this next to another's speech 
 _BLIP_BRIDGE_S = 0.2  # a pause shorter than this is a stop inside speech, not between turns
 _MAX_CLUSTERED = 3000  # windows clustered directly (Ward is quadratic); the rest are assigned
 CHUNK_S = 60.0  # a diarize_long job's unit of decoding and resumption (a multiple of 0.75 s)
+# Chunks hold whole 30 ms speech flags and whole window steps: a multiple of 12,000 samples (0.75 s).
+CHUNK_GRID = int(np.lcm(_VAD_WINDOW, _STEP_FRAMES * _MEL_HOP))
+
+Call = Callable[[str, Callable[[Any], Any]], Any]  # run.call or ctx.call: lease a model by name
 
 _MISSING = ("resemblyzer is not installed: run ./setup.sh "
             "(it installs resemblyzer==0.1.4 --no-deps for pretrained.pt, plus webrtcvad-wheels and librosa)")
-
-
-class VoiceInputError(UserFacingError, ValueError):
-    """Audio with too little speech, or a bad speaker count; the message says what to do."""
 
 
 def weights_path() -> Path:
@@ -86,13 +89,10 @@ def load(device: str):
 # ---------------------------------------------------------------------------------- audio
 
 def _mono16k(samples: np.ndarray, sr: int) -> np.ndarray:
+    """float32 samples at 16 kHz, stereo mixed down."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
-    if samples.ndim != 1:
-        raise VoiceInputError(f"Expected mono samples, got an array of shape {samples.shape}.")
-    if int(sr) <= 0:
-        raise VoiceInputError(f"The sample rate must be positive, not {sr}.")
     if int(sr) != RATE and samples.size:
         import librosa
 
@@ -135,8 +135,8 @@ def drop_clicks(flags: np.ndarray) -> np.ndarray:
 @contextlib.contextmanager
 def _one_thread():
     """Run the encoder on one torch thread (per calling thread, as the job workers do): the
-    small LSTM gains nothing from a second one, and on a busy 2-core machine the second
-    thread's spinning made a 10 s diarization take 7-9 s instead of 1.1-1.8 s (measured)."""
+    small LSTM gains nothing from a second one, and a second thread spinning on a busy machine
+    slows every call several times over."""
     import torch
 
     before = torch.get_num_threads()
@@ -161,25 +161,24 @@ def voice_print(encoder, wav16k: np.ndarray) -> np.ndarray:
 
 
 def prepare(samples: np.ndarray, sr: int) -> np.ndarray:
-    """resemblyzer's preprocessing (volume up to -30 dBFS, long silences cut); VoiceInputError
+    """resemblyzer's preprocessing (volume up to -30 dBFS, long silences cut); UserFacingError
     when less than MIN_SPEECH_S of speech is left."""
     from resemblyzer import preprocess_wav
 
     wav = _mono16k(samples, sr)
     if wav.size < MIN_SPEECH_S * RATE or float(np.sqrt(np.mean(wav**2))) < 1e-4:
-        raise VoiceInputError("This recording holds no speech, or too little (under half a second).")
+        raise UserFacingError("This recording holds no speech, or too little (under half a second).")
     wav = preprocess_wav(wav)
     if wav.size < MIN_SPEECH_S * RATE:
-        raise VoiceInputError("This recording holds too little speech (under half a second) to compare.")
+        raise UserFacingError("This recording holds too little speech (under half a second) to compare.")
     return wav
 
 
-def compare_voices(engine: Engine, a: np.ndarray, b: np.ndarray, sr: int = RATE) -> dict:
+def compare_voices(call: Call, a: np.ndarray, b: np.ndarray, sr: int = RATE) -> dict:
     """{"similarity": cosine of the two voice prints (-1..1, in practice 0.3..1),
     "same_speaker": similarity >= SAME_SPEAKER} for two recordings of speech at `sr`."""
     wav_a, wav_b = prepare(a, sr), prepare(b, sr)
-    prints = engine.infer("compare_voices", VOICE_ENCODER,
-                          lambda enc: (voice_print(enc, wav_a), voice_print(enc, wav_b)))
+    prints = call(VOICE_ENCODER, lambda enc: (voice_print(enc, wav_a), voice_print(enc, wav_b)))
     similarity = float(np.clip(np.dot(prints[0], prints[1]), -1.0, 1.0))
     return {"similarity": round(similarity, 4), "same_speaker": similarity >= SAME_SPEAKER}
 
@@ -295,29 +294,15 @@ def _segments(owner: np.ndarray) -> list[dict]:
     return segments
 
 
-def check_speakers(speakers) -> int:
-    try:
-        count = int(speakers)
-    except (TypeError, ValueError):
-        count = 0
-    if not 1 <= count <= MAX_SPEAKERS or count != float(speakers):
-        raise VoiceInputError(f"The number of speakers must be a whole number from 1 to {MAX_SPEAKERS}, "
-                              f"not {speakers!r}.")
-    return count
-
-
-def diarize(engine: Engine, samples: np.ndarray, speakers: int, sr: int = RATE) -> dict:
+def diarize(call: Call, samples: np.ndarray, speakers: int, sr: int = RATE) -> dict:
     """{"segments": [{"start", "end", "speaker"}]}: who speaks when (seconds), silence left out,
     for a recording with `speakers` voices. Speakers are named "speaker 1", "speaker 2", ... in
     order of first appearance."""
-    speakers = check_speakers(speakers)
     wav = _mono16k(samples, sr)
-    if wav.size == 0:
-        raise VoiceInputError("There is no audio in this recording.")
     # A recording shorter than one window is padded: it still gets one voice print.
     padded = np.pad(wav, (0, max(0, int(WINDOW_S * RATE) - wav.size)))
-    starts, prints = engine.infer("diarize", VOICE_ENCODER, lambda enc: window_prints(enc, padded))
-    return {"segments": segments_from(starts, prints, speech_flags(wav), speakers)}
+    starts, prints = call(VOICE_ENCODER, lambda enc: window_prints(enc, padded))
+    return {"segments": segments_from(starts, prints, speech_flags(wav), int(speakers))}
 
 
 # ---------------------------------------------------------------------------------- long job
@@ -330,19 +315,11 @@ def diarize_job(ctx: JobContext) -> str:
     """Job kind diarize_long: params speakers, chunk_s; input 'media' (audio or video). Each chunk
     of CHUNK_S is embedded with the last 1.6 s of the one before (so windows run across chunk
     edges) and saved; the grouping runs once at the end. Result: diarization.json."""
-    try:
-        speakers = check_speakers(ctx.params.get("speakers", 2))
-    except VoiceInputError as exc:
-        raise UserFacingError(str(exc)) from exc
+    speakers = int(ctx.params.get("speakers", 2))
     path = ctx.input("media")
-    try:
-        info = probe_audio(path)
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    info = probe_audio(path)
     chunk_s = float(ctx.params.get("chunk_s", CHUNK_S))
     chunk = int(round(chunk_s * RATE))
-    if chunk % _VAD_WINDOW or chunk % (_STEP_FRAMES * _MEL_HOP):
-        raise UserFacingError(f"chunk_s must be a multiple of 0.75 s, not {chunk_s}.")
     done = int(ctx.checkpoint.get("chunks", 0))
     if done:
         ctx.resumed_from(done * chunk / RATE, "s")
@@ -378,10 +355,6 @@ def diarize_job(ctx: JobContext) -> str:
     out = ctx.work_dir / "diarization.json"
     write_json(out, result, indent=1)
     return str(out)
-
-
-def job_kinds() -> list[JobKind]:
-    return [JobKind(DIARIZE_LONG, VOICE_ENCODER, diarize_job)]
 
 
 def specs() -> list[ModelSpec]:

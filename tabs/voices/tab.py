@@ -7,16 +7,16 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ui.errors import user_errors
-from ui.jobs import follow_job
-from engine import Engine
+from engine import Engine, UserFacingError
 from engine.media.audio import MediaError, probe_audio, read_audio
-from tabs.voices import model as vo
+from ui.handlers import handler
+from ui.jobs import start_job
 
+from . import RECORDINGS, about, check
+from . import model as vo
 
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]
-
 
 
 def timeline(segments: list[dict], duration_s: float, width: int = 900) -> np.ndarray:
@@ -47,64 +47,57 @@ def timeline(segments: list[dict], duration_s: float, width: int = 900) -> np.nd
     return np.asarray(image)
 
 
-def _read(path: str | None, what: str, **kwargs) -> np.ndarray:
-    if not path:
-        raise gr.Error(f"Upload {what} first.")
+def _first_minute(path: str, name: str) -> np.ndarray:
+    """The first COMPARE_S of a recording at the encoder's rate; a failure says which recording."""
     try:
-        return read_audio(path, vo.RATE, **kwargs)
+        return read_audio(path, vo.RATE, duration_s=vo.COMPARE_S)
     except MediaError as exc:
-        text = str(exc)
-        raise gr.Error(f"{what[0].upper()}{what[1:]}: {text[:1].lower()}{text[1:]}") from exc
+        raise UserFacingError(about(RECORDINGS[name], str(exc))) from exc
+
+
+def compare_voices(engine: Engine, first: str | None, second: str | None) -> dict:
+    """How alike two voices sound, from the first minute of each recording.
+
+    Args:
+        first: an audio or video file with one person speaking (a few seconds is enough).
+        second: another such file.
+
+    Returns:
+        {"similarity": cosine of the two voice prints (about 0.4 for very different voices,
+        over 0.85 for the same voice), "same_speaker": true when similarity >= 0.80}.
+    """
+    check({}, {"first": first, "second": second})
+    a, b = _first_minute(first, "first"), _first_minute(second, "second")
+    with engine.run("compare_voices") as run:
+        return vo.compare_voices(run.call, a, b, vo.RATE)
+
+
+def diarize(engine: Engine, media: str | None, speakers: int = 2,
+            progress=gr.Progress()) -> tuple[dict, np.ndarray]:
+    """Who speaks when: the speaker turns in a recording of several voices.
+
+    Args:
+        media: an audio or video file. Over a minute it runs as a job on the queue.
+        speakers: how many different voices the recording holds (1 to 8).
+
+    Returns:
+        {"segments": [{"start", "end", "speaker"}]} in seconds, silence left out, speakers
+        named "speaker 1", "speaker 2", ... in order of first appearance; and a timeline picture.
+    """
+    check({"speakers": speakers}, {"media": media})
+    speakers = int(speakers)
+    info = probe_audio(media)
+    if info.duration_s is None or info.duration_s > vo.LONG_S:
+        with open(start_job(engine, vo.DIARIZE_LONG, {"speakers": speakers}, {"media": media}, progress)) as f:
+            result = json.load(f)
+    else:
+        samples = read_audio(media, vo.RATE, max_seconds=vo.LONG_S)
+        with engine.run("diarize") as run:
+            result = vo.diarize(run.call, samples, speakers, vo.RATE)
+    return result, timeline(result["segments"], info.duration_s or 0.0)
 
 
 def build(engine: Engine) -> None:
-    def compare_voices(first: str | None, second: str | None) -> dict:
-        """How alike two voices sound, from the first minute of each recording.
-
-        Args:
-            first: an audio or video file with one person speaking (a few seconds is enough).
-            second: another such file.
-
-        Returns:
-            {"similarity": cosine of the two voice prints (about 0.4 for very different voices,
-            over 0.85 for the same voice), "same_speaker": true when similarity >= 0.80}.
-        """
-        a = _read(first, "the first recording", duration_s=vo.COMPARE_S)
-        b = _read(second, "the second recording", duration_s=vo.COMPARE_S)
-        try:
-            with user_errors("compare the voices"):
-                return vo.compare_voices(engine, a, b, vo.RATE)
-        except vo.VoiceInputError as exc:
-            raise gr.Error(str(exc)) from exc
-
-    def diarize(media: str | None, speakers: int = 2, progress=gr.Progress()) -> tuple[dict, np.ndarray]:
-        """Who speaks when: the speaker turns in a recording of several voices.
-
-        Args:
-            media: an audio or video file. Over a minute it runs as a job on the queue.
-            speakers: how many different voices the recording holds (1 to 8).
-
-        Returns:
-            {"segments": [{"start", "end", "speaker"}]} in seconds, silence left out, speakers
-            named "speaker 1", "speaker 2", ... in order of first appearance; and a timeline picture.
-        """
-        if not media:
-            raise gr.Error("Upload a recording first.")
-        try:
-            speakers = vo.check_speakers(speakers)
-            info = probe_audio(media)
-            if info.duration_s is None or info.duration_s > vo.LONG_S:
-                job_id = engine.jobs.submit(vo.DIARIZE_LONG, {"speakers": speakers}, inputs={"media": media})
-                with open(follow_job(engine, job_id, progress)) as f:
-                    result = json.load(f)
-            else:
-                samples = read_audio(media, vo.RATE, max_seconds=vo.LONG_S)
-                with user_errors("find the speakers"):
-                    result = vo.diarize(engine, samples, speakers, vo.RATE)
-        except (MediaError, vo.VoiceInputError) as exc:
-            raise gr.Error(str(exc)) from exc
-        return result, timeline(result["segments"], info.duration_s or 0.0)
-
     with gr.Tabs():
         with gr.Tab("Compare"):
             gr.Markdown("Two recordings of one person speaking each: are they the same voice? "
@@ -114,7 +107,8 @@ def build(engine: Engine) -> None:
                 second = gr.File(label="Second voice (audio or video)", file_types=["audio", "video"], type="filepath")
             go = gr.Button("Compare", variant="primary")
             verdict = gr.JSON(label="Similarity")
-            go.click(compare_voices, [first, second], verdict, api_name="compare_voices", concurrency_limit=2)
+            go.click(handler(engine, compare_voices, "compare the voices"), [first, second], verdict,
+                     api_name="compare_voices", concurrency_limit=2)
         with gr.Tab("Speakers"):
             gr.Markdown("Who speaks when, in a conversation. Say how many voices there are. "
                         "Recordings over a minute run as a job and show on the Jobs tab.")
@@ -127,4 +121,5 @@ def build(engine: Engine) -> None:
                 with gr.Column():
                     picture = gr.Image(label="Timeline", type="numpy", interactive=False)
                     turns = gr.JSON(label="Segments")
-            run.click(diarize, [media, speakers], [turns, picture], api_name="diarize", concurrency_limit=None)
+            run.click(handler(engine, diarize, "find the speakers"), [media, speakers], [turns, picture],
+                      api_name="diarize", concurrency_limit=None)
