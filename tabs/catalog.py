@@ -3,11 +3,16 @@ engine from them: build_engine(options), used by launch.py, the tests, the bench
 notebook alike."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import analysers
 from engine import Engine, JobKind, ModelSpec
 from engine.doctor import Check
+from engine.media.video_job import CHUNK_FRAMES
+
+from store import ModelStore, StoreKind
+from store import job_kind as download_job_kind
 
 from . import capabilities
 
@@ -54,7 +59,7 @@ class EngineOptions:
     budget: str | dict | None = None
     device: str = "auto"
     job_workers: int = 1
-    chunk_frames: int = 32
+    chunk_frames: int = CHUNK_FRAMES            # frames per chunk of video jobs (a job default)
     wait_timeout_s: float = 300.0
     specs: list[ModelSpec] | None = None        # None: every model of the catalog
     job_kinds: list[JobKind] | None = None      # None: every capability's job kinds
@@ -72,13 +77,39 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
     engine = Engine(options.data_dir, budget=options.budget, device=options.device,
                     specs=default_specs() if options.specs is None else options.specs,
                     wait_timeout_s=options.wait_timeout_s,
-                    job_options={"workers": options.job_workers, "chunk_frames": options.chunk_frames},
+                    job_options={"workers": options.job_workers,
+                                 "defaults": {"chunk_frames": options.chunk_frames}},
                     **options.extra)
     for kind in default_job_kinds() if options.job_kinds is None else options.job_kinds:
         engine.jobs.register(kind)
     if options.store:
-        from .models.tab import connect   # user-added diffusion and SAM models become engine models
-        connect(engine)
+        connect_store(engine)
     if options.start_jobs:
         engine.jobs.start()
     return engine
+
+
+def connect_store(engine: Engine, **store_options) -> ModelStore:
+    """The engine's model store (engine.services["store"]), made once, with the download_model job
+    kind on the queue and every capability that takes user-added models (STORE_KIND) connected:
+    its kind known to the store, and each stored model of it handed to store_added(engine, entry)
+    now and as models are added, store_removed(engine, entry) as they are removed. Call before
+    engine.jobs.start() so a download a restart cut off resumes at once."""
+    if "store" in engine.services:
+        return engine.services["store"]
+    store = ModelStore(engine.data_dir, kinds=store_kinds(), **store_options)
+    engine.services["store"] = store
+    engine.jobs.register(download_job_kind(store))
+    for capability in _store_capabilities():
+        store.connect(capability.STORE_KIND, functools.partial(capability.store_added, engine),
+                      functools.partial(capability.store_removed, engine))
+    return store
+
+
+def _store_capabilities() -> list:
+    return [c for c in capabilities() if getattr(c, "STORE_KIND", None)]
+
+
+def store_kinds() -> list[StoreKind]:
+    """The kinds of user-added model the capabilities take, in tab order ("auto" tries them so)."""
+    return [StoreKind.of(c) for c in _store_capabilities()]

@@ -1,4 +1,4 @@
-"""The model manager on local files and local HTTP servers only: folders and single files registered
+"""The model store on local files and local HTTP servers only: folders and single files registered
 where they are, pickles refused, sha256 checked, a download cut halfway resumed with HTTP Range
 (directly, and as a download_model job after a restart), the hub path (snapshot_download with
 progress, file choice and LFS sha256 checks) against a fake hub on 127.0.0.1, and the offline
@@ -17,10 +17,12 @@ import torch
 from safetensors.torch import save_file
 
 import huggingface_hub  # noqa: F401  (imported by the app long before any request)
+import store as ms
 from engine import Engine
-from engine import model_store as ms
 from tiny_diffusion import config_only_copy, save_tiny_pipeline
+from tabs.catalog import connect_store, store_kinds
 from tabs.generate import pipeline as dz
+from tabs.generate.registry import diffusion_models
 
 
 def safetensors_file(path: Path, size_kib: int = 64, seed: int = 0) -> Path:
@@ -42,36 +44,39 @@ def tiny_sd(tmp_path_factory):
     return {"folder": folder, "config": config_only_copy(folder, root / "sd-config")}
 
 
+def model_store(data, **options) -> ms.ModelStore:
+    """A store that knows the capabilities' kinds (diffusion, sam), as build_engine makes it."""
+    return ms.ModelStore(data, kinds=store_kinds(), **options)
+
+
 @pytest.fixture
 def store(tmp_path):
-    return ms.ModelStore(tmp_path / "data", cache_dir=tmp_path / "hub-cache")
+    return model_store(tmp_path / "data", cache_dir=tmp_path / "hub-cache")
 
 
 # ---------------------------------------------------------------------------------- local sources
 
 def test_a_saved_pipeline_folder_is_registered_where_it_is_and_reaches_the_generate_list(tiny_sd, tmp_path):
-    from tabs.models import tab
-
     engine = Engine(tmp_path / "data", job_options={"job_threads": 1})
-    store = tab.connect(engine)
-    assert tab.connect(engine) is store  # idempotent
+    store = connect_store(engine)
+    assert connect_store(engine) is store is engine.services["store"]  # idempotent
     entry = store.add(str(tiny_sd["folder"]), "auto", name="tiny-sd")
     assert entry["kind"] == "diffusion" and entry["source_type"] == "folder" and not entry["owned"]
     assert entry["path"] == str(tiny_sd["folder"].resolve())
     assert entry["bytes"] == ms.folder_bytes(tiny_sd["folder"]) > 1_000_000
     # The Generate tab lists the engine's diffusion models: the new one is there at once.
-    assert dz.diffusion_models(engine) == ["tiny-sd"]
+    assert diffusion_models(engine) == ["tiny-sd"]
     spec = engine.registry.get("tiny-sd")
     assert spec.role == "heavy" and spec.source == entry["path"]
     # Loaded through the same path as a real download (use_safetensors, no network): one small image.
     with engine.run("txt2img") as run:
-        images = dz.generate(run, "tiny-sd", "txt2img", dz.Request("a photo of a cat", steps=1, width=64, height=64,
+        images = dz.generate(run.call, "tiny-sd", "txt2img", dz.Request("a photo of a cat", steps=1, width=64, height=64,
                                                                      seed=1))
     assert images[0].size == (64, 64)
     # The registry survives a restart, and a new engine gets the model back from it.
     again = Engine(tmp_path / "data")
-    tab.connect(again)
-    assert dz.diffusion_models(again) == ["tiny-sd"]
+    connect_store(again)
+    assert diffusion_models(again) == ["tiny-sd"]
     # Adding the same source under the same name again is harmless; another source under it is not.
     assert store.add(str(tiny_sd["folder"]), name="tiny-sd")["added"] == entry["added"]
     with pytest.raises(ms.ModelStoreError, match="already registered"):
@@ -191,7 +196,7 @@ def test_offline_a_hub_id_fails_at_once_saying_what_to_download_and_where(store,
 
 
 def test_an_unreachable_host_fails_at_once(tmp_path):
-    store = ms.ModelStore(tmp_path / "data", cache_dir=tmp_path / "cache", connect_timeout_s=0.5)
+    store = model_store(tmp_path / "data", cache_dir=tmp_path / "cache", connect_timeout_s=0.5)
     started = time.perf_counter()
     with pytest.raises(ms.Offline) as error:
         store.add("https://no-such-host.invalid/models/tiny.safetensors")
@@ -206,6 +211,7 @@ def test_the_models_tab_shows_the_offline_message_fast(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     engine = Engine(tmp_path / "data")
+    connect_store(engine)
     with gr.Blocks() as demo:
         tab.build(engine)
     apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
@@ -214,7 +220,9 @@ def test_the_models_tab_shows_the_offline_message_fast(tmp_path, monkeypatch):
     with pytest.raises(gr.Error, match="hf download facebook/sam-vit-base"):
         apis["add_model"].fn("facebook/sam-vit-base", "sam", progress=lambda *a, **k: None)
     assert time.perf_counter() - started < 1.0
-    assert apis["list_models"].fn() == []
+    assert apis["list_models"].fn() == [] == tab.list_models(engine)
+    # No anonymous endpoints: the page-load refresh of the table is private.
+    assert not [fn for fn in demo.fns.values() if (fn.api_name or "").startswith("lambda")]
 
 
 # ---------------------------------------------------------------------------------- downloads
@@ -336,8 +344,8 @@ def test_the_download_model_job_resumes_after_a_restart(tmp_path, http_server):
 
     # First process: the job is queued, starts downloading and the process dies halfway.
     first = Engine(data, job_options={"job_threads": 1})
-    store = ms.attach(first)
-    assert ms.attach(first) is store and ms.JOB_CAPABILITY in first.jobs.kinds
+    store = connect_store(first)
+    assert connect_store(first) is store and ms.JOB_CAPABILITY in first.jobs.kinds
     job_id = first.jobs.submit(ms.JOB_CAPABILITY, {"source": url, "kind": "auto", "sha256": sha256(source)})
     http_server.cut_next = True
     with pytest.raises(ms.DownloadInterrupted):
@@ -346,7 +354,7 @@ def test_the_download_model_job_resumes_after_a_restart(tmp_path, http_server):
 
     # Second process: the job comes back as interrupted and finishes from the partial file.
     second = Engine(data, job_options={"job_threads": 1})
-    ms.attach(second)
+    connect_store(second)
     second.jobs.start()
     try:
         job = list(second.jobs.follow(job_id))[-1]
@@ -361,8 +369,13 @@ def test_the_download_model_job_resumes_after_a_restart(tmp_path, http_server):
 
 
 def test_a_failed_download_job_says_why(tmp_path, http_server):
-    engine = Engine(tmp_path / "data", job_options={"job_threads": 1})
-    ms.attach(engine)
+    # The queue's defaults (chunk_frames, for video jobs) reach every job's params: not add's business.
+    engine = Engine(tmp_path / "data", job_options={"job_threads": 1, "defaults": {"chunk_frames": 32}})
+    connect_store(engine)
+    with pytest.raises(ms.ModelStoreError, match="Give a source"):
+        engine.jobs.submit(ms.JOB_CAPABILITY, {"source": ""})
+    with pytest.raises(ms.ModelStoreError, match="Bad download_model parameters: colour"):
+        engine.jobs.submit(ms.JOB_CAPABILITY, {"source": "org/model", "colour": "red"})
     engine.jobs.start()
     try:
         url = http_server.serve("x.safetensors", safetensors_file(tmp_path / "served" / "x.safetensors"))
@@ -511,18 +524,24 @@ def test_choose_repo_files_takes_one_set_of_safetensors_and_configs():
              "README.md", "onnx/unet/model.onnx"]
     index = {"unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
              "tokenizer": ["transformers", "CLIPTokenizer"], "safety_checker": [None, None]}
-    assert ms.choose_repo_files(files, model_index=index) == [
+    kinds = ms.kinds.Kinds(store_kinds())
+
+    def choose(files, variant=None, kind="auto"):
+        return kinds.repo_files(kind, files, variant, lambda name: index)
+
+    assert choose(files) == choose(files, kind="diffusion") == [
         "model_index.json", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/merges.txt",
         "tokenizer/vocab.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
-    assert "unet/diffusion_pytorch_model.fp16.safetensors" in ms.choose_repo_files(files, "fp16", index)
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in choose(files, "fp16")
     sam_files = ["config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"]
-    assert ms.choose_repo_files(sam_files) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert choose(sam_files) == choose(sam_files, kind="sam") == [
+        "config.json", "model.safetensors", "preprocessor_config.json"]
 
 
 def test_a_hub_repo_downloads_with_progress_checks_sha256_and_removes(tmp_path, online, monkeypatch):
     hub = FakeHub("org/tiny-sd", diffusers_repo(tmp_path))
     try:
-        store = ms.ModelStore(tmp_path / "data", cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
+        store = model_store(tmp_path / "data", cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
         reports = []
         entry = store.add("org/tiny-sd", progress=lambda f, m: reports.append((f, m)))
         assert entry["kind"] == "diffusion" and entry["owned"] and entry["revision"] == FakeHub.COMMIT
@@ -561,7 +580,7 @@ def test_a_hub_file_whose_sha256_differs_is_deleted(tmp_path, online):
              "model.safetensors": safetensors_file(tmp_path / "m.safetensors", 16).read_bytes()}
     hub = FakeHub("org/tiny-sam", files, lie_about="model.safetensors")
     try:
-        store = ms.ModelStore(tmp_path / "data", cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
+        store = model_store(tmp_path / "data", cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
         with pytest.raises(ms.ChecksumMismatch, match="was deleted"):
             store.add("org/tiny-sam", "sam")
         assert store.list() == [] and store.pending() == []
@@ -575,7 +594,7 @@ def test_a_hub_resolve_url_fetches_one_file(tmp_path, online):
     files = diffusers_repo(tmp_path)
     hub = FakeHub("org/tiny-sd", files)
     try:
-        store = ms.ModelStore(tmp_path / "data", cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
+        store = model_store(tmp_path / "data", cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
         entry = store.add(f"{hub.endpoint}/org/tiny-sd/resolve/main/v1-5-pruned.safetensors")
         assert entry["source_type"] == "hub_file" and entry["kind"] == "diffusion" and entry["name"] == "org/tiny-sd/v1-5-pruned"
         assert Path(entry["path"]).read_bytes() == files["v1-5-pruned.safetensors"]

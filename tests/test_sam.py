@@ -1,12 +1,14 @@
 """Click segmentation on a tiny random-weight SAM built from SamConfig, saved with save_pretrained and
-registered through the model manager as a local folder: the same path as a hub download. No network."""
+registered through the model store as a local folder: the same path as a hub download. No network."""
 import json
 import time
 
 import numpy as np
 import pytest
 
-from engine import Engine
+import tabs.segment
+from engine import Engine, UserFacingError
+from tabs.catalog import connect_store
 from tabs.segment import model as sam
 
 
@@ -32,10 +34,16 @@ def tiny_sam(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, tiny_sam):
     engine = Engine(tmp_path_factory.mktemp("segment") / "data")
-    store = sam.connect(engine)
+    store = connect_store(engine)
     entry = store.add(str(tiny_sam), "auto", name="tiny-sam")
     assert entry["kind"] == "sam" and not entry["owned"]
     return engine
+
+
+def segment(engine, name, image, points=None, box=None):
+    """One segmentation as the tab runs it: a run of the engine, its call."""
+    with engine.run("segment") as run:
+        return sam.segment(run.call, name, image, points, box, max_pixels=engine.registry.get(name).max_pixels)
 
 
 def picture(width=150, height=90):
@@ -50,7 +58,8 @@ def test_a_stored_sam_is_an_interactive_engine_model(engine, tiny_sam):
     spec = engine.registry.get("tiny-sam")
     assert spec.role == "interactive" and spec.runtime == "torch" and sam.is_sam(spec)
     assert spec.loader.path == str(tiny_sam.resolve())
-    assert sam.connect(engine).list(kind="sam")[0]["name"] == "tiny-sam"
+    assert connect_store(engine).list(kind="sam")[0]["name"] == "tiny-sam"
+    assert tabs.segment.recognises(tiny_sam) and not tabs.segment.recognises(tiny_sam.parent)
     big = sam.model_spec({"name": "sam-huge", "path": "/x", "bytes": 2_560_000_000, "source": "facebook/sam-vit-huge"})
     assert big.role == "heavy"
 
@@ -61,10 +70,10 @@ def test_a_point_gives_a_mask_of_the_input_size(engine):
     engine.preload("tiny-sam")
     load_s = time.perf_counter() - started
     started = time.perf_counter()
-    result = sam.segment(engine, "tiny-sam", image, [[50, 40, 1]])
+    result = segment(engine, "tiny-sam", image, [[50, 40, 1]])
     first_s = time.perf_counter() - started
     started = time.perf_counter()
-    again = sam.segment(engine, "tiny-sam", image, [[52, 41, 1], [120, 80, 0]])
+    again = segment(engine, "tiny-sam", image, [[52, 41, 1], [120, 80, 0]])
     next_s = time.perf_counter() - started
     print(f"\ntiny SAM: load {load_s:.3f} s, first point {first_s:.3f} s, next click {next_s:.3f} s")
     for r in (result, again):
@@ -77,9 +86,9 @@ def test_a_point_gives_a_mask_of_the_input_size(engine):
 
 def test_a_box_gives_a_mask_of_the_input_size(engine):
     image = picture(201, 77)
-    result = sam.segment(engine, "tiny-sam", image, None, [30, 20, 90, 60])
+    result = segment(engine, "tiny-sam", image, None, [30, 20, 90, 60])
     assert result.mask.shape == (77, 201)
-    both = sam.segment(engine, "tiny-sam", image, [[60, 40, 1]], [90, 60, 30, 20])  # any two corners
+    both = segment(engine, "tiny-sam", image, [[60, 40, 1]], [90, 60, 30, 20])  # any two corners
     assert both.mask.shape == (77, 201)
 
 
@@ -111,9 +120,12 @@ def test_a_large_picture_is_shrunk_for_the_model_and_the_mask_scaled_back(engine
 def test_bad_prompts_get_clear_messages(engine):
     image = picture()
     with pytest.raises(sam.SamInputError, match="Click on the picture"):
-        sam.segment(engine, "tiny-sam", image, [])
+        tabs.segment.check({"points": []}, {"image": image})
     with pytest.raises(sam.SamInputError, match="outside the 150x90 picture"):
-        sam.segment(engine, "tiny-sam", image, [[500, 10]])
+        tabs.segment.check({"points": [[500, 10]]}, {"image": image})
+    with pytest.raises(sam.SamInputError, match="Upload a picture"):
+        tabs.segment.check({"points": [[5, 10]]}, {"image": None})
+    tabs.segment.check({"points": "[[5, 10]]", "box": "[1, 1, 40, 40]"}, {"image": image})
     with pytest.raises(sam.SamInputError, match=r"\[x, y\] or \[x, y, label\]"):
         sam.parse_points([[1, 2, 3, 4]])
     with pytest.raises(sam.SamInputError, match="box is empty"):
@@ -138,7 +150,6 @@ def test_the_mask_can_feed_inpaint():
 def test_the_tab_segments_and_says_how_to_add_a_model_when_there_is_none(engine, tmp_path):
     import gradio as gr
 
-    import tabs.segment
     from tabs.segment import tab
 
     assert tabs.segment.unavailable() is None
@@ -149,8 +160,8 @@ def test_the_tab_segments_and_says_how_to_add_a_model_when_there_is_none(engine,
     assert "segment" in apis
     with pytest.raises(gr.Error, match="facebook/sam-vit-base"):
         apis["segment"].fn(picture(), "[[10, 10, 1]]")
-    with pytest.raises(gr.Error, match="facebook/sam-vit-base"):
-        tab.segment_image(empty, picture(), [[10, 10, 1]])
+    with pytest.raises(UserFacingError, match="facebook/sam-vit-base"):
+        tab.segment_image(empty, picture(), [[10, 10, 1]])  # the module-level handler, before translation
 
     with gr.Blocks() as demo:
         tab.build(engine)
@@ -162,3 +173,20 @@ def test_the_tab_segments_and_says_how_to_add_a_model_when_there_is_none(engine,
         apis["segment"].fn(None, "[[1, 1]]")
     with pytest.raises(gr.Error, match="no SAM model 'nope'"):
         apis["segment"].fn(picture(), "[[1, 1]]", "", "nope")
+
+
+def test_clicks_add_points_and_boxes_through_the_module_level_handlers(engine):
+    from tabs.segment import tab
+
+    class Click:  # what gr.SelectData carries for a click on an image
+        def __init__(self, x, y):
+            self.index = [x, y]
+
+    image = picture()
+    canvas, mask, info, state, points, box = tab.click(engine, image, None, tab.OBJECT, None, 0, Click(50, 40))
+    assert canvas.shape == image.shape and mask.shape == (90, 150) and points == "[[50, 40, 1]]" and box == ""
+    _, _, _, state, _, _ = tab.click(engine, image, state, tab.BOX, None, 0, Click(30, 20))  # first corner
+    _, mask, info, state, _, box = tab.click(engine, image, state, tab.BOX, None, 0, Click(90, 60))
+    assert box == "[30, 20, 90, 60]" and info["prompt_box"] == [30.0, 20.0, 90.0, 60.0]
+    _, _, info, state, points, box = tab.undo(engine, image, state, None, 0)
+    assert box == "" and points == "[[50, 40, 1]]" and info["prompt_box"] is None

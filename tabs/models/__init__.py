@@ -1,6 +1,9 @@
 """Models: add the models users bring (a hub id, the URL of a .safetensors file, a local folder or
-file), see what is registered and what it takes on disk, remove. Added models show up in the
-Generate (kind diffusion) and Segment (kind sam) tabs."""
+file), see what is registered and what it takes on disk, remove. Added models show up in the tabs
+of the capabilities that declare their kind (Generate: diffusion, Segment: sam).
+
+The store itself is the top-level package `store`; build_engine makes one per engine
+(engine.services["store"]) with its download_model job kind."""
 from __future__ import annotations
 
 TITLE = "Models"
@@ -12,7 +15,7 @@ def specs() -> list:
 
 
 def job_kinds() -> list:
-    return []
+    return []  # download_model belongs to the engine's store (tabs.catalog.connect_store)
 
 
 def unavailable() -> str | None:
@@ -21,3 +24,11 @@ def unavailable() -> str | None:
     except ImportError:
         return "huggingface_hub is not installed: run ./setup.sh."
     return None
+
+
+def check(params: dict, inputs: dict) -> None:
+    """An add request: a source, and only the options the store takes (source, kind, name,
+    revision, sha256, allow_patterns, variant, config). The download_model job checks the same."""
+    from store.job import check as check_download
+
+    check_download(params, inputs)

@@ -1,6 +1,6 @@
 """Click segmentation with Segment Anything (SAM) through transformers: `SamModel` + `SamProcessor`.
 
-Weights are whatever the user registered in the model manager with kind "sam" (for example
+Weights are whatever the user registered in the model store with kind "sam" (for example
 `facebook/sam-vit-base` from the hub, or a folder saved with save_pretrained): one engine model per
 registered SAM, role "interactive" when it is small (ViT-B, ~375 MB), "heavy" otherwise (ViT-L/H).
 
@@ -20,8 +20,6 @@ import collections
 import hashlib
 import json
 import logging
-import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +78,9 @@ def parse_points(points: Any) -> list[Point]:
     out = []
     for item in points or []:
         try:
-            if isinstance(item, dict):
+            if isinstance(item, Point):
+                out.append(item)
+            elif isinstance(item, dict):
                 label = item.get("label", 1)
                 if isinstance(label, str):
                     label = 0 if label.lower() in ("0", "negative", "background", "remove", "exclude") else 1
@@ -139,7 +139,10 @@ def to_rgb(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3])
 
 
-def _check_inside(points: list[Point], box, width: int, height: int) -> None:
+def check_prompt(points: list[Point], box, width: int, height: int) -> None:
+    """Something to segment, and all of it inside the picture."""
+    if not points and box is None:
+        raise SamInputError("Click on the picture (or give points or a box) to say what to segment.")
     for p in points:
         if not (0 <= p.x <= width and 0 <= p.y <= height):
             raise SamInputError(f"Point ({p.x:g}, {p.y:g}) is outside the {width}x{height} picture.")
@@ -199,14 +202,12 @@ class SamSegmenter:
 
     def segment(self, image: Any, points: Any = None, box: Any = None, *,
                 max_pixels: int | None = MAX_PIXELS) -> Segmentation:
+        """The mask of what the points / box (checked by tabs.segment.check) point at."""
         import torch
 
         image = to_rgb(image)
         points, box = parse_points(points), parse_box(box)
-        if not points and box is None:
-            raise SamInputError("Click on the picture (or give points or a box) to say what to segment.")
         height, width = image.shape[:2]
-        _check_inside(points, box, width, height)
         small, scale = image, 1.0
         if max_pixels and width * height > max_pixels:
             factor = (max_pixels / (width * height)) ** 0.5
@@ -309,46 +310,18 @@ def register_entry(engine, entry: dict) -> ModelSpec | None:
         spec = engine.registry.get(entry["name"])
         if is_sam(spec) and spec.loader.path == entry["path"]:
             return spec
-        raise ValueError(f"the engine already has a model named {entry['name']!r}; "
-                         "remove the store entry and add it under another name")
+        raise UserFacingError(f"The engine already has a model named {entry['name']!r}; "
+                              "remove the store entry and add it under another name.")
     spec = model_spec(entry)
     engine.register(spec)
     return spec
 
 
-def unregister_entry(engine, entry: dict) -> None:
-    """A removed store entry: unload it; drop its spec where the registry can."""
-    engine.unregister(entry["name"])
-
-
-_CONNECTED: "weakref.WeakSet" = weakref.WeakSet()
-_CONNECT_LOCK = threading.Lock()
-
-
-def connect(engine):
-    """Register every stored SAM with the engine, now and as models are added or removed. Idempotent.
-    Returns the engine's model store."""
-    from engine import model_store
-
-    store = model_store.attach(engine)
-    with _CONNECT_LOCK:
-        if engine in _CONNECTED:
-            return store
-        _CONNECTED.add(engine)
-    store.connect(FAMILY, lambda entry: register_entry(engine, entry),
-                  lambda entry: unregister_entry(engine, entry))
-    return store
-
-
-def segment(engine, name: str, image: Any, points: Any = None, box: Any = None) -> Segmentation:
-    """One segmentation through the engine (lease, OOM recovery, run record)."""
-    from engine import pixel_bucket
-
+def segment(call, name: str, image: Any, points: Any = None, box: Any = None, *,
+            max_pixels: int | None = MAX_PIXELS) -> Segmentation:
+    """One segmentation with the SAM model `name`, through call(model, fn) (a run's or a job's)."""
     rgb = to_rgb(image)
-    height, width = rgb.shape[:2]
-    spec = engine.registry.get(name)
-    return engine.infer("segment", name, lambda sam: sam.segment(rgb, points, box, max_pixels=spec.max_pixels),
-                        bucket=pixel_bucket(width, height))
+    return call(name, lambda sam: sam.segment(rgb, points, box, max_pixels=max_pixels))
 
 
 # ---------------------------------------------------------------------------------- pictures
