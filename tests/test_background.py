@@ -1,7 +1,5 @@
 """Background removal through a real engine, real weights (the mediapipe wheel's selfie
 segmenter on LiteRT) and real ffmpeg."""
-import asyncio
-
 import gradio as gr
 import numpy as np
 import pytest
@@ -9,10 +7,13 @@ import skimage.data
 from PIL import Image, ImageFilter, ImageOps
 
 import engine.media.video_job as video_job_module
-from engine import Engine
-from engine.media.video import make_test_video, probe
-from tests.video_helpers import FACE_SIZE, decode_all, face_video, sharpness
+import tabs.background as capability
+from engine import UserFacingError
+from engine.media.video import probe
+from tests.video_helpers import FACE_SIZE, decode_all, face_video, make_test_video, sharpness
 from tabs.background import model as bg
+from tabs.catalog import build_engine
+from ui.handlers import handler
 
 ASTRONAUT = skimage.data.astronaut()  # 512x512, a woman in an orange suit, a flag, a shuttle model
 COFFEE = skimage.data.coffee()
@@ -41,18 +42,21 @@ def mean_abs(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("background") / "data", specs=bg.specs(),
-                    job_options={"job_threads": 1})
-    for kind in bg.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
+    engine = build_engine(data_dir=tmp_path_factory.mktemp("background") / "data", specs=capability.specs(),
+                          job_kinds=capability.job_kinds(), store=False, start_jobs=True)
     yield engine
     engine.jobs.stop()
 
 
+def segment(engine, image):
+    """The person mask as the Photo tab makes it: one run, the segmenter leased through it."""
+    with engine.run("remove_background") as run:
+        return bg.segment(run.call, image)
+
+
 @pytest.fixture(scope="module")
 def astronaut_mask(engine):
-    return bg.segment(engine, ASTRONAUT)
+    return segment(engine, ASTRONAUT)
 
 
 def test_the_weights_and_runtime_are_here_and_the_net_is_what_the_graph_says():
@@ -87,14 +91,14 @@ def test_the_mask_covers_the_person_and_not_the_background(astronaut_mask):
 def test_a_picture_with_no_person_gives_a_near_empty_mask(engine, name):
     picture = gradient() if name == "gradient" else np.full(
         (300, 400, 3), {"white": 255, "gray": 128, "black": 0}[name], np.uint8)
-    mask = bg.segment(engine, picture) / 255.0
+    mask = segment(engine, picture) / 255.0
     assert mask.mean() < 0.01 and mask.max() < 0.05
 
 
 def test_the_mask_edge_is_soft_and_thin(engine):
     # At 4x the model's resolution the bilinear scale-up leaves a ramp of a few pixels, no steps.
     big = np.asarray(Image.fromarray(ASTRONAUT).resize((1024, 1024), Image.LANCZOS))
-    mask = bg.segment(engine, big)
+    mask = segment(engine, big)
     assert ((mask > 12) & (mask < 243)).mean() > 0.01
     # Across the edge of her hair (row 200 of 1024, out to the wall on the right) the mask falls
     # from 255 to 0 through a few in-between values: not one jump, not a wide smear.
@@ -103,7 +107,7 @@ def test_the_mask_edge_is_soft_and_thin(engine):
     assert 3 <= ((row > 12) & (row < 243)).sum() <= 24
     # The mask is the same at any size, up to the resize: 1024 px shrunk matches 512 px.
     small = np.asarray(Image.fromarray(mask).resize((512, 512), Image.BILINEAR))
-    assert mean_abs(small, bg.segment(engine, ASTRONAUT)) < 2
+    assert mean_abs(small, segment(engine, ASTRONAUT)) < 2
 
 
 def test_every_mode_changes_only_the_background(engine, astronaut_mask):
@@ -155,7 +159,7 @@ def test_every_mode_changes_only_the_background(engine, astronaut_mask):
 
 def test_sizes_channels_and_alpha_are_kept(engine):
     wide = np.asarray(Image.fromarray(ASTRONAUT).resize((301, 199), Image.LANCZOS))
-    mask = bg.segment(engine, wide)
+    mask = segment(engine, wide)
     assert mask.shape == (199, 301)
     for mode in ("blur", "color"):
         assert bg.composite(wide, mask, mode).shape == (199, 301, 3)
@@ -163,18 +167,18 @@ def test_sizes_channels_and_alpha_are_kept(engine):
     assert bg.composite(wide, mask, "image", background=COFFEE[:, :200]).shape == (199, 301, 3)
     # A gray photo comes back RGB; an RGBA photo keeps its own transparency under the mask's.
     gray = np.asarray(Image.fromarray(ASTRONAUT).convert("L"))
-    assert bg.composite(gray, bg.segment(engine, gray), "color").shape == (512, 512, 3)
+    assert bg.composite(gray, segment(engine, gray), "color").shape == (512, 512, 3)
     rgba = np.dstack([ASTRONAUT, np.full((512, 512), 255, np.uint8)])
     rgba[:200, :, 3] = 0  # the top was already transparent
-    out = bg.composite(rgba, bg.segment(engine, rgba), "transparent")
+    out = bg.composite(rgba, segment(engine, rgba), "transparent")
     assert out.shape == (512, 512, 4)
     assert (out[:200, :, 3] == 0).all() and out[SUIT][..., 3].mean() > 240
 
 
 def test_each_call_is_an_engine_run(engine):
     before = len(engine.runs.latest(500))
-    bg.segment(engine, ASTRONAUT)
-    bg.segment(engine, COFFEE)
+    segment(engine, ASTRONAUT)
+    segment(engine, COFFEE)
     runs = engine.runs.latest(500)
     assert len(runs) == before + 2
     for run in runs[:2]:
@@ -195,12 +199,10 @@ def test_bad_inputs_give_clear_errors(engine):
     with pytest.raises(bg.BackgroundInputError, match="MP4.*has none"):
         bg.check_mode("transparent", video=True)
     assert bg.check_mode(" Blur ") == "blur"
-    with pytest.raises(bg.BackgroundInputError, match="Upload an image"):
-        bg.segment(engine, None)
-    with pytest.raises(bg.BackgroundInputError, match="empty"):
-        bg.segment(engine, np.zeros((0, 0, 3), np.uint8))
-    with pytest.raises(bg.BackgroundInputError, match="too small"):
-        bg.segment(engine, ASTRONAUT[:10, :10])
+    for image, message in ((None, "Upload an image"), (np.zeros((0, 0, 3), np.uint8), "empty"),
+                           (ASTRONAUT[:10, :10], "too small")):
+        with pytest.raises(bg.BackgroundInputError, match=message):
+            capability.check({"mode": "blur"}, {"image": image})
     with pytest.raises(bg.BackgroundInputError, match="not a colour"):
         bg.parse_color("no colour")
     assert bg.parse_color("rgba(0.5, 255, 10.2, 1)") == (0, 255, 10)
@@ -208,18 +210,11 @@ def test_bad_inputs_give_clear_errors(engine):
 
 
 def tab_function(engine, api_name):
-    """The tab's handler behind `api_name`, built as the app builds it (no server)."""
+    """The tab's module-level handler behind `api_name`, bound to the engine as build() wires it
+    (no browser, no Blocks)."""
     from tabs.background import tab
 
-    async def build():
-        # Inside a running loop: outside one, gr.Blocks makes asyncio loops of its own for its
-        # app (gradio.utils.safe_get_lock) and never closes them.
-        with gr.Blocks() as demo:
-            tab.build(engine)
-        return demo
-
-    demo = asyncio.run(build())
-    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+    return handler(engine, getattr(tab, api_name), api_name.replace("_", " "))
 
 
 def test_the_tab_turns_bad_input_into_short_messages_and_answers_good_input(engine):
@@ -328,17 +323,16 @@ def test_a_resumed_video_job_gives_exactly_the_frames_of_an_uninterrupted_one(en
     assert np.array_equal(decode_all(resumed["result"]), decode_all(whole["result"]))
 
 
-def test_video_jobs_with_bad_input_fail_clearly(engine, videos, tmp_path):
-    job = run_job(engine, videos["faces"], "transparent")
-    assert job["state"] == "failed" and "MP4" in job["error"] and "Traceback" not in job["error"]
-    job = run_job(engine, videos["faces"], "image")
-    assert job["state"] == "failed" and "needs a background image" in job["error"]
+def test_video_jobs_with_bad_input_are_refused_clearly_at_submit(engine, videos, tmp_path):
     not_a_picture = tmp_path / "background.png"
     not_a_picture.write_text("not a picture")
-    job = run_job(engine, videos["faces"], "image", background=not_a_picture)
-    assert job["state"] == "failed" and "background image could not be read" in job["error"]
-    job = run_job(engine, videos["faces"], "color", "mauve-ish")
-    assert job["state"] == "failed" and "not a colour" in job["error"]
+    for mode, color, picture, message in (("transparent", None, None, "MP4"),
+                                          ("image", None, None, "needs a background image"),
+                                          ("image", None, not_a_picture, "background image could not be read"),
+                                          ("color", "mauve-ish", None, "not a colour")):
+        with pytest.raises(UserFacingError, match=message) as refused:
+            run_job(engine, videos["faces"], mode, color, picture)
+        assert "Traceback" not in str(refused.value)
 
 
 def test_a_video_with_no_person_is_all_background(engine, tmp_path):

@@ -3,18 +3,23 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engine import Engine, UserFacingError
+from engine import UserFacingError
 from engine.media.video import probe
 from video_helpers import decode_all, face_frame, face_video, sharpness
 from tabs.faces import anonymize
 from analysers import face_detector
 from analysers.face_detector import FACE_DETECTOR
-from tabs.catalog import default_job_kinds, default_specs
+from tabs.catalog import build_engine
 
 
 @pytest.fixture(scope="module")
 def detector():
     return face_detector.load_mtcnn("cpu")
+
+
+def hide(detector, image, mode, max_pixels):
+    """hide_in_frames on one image, the detector handed over directly instead of leased."""
+    return anonymize.hide_in_frames(lambda name, fn: fn(detector), image[None], mode, max_pixels)[0]
 
 
 def face_box(detector, image):
@@ -27,7 +32,7 @@ def face_box(detector, image):
 def test_hiding_faces_in_an_image_changes_only_the_faces(detector, mode):
     image = skimage.data.astronaut()
     x1, y1, x2, y2 = face_box(detector, image)
-    out = anonymize.find_and_hide(detector, image[None], mode, max_pixels=None)[0]
+    out = hide(detector, image, mode, max_pixels=None)
     assert out.shape == image.shape and out.dtype == np.uint8
     face_in, face_out = image[y1:y2, x1:x2], out[y1:y2, x1:x2]
     if mode == "blur":
@@ -43,8 +48,8 @@ def test_hiding_faces_in_an_image_changes_only_the_faces(detector, mode):
 
 def test_shrinking_for_the_detector_keeps_boxes_in_input_pixels(detector):
     image = skimage.data.astronaut()
-    full = anonymize.find_and_hide(detector, image[None], "blur", max_pixels=None)[0]
-    shrunk = anonymize.find_and_hide(detector, image[None], "blur", max_pixels=256 * 256)[0]
+    full = hide(detector, image, "blur", max_pixels=None)
+    shrunk = hide(detector, image, "blur", max_pixels=256 * 256)
     changed_full = np.argwhere(np.any(full != image, axis=2))
     changed_shrunk = np.argwhere(np.any(shrunk != image, axis=2))
     # Detected at a quarter of the pixels, the hidden region still lands on the face.
@@ -58,10 +63,7 @@ def run_job(engine, video, mode="blur"):
 
 @pytest.fixture
 def engine(tmp_path):
-    engine = Engine(tmp_path / "data", specs=default_specs(), job_options={"job_threads": 1})
-    for kind in default_job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
+    engine = build_engine(data_dir=tmp_path / "data", store=False, start_jobs=True)
     yield engine
     engine.jobs.stop()
 

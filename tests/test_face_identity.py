@@ -9,15 +9,16 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from engine import Engine, JobCancelled, JobKind
-from engine.media.video import make_test_video, probe
-from video_helpers import decode_all, sharpness
-from tabs.faces import anonymize
+from engine import JobCancelled, JobKind, UserFacingError
+from engine.media.video import probe
+from video_helpers import decode_all, make_test_video, sharpness
+from tabs.faces import anonymize, people
 from analysers import face_detector
 from analysers import face_identity
 from analysers.face_detector import FACE_DETECTOR
-from tabs.catalog import default_job_kinds, default_specs
+from tabs.catalog import build_engine
 from analysers.face_identity import FACE_EMBEDDER, THRESHOLD
+from ui.handlers import handler
 
 ASTRONAUT = skimage.data.astronaut()
 CAMERAMAN = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
@@ -78,13 +79,6 @@ def known(detector, embedder):
     """Embeddings of the photos used again and again, computed once."""
     photos = {"her": ASTRONAUT, "cameraman": CAMERAMAN, "her elsewhere": HER_ELSEWHERE, "him elsewhere": HIM_ELSEWHERE}
     return {name: embedding(detector, embedder, photo) for name, photo in photos.items()}
-
-
-def all_specs():
-    specs = default_specs()
-    if FACE_EMBEDDER not in {s.name for s in specs}:  # until the catalog lists it
-        specs += face_identity.specs()
-    return specs
 
 
 # ---- the model ----
@@ -169,10 +163,7 @@ def face_boxes(detector, frame):
 
 @pytest.fixture
 def engine(tmp_path):
-    engine = Engine(tmp_path / "data", specs=all_specs(), job_options={"job_threads": 1})
-    for kind in default_job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
+    engine = build_engine(data_dir=tmp_path / "data", store=False, start_jobs=True)
     yield engine
     engine.jobs.stop()
 
@@ -183,7 +174,7 @@ def test_hiding_in_a_photo_keeps_only_the_reference_person(engine, detector, kee
     her, him = face_boxes(detector, frame)
     reference = HER_ELSEWHERE if keep == "her" else HIM_ELSEWHERE
     with engine.run("test") as run:
-        person = anonymize.person(run.call, reference, max_pixels=None)
+        person = people.person(run.call, reference, max_pixels=None)
         out = anonymize.hide_in_frames(run.call, frame[None], "blur", None, person["embedding"])[0]
         everyone = anonymize.hide_in_frames(run.call, frame[None], "blur", None)[0]
     assert person["faces_in_photo"] == 1
@@ -199,7 +190,7 @@ def test_faces_too_small_to_tell_are_hidden_even_when_they_match(engine, detecto
     faces = face_detector.detect_faces(detector, small)
     assert len(faces) == 2 and all(f["box"][2] - f["box"][0] < anonymize.MIN_KEEP_WIDTH for f in faces)
     with engine.run("test") as run:
-        her = anonymize.person(run.call, HER_ELSEWHERE, None)["embedding"]
+        her = people.person(run.call, HER_ELSEWHERE, None)["embedding"]
         out = anonymize.hide_in_frames(run.call, small[None], "pixelate", None, her)[0]
     for face in faces:
         x1, y1, x2, y2 = (int(v) for v in face["box"])
@@ -276,10 +267,12 @@ def test_the_video_job_keeps_the_reference_person_and_resumes_exactly(engine, de
 
 
 def test_a_reference_without_a_face_or_not_a_picture_fails_the_job_clearly(engine, video, photos):
-    for reference, message in ((photos["coffee"], "shows no face"), (photos["text"], "could not be read")):
-        job = finish(engine, submit(engine, video, reference))
-        assert job["state"] == "failed"
-        assert message in job["error"] and "Traceback" not in job["error"]
+    job = finish(engine, submit(engine, video, photos["coffee"]))   # only the detector can tell
+    assert job["state"] == "failed"
+    assert "shows no face" in job["error"] and "Traceback" not in job["error"]
+    with pytest.raises(UserFacingError, match="could not be read") as refused:   # at submit
+        submit(engine, video, photos["text"])
+    assert "Traceback" not in str(refused.value)
 
 
 # ---- the tab's functions (the API) ----
@@ -287,11 +280,11 @@ def test_a_reference_without_a_face_or_not_a_picture_fails_the_job_clearly(engin
 
 @pytest.fixture
 def api(engine):
+    """The tab's module-level handlers, bound to the engine as build() wires them (no browser)."""
     from tabs.faces import tab as faces
 
-    with gr.Blocks() as demo:
-        faces.build(engine)
-    return {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+    names = ("detect_faces", "compare_faces", "blur_faces_image", "blur_faces_video")
+    return {name: handler(engine, getattr(faces, name), name.replace("_", " ")) for name in names}
 
 
 def test_compare_faces_api(api):
@@ -324,6 +317,13 @@ def test_blur_faces_image_api_with_and_without_a_person_to_keep(api, detector):
     assert np.array_equal(kept[him], frame[him]) and np.array_equal(kept[her], everyone[her])
     with pytest.raises(gr.Error, match="person to keep shows no face"):
         api["blur_faces_image"](frame, "blur", skimage.data.coffee())
+
+
+def test_the_hiding_mode_is_checked_before_any_model_runs(api, video):
+    for call in (lambda: api["blur_faces_image"](two_people(), "sepia"),
+                 lambda: api["blur_faces_video"](str(video), "sepia")):
+        with pytest.raises(gr.Error, match="Mode must be one of blur, pixelate, not 'sepia'."):
+            call()
 
 
 def test_blur_faces_video_api_refuses_a_reference_that_is_no_picture(api, video, photos):

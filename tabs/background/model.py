@@ -23,20 +23,22 @@ import os
 import pathlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine import JobContext, ModelSpec, UserFacingError
 from engine.devices import usable_cores
 from engine.media.image import read_image
-from engine.media.video_job import process_video, readable_video
+from engine.media.video_job import process_video
 from engine.package_files import package_folder
 
 MiB = 1024**2
 
 SEGMENTER = "selfie-segmenter"
+# run.call (Run) or ctx.call (JobContext): lease a model by name for one step.
+Call = Callable[[str, Callable[[Any], Any]], Any]
 
 TRANSPARENT, BLUR, COLOR, IMAGE = "transparent", "blur", "color", "image"
 MODES = (TRANSPARENT, BLUR, COLOR, IMAGE)
@@ -130,9 +132,14 @@ def specs() -> list[ModelSpec]:
 
 # ---------------------------------------------------------------------------------- inputs
 
+def mode_name(mode: str | None) -> str:
+    """' Blur ' -> 'blur': the mode as MODES spells it ('' for none)."""
+    return " ".join(str(mode or "").lower().split())
+
+
 def check_mode(mode: str | None, has_background: bool = False, *, video: bool = False) -> str:
     """The mode, normalised; a BackgroundInputError a user can act on otherwise."""
-    name = " ".join(str(mode or "").lower().split())
+    name = mode_name(mode)
     if not name:
         raise BackgroundInputError("Choose a mode first.")
     if video and name == TRANSPARENT:
@@ -302,7 +309,7 @@ def composite(image: np.ndarray, mask: np.ndarray, mode: str, *, color=DEFAULT_C
     blur: RGB, the background blurred.  color: RGB, the background one colour (default white).
     image: RGB, the background replaced by `background`, scaled to cover and centre-cropped.
     """
-    mode = check_mode(mode, background is not None)
+    mode = mode_name(mode)
     rgb, alpha = split_alpha(image)
     if mask.shape != rgb.shape[:2] or mask.dtype != np.uint8:
         raise ValueError(f"the mask is {mask.dtype} {mask.shape}, want uint8 {rgb.shape[:2]}")
@@ -314,8 +321,10 @@ def composite(image: np.ndarray, mask: np.ndarray, mode: str, *, color=DEFAULT_C
         behind = blurred_background(rgb, mask)
     elif mode == COLOR:
         behind = parse_color(color)
-    else:
+    elif mode == IMAGE:
         behind = fit_background(background, *rgb.shape[:2])
+    else:   # tabs.background.check refuses it before; reaching here is a caller's bug
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     return _blend(rgb, behind, mask)
 
 
@@ -326,25 +335,21 @@ def remove_background(segmenter: Segmenter, image: np.ndarray, mode: str, *, col
     return composite(image, mask, mode, color=color, background=background), mask
 
 
-def segment(engine, image: np.ndarray, capability: str = "remove_background") -> np.ndarray:
-    """The 8-bit person mask through the engine (one run). Only the net runs inside the lease:
-    shrinking the picture and scaling the mask back happen outside it."""
+def segment(call: Call, image: np.ndarray) -> np.ndarray:
+    """The 8-bit person mask, the segmenter leased through `call`. Only the net runs inside the
+    lease: shrinking the picture and scaling the mask back happen outside it."""
     rgb, _ = split_alpha(image)
     x = model_input(rgb)
-    # The net always sees 256x256: one input-size bucket covers every picture.
-    small = engine.infer(capability, SEGMENTER, lambda segmenter: segmenter(x))
-    return upsample_mask(small, *rgb.shape[:2])
+    return upsample_mask(call(SEGMENTER, lambda segmenter: segmenter(x)), *rgb.shape[:2])
 
 
 # ---------------------------------------------------------------------------------- video
 
 def read_background(path: str | os.PathLike) -> np.ndarray:
-    """A background picture from a file, upright and RGB; a UserFacingError when it is none."""
-    try:  # read_image: a pixel cap, any colour mode, a plain ImageError (a UserFacingError)
-        rgb, _ = split_alpha(read_image(path, "background image", "RGBA"), "background image")
-        return rgb
-    except BackgroundInputError as exc:
-        raise UserFacingError(str(exc)) from exc
+    """A background picture from a file, upright and RGB; a UserFacingError when it is none
+    (read_image: a pixel cap, any colour mode, a plain ImageError)."""
+    rgb, _ = split_alpha(read_image(path, "background image", "RGBA"), "background image")
+    return rgb
 
 
 def video_job(ctx: JobContext) -> str:
@@ -354,13 +359,10 @@ def video_job(ctx: JobContext) -> str:
     Every frame is segmented and composited on its own, with no state carried between frames, so
     a job resumed from its first unfinished chunk produces exactly the frames an uninterrupted
     run would. The background picture is read from the job's copy of it at every (re)start.
+    The request was checked at submit (tabs.background.check).
     """
-    has_background = "background" in ctx.params.get("inputs", {})
-    try:
-        mode = check_mode(ctx.params.get("mode", BLUR), has_background, video=True)
-        color = parse_color(ctx.params.get("color", DEFAULT_COLOR))
-    except BackgroundInputError as exc:
-        raise UserFacingError(str(exc)) from exc
+    mode = mode_name(ctx.params.get("mode", BLUR))
+    color = parse_color(ctx.params.get("color", DEFAULT_COLOR))
     picture = read_background(ctx.input("background")) if mode == IMAGE else None
     fitted: dict[tuple[int, int], np.ndarray] = {}  # the picture at the frame size, made once
 
@@ -383,8 +385,4 @@ def video_job(ctx: JobContext) -> str:
             out[i] = _blend(frame, behind, mask)
         return out
 
-    return str(process_video(ctx, ctx.input("video"), transform, chunk_frames=ctx.params.get("chunk_frames")))
-
-
-def job_kinds() -> list[JobKind]:
-    return [JobKind("remove_background_video", SEGMENTER, video_job, check=lambda params, inputs: readable_video(inputs))]
+    return str(process_video(ctx, ctx.input("video"), transform))

@@ -5,86 +5,73 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from ui.errors import user_errors
+from engine import Engine
+from ui.handlers import handler
 from ui.jobs import start_job
 from ui.safety import gate_output
-from engine import Engine
-from tabs.background import model as bg
+
+from . import check
+from . import model as bg
 
 MODES = list(bg.MODES)
 VIDEO_MODES = list(bg.VIDEO_MODES)
 
 
+def remove_background(engine: Engine, image: np.ndarray | None, mode: str,
+                      color: str | None = bg.DEFAULT_COLOR, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Find the person in a photo and remove, blur or replace the background.
 
-def _check(mode: str | None, has_background: bool, *, video: bool = False) -> str:
-    try:
-        return bg.check_mode(mode, has_background, video=video)
-    except bg.BackgroundInputError as exc:
-        raise gr.Error(str(exc)) from exc
+    Args:
+        image: the photo, RGB.
+        mode: "transparent" (PNG with the person's mask as alpha), "blur" (background blurred),
+            "color" (background one colour) or "image" (background replaced by `background`).
+        color: the background colour for mode "color", e.g. "#ffffff" (the default, white).
+        background: the new background picture for mode "image"; scaled to cover the photo
+            and cropped at its centre.
+
+    Returns:
+        The result at the photo's size (RGBA for "transparent", else RGB), and the mask as a
+        gray picture (white is person). Edges are soft: the mask is made at 256x256 and scaled up.
+    """
+    check({"mode": mode, "color": color}, {"image": image, "background": background})
+    # The net always sees 256x256: one input-size bucket covers every picture.
+    with engine.run("remove_background") as run:
+        mask = bg.segment(run.call, image)
+    result = bg.composite(image, mask, mode, color=color, background=background)
+    return gate_output(engine, result), mask
+
+
+def remove_background_video(engine: Engine, video: str | None, mode: str,
+                            color: str | None = bg.DEFAULT_COLOR, background: str | None = None,
+                            progress=gr.Progress()) -> str:
+    """Blur or replace the background of every frame of a video; frame count, fps and audio
+    are kept. Runs as a job on the queue.
+
+    Args:
+        video: the video file.
+        mode: "blur", "color" or "image" (an MP4 has no alpha, so "transparent" is refused).
+        color: the background colour for mode "color", e.g. "#00ff00" (default white).
+        background: path of the new background picture for mode "image".
+
+    Returns:
+        The video (H.264 MP4). Each frame is segmented on its own, so masks may shimmer a
+        little where the person's edge is uncertain.
+    """
+    inputs = {"video": video}
+    if background and bg.mode_name(mode) == bg.IMAGE:
+        inputs["background"] = background
+    # Checked at submit too; here first, because submit cannot take a missing upload.
+    check({"mode": mode, "color": color}, inputs)
+    params = {"mode": bg.mode_name(mode), "color": bg.hex_color(bg.parse_color(color))}
+    return start_job(engine, "remove_background_video", params, inputs, progress)
+
+
+def show_options(mode: str):
+    """The colour picker for mode color, the background picture for mode image."""
+    return gr.update(visible=mode == bg.COLOR), gr.update(visible=mode == bg.IMAGE)
 
 
 def build(engine: Engine) -> None:
-    def remove_background(image: np.ndarray | None, mode: str, color: str | None = bg.DEFAULT_COLOR,
-                          background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Find the person in a photo and remove, blur or replace the background.
-
-        Args:
-            image: the photo, RGB.
-            mode: "transparent" (PNG with the person's mask as alpha), "blur" (background blurred),
-                "color" (background one colour) or "image" (background replaced by `background`).
-            color: the background colour for mode "color", e.g. "#ffffff" (the default, white).
-            background: the new background picture for mode "image"; scaled to cover the photo
-                and cropped at its centre.
-
-        Returns:
-            The result at the photo's size (RGBA for "transparent", else RGB), and the mask as a
-            gray picture (white is person). Edges are soft: the mask is made at 256x256 and scaled up.
-        """
-        mode = _check(mode, background is not None)
-        try:  # no image, an empty or tiny one, a bad colour: say so before the model runs
-            rgb, _ = bg.split_alpha(image)
-            if mode == bg.COLOR:
-                bg.parse_color(color)
-            if mode == bg.IMAGE:
-                bg.split_alpha(background, "background image")
-        except bg.BackgroundInputError as exc:
-            raise gr.Error(str(exc)) from exc
-        with user_errors("remove the background"):
-            mask = bg.segment(engine, rgb)
-            result = bg.composite(image, mask, mode, color=color, background=background)
-        return gate_output(engine, result), mask
-
-    def remove_background_video(video: str | None, mode: str, color: str | None = bg.DEFAULT_COLOR,
-                                background: str | None = None, progress=gr.Progress()) -> str:
-        """Blur or replace the background of every frame of a video; frame count, fps and audio
-        are kept. Runs as a job on the queue.
-
-        Args:
-            video: the video file.
-            mode: "blur", "color" or "image" (an MP4 has no alpha, so "transparent" is refused).
-            color: the background colour for mode "color", e.g. "#00ff00" (default white).
-            background: path of the new background picture for mode "image".
-
-        Returns:
-            The video (H.264 MP4). Each frame is segmented on its own, so masks may shimmer a
-            little where the person's edge is uncertain.
-        """
-        if not video:
-            raise gr.Error("Upload a video first.")
-        mode = _check(mode, bool(background), video=True)
-        try:
-            rgb = bg.parse_color(color)
-        except bg.BackgroundInputError as exc:
-            raise gr.Error(str(exc)) from exc
-        inputs = {"video": video}
-        if mode == bg.IMAGE:
-            inputs["background"] = background
-        return start_job(engine, "remove_background_video", {"mode": mode, "color": bg.hex_color(rgb)},
-                         inputs, progress)
-
-    def _show_options(mode: str):
-        return gr.update(visible=mode == bg.COLOR), gr.update(visible=mode == bg.IMAGE)
-
     with gr.Tabs():
         with gr.Tab("Photo"):
             gr.Markdown("Finds the person (MediaPipe selfie segmentation, made for one or two people "
@@ -104,10 +91,10 @@ def build(engine: Engine) -> None:
                     result = gr.Image(label="Result", type="numpy", format="png", interactive=False)
                     mask = gr.Image(label="Mask (white is person)", type="numpy", format="png",
                                     interactive=False)
-            mode.change(_show_options, mode, [color, background], api_visibility="private",
+            mode.change(show_options, mode, [color, background], api_visibility="private",
                         show_progress="hidden")
-            run.click(remove_background, [image, mode, color, background], [result, mask],
-                      api_name="remove_background", concurrency_limit=2)
+            run.click(handler(engine, remove_background, "remove the background"), [image, mode, color, background],
+                      [result, mask], api_name="remove_background", concurrency_limit=2)
         with gr.Tab("Video"):
             gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
                         "shows on the Jobs tab. Frames, fps and sound are kept. An MP4 has no "
@@ -121,8 +108,9 @@ def build(engine: Engine) -> None:
                                                 sources=["upload", "clipboard"], visible=False)
                     go = gr.Button("Replace the background", variant="primary")
                 replaced = gr.Video(label="Result", interactive=False)
-            video_mode.change(_show_options, video_mode, [video_color, video_background],
+            video_mode.change(show_options, video_mode, [video_color, video_background],
                               api_visibility="private", show_progress="hidden")
             # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(remove_background_video, [video, video_mode, video_color, video_background], replaced,
+            go.click(handler(engine, remove_background_video, "replace the background of the video"),
+                     [video, video_mode, video_color, video_background], replaced,
                      api_name="remove_background_video", concurrency_limit=None)

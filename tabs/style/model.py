@@ -17,28 +17,31 @@ from __future__ import annotations
 import os
 import pathlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
-from engine import JobContext, JobKind, ModelSpec, UserFacingError
+from engine import JobContext, ModelSpec, UserFacingError
 from engine.files import save_array
 from engine.media.image import read_image
 from engine.media.video import limit_pixels, restore_size
 from engine.runtimes import onnx_runtime
-from engine.media.video_job import process_video, readable_video
+from engine.media.video_job import process_video
 from engine.package_files import package_folder
 
 MiB = 1024**2
 
 STYLE_PRESETS = "style-presets"
 STYLE_ARBITRARY = "style-arbitrary"
+# run.call (Run) or ctx.call (JobContext): lease a model by name for one step.
+Call = Callable[[str, Callable[[Any], Any]], Any]
 
 NUM_STYLES = 26  # multistyle26.onnx's style_weights input is [26]
 PRESETS = tuple(f"style {i}" for i in range(NUM_STYLES))
 FROM_IMAGE = "from image"
 STYLES = PRESETS + (FROM_IMAGE,)
+DEFAULT_STYLE = PRESETS[0]   # a job whose params name no style
 
 # 1 MP: a 512 px (or 1024x1024) image runs at full size; the preset styles are tuned for
 # roughly 500-1000 px, and a 3 MP photo would cost 3x the time for strokes that look too small.
@@ -75,10 +78,10 @@ def float_activations(path: pathlib.Path) -> bytes:
     """The model with its activation fake-quantization (QuantizeLinear -> DequantizeLinear on
     activations) removed; int8 weights stay as they are (DequantizeLinear of an initializer).
 
-    arbitrary_transform.onnx comes from an int8 TFLite model. Rounding activations makes it
-    chaotic: frames one codec-noise step apart (1.7% of pixels off by 1 level) came out 4.6 levels
-    apart on average, so a still video flickered. With float activations the same frames differ
-    by 0.5 and an image restyles 5 levels (of 255) away from the quantized run, which looks the same.
+    arbitrary_transform.onnx comes from an int8 TFLite model. Rounded activations make it chaotic,
+    so a still video would flicker: two frames one codec-noise step apart (1.7% of pixels off by 1
+    level) come out 4.6 levels apart on average, and 0.5 with float activations. An image restyles
+    5 levels (of 255) away from the quantized run, which looks the same.
     """
     import onnx
 
@@ -168,9 +171,11 @@ def preset_index(style: str) -> int:
                      f"or '{FROM_IMAGE}' with a style image.")
 
 
-def check_style(style: str, has_style_image: bool) -> None:
+def check_style(style: str | None, has_style_image: bool) -> None:
     """Fail early, with a message a user can act on, before any model or job is involved."""
-    if str(style).strip().lower() == FROM_IMAGE:
+    if not style:
+        raise StyleInputError("Choose a style first.")
+    if is_from_image(style):
         if not has_style_image:
             raise StyleInputError(f"Style '{FROM_IMAGE}' needs a style image.")
     else:
@@ -181,7 +186,9 @@ def is_from_image(style: str) -> bool:
     return str(style).strip().lower() == FROM_IMAGE
 
 
-def _check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
+def rgb_picture(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """An (H, W, 3) uint8 copy of a gray, RGB or RGBA picture big enough for the nets (alpha onto
+    white); a StyleInputError saying what is wrong otherwise."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -207,7 +214,7 @@ def stylize_preset(net: PresetNet, image: np.ndarray, style: str | int,
     index = style if isinstance(style, int) else preset_index(style)
     if not 0 <= index < NUM_STYLES:
         raise StyleInputError(f"Preset style index must be 0 to {NUM_STYLES - 1}, not {index}.")
-    image = _check_image(image)
+    image = rgb_picture(image)
     size = image.shape[:2]
     small, _ = limit_pixels(image, max_pixels) if max_pixels else (image, 1.0)
     arr = small.astype(np.float32) / 255.0
@@ -224,7 +231,7 @@ def stylize_preset(net: PresetNet, image: np.ndarray, style: str | int,
 
 def style_vector(net: ArbitraryNet, style_image: np.ndarray) -> np.ndarray:
     """The 100-number style of a picture (centre square at 256 px), shape (1, 1, 1, 100)."""
-    img = Image.fromarray(_check_image(style_image, "style image"))
+    img = Image.fromarray(rgb_picture(style_image, "style image"))
     side = min(img.size)
     left, top = (img.width - side) // 2, (img.height - side) // 2
     img = img.crop((left, top, left + side, top + side)).resize((STYLE_SIZE, STYLE_SIZE), Image.LANCZOS)
@@ -236,7 +243,7 @@ def stylize_with_vector(net: ArbitraryNet, image: np.ndarray, vector: np.ndarray
                         max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """An RGB uint8 image restyled by a style vector, at the input's size. The net is fixed at
     384x384: the image is fitted into it (reflect-padded) and the result scaled back up."""
-    image = _check_image(image)
+    image = rgb_picture(image)
     size = image.shape[:2]
     small, _ = limit_pixels(image, max_pixels) if max_pixels else (image, 1.0)
     h, w = small.shape[:2]
@@ -254,15 +261,26 @@ def stylize_from_image(net: ArbitraryNet, image: np.ndarray, style_image: np.nda
     return stylize_with_vector(net, image, style_vector(net, style_image), max_pixels)
 
 
+def model_for(style: str) -> str:
+    """The network a style runs on."""
+    return STYLE_ARBITRARY if is_from_image(style) else STYLE_PRESETS
+
+
+def restyle(call: Call, image: np.ndarray, style: str, style_image: np.ndarray | None = None,
+            max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A photo in a preset style or, for "from image", in style_image's; its net leased through `call`."""
+    if is_from_image(style):
+        return call(STYLE_ARBITRARY, lambda net: stylize_from_image(net, image, style_image, max_pixels))
+    return call(STYLE_PRESETS, lambda net: stylize_preset(net, image, style, max_pixels))
+
+
 # ---------------------------------------------------------------------------------- video
 
 def read_style_image(path: str | os.PathLike) -> np.ndarray:
-    """A style picture from a file, upright and RGB; a UserFacingError when it is no picture."""
-    try:  # read_image: a pixel cap, any colour mode, a plain ImageError (a UserFacingError)
-        # Through RGBA: transparent parts become white, as the package does.
-        return _check_image(read_image(path, "style image", "RGBA"), "style image")
-    except StyleInputError as exc:
-        raise UserFacingError(str(exc)) from exc
+    """A style picture from a file, upright and RGB; a UserFacingError when it is no picture
+    (read_image: a pixel cap, any colour mode, a plain ImageError). Read as RGBA: transparent
+    parts become white, as the package does."""
+    return rgb_picture(read_image(path, "style image", "RGBA"), "style image")
 
 
 def _job_style_vector(ctx: JobContext) -> np.ndarray:
@@ -280,18 +298,11 @@ def _job_style_vector(ctx: JobContext) -> np.ndarray:
 def video_job(ctx: JobContext) -> str:
     """Job kind stylize_video: params style, chunk_frames; inputs 'video' and, for 'from image',
     'style_image'. Each frame is restyled on its own, deterministically: a static scene gives the
-    same output frame after frame (up to codec noise), with no state carried between frames."""
-    style = ctx.params.get("style", PRESETS[0])
-    from_image = is_from_image(style)
-    has_image = "style_image" in ctx.params.get("inputs", {})
-    try:
-        check_style(style, has_image)
-    except StyleInputError as exc:
-        raise UserFacingError(str(exc)) from exc
-    registry = ctx.queue.engine.registry
-
-    if from_image:
-        max_pixels = registry.get(STYLE_ARBITRARY).max_pixels
+    same output frame after frame (up to codec noise), with no state carried between frames.
+    The request was checked at submit (tabs.style.check)."""
+    style = ctx.params.get("style", DEFAULT_STYLE)
+    if is_from_image(style):
+        max_pixels = ctx.spec(STYLE_ARBITRARY).max_pixels
         vector = _job_style_vector(ctx)
 
         def transform(frames: np.ndarray) -> np.ndarray:
@@ -300,18 +311,11 @@ def video_job(ctx: JobContext) -> str:
                 [stylize_with_vector(net, f, vector, max_pixels) for f in frames]))
     else:
         index = preset_index(style)
-        max_pixels = registry.get(STYLE_PRESETS).max_pixels
+        max_pixels = ctx.spec(STYLE_PRESETS).max_pixels
 
         def transform(frames: np.ndarray) -> np.ndarray:
             return ctx.call(STYLE_PRESETS, lambda net: np.stack(
                 [stylize_preset(net, f, index, max_pixels) for f in frames]))
 
-    try:
-        return str(process_video(ctx, ctx.input("video"), transform, chunk_frames=ctx.params.get("chunk_frames")))
-    except StyleInputError as exc:  # e.g. frames too small for the net
-        raise UserFacingError(str(exc)) from exc
-
-
-def job_kinds() -> list[JobKind]:
-    # The kind's model is the grouping key; "from image" jobs lease style-arbitrary per chunk.
-    return [JobKind("stylize_video", STYLE_PRESETS, video_job, check=lambda params, inputs: readable_video(inputs))]
+    # Frames too small for the net fail the job with the StyleInputError's own words.
+    return str(process_video(ctx, ctx.input("video"), transform))

@@ -5,82 +5,64 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from ui.errors import user_errors
-from ui.safety import gate_output
-from ui.jobs import start_job
 from engine import Engine, pixel_bucket
-from tabs.style import model as st
+from ui.handlers import handler
+from ui.jobs import start_job
+from ui.safety import gate_output
+
+from . import check
+from . import model as st
 
 STYLES = list(st.STYLES)
 
 
+def stylize(engine: Engine, image: np.ndarray | None, style: str,
+            style_image: np.ndarray | None = None) -> np.ndarray:
+    """Restyle a photo.
 
-def _check(style: str | None, has_style_image: bool) -> str:
-    if not style:
-        raise gr.Error("Choose a style first.")
-    try:
-        st.check_style(style, has_style_image)
-    except st.StyleInputError as exc:
-        raise gr.Error(str(exc)) from exc
-    return style
+    Args:
+        image: the photo, RGB (both sides at least 32 px).
+        style: a preset, "style 0" ... "style 25", or "from image" to take the style from style_image.
+        style_image: the picture whose style is used; needed only with style "from image".
+
+    Returns:
+        The restyled photo, the same size as the input.
+    """
+    check({"style": style}, {"image": image, "style_image": style_image})
+    height, width = image.shape[:2]
+    max_pixels = engine.registry.get(st.model_for(style)).max_pixels
+    with engine.run("stylize", bucket=pixel_bucket(width, height)) as run:
+        result = st.restyle(run.call, image, style, style_image, max_pixels)
+    return gate_output(engine, result)
+
+
+def stylize_video(engine: Engine, video: str | None, style: str, style_image: str | None = None,
+                  progress=gr.Progress()) -> str:
+    """Restyle every frame of a video; frame count, fps and audio are kept. Runs as a job on the queue.
+
+    Args:
+        video: the video file.
+        style: a preset, "style 0" ... "style 25", or "from image" to take the style from style_image.
+        style_image: path of the picture whose style is used; needed only with style "from image".
+
+    Returns:
+        The restyled video (H.264 MP4). Each frame is restyled the same way, so a still scene
+        stays still; with "from image" the style is read from the picture once per job.
+    """
+    inputs = {"video": video}
+    if style_image and st.is_from_image(style or ""):
+        inputs["style_image"] = style_image
+    # Checked at submit too; here first, because submit cannot take a missing upload.
+    check({"style": style}, inputs)
+    return start_job(engine, "stylize_video", {"style": style}, inputs, progress)
+
+
+def show_style_image(style: str):
+    """The style picture input, for style "from image" only."""
+    return gr.update(visible=st.is_from_image(style or ""))
 
 
 def build(engine: Engine) -> None:
-    def stylize(image: np.ndarray | None, style: str, style_image: np.ndarray | None = None) -> np.ndarray:
-        """Restyle a photo.
-
-        Args:
-            image: the photo, RGB (both sides at least 32 px).
-            style: a preset, "style 0" ... "style 25", or "from image" to take the style from style_image.
-            style_image: the picture whose style is used; needed only with style "from image".
-
-        Returns:
-            The restyled photo, the same size as the input.
-        """
-        if image is None:
-            raise gr.Error("Upload an image first.")
-        style = _check(style, style_image is not None)
-        height, width = image.shape[:2]
-        bucket = pixel_bucket(width, height)
-        with user_errors("restyle the image"):
-            try:
-                if st.is_from_image(style):
-                    max_pixels = engine.registry.get(st.STYLE_ARBITRARY).max_pixels
-                    result = engine.infer("stylize", st.STYLE_ARBITRARY,
-                                          lambda net: st.stylize_from_image(net, image, style_image, max_pixels),
-                                          bucket=bucket)
-                else:
-                    max_pixels = engine.registry.get(st.STYLE_PRESETS).max_pixels
-                    result = engine.infer("stylize", st.STYLE_PRESETS,
-                                          lambda net: st.stylize_preset(net, image, style, max_pixels), bucket=bucket)
-            except st.StyleInputError as exc:  # too small, not RGB: the user can fix that
-                raise gr.Error(str(exc)) from exc
-        return gate_output(engine, result)
-
-    def stylize_video(video: str | None, style: str, style_image: str | None = None,
-                      progress=gr.Progress()) -> str:
-        """Restyle every frame of a video; frame count, fps and audio are kept. Runs as a job on the queue.
-
-        Args:
-            video: the video file.
-            style: a preset, "style 0" ... "style 25", or "from image" to take the style from style_image.
-            style_image: path of the picture whose style is used; needed only with style "from image".
-
-        Returns:
-            The restyled video (H.264 MP4). Each frame is restyled the same way, so a still scene
-            stays still; with "from image" the style is read from the picture once per job.
-        """
-        if not video:
-            raise gr.Error("Upload a video first.")
-        style = _check(style, bool(style_image))
-        inputs = {"video": video}
-        if st.is_from_image(style):
-            inputs["style_image"] = style_image
-        return start_job(engine, "stylize_video", {"style": style}, inputs, progress)
-
-    def _show_style_image(style: str):
-        return gr.update(visible=st.is_from_image(style or ""))
-
     with gr.Tabs():
         with gr.Tab("Photo"):
             gr.Markdown("26 preset styles (the networks came without names, so they are numbered), or "
@@ -95,9 +77,10 @@ def build(engine: Engine) -> None:
                                            sources=["upload", "clipboard"], visible=False)
                     run = gr.Button("Restyle", variant="primary")
                 result = gr.Image(label="Restyled", type="numpy", format="png", interactive=False)
-            style.change(_show_style_image, style, style_image, api_visibility="private",
+            style.change(show_style_image, style, style_image, api_visibility="private",
                          show_progress="hidden")
-            run.click(stylize, [image, style, style_image], result, api_name="stylize", concurrency_limit=2)
+            run.click(handler(engine, stylize, "restyle the image"), [image, style, style_image], result,
+                      api_name="stylize", concurrency_limit=2)
         with gr.Tab("Video"):
             gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
                         "shows on the Jobs tab. Frames, fps and sound are kept.")
@@ -109,8 +92,9 @@ def build(engine: Engine) -> None:
                                                  sources=["upload", "clipboard"], visible=False)
                     go = gr.Button("Restyle the video", variant="primary")
                 restyled = gr.Video(label="Restyled", interactive=False)
-            video_style.change(_show_style_image, video_style, video_style_image, api_visibility="private",
+            video_style.change(show_style_image, video_style, video_style_image, api_visibility="private",
                                show_progress="hidden")
             # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(stylize_video, [video, video_style, video_style_image], restyled,
+            go.click(handler(engine, stylize_video, "restyle the video"), [video, video_style, video_style_image],
+                     restyled,
                      api_name="stylize_video", concurrency_limit=None)
