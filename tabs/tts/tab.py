@@ -2,46 +2,42 @@
 runs as a job on the queue."""
 from __future__ import annotations
 
-
 import gradio as gr
 
-from ui.errors import user_errors
-from ui.outputs import new_output_dir
-from ui.jobs import follow_job
 from engine import Engine
 from engine.media.audio import write_wav
-from tabs.tts import model as tts
+from ui.handlers import handler
+from ui.jobs import start_job
+from ui.outputs import new_output_dir
+
+from . import check
+from . import model as tts
 
 
-# Short results go to the temp folder, which Gradio serves; long ones stay in their job's folder.
+def speak(engine: Engine, text: str | None, speed: float = 1.0, progress=gr.Progress()) -> str:
+    """Read text aloud in a US English voice (Piper en_US-joe-medium, 22,050 Hz).
 
+    Args:
+        text: the text to speak (up to 200,000 characters). Sentences are spoken one after
+            another with a short pause; text over 1,000 characters runs as a job on the queue.
+        speed: speaking speed, 0.5 (slow) to 2 (fast); 1 is the voice's natural pace.
+
+    Returns:
+        A mono 16-bit WAV file of the speech.
+    """
+    params = {"text": (text or "").strip(), "speed": speed}
+    if len(params["text"]) > tts.LONG_TEXT_CHARS:
+        # The job's check runs at submit: text with nothing to speak fails now, not in the queue.
+        return start_job(engine, tts.SPEAK_LONG, params, {}, progress)
+    check(params, {})
+    pieces = tts.plan(params["text"])  # espeak outside the lease: it does not need the voice
+    with engine.run("speak", bucket=tts.symbol_bucket(pieces)) as run:
+        samples, rate = tts.speak(run.call, pieces, speed)
+    # Short results go to the temp folder, which Gradio serves; long ones stay in their job's folder.
+    return str(write_wav(new_output_dir("tts") / "speech.wav", samples, rate))
 
 
 def build(engine: Engine) -> None:
-    def speak(text: str | None, speed: float = 1.0, progress=gr.Progress()) -> str:
-        """Read text aloud in a US English voice (Piper en_US-joe-medium, 22,050 Hz).
-
-        Args:
-            text: the text to speak (up to 200,000 characters). Sentences are spoken one after
-                another with a short pause; text over 1,000 characters runs as a job on the queue.
-            speed: speaking speed, 0.5 (slow) to 2 (fast); 1 is the voice's natural pace.
-
-        Returns:
-            A mono 16-bit WAV file of the speech.
-        """
-        try:
-            speed = tts.check_speed(speed)
-            text = tts.check_text(text)
-            if len(text) > tts.LONG_TEXT_CHARS:
-                tts.plan(text)  # fail now, not in the queue, when nothing in it can be spoken
-                job_id = engine.jobs.submit(tts.SPEAK_LONG, {"text": text, "speed": speed})
-                return follow_job(engine, job_id, progress)
-            with user_errors("speak the text"):
-                samples, rate = tts.speak(engine, text, speed)
-        except tts.TTSInputError as exc:
-            raise gr.Error(str(exc)) from exc
-        return str(write_wav(new_output_dir("tts") / "speech.wav", samples, rate))
-
     gr.Markdown("Type English text and hear it read by the Piper voice *joe* (US English). "
                 "Numbers and abbreviations are read out; text over 1,000 characters runs as a job "
                 "and shows on the Jobs tab.")
@@ -53,4 +49,5 @@ def build(engine: Engine) -> None:
             go = gr.Button("Speak", variant="primary")
         audio = gr.Audio(label="Speech", type="filepath", format="wav", interactive=False)
     # Long text waits in the job queue, which decides what runs when; short text is one quick call.
-    go.click(speak, [text, speed], audio, api_name="speak", concurrency_limit=None)
+    go.click(handler(engine, speak, "speak the text"), [text, speed], audio, api_name="speak",
+             concurrency_limit=None)

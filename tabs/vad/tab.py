@@ -9,30 +9,19 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from ui.errors import user_errors
+from engine import Engine
+from engine.media.audio import MediaError, probe_audio, read_audio
+from ui.handlers import handler
+from ui.jobs import start_job
 from ui.outputs import new_output_dir
-from ui.jobs import follow_job
-from engine import Engine, UserFacingError
-from engine.media.audio import MediaError, probe_audio
-from tabs.vad import model as vad
 
+from . import CUT_LONG, DETECT_LONG, check, cut
+from . import model as vad
 
 _SPEECH = (196, 232, 196)
 _WAVE = (90, 100, 120)
 _PROB = (230, 120, 20)
 _TEXT = (40, 40, 40)
-
-
-
-def _duration(media: str) -> float | None:
-    try:
-        return probe_audio(media).duration_s
-    except MediaError as exc:
-        raise gr.Error(str(exc)) from exc
-
-
-def _is_long(duration: float | None) -> bool:
-    return duration is None or duration > vad.INTERACTIVE_MAX_S
 
 
 def _clock(seconds: float, step: float) -> str:
@@ -93,79 +82,79 @@ def draw_overview(data: dict, width: int = 1000, height: int = 260) -> Image.Ima
     return image
 
 
+def _is_long(duration: float | None) -> bool:
+    return duration is None or duration > vad.INTERACTIVE_MAX_S
+
+
+def _analyse_short(engine: Engine, media: str) -> vad.Analysis:
+    """The VAD over a short file (audio, or a video's sound) in one run."""
+    samples = read_audio(media, vad.SAMPLE_RATE, max_seconds=vad.INTERACTIVE_MAX_S)
+    with engine.run("detect_speech", bucket=vad.seconds_bucket(samples.size / vad.SAMPLE_RATE)) as run:
+        return vad.analyse(run.call, samples)
+
+
+def detect_speech(engine: Engine, media: str | None, threshold: float = 0.5, min_silence_s: float = 0.1,
+                  progress=gr.Progress()):
+    """Find where speech is in an audio file or a video's soundtrack (silero VAD).
+
+    Args:
+        media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, WebM...).
+        threshold: speech probability (0-1) from which a 32 ms frame counts as speech; speech
+            ends once it falls 0.15 below. Lower finds quieter speech, higher ignores more noise.
+        min_silence_s: a pause must last this long (seconds) to split two segments.
+
+    Returns:
+        A plot of the waveform with the speech shaded and the speech probability as a line;
+        JSON {"segments": [{"start", "end"}]} with times in seconds (segments shorter than
+        0.25 s are dropped; each is padded by 30 ms). Inputs over a minute run as a job.
+    """
+    options = {"threshold": float(threshold), "min_speech_s": 0.25,
+               "min_silence_s": float(min_silence_s), "pad_s": 0.03}
+    check(options, {"audio": media})
+    if _is_long(probe_audio(media).duration_s):
+        data = json.loads(Path(start_job(engine, DETECT_LONG, options, {"audio": media}, progress)).read_text())
+    else:
+        analysis = _analyse_short(engine, media)
+        data = vad.overview(analysis, vad.segments_of(analysis, **options))
+    return draw_overview(data), {"segments": data["segments"]}
+
+
+def cut_silence(engine: Engine, media: str | None, min_silence_s: float = 0.5, progress=gr.Progress()) -> str:
+    """Cut the silences out of an audio file or a video, keeping picture and sound in sync.
+
+    Args:
+        media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, MOV, WebM...).
+        min_silence_s: pauses between speech longer than this (seconds, 0.1 or more) are removed;
+            0.15 s of each pause is kept next to the speech, so words keep their edges.
+
+    Returns:
+        The shortened file: WAV for audio; for a video the same container (MP4, MKV, MOV,
+        WebM; other formats become MP4), picture and sound cut at the same frame-exact times.
+        Inputs over a minute run as a job on the queue (shown on the Jobs tab).
+    """
+    params = {"min_silence_s": float(min_silence_s)}
+    check(params, {"media": media})
+    duration = probe_audio(media).duration_s
+    if _is_long(duration):
+        result = start_job(engine, CUT_LONG, params, {"media": media}, progress)
+    else:
+        result = str(cut.cut_silence(_analyse_short(engine, media), media, params["min_silence_s"],
+                                     out_dir=new_output_dir("cut")))
+    try:
+        after = probe_audio(result).duration_s
+        if duration and after is not None:
+            gr.Info(f"Cut {duration - after:.1f} s of silence: {duration:.1f} s became {after:.1f} s.")
+    except MediaError:
+        pass  # the note is a courtesy; the file is what was asked for
+    return result
+
+
+def recording_as_file(path: str | None) -> str | None:
+    """A finished microphone recording becomes the file to search."""
+    return path
+
+
 def build(engine: Engine) -> None:
-    def detect_speech(media: str | None, threshold: float = 0.5, min_silence_s: float = 0.1,
-                      progress=gr.Progress()):
-        """Find where speech is in an audio file or a video's soundtrack (silero VAD).
-
-        Args:
-            media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, WebM...).
-            threshold: speech probability (0-1) from which a 32 ms frame counts as speech; speech
-                ends once it falls 0.15 below. Lower finds quieter speech, higher ignores more noise.
-            min_silence_s: a pause must last this long (seconds) to split two segments.
-
-        Returns:
-            A plot of the waveform with the speech shaded and the speech probability as a line;
-            JSON {"segments": [{"start", "end"}]} with times in seconds (segments shorter than
-            0.25 s are dropped; each is padded by 30 ms). Inputs over a minute run as a job.
-        """
-        if not media:
-            raise gr.Error("Upload an audio or video file first.")
-        options = {"threshold": float(threshold), "min_speech_s": 0.25,
-                   "min_silence_s": float(min_silence_s), "pad_s": 0.03}
-        try:
-            vad.check_options(**options)
-        except UserFacingError as exc:
-            raise gr.Error(str(exc)) from exc
-        if _is_long(_duration(media)):
-            job_id = engine.jobs.submit("detect_speech_long", options, inputs={"audio": media})
-            data = json.loads(Path(follow_job(engine, job_id, progress)).read_text())
-        else:
-            with user_errors("find the speech"):
-                try:
-                    analysis = vad.analyse_file(engine, media)
-                    data = vad.overview(analysis, vad.segments_of(analysis, **options))
-                except (UserFacingError, MediaError) as exc:
-                    raise gr.Error(str(exc)) from exc
-        return draw_overview(data), {"segments": data["segments"]}
-
-    def cut_silence(media: str | None, min_silence_s: float = 0.5, progress=gr.Progress()) -> str:
-        """Cut the silences out of an audio file or a video, keeping picture and sound in sync.
-
-        Args:
-            media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, MOV, WebM...).
-            min_silence_s: pauses between speech longer than this (seconds, 0.1 or more) are removed;
-                0.15 s of each pause is kept next to the speech, so words keep their edges.
-
-        Returns:
-            The shortened file: WAV for audio; for a video the same container (MP4, MKV, MOV,
-            WebM; other formats become MP4), picture and sound cut at the same frame-exact times.
-            Inputs over a minute run as a job on the queue (shown on the Jobs tab).
-        """
-        if not media:
-            raise gr.Error("Upload an audio or video file first.")
-        if not 0.1 <= float(min_silence_s) <= 600:
-            raise gr.Error("The shortest silence to cut must be between 0.1 and 600 seconds.")
-        duration = _duration(media)
-        if _is_long(duration):
-            job_id = engine.jobs.submit("cut_silence_long", {"min_silence_s": float(min_silence_s)},
-                                        inputs={"media": media})
-            result = follow_job(engine, job_id, progress)
-        else:
-            with user_errors("cut the silence"):
-                try:
-                    result = str(vad.cut_silence(engine, media, float(min_silence_s),
-                                                 out_dir=new_output_dir("cut")))
-                except (UserFacingError, MediaError) as exc:
-                    raise gr.Error(str(exc)) from exc
-        try:
-            after = probe_audio(result).duration_s
-            if duration and after is not None:
-                gr.Info(f"Cut {duration - after:.1f} s of silence: {duration:.1f} s became {after:.1f} s.")
-        except MediaError:
-            pass  # the note is a courtesy; the file is what was asked for
-        return result
-
     gr.Markdown("Speech found by Silero VAD (32 ms steps). Files up to a minute are answered at once; "
                 "longer ones run as a job (Jobs tab).")
     with gr.Tabs():
@@ -180,10 +169,10 @@ def build(engine: Engine) -> None:
                 with gr.Column():
                     plot = gr.Image(label="Speech on the waveform", type="pil", format="png", interactive=False)
                     segments = gr.JSON(label="Segments (s)")
-            mic.stop_recording(lambda path: path, mic, media, api_visibility="private", show_progress="hidden")
+            mic.stop_recording(recording_as_file, mic, media, api_visibility="private", show_progress="hidden")
             # Long inputs wait on the job queue, short ones on the model's lease.
-            run.click(detect_speech, [media, threshold, min_silence], [plot, segments],
-                      api_name="detect_speech", concurrency_limit=None)
+            run.click(handler(engine, detect_speech, "find the speech"), [media, threshold, min_silence],
+                      [plot, segments], api_name="detect_speech", concurrency_limit=None)
         with gr.Tab("Cut silence"):
             gr.Markdown("Pauses longer than the limit are removed from audio (WAV out) or video (same "
                         "container; picture and sound are cut together, on frame boundaries).")
@@ -194,5 +183,5 @@ def build(engine: Engine) -> None:
                     cut_min = gr.Slider(0.1, 5.0, value=0.5, step=0.05, label="Cut pauses longer than (s)")
                     cut_run = gr.Button("Cut silence", variant="primary")
                 cut_out = gr.File(label="Without the silences", interactive=False)
-            cut_run.click(cut_silence, [cut_media, cut_min], cut_out, api_name="cut_silence",
-                          concurrency_limit=None)
+            cut_run.click(handler(engine, cut_silence, "cut the silence"), [cut_media, cut_min], cut_out,
+                          api_name="cut_silence", concurrency_limit=None)
