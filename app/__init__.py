@@ -8,7 +8,7 @@ import gradio as gr
 
 from engine import Engine
 from tabs import GROUPS, capabilities
-from ui import cache_writes, images
+from ui.gradio_patches import patch_gradio
 
 from . import jobs_tab, system_tab
 
@@ -43,10 +43,9 @@ def build_app(engine: Engine, tabs=None) -> gr.Blocks:
             with gr.Tab("System"):
                 system_tab.build(engine, demo)
     # Every picture a user uploads is decoded by our code (a pixel cap, any colour mode, plain
-    # messages), whichever tab it goes to.
-    images.guard_image_inputs(demo)
-    # Two users given the same picture or sound must not share a half-written cache file.
-    cache_writes.make_cache_writes_atomic()
+    # messages), whichever tab it goes to; two users given the same picture or sound never
+    # share a half-written cache file.
+    patch_gradio(demo)
     # Models run in worker threads; the pool serialises use of each instance, these limits keep
     # a burst of clicks from queueing more threads than the two cores can use.
     demo.queue(default_concurrency_limit=2)

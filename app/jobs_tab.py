@@ -1,20 +1,16 @@
 """Jobs tab: every long job with its state and progress; cancel, retry, download."""
 from __future__ import annotations
 
-import datetime as dt
-
 import gradio as gr
 import pandas as pd
 
-from engine import Engine, format_bytes
+from engine import Engine, UserFacingError, format_bytes
+from ui.handlers import handler
+from ui.times import local_time
 
 
 API_FIELDS = ("id", "capability", "state", "progress", "created", "started", "finished", "result", "error",
               "resumed_from", "resumed_from_frame")
-
-
-def _time(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
 
 
 def _peak(job: dict) -> str:
@@ -34,52 +30,62 @@ def job_rows(jobs: list[dict]) -> pd.DataFrame:
                "peak memory", "resumed from", "note / error"]
     return pd.DataFrame([{
         "id": j["id"], "capability": j["capability"], "state": j["state"],
-        "progress": f"{j['progress'] * 100:.0f}%", "created": _time(j["created"]),
-        "started": _time(j["started"]), "finished": _time(j["finished"]), "model": j["model"],
+        "progress": f"{j['progress'] * 100:.0f}%", "created": local_time(j["created"]),
+        "started": local_time(j["started"]), "finished": local_time(j["finished"]), "model": j["model"],
         "peak memory": _peak(j), "resumed from": _resumed(j),
         "note / error": j["error"] or j["note"] or "",
     } for j in jobs], columns=columns)
 
 
+# ---------------------------------------------------------------------------------- handlers
+
+def list_jobs(engine: Engine) -> dict:
+    """All jobs, newest first: id, capability, state, progress (0-1), created / started /
+    finished (unix time), result (file path), error, resumed_from (where a resumed job picked
+    up: "frame 48", "120.0 s" or "chunk 2"), resumed_from_frame (video jobs: the frame)."""
+    return {"jobs": [{k: j[k] for k in API_FIELDS} for j in engine.jobs.list()]}
+
+
+def _act(action, job_id: str | None) -> dict:
+    try:
+        job = action((job_id or "").strip())
+    except KeyError:
+        raise UserFacingError(f"There is no job {job_id!r}.") from None
+    return {k: job[k] for k in API_FIELDS}
+
+
+def cancel_job(engine: Engine, job_id: str) -> dict:
+    """Cancel a job: a queued one at once, a running one at its next chunk.
+
+    Args:
+        job_id: the job's id, as list_jobs gives it.
+    """
+    return _act(engine.jobs.cancel, job_id)
+
+
+def retry_job(engine: Engine, job_id: str) -> dict:
+    """Queue a failed or cancelled job again; it resumes from its last finished chunk.
+
+    Args:
+        job_id: the job's id, as list_jobs gives it.
+    """
+    return _act(engine.jobs.retry, job_id)
+
+
+def render(engine: Engine, listing: dict, selected: str | None):
+    """The table, the job picker and the picked job's result file."""
+    jobs = engine.jobs.list()
+    ids = [j["id"] for j in jobs]
+    chosen = next((j for j in jobs if j["id"] == selected), None)
+    result = chosen["result"] if chosen and chosen["state"] == "done" else None
+    return job_rows(jobs), gr.update(choices=ids, value=selected if selected in ids else None), result
+
+
+# ---------------------------------------------------------------------------------- layout
+
 def build(engine: Engine, demo: gr.Blocks) -> None:
-    def list_jobs() -> dict:
-        """All jobs, newest first: id, capability, state, progress (0-1), created / started /
-        finished (unix time), result (file path), error, resumed_from (where a resumed job picked
-        up: "frame 48", "120.0 s" or "chunk 2"), resumed_from_frame (video jobs: the frame)."""
-        return {"jobs": [{k: j[k] for k in API_FIELDS} for j in engine.jobs.list()]}
-
-    def act(action, job_id: str | None) -> dict:
-        try:
-            job = action((job_id or "").strip())
-        except KeyError:
-            raise gr.Error(f"There is no job {job_id!r}.")
-        except ValueError as exc:
-            raise gr.Error(str(exc))
-        return {k: job[k] for k in API_FIELDS}
-
-    def cancel_job(job_id: str) -> dict:
-        """Cancel a job: a queued one at once, a running one at its next chunk.
-
-        Args:
-            job_id: the job's id, as list_jobs gives it.
-        """
-        return act(engine.jobs.cancel, job_id)
-
-    def retry_job(job_id: str) -> dict:
-        """Queue a failed or cancelled job again; it resumes from its last finished chunk.
-
-        Args:
-            job_id: the job's id, as list_jobs gives it.
-        """
-        return act(engine.jobs.retry, job_id)
-
-    def render(listing: dict, selected: str | None):
-        jobs = engine.jobs.list()
-        ids = [j["id"] for j in jobs]
-        chosen = next((j for j in jobs if j["id"] == selected), None)
-        result = chosen["result"] if chosen and chosen["state"] == "done" else None
-        return job_rows(jobs), gr.update(choices=ids, value=selected if selected in ids else None), result
-
+    listed = handler(engine, list_jobs, "list the jobs")
+    shown = handler(engine, render, "show the jobs")
     gr.Markdown("Long jobs run here one after another, grouped by the model they need. They survive a "
                 "closed browser and a restart; an interrupted job resumes from its last finished chunk.")
     table = gr.Dataframe(label="Jobs", interactive=False, wrap=True)
@@ -94,14 +100,14 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         refresh = gr.Button("Refresh")
 
     outputs = [table, pick, download]
-    refresh.click(list_jobs, None, listing, api_name="list_jobs", concurrency_limit=4).then(
-        render, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
+    refresh.click(listed, None, listing, api_name="list_jobs", concurrency_limit=4).then(
+        shown, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
     timer = gr.Timer(2.0)
-    gr.on([timer.tick, demo.load], list_jobs, None, listing, api_visibility="private",
+    gr.on([timer.tick, demo.load], listed, None, listing, api_visibility="private",
           show_progress="hidden", concurrency_limit=4).then(
-        render, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
-    pick.change(render, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
-    cancel.click(cancel_job, pick, answer, api_name="cancel_job").then(
-        render, [listing, pick], outputs, api_visibility="private")
-    retry.click(retry_job, pick, answer, api_name="retry_job").then(
-        render, [listing, pick], outputs, api_visibility="private")
+        shown, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
+    pick.change(shown, [listing, pick], outputs, api_visibility="private", show_progress="hidden")
+    cancel.click(handler(engine, cancel_job, "cancel the job"), pick, answer, api_name="cancel_job").then(
+        shown, [listing, pick], outputs, api_visibility="private")
+    retry.click(handler(engine, retry_job, "retry the job"), pick, answer, api_name="retry_job").then(
+        shown, [listing, pick], outputs, api_visibility="private")

@@ -1,19 +1,18 @@
 """System tab: devices, resident models, latest runs and memory over time."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import gradio as gr
 import pandas as pd
 
 from engine import Engine, format_bytes
+from engine import doctor as doc
+from tabs.catalog import doctor_checks
+from ui.handlers import handler
+from ui.times import local_time
 
 GiB = 1024**3
-
-
-def _time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
 
 
 def device_rows(status: dict) -> pd.DataFrame:
@@ -37,7 +36,7 @@ def run_rows(status: dict) -> pd.DataFrame:
     columns = ["id", "time", "capability", "models", "device", "tier", "wait s", "load s", "compute s", "wall s",
                "peak device", "peak RSS", "evict / retry / OOM", "warnings", "status"]
     return pd.DataFrame([{
-        "id": r["id"], "time": _time(r["started"]), "capability": r["capability"],
+        "id": r["id"], "time": local_time(r["started"]), "capability": r["capability"],
         "models": ", ".join(r["models"]), "device": r["device"], "tier": r.get("tier") or "",
         "wait s": round(r["queue_wait_s"], 3),
         "load s": round(r["load_s"], 3), "compute s": round(r["compute_s"], 3), "wall s": round(r["wall_s"], 3),
@@ -56,7 +55,7 @@ def warning_rows(status: dict) -> pd.DataFrame:
     return pd.DataFrame([{
         "count": w["count"], "category": w["category"], "message": w["message"][:300],
         "from": "Wimmel (a bug to fix)" if w["source"] == "wimmel" else w["source"],
-        "where": w["location"], "last seen": _time(w["last_seen"]),
+        "where": w["location"], "last seen": local_time(w["last_seen"]),
     } for w in status.get("warnings", [])], columns=columns)
 
 
@@ -88,32 +87,40 @@ def run_detail(status: dict, run_id) -> str:
     return "Pick a run."
 
 
+# ---------------------------------------------------------------------------------- handlers
+
+def system_status(engine: Engine) -> dict:
+    """Devices with total / free / budget, models with role, device, bytes and state, and the latest runs."""
+    return engine.status()
+
+
+def doctor(engine: Engine) -> dict:
+    """Check torch / CUDA / torchvision / torchaudio / xformers / onnxruntime / OpenCV versions,
+    the ONNX Runtime providers that really load, ffmpeg, espeak-ng, disk space and every model's weights.
+
+    Returns:
+        JSON {"checks": [{"name", "status": "ok" | "warn" | "error", "found", "fix"}]}.
+    """
+    return doc.report(doc.run_checks(engine.data_dir, doctor_checks()))
+
+
+def render(engine: Engine, status: dict):
+    """Every table and the plot from one system_status answer."""
+    ids = [str(r["id"]) for r in status["runs"]]
+    return (device_rows(status), model_rows(status), run_rows(status), memory_frame(engine),
+            gr.update(choices=ids), warning_rows(status), tier_table(status))
+
+
+def profile_next(engine: Engine) -> str:
+    engine.profile_next_run()
+    return "The next run will be profiled with torch.profiler; pick it below to read the table."
+
+
+# ---------------------------------------------------------------------------------- layout
+
 def build(engine: Engine, demo: gr.Blocks) -> None:
-    def system_status() -> dict:
-        """Devices with total / free / budget, models with role, device, bytes and state, and the latest runs."""
-        return engine.status()
-
-    def doctor() -> dict:
-        """Check torch / CUDA / torchvision / torchaudio / xformers / onnxruntime / OpenCV versions,
-        the ONNX Runtime providers that really load, ffmpeg, espeak-ng, disk space and every model's weights.
-
-        Returns:
-            JSON {"checks": [{"name", "status": "ok" | "warn" | "error", "found", "fix"}]}.
-        """
-        from engine import doctor as doc
-        from tabs.catalog import doctor_checks
-
-        return doc.report(doc.run_checks(engine.data_dir, doctor_checks()))
-
-    def render(status: dict):
-        ids = [str(r["id"]) for r in status["runs"]]
-        return (device_rows(status), model_rows(status), run_rows(status), memory_frame(engine),
-                gr.update(choices=ids), warning_rows(status), tier_table(status))
-
-    def profile_next() -> str:
-        engine.profile_next_run()
-        return "The next run will be profiled with torch.profiler; pick it below to read the table."
-
+    status_of = handler(engine, system_status, "read the system status")
+    shown = handler(engine, render, "show the system status")
     gr.Markdown("Memory on every device (all processes counted), the models the engine holds, "
                 "and what each run cost. Refreshes every 2 seconds.")
     devices = gr.Dataframe(label="Devices", interactive=False)
@@ -141,15 +148,17 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         examine = gr.Button("Run the doctor")
         findings = gr.Dataframe(label="Findings", interactive=False, wrap=True)
         report = gr.JSON(label="doctor (JSON)")
-    examine.click(doctor, None, report, api_name="doctor", concurrency_limit=1).then(
+    examine.click(handler(engine, doctor, "run the doctor"), None, report, api_name="doctor",
+                  concurrency_limit=1).then(
         doctor_rows, report, findings, api_visibility="private", show_progress="hidden")
 
     outputs = [devices, models, runs, memory, pick, warned, tiers]
-    refresh.click(system_status, None, status, api_name="system_status", concurrency_limit=4).then(
-        render, status, outputs, api_visibility="private", show_progress="hidden")
+    refresh.click(status_of, None, status, api_name="system_status", concurrency_limit=4).then(
+        shown, status, outputs, api_visibility="private", show_progress="hidden")
     timer = gr.Timer(2.0)
-    gr.on([timer.tick, demo.load], system_status, None, status, api_visibility="private",
-          show_progress="hidden", concurrency_limit=4).then(render, status, outputs, api_visibility="private",
-                                         show_progress="hidden")
+    gr.on([timer.tick, demo.load], status_of, None, status, api_visibility="private",
+          show_progress="hidden", concurrency_limit=4).then(shown, status, outputs, api_visibility="private",
+                                                            show_progress="hidden")
     pick.change(run_detail, [status, pick], detail, api_visibility="private")
-    profile.click(profile_next, None, profile_note, api_visibility="private")
+    profile.click(handler(engine, profile_next, "profile the next run"), None, profile_note,
+                  api_visibility="private")

@@ -90,7 +90,7 @@ def _optional_capabilities() -> dict:
 
 def _video(path: Path, frames: int) -> str:
     from bench.video import _draw_720p
-    from engine.media.video import make_test_video
+    from tests.video_helpers import make_test_video
 
     return str(make_test_video(path, frames=frames, width=WIDTH, height=HEIGHT, fps=FPS, draw=_draw_720p()))
 
@@ -98,13 +98,13 @@ def _video(path: Path, frames: int) -> str:
 def child(name: str) -> None:
     """Measure one capability in this process; print its numbers as JSON."""
     sys.path.insert(0, str(ROOT))
-    from engine import Engine, pixel_bucket
+    from engine import pixel_bucket
     from engine.measure import _read_hwm
-    from tabs.catalog import default_job_kinds, default_specs
+    from tabs.catalog import build_engine
 
     model, call, make_image, job_kind, params, frames = _capabilities()[name]
     data = Path(tempfile.mkdtemp(prefix="wimmel-bench-"))
-    engine = Engine(data, specs=default_specs())
+    engine = build_engine(data_dir=data, store=False)
     image = make_image()
     bucket = pixel_bucket(image.shape[1], image.shape[0])
 
@@ -128,8 +128,6 @@ def child(name: str) -> None:
 
     fps = None
     if job_kind:
-        for kind in default_job_kinds():
-            engine.jobs.register(kind)
         engine.jobs.start()
         video = _video(data / "in.mp4", frames)
         started = time.perf_counter()

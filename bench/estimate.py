@@ -75,13 +75,13 @@ def _image(make_image, size) -> np.ndarray:
 def child(seed: str = "11") -> None:
     sys.path.insert(0, str(ROOT))
     from bench.capabilities import _capabilities
-    from engine import Engine, pixel_bucket
+    from engine import pixel_bucket
     from engine.measure import _read_hwm, rss
     from engine.runtimes.torch_runtime import release_cached_memory
-    from tabs.catalog import default_specs
+    from tabs.catalog import build_engine
 
     caps = {name: c for name, c in _capabilities().items() if name in SIZES}
-    engine = Engine(tempfile.mkdtemp(prefix="wimmel-bench-"), specs=default_specs())
+    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-bench-"), store=False)
 
     def one(name: str, size, cold: bool) -> dict:
         model, call, make_image, *_ = caps[name]

@@ -49,13 +49,13 @@ def run(verbose: bool = True) -> dict:
     import skimage.data
     import torch
 
-    from engine import Engine, pixel_bucket
+    from engine import pixel_bucket
     from analysers import face_detector
     from analysers.face_detector import FACE_DETECTOR
-    from tabs.catalog import default_specs
+    from tabs.catalog import build_engine
 
     data = tempfile.mkdtemp(prefix="wimmel-bench-")
-    engine = Engine(data, specs=default_specs())
+    engine = build_engine(data_dir=data, store=False)
     image = skimage.data.astronaut()
     bucket = pixel_bucket(*image.shape[:2])
 

@@ -26,7 +26,7 @@ BUDGET = "cpu=4GiB"
 
 
 def _video(folder: Path, seconds: int = 30, fps: int = 10) -> Path:
-    from engine.media.video import make_test_video
+    from tests.video_helpers import make_test_video
 
     from .video import HEIGHT, WIDTH, _draw_720p
 

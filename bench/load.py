@@ -47,7 +47,7 @@ def _inputs(folder: Path) -> dict:
     import skimage.data
     from PIL import Image, ImageDraw, ImageFont
 
-    from engine.media.video import make_test_video
+    from tests.video_helpers import make_test_video
 
     photo = folder / "astronaut.png"
     Image.fromarray(skimage.data.astronaut()).save(photo)

@@ -77,11 +77,10 @@ def _workloads(folder: Path) -> dict:
 def learn(folder: str) -> None:
     """Run every workload once (learning footprints into folder/data); save the speech made."""
     sys.path.insert(0, str(ROOT))
-    from engine import Engine
-    from tabs.catalog import default_specs
+    from tabs.catalog import build_engine
 
     folder = Path(folder)
-    engine = Engine(folder / "data", specs=default_specs())
+    engine = build_engine(data_dir=folder / "data", store=False)
     try:
         from tabs.tts import model as tts
         from engine.media.audio import read_audio, write_wav
@@ -102,9 +101,9 @@ def stress(folder: str, seed: str = "5") -> None:
     import psutil
     import torch
 
-    from engine import Engine, NotEnoughMemory, OutOfMemory, is_oom
+    from engine import NotEnoughMemory, OutOfMemory, is_oom
     from engine.models import FootprintStore
-    from tabs.catalog import default_specs
+    from tabs.catalog import build_engine, default_specs
 
     folder = Path(folder)
     work = _workloads(folder)
@@ -140,8 +139,8 @@ def stress(folder: str, seed: str = "5") -> None:
             return spec.loader(device)
         return load
 
-    engine = Engine(folder / "data", budget=f"cpu={budget}",
-                    specs=[dataclasses.replace(s, loader=loader(s)) for s in specs.values()])
+    engine = build_engine(data_dir=folder / "data", budget=f"cpu={budget}", store=False,
+                          specs=[dataclasses.replace(s, loader=loader(s)) for s in specs.values()])
     process = psutil.Process()
     baseline = process.memory_info().rss
     peaks = {"rss": 0, "engine": 0}

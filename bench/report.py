@@ -269,7 +269,7 @@ def _goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             samples = ld.get("error_samples") or []
             why.append(f"{ld['errors']} of {ld['requests']} requests failed: {'; '.join(samples)}.")
             if any("without sending complete message body" in e for e in samples):
-                why.append("A download cut short: look for a Gradio cache writer that app/cache_writes.py does not "
+                why.append("A download cut short: look for a Gradio cache writer that ui/gradio_patches.py does not "
                            "yet stage (it makes save_pil_to_cache, save_bytes_to_cache and save_audio_to_cache "
                            "write under a private name and rename, after an earlier run here lost one download "
                            "to two identical outputs rewriting one cache file).")

@@ -56,16 +56,14 @@ def child(video: str, mode: str = "blur") -> None:
     sys.path.insert(0, str(ROOT))
     import psutil
 
-    from engine import Engine, JobKind
+    from engine import JobKind
     from engine.measure import _read_hwm
     from engine.media.video import probe
     from engine.media.video_job import process_video
     from analysers.face_detector import FACE_DETECTOR
-    from tabs.catalog import default_job_kinds, default_specs
+    from tabs.catalog import build_engine
 
-    engine = Engine(tempfile.mkdtemp(prefix="wimmel-bench-"), specs=default_specs())
-    for kind in default_job_kinds():
-        engine.jobs.register(kind)
+    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-bench-"), store=False)
     engine.jobs.register(JobKind("copy_video", FACE_DETECTOR,
                                  lambda ctx: str(process_video(ctx, ctx.input("video"), lambda f: f))))
     samples, stop, me, t0 = [], threading.Event(), psutil.Process(), time.monotonic()
@@ -100,7 +98,7 @@ def _child(path: Path, mode: str) -> dict:
 
 
 def run(verbose: bool = True, lengths=(10, 120)) -> dict:
-    from engine.media.video import make_test_video
+    from tests.video_helpers import make_test_video
 
     from .common import save_series
 

@@ -1,6 +1,7 @@
 """Wimmel's engine: memory, devices, models, leases, OOM recovery and run records. No Gradio here."""
 from .core import Engine, Run
-from .jobs import JobCancelled, JobContext, JobKind, UserFacingError
+from .errors import UserFacingError
+from .jobs import JobCancelled, JobContext, JobKind
 from .devices import format_bytes, parse_budget, parse_size
 from .models import ModelSpec, Registry, pixel_bucket
 from .oom import NotEnoughMemory, OutOfMemory, is_oom

@@ -58,9 +58,8 @@ class Run:
                 if ok and not degraded:
                     # A degraded call's peak belongs to the smaller plan, not to this bucket's. A
                     # peak measured while other calls ran holds their allocations too: it only
-                    # stands in until a call has the process to itself (oom-stress learned an
-                    # 818 MiB run peak for a model whose clean peak is 353 MiB, and then waited
-                    # for more memory than the budget ever had free).
+                    # stands in until a call has the process to itself, or admission would wait
+                    # for more memory than the model ever needs, possibly more than the budget.
                     self.engine.footprints.record_run(model, device, self.bucket, peaks.device_delta_bytes,
                                                       crowded=peaks.overlapped)
 
@@ -70,7 +69,6 @@ def _profiled(record: RunRecord, enabled: bool, device: str):
     if not enabled:
         yield
         return
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
@@ -175,12 +173,16 @@ class Engine:
             run.call(name, lambda model: None)
 
     def status(self, runs: int = 50) -> dict:
-        from tabs.generate.tiers import tier_rows  # TODO(refactor): upward import, to be removed
         devices = []
         for name in self.devices.names:
             memory = self.devices.memory(name)
             devices.append({"name": name, "total": memory.total, "free": memory.free,
                             "budget": self.devices.budget(name),
                             "engine": self.pool.resident_bytes(name)})
-        return {"devices": devices, "models": self.pool.snapshot(),
-                "runs": [r.to_dict() for r in self.runs.latest(runs)], "warnings": TALLY.summary(), "tiers": tier_rows()}
+        models = self.pool.snapshot()
+        # A loaded model that reports its placement (a diffusion pipeline's memory tier) is a row
+        # of the System tab's tiers table: model, device, tier, why.
+        tiers = sorted(({"model": m["name"], **m["placement"]} for m in models if m.get("placement")),
+                       key=lambda row: row["model"])
+        return {"devices": devices, "models": models,
+                "runs": [r.to_dict() for r in self.runs.latest(runs)], "warnings": TALLY.summary(), "tiers": tiers}

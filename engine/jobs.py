@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import UserFacingError
 from .oom import NotEnoughMemory, OutOfMemory
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ class JobCancelled(Exception):
     pass
 
 
-class UserFacingError(Exception):
-    """A job failure whose message is meant for the user as it is (bad input, unreadable file)."""
+class JobStateError(UserFacingError, ValueError):
+    """Asked for something the job's state does not allow (retrying a job that is running)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class JobContext:
     """What a running job sees: its params and folder, progress, checkpoint, cancel, models."""
 
     def __init__(self, queue: "JobQueue", job: dict, run):
-        self.queue, self.id, self.run = queue, job["id"], run
-        self.params: dict = job["params"]
+        # The queue stays private: a job reaches models through call/spec, never through the queue.
+        self._queue, self.id, self.run = queue, job["id"], run
+        self.params: dict = {**queue.defaults, **job["params"]}
         self.checkpoint: dict = dict(job["checkpoint"])
         self.work_dir = queue.job_dir(self.id)
 
@@ -69,12 +71,12 @@ class JobContext:
         return self.work_dir / "input" / self.params["inputs"][name]
 
     def progress(self, fraction: float, note: str = "") -> None:
-        self.queue._update(self.id, progress=max(0.0, min(1.0, fraction)), note=note)
+        self._queue._update(self.id, progress=max(0.0, min(1.0, fraction)), note=note)
 
     def save_checkpoint(self, **values) -> None:
         """Persist what the job has finished; called after the chunk's output is safely on disk."""
         self.checkpoint.update(values)
-        self.queue._update(self.id, checkpoint=self.checkpoint)
+        self._queue._update(self.id, checkpoint=self.checkpoint)
 
     def resumed_from(self, position: float, unit: str = "frame") -> None:
         """Where a resumed attempt picked up, in the job's own unit: a video frame, seconds of
@@ -83,11 +85,11 @@ class JobContext:
         if unit not in RESUME_UNITS:
             raise ValueError(f"unit must be one of {RESUME_UNITS}, not {unit!r}")
         text = f"{position:.1f} s" if unit == "s" else f"{unit} {int(position)}"
-        self.queue._update(self.id, resumed_from=text,
+        self._queue._update(self.id, resumed_from=text,
                            resumed_from_frame=int(position) if unit == "frame" else None)
 
     def check_cancelled(self) -> None:
-        if self.queue._cancel_requested(self.id):
+        if self._queue._cancel_requested(self.id):
             raise JobCancelled()
 
     def call(self, model: str, fn: Callable[[Any], Any], *, degrade=None) -> Any:
@@ -96,7 +98,7 @@ class JobContext:
 
     def spec(self, model: str):
         """The ModelSpec of a model the job uses (its max_pixels, say)."""
-        return self.queue.engine.registry.get(model)
+        return self._queue.engine.registry.get(model)
 
 
 class JobStore:
@@ -160,7 +162,7 @@ class JobStore:
 class JobQueue:
     def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, max_passed_over: int = 4,
                  model_limits: dict[str, int] | None = None, job_threads: int | None = None,
-                 policy: str = "grouped", chunk_frames: int = 32):
+                 policy: str = "grouped", defaults: dict | None = None):
         if policy not in ("grouped", "fifo"):
             raise ValueError("policy must be 'grouped' or 'fifo'")
         self.engine = engine
@@ -168,7 +170,9 @@ class JobQueue:
         self.store = JobStore(self.root / "jobs.sqlite")
         self.kinds: dict[str, JobKind] = {}
         self.workers, self.max_passed_over, self.policy = workers, max_passed_over, policy
-        self.chunk_frames = chunk_frames  # frames per chunk of video jobs: the unit of resumption
+        # Params every job sees unless it sets its own (the server's --chunk-frames, say), merged
+        # under the job's params when it runs: its kind reads them from ctx.params.
+        self.defaults = dict(defaults or {})
         self.model_limits = dict(model_limits or {})
         self.job_threads = job_threads or max(1, (os.cpu_count() or 2) - 1)
         self._cond = threading.Condition()
@@ -213,8 +217,9 @@ class JobQueue:
         """Queue a job. Input files are copied into the job's folder: uploads may be deleted."""
         if capability not in self.kinds:
             raise KeyError(f"no job kind {capability!r}; known: {sorted(self.kinds)}")
+        params = dict(params or {})
         if self.kinds[capability].check:
-            self.kinds[capability].check(dict(params or {}), {name: Path(path) for name, path in (inputs or {}).items()})
+            self.kinds[capability].check(dict(params), {name: Path(path) for name, path in (inputs or {}).items()})
         job_id = uuid.uuid4().hex[:12]
         folder = self.job_dir(job_id) / "input"
         folder.mkdir(parents=True)
@@ -226,7 +231,7 @@ class JobQueue:
             shutil.copyfile(path, folder / names[name])
         job = {f: None for f in FIELDS}
         job.update(id=job_id, seq=self.store.next_seq(), capability=capability,
-                   model=self.kinds[capability].model, params={**(params or {}), "inputs": names},
+                   model=self.kinds[capability].model, params={**params, "inputs": names},
                    state="queued", progress=0.0, note="queued", created=time.time(), runs=[],
                    checkpoint={}, passed_over=0, attempts=0)
         self.store.insert(job)
@@ -256,7 +261,7 @@ class JobQueue:
         """Queue a failed or cancelled job again; it resumes from its last finished chunk."""
         job = self.get(job_id)
         if job["state"] not in ("failed", "cancelled"):
-            raise ValueError(f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried")
+            raise JobStateError(f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried")
         self.store.update(job_id, state="queued", error=None, finished=None, note="queued again",
                           passed_over=0)
         self._changed(job_id)

@@ -41,7 +41,7 @@ class ModelSpec:
     description: str = ""
     # 'compile' (torch.compile) or 'onnx' (exported, run by ONNX Runtime): the loader should hand
     # back that version (engine/runtimes/compiled.py; it falls back to eager and says why).
-    # Set only where bench `compile` measured it faster. None: the model as it is.
+    # Set only where compiling measurably speeds the model up (bench compile). None: as it is.
     accelerate: str | None = None
 
     def __post_init__(self):

@@ -309,10 +309,9 @@ class Pool:
             raise ModelUnavailable(f"{spec.name} could not be loaded from {spec.source}: {exc}") from exc
         # A torch model's tensors are exact. For runtimes we cannot inspect the memory delta is
         # the measure, and it is clean only when no other model was in use meanwhile: otherwise
-        # their allocations are billed to this load (oom-stress saw a 21 MiB model measured at
-        # 405 MiB), so a footprint already learned cleanly is kept instead. When clean, what
-        # malloc handed out counts too on the CPU: a load into heap that earlier work freed does
-        # not raise RSS at all.
+        # their allocations would be billed to this load, many times its real size, so a
+        # footprint already learned cleanly is kept instead. When clean, what malloc handed out
+        # counts too on the CPU: a load into heap that earlier work freed does not raise RSS.
         clean = alone and not self._others_busy(instance)
         measured, trusted = tensor_bytes(model), True
         if not measured:
@@ -365,6 +364,10 @@ class Pool:
                                  "bytes": i.bytes, "state": "in use" if i.state == "leased" else i.state,
                                  "measured": i.state != "loading", "load_s": round(i.load_s, 3),
                                  "uses": i.uses, "backend": i.backend})
+                    # What a loaded model says of its own placement (dict: device, tier, why), if anything.
+                    placement = getattr(i.model, "placement", None)
+                    if isinstance(placement, dict):
+                        rows[-1]["placement"] = dict(placement)
                 if not instances:
                     device = self.devices.place(spec.device)
                     measured = self.footprints.get(spec.name, device).load_bytes

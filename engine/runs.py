@@ -42,11 +42,11 @@ class RunRecord:
     status: str = "running"  # running / ok / error
     error: str | None = None
     profile: str | None = None  # torch.profiler table when asked for
-    tier: str | None = None  # memory tier the call ran at (engine.memory_tiers), when it has one
+    tier: str | None = None  # memory tier the call ran at, for pipelines that have tiers
 
     def to_dict(self) -> dict:
-        # By hand, not dataclasses.asdict: asdict deep-copies every value recursively, which was
-        # a fifth of the engine's per-call cost (bench overhead).
+        # By hand, not dataclasses.asdict: asdict deep-copies every value recursively, a large
+        # part of the engine's own cost per call.
         out = {name: getattr(self, name) for name in _FIELDS}
         for name in ("models", "evictions", "steps"):
             out[name] = list(out[name])

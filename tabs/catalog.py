@@ -59,6 +59,7 @@ class EngineOptions:
     budget: str | dict | None = None
     device: str = "auto"
     job_workers: int = 1
+    job_threads: int | None = None              # torch threads per job on the CPU (None: cores - 1)
     chunk_frames: int = CHUNK_FRAMES            # frames per chunk of video jobs (a job default)
     wait_timeout_s: float = 300.0
     specs: list[ModelSpec] | None = None        # None: every model of the catalog
@@ -77,7 +78,7 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
     engine = Engine(options.data_dir, budget=options.budget, device=options.device,
                     specs=default_specs() if options.specs is None else options.specs,
                     wait_timeout_s=options.wait_timeout_s,
-                    job_options={"workers": options.job_workers,
+                    job_options={"workers": options.job_workers, "job_threads": options.job_threads,
                                  "defaults": {"chunk_frames": options.chunk_frames}},
                     **options.extra)
     for kind in default_job_kinds() if options.job_kinds is None else options.job_kinds:

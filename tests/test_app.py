@@ -113,3 +113,42 @@ def test_a_tab_that_cannot_run_still_shows_and_says_why(tmp_path):
     assert "Broken" in labels
     assert any(isinstance(t, str) and "Broken is unavailable here" in t and "run ./setup.sh" in t
                for t in texts)
+
+
+def test_the_jobs_and_system_handlers_answer_without_a_browser(tmp_path):
+    import gradio as gr
+
+    from app import jobs_tab, system_tab
+    from engine import Engine, JobKind, UserFacingError
+    from ui.handlers import handler
+
+    engine = Engine(tmp_path / "data", job_options={"job_threads": 1})
+    engine.jobs.register(JobKind("nothing", "no-model", lambda ctx: ""))
+    job_id = engine.jobs.submit("nothing")   # the workers are not started: it stays queued
+    (listed,) = jobs_tab.list_jobs(engine)["jobs"]
+    assert listed["id"] == job_id and listed["state"] == "queued" and tuple(listed) == jobs_tab.API_FIELDS
+    with pytest.raises(UserFacingError, match="There is no job 'nope'"):
+        jobs_tab.cancel_job(engine, "nope")
+    with pytest.raises(UserFacingError, match="only failed or cancelled"):
+        jobs_tab.retry_job(engine, job_id)
+    assert jobs_tab.cancel_job(engine, f" {job_id} ")["state"] == "cancelled"
+    assert jobs_tab.retry_job(engine, job_id)["state"] == "queued"
+    # Wired as Gradio sees it: the engine bound, the same plain message as a gr.Error.
+    with pytest.raises(gr.Error, match="There is no job 'nope'"):
+        handler(engine, jobs_tab.cancel_job, "cancel the job")("nope")
+
+    assert "next run will be profiled" in system_tab.profile_next(engine)
+    engine.infer("test", *_a_model(engine))
+    status = system_tab.system_status(engine)
+    assert status["runs"][0]["capability"] == "test" and status["runs"][0]["profile"]
+    assert "checks" in system_tab.doctor.__doc__ and system_tab.run_rows(status)["capability"][0] == "test"
+
+
+def _a_model(engine):
+    import torch
+
+    from engine import ModelSpec
+
+    engine.register(ModelSpec(name="tiny", role="micro", runtime="torch", loader=lambda device: torch.nn.Linear(2, 2),
+                              source="test", estimate_bytes=1024))
+    return "tiny", lambda model: model(torch.ones(1, 2))

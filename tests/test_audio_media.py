@@ -4,7 +4,8 @@ import pytest
 
 from engine.media.audio import (MediaError, probe_audio, read_audio, replace_audio, stream_audio,
                                 write_wav)
-from engine.media.video import make_test_video, probe
+from engine.media.video import probe
+from video_helpers import make_test_video
 
 
 def tone(seconds, rate, hz=220.0):

@@ -39,7 +39,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app_process import start_app, stop_app
-from engine.media.video import ffmpeg_exe, make_test_video
+from engine.media.video import ffmpeg_exe
+from video_helpers import make_test_video
 
 CALL_TIMEOUT_S = 180      # one answer; longer is a hang
 MAX_MESSAGE = 300         # characters a user reads at a glance

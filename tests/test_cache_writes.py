@@ -1,22 +1,23 @@
-"""Gradio's cache writers, made atomic by app.cache_writes: a file handed to one user is never
+"""Gradio's cache writers, made atomic by ui.gradio_patches: a file handed to one user is never
 truncated by another request that returns the same content."""
 import os
 import threading
 from pathlib import Path
 
+import gradio
 import numpy as np
 import pytest
 from gradio import processing_utils as pu
 from PIL import Image
 
-from ui import cache_writes
+from ui import gradio_patches
 
 
 @pytest.fixture()
 def atomic(monkeypatch):
     for name in ("save_pil_to_cache", "save_bytes_to_cache", "save_audio_to_cache"):
         monkeypatch.setattr(pu, name, getattr(pu, name))  # restored after the test
-    cache_writes.make_cache_writes_atomic()
+    gradio_patches.make_cache_writes_atomic()
 
 
 def shortest_read_while_rewriting(save, expected: int, writers: int = 3, rounds: int = 25) -> int:
@@ -56,7 +57,7 @@ def test_the_same_bytes_returned_by_concurrent_requests_never_reach_a_reader_cut
 def test_gradio_unpatched_does_cut_files_short(tmp_path):
     # The failure the module exists for, shown on Gradio's own writer (why the test above means
     # something). The original, as an app built earlier in this process has replaced pu's.
-    gradio_writer = cache_writes.GRADIO_WRITERS["save_bytes_to_cache"]
+    gradio_writer = gradio_patches.GRADIO_WRITERS["save_bytes_to_cache"]
     data = os.urandom(8 * 1024 * 1024)
     smallest = shortest_read_while_rewriting(lambda: gradio_writer(data, "out.bin", str(tmp_path)), len(data))
     assert smallest < len(data)
@@ -79,6 +80,11 @@ def test_pictures_and_sounds_are_written_to_the_same_places_as_gradio_would(tmp_
     original = tmp_path / "gradio"
     assert Path(ours_image).relative_to(tmp_path).parts[1] == "result.png"
     assert Path(ours_sound).relative_to(tmp_path).parts[1] == "audio.wav"
-    assert cache_writes.GRADIO_WRITERS["save_audio_to_cache"](sound, 16000, "wav", str(original)).replace(str(original.resolve()), "") \
+    assert gradio_patches.GRADIO_WRITERS["save_audio_to_cache"](sound, 16000, "wav", str(original)).replace(str(original.resolve()), "") \
         == ours_sound.replace(str(tmp_path.resolve()), "")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_the_patches_were_checked_against_the_installed_gradio():
+    # On a Gradio upgrade, read the functions ui/gradio_patches.py replaces again, then update it.
+    assert gradio.__version__ == gradio_patches.GRADIO_CHECKED

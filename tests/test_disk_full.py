@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import Engine, JobKind
-from engine.media.video import make_test_video
+from video_helpers import make_test_video
 from engine.media.video_job import process_video
 from tiny_models import block_spec, forward
 

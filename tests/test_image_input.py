@@ -1,5 +1,5 @@
 """Our image decoder (engine/media/image.py) and the guard that puts it in front of every image
-input of the app (app/images.py), without starting a server."""
+input of the app (ui/gradio_patches.py), without starting a server."""
 import io
 
 import gradio as gr
@@ -9,7 +9,7 @@ import skimage.data
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from ui.images import guard_image_inputs
+from ui.gradio_patches import guard_image_inputs
 from engine import UserFacingError
 from engine.media.image import MAX_PIXELS, ImageError, read_image
 from test_bad_inputs import bomb_png

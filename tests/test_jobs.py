@@ -176,7 +176,7 @@ def test_inputs_are_copied_and_progress_is_followed(tmp_path):
 
 
 def test_an_input_the_job_could_never_use_is_refused_at_submit(tmp_path):
-    from engine.media.video import make_test_video
+    from video_helpers import make_test_video
     from engine.media.video_job import readable_video
 
     engine = make_engine(tmp_path)
@@ -213,3 +213,43 @@ def test_a_jobs_database_from_before_resumed_from_gets_the_column(tmp_path):
     old.close()
     job = JobStore(tmp_path / "jobs.sqlite").get("abc")
     assert job["resumed_from_frame"] == 24 and job["resumed_from"] is None and job["state"] == "done"
+
+
+def test_job_defaults_are_merged_under_each_jobs_own_params(tmp_path):
+    engine = make_engine(tmp_path, defaults={"chunk_frames": 5, "n": 1})
+    seen = {}
+
+    def run(ctx):
+        seen[ctx.params.get("tag")] = dict(ctx.params)
+        out = ctx.work_dir / "result.txt"
+        out.write_text("ok")
+        return str(out)
+
+    engine.jobs.register(JobKind("params", "alpha", run))
+    engine.jobs.start()
+    try:
+        ids = [engine.jobs.submit("params", {"tag": "own", "chunk_frames": 9}),
+               engine.jobs.submit("params", {"tag": "default"})]
+        wait_all(engine, ids)
+    finally:
+        engine.jobs.stop()
+    assert seen["own"]["chunk_frames"] == 9 and seen["own"]["n"] == 1
+    assert seen["default"]["chunk_frames"] == 5
+    # Stored as submitted: the defaults are the server's, applied when the job runs.
+    assert "chunk_frames" not in engine.jobs.get(ids[1])["params"]
+
+
+def test_a_video_job_cuts_its_chunks_by_the_job_default(tmp_path):
+    from video_helpers import make_test_video
+    from engine.media.video_job import process_video
+
+    engine = make_engine(tmp_path, defaults={"chunk_frames": 4})
+    engine.jobs.register(JobKind("copy", "alpha", lambda ctx: str(process_video(ctx, ctx.input("video"), lambda f: f))))
+    video = make_test_video(tmp_path / "in.mp4", frames=10, width=64, height=48, audio=False)
+    engine.jobs.start()
+    try:
+        job_id = engine.jobs.submit("copy", inputs={"video": video})
+        (job,) = wait_all(engine, [job_id])
+    finally:
+        engine.jobs.stop()
+    assert job["state"] == "done" and job["checkpoint"] == {"chunk_frames": 4, "chunks_done": 3}

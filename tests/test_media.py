@@ -9,9 +9,9 @@ import numpy as np
 import psutil
 import pytest
 
-from engine.media import (MediaError, concat_segments, ffmpeg_exe, limit_pixels, make_test_video,
-                          probe, read_chunks, restore_size, write_segment)
-from engine.media.video import _moving_gradient
+from engine.media import (MediaError, concat_segments, ffmpeg_exe, limit_pixels, probe, read_chunks,
+                          restore_size, write_segment)
+from video_helpers import make_test_video, moving_gradient
 
 W, H, FRAMES, FPS = 160, 120, 37, 25
 
@@ -85,7 +85,7 @@ def test_read_chunks_yields_every_frame_once_in_order(video, decoded):
     assert all(c.dtype == np.uint8 and c.shape[1:] == (H, W, 3) for _, c in chunks)
     assert np.array_equal(np.concatenate([c for _, c in chunks]), decoded)
     # In order: each decoded frame is nearest to the frame drawn with its own index.
-    draw = _moving_gradient(W, H)
+    draw = moving_gradient(W, H)
     drawn = np.stack([draw(i) for i in range(FRAMES)]).astype(np.int16)
     nearest = [int(np.abs(drawn - frame).mean(axis=(1, 2, 3)).argmin()) for frame in decoded]
     assert nearest == list(range(FRAMES))
@@ -254,6 +254,22 @@ def test_an_unchanged_file_is_probed_once_and_a_rewritten_one_again(monkeypatch,
     assert probe(str(path)) == first and len(counted) == 1   # the tab, submit and the job ask again
     make_test_video(path, frames=20, width=64, height=48, audio=False)   # written anew in place
     assert probe(path).frames == 20 and len(counted) == 2
+
+
+def test_a_prober_remembers_only_its_latest_files(monkeypatch, tmp_path):
+    from engine.media import Prober
+    from engine.media import video as video_module
+
+    counted = []
+    count_packets = video_module._count_packets
+    monkeypatch.setattr(video_module, "_count_packets", lambda path: counted.append(path) or count_packets(path))
+    first, second = (make_test_video(tmp_path / f"{n}.mp4", frames=n, width=64, height=48, audio=False)
+                     for n in (5, 6))
+    prober = Prober(keep=1)
+    assert prober.probe(first).frames == 5 and prober.probe(first).frames == 5 and len(counted) == 1
+    assert prober.probe(second).frames == 6 and len(counted) == 2
+    assert prober.probe(first).frames == 5 and len(counted) == 3   # forgotten for the newer file
+    assert Prober().probe(second).frames == 6 and len(counted) == 4   # another prober knows nothing
 
 
 def test_missing_file(tmp_path):

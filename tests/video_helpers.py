@@ -1,13 +1,59 @@
-"""A synthetic video with a real face moving across it, and ways to measure the result."""
+"""Synthetic test videos (a moving gradient, or a real face moving across), and ways to measure
+the result. The benchmarks make their videos here too."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import skimage.data
 from PIL import Image
 
-from engine.media.video import make_test_video, read_chunks
+from engine.files import atomic_write
+from engine.media.ffmpeg import TO_YUV, X264, command
+from engine.media.video import encode_frames, frame_rate, raw_video_input, read_chunks
+
+
+def moving_gradient(width: int, height: int) -> Callable[[int], np.ndarray]:
+    x = np.arange(width, dtype=np.float32) / width
+    green = (255 * np.arange(height, dtype=np.float32) / height).astype(np.uint8)[:, None]
+
+    def draw(i: int) -> np.ndarray:
+        # Smooth (no wrap-around edge) and moving, so each frame differs from its neighbours;
+        # rows and columns broadcast, so a 720p frame takes about a millisecond.
+        frame = np.empty((height, width, 3), np.uint8)
+        frame[..., 0] = (127.5 + 127 * np.cos(2 * np.pi * (x - i / 50))).astype(np.uint8)
+        frame[..., 1] = green
+        frame[..., 2] = int(127.5 + 100 * np.sin(2 * np.pi * i / 80))
+        return frame
+    return draw
+
+
+def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio: bool = True,
+                    draw: Callable[[int], np.ndarray] | None = None) -> Path:
+    """Write a synthetic H.264 MP4: frames from draw(i) (default a moving gradient), and a
+    440 Hz sine as AAC audio lasting frames / fps."""
+    fps = frame_rate(fps)
+    draw = draw or moving_gradient(width, height)
+    path = Path(path)
+    args = ["-v", "error", *raw_video_input(width, height, fps)]
+    if audio:
+        seconds = float(frames / fps)
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+                 "-map", "0:v", "-map", "1:a", "-c:a", "aac"]
+    # ultrafast: test sources only need to be quick to make.
+    args += ["-vf", TO_YUV, *X264, "-preset", "ultrafast", "-movflags", "+faststart", "-f", "mp4"]
+
+    def rendered():
+        for i in range(frames):
+            frame = draw(i)
+            if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+                raise ValueError(f"draw({i}) gave {frame.dtype} {frame.shape}, "
+                                 f"want uint8 {(height, width, 3)}")
+            yield frame
+    with atomic_write(path) as tmp:
+        encode_frames(command(*args, str(tmp)), rendered())
+    return path
 
 FACE_SIZE = 200  # the astronaut photo scaled to this: her face is ~35x45 px
 _ASTRONAUT = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((FACE_SIZE, FACE_SIZE), Image.LANCZOS))

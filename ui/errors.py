@@ -7,7 +7,6 @@ import logging
 import gradio as gr
 
 from engine import ModelUnavailable, NotEnoughMemory, OutOfMemory, UserFacingError
-from engine.media.video import MediaError
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,8 @@ def user_errors(action: str):
         raise gr.Error(f"Not enough memory to {action}: {exc}") from exc
     except ModelUnavailable as exc:
         raise gr.Error(f"The model for this could not be loaded. {exc}") from exc
-    except (UserFacingError, MediaError) as exc:
-        # Our own verdicts on the input (ImageError, an unreadable file): plain words already.
+    except UserFacingError as exc:
+        # Our own verdicts (ImageError, MediaError, a job in the wrong state): plain words already.
         raise gr.Error(str(exc), print_exception=False) from exc
     except Exception as exc:
         # A bug, not the user's doing: the traceback goes to the log, the user gets a sentence

@@ -10,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from ..errors import UserFacingError
 
 # What a user sees. ffmpeg's own words stay in MediaError.detail, for logs.
 EMPTY_OR_CORRUPT = "The video could not be read: it is empty or corrupt."
@@ -32,8 +33,9 @@ TO_YUV = ("scale=out_color_matrix=bt709:out_range=tv:flags=bicubic+bitexact,"
            "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709")
 
 
-class MediaError(ValueError):
-    """A video problem a user can act on. `detail` holds ffmpeg's last stderr line for logs."""
+class MediaError(UserFacingError, ValueError):
+    """A media problem a user can act on, in plain words (shown as it is, like every
+    UserFacingError). `detail` holds ffmpeg's last stderr line, for logs."""
 
     def __init__(self, message: str, detail: str = ""):
         super().__init__(message)

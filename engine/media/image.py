@@ -5,7 +5,7 @@ Left to itself, PIL (and Gradio, which only calls PIL) trusts the file: a PNG de
 megapixels of zeros, 144 KiB on disk, is decoded in full (PIL only warns below 179 MP); a
 16-bit PNG comes out white when clipped to 8 bits; a broken file fails with PIL's own words and
 a server path. Every image input goes through `open_image` instead: the app's image inputs
-(app/images.py) and the pictures a job reads back from its folder (zoo readers).
+(ui/gradio_patches.py) and the pictures a job reads back from its folder.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..jobs import UserFacingError
+from ..errors import UserFacingError
 
 MAX_PIXELS = 100_000_000   # 100 megapixels: any camera's photo; 300 MB once RGB
 # PIL's own check stays on as a second line: it refuses at open from twice this.

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -50,7 +50,7 @@ class VideoInfo:
     audio_codec: str | None
 
 
-def _rate(fps) -> Fraction:
+def frame_rate(fps) -> Fraction:
     """fps as an exact fraction; a float such as 29.97002997 becomes 30000/1001."""
     if isinstance(fps, float):
         return Fraction(fps).limit_denominator(1001)
@@ -110,33 +110,46 @@ def _count_packets(path) -> tuple[int, Fraction | None]:
     return count, (1 / (tb * step) if tb and step > 0 else None)
 
 
-_PROBED: collections.OrderedDict[tuple, VideoInfo] = collections.OrderedDict()
-_PROBED_KEEP = 64
-_PROBED_LOCK = threading.Lock()
+class Prober:
+    """Probes videos and remembers the answers for files that have not changed since.
+
+    Counting the frames demuxes the whole file (seconds for an hour of video), and one upload is
+    asked about by the tab, at submit and by the job. What a file holds is a fact of the file,
+    not of an engine: one Prober per process (PROBER, behind `probe`) serves every engine, and a
+    file is known by its path, size, modification time and inode, so a rewritten file is probed
+    again. Thread-safe; the latest `keep` files are remembered."""
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self._known: collections.OrderedDict[tuple, VideoInfo] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def probe(self, path) -> VideoInfo:
+        ffmpeg_exe()  # no ffmpeg is an error whatever is remembered
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return _probe(path)  # says what is wrong in plain words
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        with self._lock:
+            if key in self._known:
+                self._known.move_to_end(key)
+                return self._known[key]
+        info = _probe(path)
+        with self._lock:
+            self._known[key] = info
+            while len(self._known) > self.keep:
+                self._known.popitem(last=False)
+        return info
+
+
+PROBER = Prober()
 
 
 def probe(path) -> VideoInfo:
-    """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video file.
-
-    Counting the frames demuxes the whole file (seconds for an hour of video), and one upload is
-    asked about by the tab, at submit and by the job: a file probed before and unchanged since
-    (same size, modification time and inode) is answered from memory."""
-    ffmpeg_exe()  # no ffmpeg is an error whatever is remembered
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return _probe(path)  # says what is wrong in plain words
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    with _PROBED_LOCK:
-        if key in _PROBED:
-            _PROBED.move_to_end(key)
-            return _PROBED[key]
-    info = _probe(path)
-    with _PROBED_LOCK:
-        _PROBED[key] = info
-        while len(_PROBED) > _PROBED_KEEP:
-            _PROBED.popitem(last=False)
-    return info
+    """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video
+    file; a file probed before and unchanged since is answered from memory (Prober)."""
+    return PROBER.probe(path)
 
 
 def _probe(path) -> VideoInfo:
@@ -239,8 +252,9 @@ def read_chunks(path, chunk_frames: int, start_frame: int = 0
 
 # ---------------------------------------------------------------------------------- writing
 
-def _encode(cmd: list[str], frames: Iterator[np.ndarray]) -> None:
-    """Feed raw RGB frames to an ffmpeg command (which writes a staging file of the caller's)."""
+def encode_frames(cmd: list[str], frames: Iterator[np.ndarray]) -> None:
+    """Feed raw RGB frames to an ffmpeg command (which writes a staging file of the caller's);
+    MediaError with plain words when ffmpeg fails."""
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -262,7 +276,9 @@ def _encode(cmd: list[str], frames: Iterator[np.ndarray]) -> None:
                     proc.stdin.close()
 
 
-def _raw_input(width: int, height: int, fps: Fraction) -> list[str]:
+def raw_video_input(width: int, height: int, fps) -> list[str]:
+    """ffmpeg input arguments for raw RGB frames of this size and rate, fed through stdin."""
+    fps = frame_rate(fps)
     return ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
             "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0"]
 
@@ -275,8 +291,8 @@ def write_segment(frames: np.ndarray, path, fps) -> None:
                          f"{frames.dtype} {frames.shape}")
     _, height, width, _ = frames.shape
     with atomic_write(path) as tmp:
-        _encode(command("-v", "error", *_raw_input(width, height, _rate(fps)), "-an", "-vf", TO_YUV,
-                        *X264, "-preset", "veryfast", "-f", "mp4", str(tmp)), iter(frames))
+        encode_frames(command("-v", "error", *raw_video_input(width, height, fps), "-an", "-vf", TO_YUV,
+                              *X264, "-preset", "veryfast", "-f", "mp4", str(tmp)), iter(frames))
 
 
 def _concat_line(path: Path) -> str:
@@ -295,7 +311,7 @@ def concat_segments(segment_paths: Sequence, out_path, fps, audio_source=None) -
     if not segments:
         raise ValueError("no segments to concatenate")
     _, written = _count_packets(segments[0])
-    if written is not None and abs(written / _rate(fps) - 1) > 1e-4:
+    if written is not None and abs(written / frame_rate(fps) - 1) > 1e-4:
         raise ValueError(f"segments were written at {written} fps, not {fps}")
     listing = staging_path(Path(out_path)).with_suffix(".txt")
     try:
@@ -348,48 +364,3 @@ def restore_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if frame.shape[:2] == (height, width):
         return frame
     return np.array(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC))
-
-
-# ---------------------------------------------------------------------------------- test videos
-
-def _moving_gradient(width: int, height: int) -> Callable[[int], np.ndarray]:
-    x = np.arange(width, dtype=np.float32) / width
-    green = (255 * np.arange(height, dtype=np.float32) / height).astype(np.uint8)[:, None]
-
-    def draw(i: int) -> np.ndarray:
-        # Smooth (no wrap-around edge) and moving, so each frame differs from its neighbours;
-        # rows and columns broadcast, so a 720p frame takes about a millisecond.
-        frame = np.empty((height, width, 3), np.uint8)
-        frame[..., 0] = (127.5 + 127 * np.cos(2 * np.pi * (x - i / 50))).astype(np.uint8)
-        frame[..., 1] = green
-        frame[..., 2] = int(127.5 + 100 * np.sin(2 * np.pi * i / 80))
-        return frame
-    return draw
-
-
-def make_test_video(path, *, frames: int, width: int, height: int, fps=25, audio: bool = True,
-                    draw: Callable[[int], np.ndarray] | None = None) -> Path:
-    """Write a synthetic H.264 MP4: frames from draw(i) (default a moving gradient), and a
-    440 Hz sine as AAC audio lasting frames / fps. For tests and benchmarks."""
-    fps = _rate(fps)
-    draw = draw or _moving_gradient(width, height)
-    path = Path(path)
-    args = ["-v", "error", *_raw_input(width, height, fps)]
-    if audio:
-        seconds = float(frames / fps)
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-                 "-map", "0:v", "-map", "1:a", "-c:a", "aac"]
-    # ultrafast: test sources only need to be quick to make.
-    args += ["-vf", TO_YUV, *X264, "-preset", "ultrafast", "-movflags", "+faststart",
-             "-f", "mp4"]
-
-    def rendered():
-        for i in range(frames):
-            frame = draw(i)
-            if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
-                raise ValueError(f"draw({i}) gave {frame.dtype} {frame.shape}, "
-                                 f"want uint8 {(height, width, 3)}")
-            yield frame
-    with atomic_write(path) as tmp:
-        _encode(command(*args, str(tmp)), rendered())
-    return path

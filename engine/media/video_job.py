@@ -13,27 +13,28 @@ from typing import Callable
 
 import numpy as np
 
-from ..jobs import JobContext, UserFacingError
-from .video import MediaError, concat_segments, probe, read_chunks, write_segment
+from ..jobs import JobContext
+from .video import concat_segments, probe, read_chunks, write_segment
+
+# Frames per chunk, the unit of resumption, when neither the job's params nor the server's job
+# defaults (launch.py --chunk-frames) set one.
+CHUNK_FRAMES = 32
 
 
 def readable_video(inputs: dict[str, Path]) -> None:
-    """For a check of jobs on inputs["video"]: refuses at submit a file that is not a video (no
-    video stream, a still picture, cut short before its first frame)."""
-    try:
-        probe(inputs["video"])
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    """For a check of jobs on inputs["video"]: refuses at submit, with a MediaError, a file that
+    is not a video (no video stream, a still picture, cut short before its first frame)."""
+    probe(inputs["video"])
 
 
 def process_video(ctx: JobContext, source: Path, transform: Callable[[np.ndarray], np.ndarray], *,
                   chunk_frames: int | None = None, result_name: str = "result.mp4") -> Path:
-    try:
-        info = probe(source)
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    """Run transform over the video chunk by chunk; the result file in the job's folder. A file
+    that cannot be read or written fails the job with a MediaError in plain words."""
+    info = probe(source)
     # The chunk size is fixed at the first attempt: a resumed job must cut where the first did.
-    chunk_frames = ctx.checkpoint.get("chunk_frames", chunk_frames or ctx.queue.chunk_frames)
+    chunk_frames = ctx.checkpoint.get("chunk_frames",
+                                      chunk_frames or ctx.params.get("chunk_frames") or CHUNK_FRAMES)
     done = ctx.checkpoint.get("chunks_done", 0)
     if not ctx.checkpoint:
         ctx.save_checkpoint(chunk_frames=chunk_frames, chunks_done=0)
@@ -42,22 +43,19 @@ def process_video(ctx: JobContext, source: Path, transform: Callable[[np.ndarray
         ctx.resumed_from(done * chunk_frames)
     segments = ctx.work_dir / "segments"
     segments.mkdir(exist_ok=True)
-    try:
-        for start, frames in read_chunks(source, chunk_frames, start_frame=done * chunk_frames):
-            ctx.check_cancelled()
-            index = start // chunk_frames
-            out = transform(frames)
-            # A transform may resize frames (upscaling) but must keep every frame, all one size.
-            if out.ndim != 4 or len(out) != len(frames):
-                raise RuntimeError(f"the transform turned frames {frames.shape} into {out.shape}")
-            write_segment(out, segments / f"{index:06d}.mp4", info.fps)
-            ctx.save_checkpoint(chunks_done=index + 1)
-            # The last step (joining, audio) is the +1: 100% only when the file is there.
-            ctx.progress((index + 1) / (total + 1), f"frame {start + len(frames)} of {info.frames}")
+    for start, frames in read_chunks(source, chunk_frames, start_frame=done * chunk_frames):
         ctx.check_cancelled()
-        result = ctx.work_dir / result_name
-        parts = [segments / f"{i:06d}.mp4" for i in range(total)]
-        concat_segments(parts, result, info.fps, audio_source=source if info.has_audio else None)
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+        index = start // chunk_frames
+        out = transform(frames)
+        # A transform may resize frames (upscaling) but must keep every frame, all one size.
+        if out.ndim != 4 or len(out) != len(frames):
+            raise RuntimeError(f"the transform turned frames {frames.shape} into {out.shape}")
+        write_segment(out, segments / f"{index:06d}.mp4", info.fps)
+        ctx.save_checkpoint(chunks_done=index + 1)
+        # The last step (joining, audio) is the +1: 100% only when the file is there.
+        ctx.progress((index + 1) / (total + 1), f"frame {start + len(frames)} of {info.frames}")
+    ctx.check_cancelled()
+    result = ctx.work_dir / result_name
+    parts = [segments / f"{i:06d}.mp4" for i in range(total)]
+    concat_segments(parts, result, info.fps, audio_source=source if info.has_audio else None)
     return result
