@@ -377,7 +377,7 @@ def specs() -> list[ModelSpec]:
             # ONNX Runtime runs detect_faces faster than eager (bench/compile.py); the export is
             # paid once per machine and cached by weights hash and versions.
             name=FACE_DETECTOR, role="interactive", runtime="torch",
-            loader=functools.partial(load_mtcnn, accelerate="onnx"), accelerate="onnx",
+            loader=functools.partial(load_mtcnn, accelerate="onnx"),
             source="facenet-pytorch 2.6.0 wheel: MTCNN pnet.pt, rnet.pt, onet.pt",
             estimate_bytes=2 * MiB, run_estimate_bytes=64 * MiB, max_instances=2,
             # MTCNN's pyramid cost grows with pixels: at 960x540 a 720p frame takes ~half the time

@@ -4,7 +4,7 @@ Models (all CPU here, torch's default thread count, ONNX Runtime given the same)
 - face_detector: detect_faces (MTCNN: PNet on a pyramid, RNet, ONet) on skimage's astronaut,
   512x512; "compiled" / "onnx" mean all three nets run that way (engine/runtimes/compiled.py).
 - onet_b16: MTCNN's ONet alone on a batch of 16 48x48 crops (a plain conv net, one shape).
-- voice_encoder: resemblyzer's 3-layer LSTM speaker encoder (zoo/voices.py) on 8 windows of
+- voice_encoder: resemblyzer's 3-layer LSTM speaker encoder (tabs/voices/model.py) on 8 windows of
   160 mel frames, when resemblyzer is installed.
 
 Fields per model:
@@ -93,8 +93,8 @@ def _voice_encoder(mode: str, cache_dir: str):
 def _voice_reason() -> str | None:
     try:
         from tabs.voices import model as voices
-    except Exception as exc:  # noqa: BLE001 - another helper's module, may be absent
-        return f"zoo.voices does not import: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a capability whose packages may be absent
+        return f"tabs.voices.model does not import: {exc}"
     return voices.unavailable_reason()
 
 

@@ -85,7 +85,9 @@ def learn(folder: str) -> None:
         from tabs.tts import model as tts
         from engine.media.audio import read_audio, write_wav
 
-        samples, rate = tts.speak(engine, SENTENCE)
+        pieces = tts.plan(SENTENCE)
+        with engine.run("speak", bucket=tts.symbol_bucket(pieces)) as run:
+            samples, rate = tts.speak(run.call, pieces)
         write_wav(folder / "speech.wav", samples, rate)
         np.save(folder / "speech16k.npy", read_audio(folder / "speech.wav", 16000))
     except ImportError:

@@ -1,5 +1,5 @@
 """Wimmel's engine: memory, devices, models, leases, OOM recovery and run records. No Gradio here."""
-from .core import Engine, Run
+from .core import Call, Engine, Run
 from .errors import UserFacingError
 from .jobs import JobCancelled, JobContext, JobKind
 from .devices import format_bytes, parse_budget, parse_size
@@ -7,5 +7,5 @@ from .models import ModelSpec, Registry, pixel_bucket
 from .oom import NotEnoughMemory, OutOfMemory, is_oom
 from .pool import ModelUnavailable
 
-__all__ = ["Engine", "Run", "ModelSpec", "Registry", "pixel_bucket", "OutOfMemory", "is_oom",
+__all__ = ["Call", "Engine", "Run", "ModelSpec", "Registry", "pixel_bucket", "OutOfMemory", "is_oom",
            "ModelUnavailable", "NotEnoughMemory", "JobKind", "JobContext", "JobCancelled", "UserFacingError", "format_bytes", "parse_budget", "parse_size"]

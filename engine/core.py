@@ -28,6 +28,11 @@ from .pool import Pool
 from .runs import TALLY, RunLog, RunRecord
 
 
+# What processing functions receive to use a model: call(model_name, fn) leases the model, runs
+# fn(model) with OOM recovery and gives it back. Run.call in a request, JobContext.call in a job.
+Call = Callable[[str, Callable[[Any], Any]], Any]
+
+
 class Run:
     """One call's record plus the means to lease models inside it."""
 

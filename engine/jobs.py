@@ -219,12 +219,16 @@ class JobQueue:
             raise KeyError(f"no job kind {capability!r}; known: {sorted(self.kinds)}")
         params = dict(params or {})
         if self.kinds[capability].check:
-            self.kinds[capability].check(dict(params), {name: Path(path) for name, path in (inputs or {}).items()})
+            # An input not given reaches the check as None, so its message can say what to upload.
+            self.kinds[capability].check(dict(params), {name: Path(path) if path else None
+                                                        for name, path in (inputs or {}).items()})
         job_id = uuid.uuid4().hex[:12]
         folder = self.job_dir(job_id) / "input"
         folder.mkdir(parents=True)
         names = {}
         for name, path in (inputs or {}).items():
+            if not path:
+                continue
             # One folder per input: a video and a photo may well share a file name.
             names[name] = f"{name}/{Path(path).name}"
             (folder / name).mkdir(exist_ok=True)

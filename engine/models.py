@@ -39,18 +39,12 @@ class ModelSpec:
     unloader: Callable[[Any], None] | None = None
     max_pixels: int | None = None  # inputs larger than this are shrunk before the model
     description: str = ""
-    # 'compile' (torch.compile) or 'onnx' (exported, run by ONNX Runtime): the loader should hand
-    # back that version (engine/runtimes/compiled.py; it falls back to eager and says why).
-    # Set only where compiling measurably speeds the model up (bench compile). None: as it is.
-    accelerate: str | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"{self.name}: role must be one of {ROLES}, not {self.role!r}")
         if self.max_instances < 1:
             raise ValueError(f"{self.name}: max_instances must be at least 1")
-        if self.accelerate not in (None, "eager", "compile", "onnx"):
-            raise ValueError(f"{self.name}: accelerate must be None, 'compile' or 'onnx', not {self.accelerate!r}")
 
 
 class Registry:

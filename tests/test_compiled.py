@@ -172,17 +172,6 @@ def test_eager_mode_is_the_module():
         accelerate(net, _examples(), "tensorrt")
 
 
-def test_model_spec_accepts_accelerate():
-    spec = ModelSpec("m", "micro", "torch", lambda d: None, "here", 1, accelerate="onnx")
-    assert spec.accelerate == "onnx"
-    assert ModelSpec("m", "micro", "torch", lambda d: None, "here", 1).accelerate is None
-    with pytest.raises(ValueError, match="accelerate"):
-        ModelSpec("m", "micro", "torch", lambda d: None, "here", 1, accelerate="fast")
-
-
-# ---- the real face detector on a real photo
-
-
 def _boxes(faces):
     return [face["box"] + [face["score"]] for face in faces]
 

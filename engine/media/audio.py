@@ -40,7 +40,8 @@ def probe_audio(path) -> AudioInfo:
     except MediaError as exc:
         if str(exc).startswith("This file is not a video"):
             raise MediaError(NOT_AUDIO, exc.detail) from None
-        raise MediaError(str(exc).replace("video", "file"), exc.detail) from None
+        # "The video file was not found." speaks of a video; here the file may be any media.
+        raise MediaError(str(exc).replace("video file", "file").replace("video", "file"), exc.detail) from None
     if head.audio_codec is None:
         raise MediaError(NO_AUDIO_STREAM)
     text = subprocess.run(command("-i", os.path.abspath(path)), capture_output=True, text=True,

@@ -23,12 +23,12 @@ import os
 import pathlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.devices import usable_cores
 from engine.media.image import read_image
 from engine.media.video_job import process_video
@@ -37,8 +37,6 @@ from engine.package_files import package_folder
 MiB = 1024**2
 
 SEGMENTER = "selfie-segmenter"
-# run.call (Run) or ctx.call (JobContext): lease a model by name for one step.
-Call = Callable[[str, Callable[[Any], Any]], Any]
 
 TRANSPARENT, BLUR, COLOR, IMAGE = "transparent", "blur", "color", "image"
 MODES = (TRANSPARENT, BLUR, COLOR, IMAGE)

@@ -60,7 +60,7 @@ def remove_background_video(engine: Engine, video: str | None, mode: str,
     inputs = {"video": video}
     if background and bg.mode_name(mode) == bg.IMAGE:
         inputs["background"] = background
-    # Checked at submit too; here first, because submit cannot take a missing upload.
+    # Checked here before the colour is parsed into the job's params (submit checks those again).
     check({"mode": mode, "color": color}, inputs)
     params = {"mode": bg.mode_name(mode), "color": bg.hex_color(bg.parse_color(color))}
     return start_job(engine, "remove_background_video", params, inputs, progress)

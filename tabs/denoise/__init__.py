@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from engine import JobKind, ModelSpec, UserFacingError
-from engine.media.audio import MediaError, probe_audio
+from engine.media.audio import probe_audio
 
 from .denoisers import DEEPFILTERNET, MODELS, model_unavailable, tab_unavailable_reason
 from .model import DENOISE_LONG, choice, long_job
@@ -47,10 +47,7 @@ def check(params: dict, inputs: dict) -> None:
     if reason:
         raise UserFacingError(f"The {model} model is not available here: {reason}")
     if isinstance(media, (str, os.PathLike)):
-        try:
-            probe_audio(media)
-        except MediaError as exc:
-            raise UserFacingError(str(exc)) from exc
+        probe_audio(media)   # a MediaError is a UserFacingError: its message is for the user
         return
     samples = np.asarray(media)
     if samples.ndim not in (1, 2):

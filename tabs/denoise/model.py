@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import atomic_write
 from engine.media.audio import MediaError, probe_audio, read_audio, replace_audio, stream_audio, write_wav
 from engine.media.ffmpeg import command, last_line
@@ -31,7 +30,6 @@ CHUNK_S = 20.0  # a job's unit of decoding, progress and resumption
 WARMUP_S = 2.0
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take AAC beside any video
 
-Call = Callable[[str, Callable[[Any], Any]], Any]  # run.call or ctx.call: lease a model by name
 
 
 def choice(model: str | None) -> str:
@@ -152,10 +150,7 @@ def long_job(ctx: JobContext) -> str:
     ctx.progress(0.99, "writing the result")
     wav = _raw_to_wav(raw, ctx.work_dir / "denoised.wav", info.sample_rate or RATE)
     if info.has_video:
-        try:
-            return str(replace_audio(path, wav, ctx.work_dir / f"denoised{video_suffix(path)}"))
-        except MediaError as exc:
-            raise UserFacingError(str(exc)) from exc
+        return str(replace_audio(path, wav, ctx.work_dir / f"denoised{video_suffix(path)}"))
     return str(wav)
 
 

@@ -2,18 +2,15 @@
 the largest one (the one face embedder's 128 numbers), and whether two photos show the same person."""
 from __future__ import annotations
 
-from typing import Any, Callable
 
 import numpy as np
 
-from engine import UserFacingError
+from engine import Call, UserFacingError
 from engine.media.video import limit_pixels
 
 from analysers import face_detector, face_identity
 from analysers.face_detector import FACE_DETECTOR
 
-# run.call (Run) or ctx.call (JobContext): lease a model by name for one step.
-Call = Callable[[str, Callable[[Any], Any]], Any]
 
 REFERENCE = "photo of the person to keep"   # the reference photo, as messages name it
 CHIP_SIZE = 200   # px of each aligned face shown side by side by compare

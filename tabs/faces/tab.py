@@ -104,8 +104,6 @@ def blur_faces_video(engine: Engine, video: str | None, mode: str, keep: str | N
         The processed video (H.264 MP4, same frames, fps and audio).
     """
     inputs = {"video": video, **({"reference": keep} if keep else {})}
-    # Checked at submit too; here first, because submit cannot take a missing upload.
-    check({"mode": mode}, inputs)
     return start_job(engine, "blur_faces_video", {"mode": mode}, inputs, progress)
 
 

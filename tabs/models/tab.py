@@ -3,7 +3,6 @@ file), see what is registered and what it takes on disk, remove. Added models sh
 Generate (kind diffusion) and Segment (kind sam) tabs."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import gradio as gr
@@ -14,6 +13,7 @@ import tabs.models as capability
 from engine import Engine, UserFacingError, format_bytes
 from store import CONFIG_PATTERNS, JOB_CAPABILITY, ModelStore
 from ui.handlers import handler
+from ui.times import DATE_AND_MINUTE, local_time
 from ui.jobs import start_job
 
 FILES = {"weights and configs (safetensors only)": None,
@@ -30,10 +30,6 @@ a SAM `config.json`: sam, one `.safetensors` file: diffusion)."""
 
 # ---------------------------------------------------------------------------------- views
 
-def _time(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
-
-
 def _sha(entry: dict) -> str:
     sha = entry.get("sha256")
     if isinstance(sha, dict):
@@ -48,11 +44,11 @@ def rows(store: ModelStore) -> pd.DataFrame:
                                                                    else "ready")
         out.append({"name": e["name"], "kind": e["kind"], "size": format_bytes(e["bytes"]),
                     "on disk": "downloaded (remove deletes it)" if e.get("owned") else "yours (kept on remove)",
-                    "source": e["source"], "path": e["path"], "added": _time(e.get("added")), "sha256": _sha(e),
+                    "source": e["source"], "path": e["path"], "added": local_time(e.get("added"), DATE_AND_MINUTE), "sha256": _sha(e),
                     "status": status})
     for p in store.pending():
         out.append({"name": p["name"], "kind": "", "size": "", "on disk": "partial download", "source": p["source"],
-                    "path": p.get("part", ""), "added": _time(p.get("started")), "sha256": "",
+                    "path": p.get("part", ""), "added": local_time(p.get("started"), DATE_AND_MINUTE), "sha256": "",
                     "status": "downloading, or interrupted: add it again to resume"})
     return pd.DataFrame(out, columns=COLUMNS)
 

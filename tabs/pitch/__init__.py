@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from engine import JobKind, ModelSpec, UserFacingError
-from engine.media.audio import MediaError, probe_audio
+from engine.media.audio import probe_audio
 
 from .model import PITCH_LONG, PITCH_MODEL, VOICED, pitch_job, unavailable_reason
 from .model import specs as _specs
@@ -46,10 +46,7 @@ def check(params: dict, inputs: dict) -> None:
     if not in_range:
         raise UserFacingError(f"The voicing threshold must be between 0 and 1, not {voicing}.")
     if isinstance(audio, (str, os.PathLike)):
-        try:
-            probe_audio(audio)
-        except MediaError as exc:
-            raise UserFacingError(str(exc)) from exc
+        probe_audio(audio)   # a MediaError is a UserFacingError: its message is for the user
         return
     samples = np.asarray(audio, dtype=np.float32)
     if samples.ndim not in (1, 2) or samples.size == 0:

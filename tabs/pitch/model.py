@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec
 from engine.files import save_arrays, write_json
-from engine.media.audio import MediaError, probe_audio, read_audio
+from engine.media.audio import probe_audio, read_audio
 from engine.package_files import package_folder, reason_if_missing
 
 MiB = 1024**2
@@ -33,7 +32,6 @@ JOB_CHUNK_FRAMES = 3750  # 60 s per chunk
 LEFT_FRAMES, RIGHT_FRAMES = 11, 10
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
-Call = Callable[[str, Callable[[Any], Any]], Any]  # run.call or ctx.call: lease a model by name
 
 _MISSING = ("swift-f0 is not installed: run ./setup.sh "
             "(it installs swift-f0==0.3.0, whose wheel holds the model.onnx pitch network)")
@@ -145,18 +143,15 @@ def pitch_job(ctx: JobContext) -> str:
         index += 1
     if index:
         ctx.resumed_from(index * JOB_CHUNK_FRAMES * HOP / SAMPLE_RATE, "s")
-    try:
-        while not (folder / "last").exists():
-            ctx.check_cancelled()
-            frames, has_more = ctx.call(PITCH_MODEL, lambda d: _chunk_frames(d, source, index))
-            save_arrays(folder / f"{index:05d}.npz", *frames)
-            if not has_more:
-                (folder / "last").touch()
-            index += 1
-            ctx.save_checkpoint(pitch_chunks=index)
-            ctx.progress(0.95 * min(index / total, 1.0), f"pitch: {index} of {total} min")
-    except MediaError as exc:
-        raise UserFacingError(str(exc)) from exc
+    while not (folder / "last").exists():
+        ctx.check_cancelled()
+        frames, has_more = ctx.call(PITCH_MODEL, lambda d: _chunk_frames(d, source, index))
+        save_arrays(folder / f"{index:05d}.npz", *frames)
+        if not has_more:
+            (folder / "last").touch()
+        index += 1
+        ctx.save_checkpoint(pitch_chunks=index)
+        ctx.progress(0.95 * min(index / total, 1.0), f"pitch: {index} of {total} min")
     parts = [np.load(folder / f"{i:05d}.npz") for i in range(index)]
     result = PitchResult(*(np.concatenate([p[f"arr_{k}"] for p in parts]) for k in range(4)))
     out = ctx.work_dir / "pitch.json"

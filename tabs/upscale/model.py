@@ -191,4 +191,4 @@ def video_job(ctx: JobContext) -> str:
         return ctx.call(UPSCALE_FAST, lambda model: np.stack([upscale(model, f, scale, tiling) for f in frames]),
                         degrade=tiling.degrade)
 
-    return str(process_video(ctx, ctx.input("video"), transform, chunk_frames=ctx.params.get("chunk_frames")))
+    return str(process_video(ctx, ctx.input("video"), transform))

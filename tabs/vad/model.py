@@ -18,11 +18,10 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import save_arrays, write_json
 from engine.media.audio import probe_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
@@ -40,8 +39,6 @@ INTERACTIVE_MAX_S = 60.0  # longer inputs go to the job queue
 # probabilities as one pass over the file.
 JOB_CHUNK_S = 960 * FRAME_S
 
-# call(model name, fn): a run's or a job's lease of a model, fn(model) run inside it.
-Call = Callable[[str, Callable[[Any], Any]], Any]
 
 _MISSING = ("silero-vad is not installed: run ./setup.sh "
             "(it installs silero-vad==6.2.3, whose wheel holds the silero_vad ONNX weights)")

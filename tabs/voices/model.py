@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from engine import JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import save_arrays, write_json
 from engine.media.audio import probe_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
@@ -56,7 +55,6 @@ CHUNK_S = 60.0  # a diarize_long job's unit of decoding and resumption (a multip
 # Chunks hold whole 30 ms speech flags and whole window steps: a multiple of 12,000 samples (0.75 s).
 CHUNK_GRID = int(np.lcm(_VAD_WINDOW, _STEP_FRAMES * _MEL_HOP))
 
-Call = Callable[[str, Callable[[Any], Any]], Any]  # run.call or ctx.call: lease a model by name
 
 _MISSING = ("resemblyzer is not installed: run ./setup.sh "
             "(it installs resemblyzer==0.1.4 --no-deps for pretrained.pt, plus webrtcvad-wheels and librosa)")
