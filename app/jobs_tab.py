@@ -5,12 +5,18 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine, UserFacingError, format_bytes
+from ui.errors import job_error
 from ui.handlers import handler
 from ui.times import local_time
 
 
 API_FIELDS = ("id", "capability", "state", "progress", "created", "started", "finished", "result", "error",
               "resumed_from", "resumed_from_frame")
+
+
+def _public(job: dict) -> dict:
+    """A job as the API shows it: a bug's exception text stays in the server's log and jobs.sqlite."""
+    return {**{k: job[k] for k in API_FIELDS}, "error": job_error(job)}
 
 
 def _peak(job: dict) -> str:
@@ -33,7 +39,7 @@ def job_rows(jobs: list[dict]) -> pd.DataFrame:
         "progress": f"{j['progress'] * 100:.0f}%", "created": local_time(j["created"]),
         "started": local_time(j["started"]), "finished": local_time(j["finished"]), "model": j["model"],
         "peak memory": _peak(j), "resumed from": _resumed(j),
-        "note / error": j["error"] or j["note"] or "",
+        "note / error": job_error(j) or j["note"] or "",
     } for j in jobs], columns=columns)
 
 
@@ -43,7 +49,7 @@ def list_jobs(engine: Engine) -> dict:
     """All jobs, newest first: id, capability, state, progress (0-1), created / started /
     finished (unix time), result (file path), error, resumed_from (where a resumed job picked
     up: "frame 48", "120.0 s" or "chunk 2"), resumed_from_frame (video jobs: the frame)."""
-    return {"jobs": [{k: j[k] for k in API_FIELDS} for j in engine.jobs.list()]}
+    return {"jobs": [_public(j) for j in engine.jobs.list()]}
 
 
 def _act(action, job_id: str | None) -> dict:
@@ -51,7 +57,7 @@ def _act(action, job_id: str | None) -> dict:
         job = action((job_id or "").strip())
     except KeyError:
         raise UserFacingError(f"There is no job {job_id!r}.") from None
-    return {k: job[k] for k in API_FIELDS}
+    return _public(job)
 
 
 def cancel_job(engine: Engine, job_id: str) -> dict:

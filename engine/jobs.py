@@ -34,7 +34,7 @@ TERMINAL = ("done", "failed", "cancelled")
 WAITING = ("queued", "interrupted")
 FIELDS = ("id", "seq", "capability", "model", "params", "state", "progress", "note", "created",
           "started", "finished", "result", "error", "resumed_from_frame", "runs", "checkpoint",
-          "passed_over", "attempts", "resumed_from")
+          "passed_over", "attempts", "resumed_from", "bug")
 RESUME_UNITS = ("frame", "s", "chunk")
 
 
@@ -113,11 +113,12 @@ class JobStore:
             id TEXT PRIMARY KEY, seq INTEGER, capability TEXT, model TEXT, params TEXT, state TEXT,
             progress REAL, note TEXT, created REAL, started REAL, finished REAL, result TEXT,
             error TEXT, resumed_from_frame INTEGER, runs TEXT, checkpoint TEXT,
-            passed_over INTEGER, attempts INTEGER, resumed_from TEXT)""")
-        # A jobs.sqlite from before resumed_from existed gets the column (SQLite adds it as NULL).
+            passed_over INTEGER, attempts INTEGER, resumed_from TEXT, bug INTEGER)""")
+        # A jobs.sqlite from before a column existed gets it (SQLite adds it as NULL).
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "resumed_from" not in columns:
-            self._db.execute("ALTER TABLE jobs ADD COLUMN resumed_from TEXT")
+        for column, kind in (("resumed_from", "TEXT"), ("bug", "INTEGER")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         self._lock = threading.Lock()
 
     @staticmethod
@@ -266,7 +267,7 @@ class JobQueue:
         job = self.get(job_id)
         if job["state"] not in ("failed", "cancelled"):
             raise JobStateError(f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried")
-        self.store.update(job_id, state="queued", error=None, finished=None, note="queued again",
+        self.store.update(job_id, state="queued", error=None, bug=None, finished=None, note="queued again",
                           passed_over=0)
         self._changed(job_id)
         return self.get(job_id)
@@ -377,12 +378,15 @@ class JobQueue:
             self.store.update(job["id"], state="cancelled", finished=time.time(), note="cancelled",
                               runs=job["runs"] + ([record.to_dict()] if record else []))
         except Exception as exc:
-            # Our own verdicts read well as they are; anything else gets its type for the log.
-            plain = isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
+            # Our own verdicts read well as they are; anything else is a bug: its type goes with it
+            # for the log and the API, and the UI says "something went wrong" instead (job["bug"]).
+            disk_full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            plain = disk_full or isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
             message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            if disk_full:
                 message = (f"The disk is full: no space left to write in {self.root}. "
                            "Free some space, then retry the job.")
             log.warning("job %s failed: %s", job["id"], message)
             self.store.update(job["id"], state="failed", finished=time.time(), error=message, note="failed",
+                              bug=int(not plain),
                               runs=job["runs"] + ([record.to_dict()] if record else []))

@@ -152,3 +152,39 @@ def _a_model(engine):
     engine.register(ModelSpec(name="tiny", role="micro", runtime="torch", loader=lambda device: torch.nn.Linear(2, 2),
                               source="test", estimate_bytes=1024))
     return "tiny", lambda model: model(torch.ones(1, 2))
+
+
+def test_a_job_that_fails_from_a_bug_shows_no_exception_text(tmp_path):
+    import gradio as gr
+
+    from app import jobs_tab
+    from engine import Engine, JobKind, UserFacingError
+    from ui.jobs import follow_job
+
+    def crash(ctx):
+        raise RuntimeError("/srv/wimmel/secret.py line 3")
+
+    def refuse(ctx):
+        raise UserFacingError("This video has no frames.")
+
+    engine = Engine(tmp_path / "data", job_options={"job_threads": 1})
+    engine.jobs.register(JobKind("crash", "no-model", crash))
+    engine.jobs.register(JobKind("refuse", "no-model", refuse))
+    engine.jobs.start()
+    try:
+        crashed, refused = engine.jobs.submit("crash"), engine.jobs.submit("refuse")
+        with pytest.raises(gr.Error) as bug:
+            follow_job(engine, crashed, lambda *a, **k: None)
+        with pytest.raises(gr.Error, match="This video has no frames."):
+            follow_job(engine, refused, lambda *a, **k: None)
+    finally:
+        engine.jobs.stop()
+    # The log and jobs.sqlite keep the exception for whoever runs the server ...
+    assert engine.jobs.get(crashed)["error"] == "RuntimeError: /srv/wimmel/secret.py line 3"
+    # ... the person using the app hears that the server is at fault, in every place it shows.
+    assert "went wrong on the server" in bug.value.message and "secret" not in bug.value.message
+    shown = {j["id"]: j["error"] for j in jobs_tab.list_jobs(engine)["jobs"]}
+    assert "RuntimeError" not in shown[crashed] and "went wrong on the server" in shown[crashed]
+    assert shown[refused] == "This video has no frames."
+    table = jobs_tab.job_rows(engine.jobs.list())
+    assert not table["note / error"].str.contains("secret").any()

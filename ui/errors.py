@@ -11,6 +11,15 @@ from engine import ModelUnavailable, NotEnoughMemory, OutOfMemory, UserFacingErr
 log = logging.getLogger(__name__)
 
 
+SERVER_FAULT = "something went wrong on the server. The details are in its log; trying again or another file may help."
+
+
+def job_error(job: dict) -> str | None:
+    """What a user is told of a failed job: its own plain message, or, where the job failed from
+    a bug (job["bug"]), that the server is at fault: no exception text, name or path."""
+    return f"It stopped because {SERVER_FAULT}" if job.get("bug") else job.get("error")
+
+
 @contextlib.contextmanager
 def user_errors(action: str):
     try:
@@ -28,5 +37,4 @@ def user_errors(action: str):
         # A bug, not the user's doing: the traceback goes to the log, the user gets a sentence
         # (no exception names or paths, which mean nothing to them and may show the server's files).
         log.exception("%s failed", action)
-        raise gr.Error(f"Could not {action}: something went wrong on the server. "
-                       "The details are in its log; trying again or another file may help.") from exc
+        raise gr.Error(f"Could not {action}: {SERVER_FAULT}") from exc

@@ -5,7 +5,7 @@ import gradio as gr
 
 from engine import Engine
 
-from .errors import user_errors
+from .errors import job_error, user_errors
 
 
 def start_job(engine: Engine, capability: str, params: dict, inputs: dict, progress: gr.Progress) -> str:
@@ -24,4 +24,4 @@ def follow_job(engine: Engine, job_id: str, progress: gr.Progress) -> str:
         return job["result"]
     if job["state"] == "cancelled":
         raise gr.Error(f"Job {job_id} was cancelled.")
-    raise gr.Error(f"Job {job_id} failed: {job['error']}")
+    raise gr.Error(f"Job {job_id} failed: {job_error(job)}")
