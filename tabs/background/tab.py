@@ -6,7 +6,8 @@ import gradio as gr
 import numpy as np
 
 from engine import Engine
-from ui.handlers import handler
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
+                           picture_file_input, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -80,37 +81,29 @@ def build(engine: Engine) -> None:
                         "the photo, so its edges are soft; fine hair is not traced.")
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Photo", type="numpy", image_mode="RGB",
-                                     sources=["upload", "clipboard"])
+                    image = photo_input("Photo")
                     mode = gr.Radio(MODES, value=bg.TRANSPARENT, label="Background")
                     color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
-                    background = gr.Image(label="New background", type="numpy", image_mode="RGB",
-                                          sources=["upload", "clipboard"], visible=False)
+                    background = photo_input("New background", visible=False)
                     run = gr.Button("Remove background", variant="primary")
                 with gr.Column():
-                    result = gr.Image(label="Result", type="numpy", format="png", interactive=False)
-                    mask = gr.Image(label="Mask (white is person)", type="numpy", format="png",
-                                    interactive=False)
-            mode.change(show_options, mode, [color, background], api_visibility="private",
-                        show_progress="hidden")
-            run.click(handler(engine, remove_background, "remove the background"), [image, mode, color, background],
-                      [result, mask], api_name="remove_background", concurrency_limit=2)
+                    result = image_output("Result")
+                    mask = image_output("Mask (white is person)")
+            page_only(mode.change, show_options, mode, [color, background])
+            on_click(engine, run, remove_background, "remove the background", [image, mode, color, background],
+                     [result, mask], api_name="remove_background")
         with gr.Tab("Video"):
-            gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
-                        "shows on the Jobs tab. Frames, fps and sound are kept. An MP4 has no "
-                        "transparency, so the background is blurred, one color, or a picture.")
+            gr.Markdown(f"{VIDEO_JOB_NOTE} Frames, fps and sound are kept. An MP4 has no transparency, "
+                        "so the background is blurred, one color, or a picture.")
             with gr.Row():
                 with gr.Column():
-                    video = gr.Video(label="Video", sources=["upload"])
+                    video = video_input()
                     video_mode = gr.Radio(VIDEO_MODES, value=bg.BLUR, label="Background")
                     video_color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
-                    video_background = gr.Image(label="New background", type="filepath",
-                                                sources=["upload", "clipboard"], visible=False)
+                    video_background = picture_file_input("New background", visible=False)
                     go = gr.Button("Replace the background", variant="primary")
-                replaced = gr.Video(label="Result", interactive=False)
-            video_mode.change(show_options, video_mode, [video_color, video_background],
-                              api_visibility="private", show_progress="hidden")
-            # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(handler(engine, remove_background_video, "replace the background of the video"),
-                     [video, video_mode, video_color, video_background], replaced,
-                     api_name="remove_background_video", concurrency_limit=None)
+                replaced = video_output("Result")
+            page_only(video_mode.change, show_options, video_mode, [video_color, video_background])
+            on_click_queued(engine, go, remove_background_video, "replace the background of the video",
+                            [video, video_mode, video_color, video_background], replaced,
+                            api_name="remove_background_video")

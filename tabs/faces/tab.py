@@ -8,7 +8,8 @@ import numpy as np
 from analysers import face_detector, face_identity
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, pixel_bucket
-from ui.handlers import handler
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
+                           picture_file_input, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -17,6 +18,7 @@ from .anonymize import MIN_KEEP_WIDTH, MODES, hide_in_frames
 from .draw import draw_faces
 from .people import compare as compare_largest_faces, reference_embedding
 
+KEEP_LABEL = "Keep this person visible (optional)"
 KEEP_HELP = ("Optional: a photo of one person (its largest face). Faces within distance "
              f"{face_identity.THRESHOLD} of it stay visible, all others are hidden; faces narrower "
              f"than {MIN_KEEP_WIDTH} px are always hidden (too small to tell who it is).")
@@ -115,14 +117,12 @@ def build(engine: Engine) -> None:
                         "The same detector serves every face feature.")
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Photo", type="numpy", image_mode="RGB",
-                                     sources=["upload", "clipboard"])
+                    image = photo_input("Photo")
                     run = gr.Button("Detect faces", variant="primary")
                 with gr.Column():
-                    annotated = gr.Image(label="Faces found", type="numpy", format="png", interactive=False)
+                    annotated = image_output("Faces found")
                     found = gr.JSON(label="Faces (JSON)")
-            run.click(handler(engine, detect_faces, "detect faces"), image, [annotated, found],
-                      api_name="detect_faces", concurrency_limit=2)
+            on_click(engine, run, detect_faces, "detect faces", image, [annotated, found], api_name="detect_faces")
         with gr.Tab("Compare faces"):
             gr.Markdown("Is it the same person? The largest face of each photo is aligned and turned "
                         "into a 128-number embedding (dlib's ResNet); a distance below "
@@ -133,42 +133,34 @@ def build(engine: Engine) -> None:
             with gr.Row():
                 with gr.Column():
                     with gr.Row():
-                        first = gr.Image(label="Photo 1", type="numpy", image_mode="RGB",
-                                         sources=["upload", "clipboard"])
-                        second = gr.Image(label="Photo 2", type="numpy", image_mode="RGB",
-                                          sources=["upload", "clipboard"])
+                        first = photo_input("Photo 1")
+                        second = photo_input("Photo 2")
                     compare = gr.Button("Compare", variant="primary")
                 with gr.Column():
-                    pair = gr.Image(label="The two faces compared", type="numpy", format="png",
-                                    interactive=False)
+                    pair = image_output("The two faces compared")
                     verdict = gr.JSON(label="Result (JSON)")
-            compare.click(handler(engine, compare_faces, "compare faces"), [first, second], [pair, verdict],
-                          api_name="compare_faces", concurrency_limit=2)
+            on_click(engine, compare, compare_faces, "compare faces", [first, second], [pair, verdict],
+                     api_name="compare_faces")
         with gr.Tab("Hide in a photo"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(label="Photo", type="numpy", image_mode="RGB",
-                                     sources=["upload", "clipboard"])
+                    photo = photo_input("Photo")
                     photo_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
-                    photo_keep = gr.Image(label="Keep this person visible (optional)", type="numpy",
-                                          image_mode="RGB", sources=["upload", "clipboard"])
+                    photo_keep = photo_input(KEEP_LABEL)
                     gr.Markdown(KEEP_HELP)
                     hide = gr.Button("Hide faces", variant="primary")
-                hidden = gr.Image(label="Faces hidden", type="numpy", format="png", interactive=False)
-            hide.click(handler(engine, blur_faces_image, "hide faces"), [photo, photo_mode, photo_keep], hidden,
-                       api_name="blur_faces_image", concurrency_limit=2)
+                hidden = image_output("Faces hidden")
+            on_click(engine, hide, blur_faces_image, "hide faces", [photo, photo_mode, photo_keep], hidden,
+                     api_name="blur_faces_image")
         with gr.Tab("Hide in a video"):
-            gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
-                        "shows on the Jobs tab. Every frame is searched; the sound is kept.")
+            gr.Markdown(f"{VIDEO_JOB_NOTE} Every frame is searched; the sound is kept.")
             with gr.Row():
                 with gr.Column():
-                    video = gr.Video(label="Video", sources=["upload"])
+                    video = video_input()
                     video_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
-                    video_keep = gr.Image(label="Keep this person visible (optional)", type="filepath",
-                                          sources=["upload", "clipboard"])
+                    video_keep = picture_file_input(KEEP_LABEL)
                     gr.Markdown(KEEP_HELP)
                     go = gr.Button("Hide faces in the video", variant="primary")
-                result = gr.Video(label="Faces hidden", interactive=False)
-            # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(handler(engine, blur_faces_video, "hide faces in the video"), [video, video_mode, video_keep],
-                     result, api_name="blur_faces_video", concurrency_limit=None)
+                result = video_output("Faces hidden")
+            on_click_queued(engine, go, blur_faces_video, "hide faces in the video",
+                            [video, video_mode, video_keep], result, api_name="blur_faces_video")

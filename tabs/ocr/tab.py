@@ -7,7 +7,7 @@ import numpy as np
 from engine import Engine, pixel_bucket
 from tabs.ocr import check
 from tabs.ocr import model as ocr
-from ui.handlers import handler
+from ui.components import VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, video_input
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -56,25 +56,21 @@ def build(engine: Engine) -> None:
                         "capitals is sometimes lost.")
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Image", type="numpy", image_mode="RGB",
-                                     sources=["upload", "clipboard"])
+                    image = photo_input("Image")
                     run = gr.Button("Read text", variant="primary")
                 with gr.Column():
-                    annotated = gr.Image(label="Text found", type="numpy", format="png", interactive=False)
+                    annotated = image_output("Text found")
                     found = gr.JSON(label="Lines (JSON)")
-            run.click(handler(engine, read_text, "read the text"), image, [annotated, found], api_name="ocr",
-                      concurrency_limit=2)
+            on_click(engine, run, read_text, "read the text", image, [annotated, found], api_name="ocr")
         with gr.Tab("Video to subtitles"):
-            gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
-                        "shows on the Jobs tab. A few frames a second are read; text that stays the "
-                        "same becomes one subtitle.")
+            gr.Markdown(f"{VIDEO_JOB_NOTE} A few frames a second are read; text that stays the same "
+                        "becomes one subtitle.")
             with gr.Row():
                 with gr.Column():
-                    video = gr.Video(label="Video", sources=["upload"])
+                    video = video_input()
                     rate = gr.Slider(ocr.MIN_SAMPLES_PER_SECOND, ocr.MAX_SAMPLES_PER_SECOND, value=ocr.DEFAULT_SAMPLES_PER_SECOND,
                                      step=0.25, label="Frames read per second")
                     go = gr.Button("Make subtitles", variant="primary")
                 subtitles = gr.File(label="Subtitles (SRT)", interactive=False)
-            # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(handler(engine, ocr_video, "make the subtitles"), [video, rate], subtitles,
-                     api_name="ocr_video", concurrency_limit=None)
+            on_click_queued(engine, go, ocr_video, "make the subtitles", [video, rate], subtitles,
+                            api_name="ocr_video")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from engine import Engine
 from engine.media.audio import probe_audio
-from ui.handlers import handler
+from ui.components import media_input, microphone_for, on_click_queued
 from ui.jobs import start_job
 
 from . import check
@@ -51,24 +51,17 @@ def pitch(engine: Engine, media: str | None, voicing: float = 0.5, progress=gr.P
     return _curve(result["f0"]), result
 
 
-def use_recording(path: str | None) -> str | None:
-    """A microphone recording becomes the file to analyse."""
-    return path
-
-
 def build(engine: Engine) -> None:
     gr.Markdown("Pitch of a voice or an instrument every 16 ms with SwiftF0 (47 - 2094 Hz). Files up to "
                 "a minute are answered at once; longer ones run as a job (Jobs tab).")
     with gr.Row():
         with gr.Column():
-            media = gr.File(label="Audio or video file", file_types=["audio", "video"], type="filepath")
-            mic = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format="wav")
+            media = media_input()
+            microphone_for(media)
             voicing = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="Voicing threshold",
                                 info="lower keeps less certain frames (pure low tones need ~0.4)")
             run = gr.Button("Find the pitch", variant="primary")
         with gr.Column():
             plot = gr.ScatterPlot(x="time (s)", y="pitch (Hz)", label="Pitch over time", height=300)
             details = gr.JSON(label="Median, F0 and notes (JSON)", open=False)
-    mic.stop_recording(use_recording, mic, media, api_visibility="private", show_progress="hidden")
-    run.click(handler(engine, pitch, "find the pitch"), [media, voicing], [plot, details],
-              api_name="pitch", concurrency_limit=None)
+    on_click_queued(engine, run, pitch, "find the pitch", [media, voicing], [plot, details], api_name="pitch")

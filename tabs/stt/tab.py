@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import Engine
 from engine.media.audio import probe_audio, read_audio
-from ui.handlers import handler
+from ui.components import media_input, microphone_for, on_click_queued, video_output
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -55,19 +55,14 @@ def transcribe(engine: Engine, media: str | None, timestamps: str = "segment", b
     return transcript["text"], transcript, str(files["srt"]), str(files["vtt"]), video
 
 
-def recording_as_file(path: str | None) -> str | None:
-    """A finished microphone recording becomes the file to transcribe."""
-    return path
-
-
 def build(engine: Engine) -> None:
     gr.Markdown("English speech to text with Whisper tiny.en, on the CPU. Files up to a minute are "
                 "answered at once; longer ones run as a job (Jobs tab) that survives a restart. "
                 "A video gets its subtitles as a track, or drawn into the picture.")
     with gr.Row():
         with gr.Column():
-            media = gr.File(label="Audio or video file", file_types=["audio", "video"], type="filepath")
-            mic = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format="wav")
+            media = media_input()
+            microphone_for(media)
             timestamps = gr.Radio(list(stt.TIMESTAMPS), value="segment", label="Subtitle timing",
                                   info="segment: sentences and pauses; word: one subtitle per word")
             burn_in = gr.Checkbox(value=False, label="Burn subtitles into the video",
@@ -78,10 +73,7 @@ def build(engine: Engine) -> None:
             with gr.Row():
                 srt = gr.File(label="SRT", interactive=False)
                 vtt = gr.File(label="WebVTT", interactive=False)
-            video = gr.Video(label="Video with subtitles", interactive=False)
+            video = video_output("Video with subtitles")
             details = gr.JSON(label="Segments and words (JSON)", open=False)
-    # A recording becomes the file to transcribe, so the API has one input for every source.
-    mic.stop_recording(recording_as_file, mic, media, api_visibility="private", show_progress="hidden")
-    # Long inputs wait on the job queue, short ones on the model's lease: no Gradio limit needed.
-    run.click(handler(engine, transcribe, "transcribe the speech"), [media, timestamps, burn_in],
-              [text, details, srt, vtt, video], api_name="transcribe", concurrency_limit=None)
+    on_click_queued(engine, run, transcribe, "transcribe the speech", [media, timestamps, burn_in],
+                    [text, details, srt, vtt, video], api_name="transcribe")

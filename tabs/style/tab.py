@@ -6,7 +6,8 @@ import gradio as gr
 import numpy as np
 
 from engine import Engine, pixel_bucket
-from ui.handlers import handler
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
+                           picture_file_input, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -68,31 +69,23 @@ def build(engine: Engine) -> None:
                         "1 MP and scaled back; \"from image\" works at 384 px, so big photos look softer.")
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Photo", type="numpy", image_mode="RGB",
-                                     sources=["upload", "clipboard"])
+                    image = photo_input("Photo")
                     style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
-                    style_image = gr.Image(label="Style image", type="numpy", image_mode="RGB",
-                                           sources=["upload", "clipboard"], visible=False)
+                    style_image = photo_input("Style image", visible=False)
                     run = gr.Button("Restyle", variant="primary")
-                result = gr.Image(label="Restyled", type="numpy", format="png", interactive=False)
-            style.change(show_style_image, style, style_image, api_visibility="private",
-                         show_progress="hidden")
-            run.click(handler(engine, stylize, "restyle the image"), [image, style, style_image], result,
-                      api_name="stylize", concurrency_limit=2)
+                result = image_output("Restyled")
+            page_only(style.change, show_style_image, style, style_image)
+            on_click(engine, run, stylize, "restyle the image", [image, style, style_image], result,
+                     api_name="stylize")
         with gr.Tab("Video"):
-            gr.Markdown("The video runs as a job: it survives a closed browser and a restart, and "
-                        "shows on the Jobs tab. Frames, fps and sound are kept.")
+            gr.Markdown(f"{VIDEO_JOB_NOTE} Frames, fps and sound are kept.")
             with gr.Row():
                 with gr.Column():
-                    video = gr.Video(label="Video", sources=["upload"])
+                    video = video_input()
                     video_style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
-                    video_style_image = gr.Image(label="Style image", type="filepath",
-                                                 sources=["upload", "clipboard"], visible=False)
+                    video_style_image = picture_file_input("Style image", visible=False)
                     go = gr.Button("Restyle the video", variant="primary")
-                restyled = gr.Video(label="Restyled", interactive=False)
-            video_style.change(show_style_image, video_style, video_style_image, api_visibility="private",
-                               show_progress="hidden")
-            # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(handler(engine, stylize_video, "restyle the video"), [video, video_style, video_style_image],
-                     restyled,
-                     api_name="stylize_video", concurrency_limit=None)
+                restyled = video_output("Restyled")
+            page_only(video_style.change, show_style_image, video_style, video_style_image)
+            on_click_queued(engine, go, stylize_video, "restyle the video",
+                            [video, video_style, video_style_image], restyled, api_name="stylize_video")

@@ -6,7 +6,7 @@ import gradio as gr
 
 from engine import Engine
 from engine.media.audio import write_wav
-from ui.handlers import handler
+from ui.components import on_click_queued
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -48,6 +48,4 @@ def build(engine: Engine) -> None:
             speed = gr.Slider(tts.MIN_SPEED, tts.MAX_SPEED, value=1.0, step=0.05, label="Speed")
             go = gr.Button("Speak", variant="primary")
         audio = gr.Audio(label="Speech", type="filepath", format="wav", interactive=False)
-    # Long text waits in the job queue, which decides what runs when; short text is one quick call.
-    go.click(handler(engine, speak, "speak the text"), [text, speed], audio, api_name="speak",
-             concurrency_limit=None)
+    on_click_queued(engine, go, speak, "speak the text", [text, speed], audio, api_name="speak")

@@ -7,7 +7,8 @@ import numpy as np
 from engine import Engine, pixel_bucket
 from tabs.upscale import VIDEO_JOB, check
 from tabs.upscale import model as up
-from ui.handlers import handler
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, video_input,
+                           video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -60,24 +61,21 @@ def build(engine: Engine) -> None:
                         "**x4plus** (Real-ESRGAN x4plus) keeps photos natural but is ~30x slower on the CPU.")
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
+                    image = photo_input("Image")
                     scale = gr.Radio(SCALES, value=2, label="Scale")
                     model = gr.Radio(MODELS, value="fast", label="Model")
                     run = gr.Button("Upscale", variant="primary")
-                result = gr.Image(label="Upscaled", type="numpy", format="png", interactive=False)
-            run.click(handler(engine, upscale, "upscale the image"), [image, scale, model], result,
-                      api_name="upscale", concurrency_limit=2)
+                result = image_output("Upscaled")
+            on_click(engine, run, upscale, "upscale the image", [image, scale, model], result, api_name="upscale")
         with gr.Tab("Video"):
             gr.Markdown("Videos use the **fast** model only (x4plus would take hours per minute of video). "
-                        "The result is capped at 4K (3840x2160). The video runs as a job: it survives a "
-                        "closed browser and a restart, and shows on the Jobs tab. The sound is kept.")
+                        f"The result is capped at 4K (3840x2160). {VIDEO_JOB_NOTE} The sound is kept.")
             with gr.Row():
                 with gr.Column():
-                    video = gr.Video(label="Video", sources=["upload"])
+                    video = video_input()
                     video_scale = gr.Radio(SCALES, value=2, label="Scale")
                     video_model = gr.Radio(["fast"], value="fast", label="Model (fast only for video)")
                     go = gr.Button("Upscale the video", variant="primary")
-                video_result = gr.Video(label="Upscaled", interactive=False)
-            # Many videos may be queued: the job queue, not Gradio, decides what runs when.
-            go.click(handler(engine, upscale_video, "upscale the video"), [video, video_scale, video_model],
-                     video_result, api_name="upscale_video", concurrency_limit=None)
+                video_result = video_output("Upscaled")
+            on_click_queued(engine, go, upscale_video, "upscale the video", [video, video_scale, video_model],
+                            video_result, api_name="upscale_video")

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from engine import Engine, UserFacingError
 from engine.media.audio import MediaError, probe_audio, read_audio
-from ui.handlers import handler
+from ui.components import media_input, on_click, on_click_queued
 from ui.jobs import start_job
 
 from . import RECORDINGS, about, check
@@ -103,23 +103,23 @@ def build(engine: Engine) -> None:
             gr.Markdown("Two recordings of one person speaking each: are they the same voice? "
                         "The first minute of each is used.")
             with gr.Row():
-                first = gr.File(label="First voice (audio or video)", file_types=["audio", "video"], type="filepath")
-                second = gr.File(label="Second voice (audio or video)", file_types=["audio", "video"], type="filepath")
+                first = media_input("First voice (audio or video)")
+                second = media_input("Second voice (audio or video)")
             go = gr.Button("Compare", variant="primary")
             verdict = gr.JSON(label="Similarity")
-            go.click(handler(engine, compare_voices, "compare the voices"), [first, second], verdict,
-                     api_name="compare_voices", concurrency_limit=2)
+            on_click(engine, go, compare_voices, "compare the voices", [first, second], verdict,
+                     api_name="compare_voices")
         with gr.Tab("Speakers"):
             gr.Markdown("Who speaks when, in a conversation. Say how many voices there are. "
                         "Recordings over a minute run as a job and show on the Jobs tab.")
             with gr.Row():
                 with gr.Column():
-                    media = gr.File(label="Audio or video", file_types=["audio", "video"], type="filepath")
+                    media = media_input("Audio or video")
                     speakers = gr.Number(value=2, minimum=1, maximum=vo.MAX_SPEAKERS, step=1, precision=0,
                                          label="Speakers")
                     run = gr.Button("Find speakers", variant="primary")
                 with gr.Column():
                     picture = gr.Image(label="Timeline", type="numpy", interactive=False)
                     turns = gr.JSON(label="Segments")
-            run.click(handler(engine, diarize, "find the speakers"), [media, speakers], [turns, picture],
-                      api_name="diarize", concurrency_limit=None)
+            on_click_queued(engine, run, diarize, "find the speakers", [media, speakers], [turns, picture],
+                            api_name="diarize")

@@ -1,0 +1,86 @@
+"""The pieces the capability tabs build their pages from, so that every tab has one look and one
+wiring rule: a photo is picked, a result picture handed back and a video or recording uploaded the
+same way everywhere, and every button is wired by one of two rules that say who limits how many
+requests run at once.
+
+- on_click: an answer while the user waits. Gradio runs at most two at a time per button (the
+  app's default, said here so that it is seen); more wait in Gradio's queue.
+- on_click_queued: work that waits on the job queue (videos, long files) or on a model's lease.
+  Many may be waiting, and the queue, not Gradio, decides what runs when, so Gradio sets no limit.
+
+Events that only change the page (show an option, take over a recording) stay out of the API and
+show no progress.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gradio as gr
+
+from .handlers import handler
+
+PHOTO_SOURCES = ["upload", "clipboard"]
+VIDEO_JOB_NOTE = "The video runs as a job: it survives a closed browser and a restart, and shows on the Jobs tab."
+
+Components = Any   # one Gradio component, or a list of them, as Gradio's events take them
+
+
+def photo_input(label: str, **kw: Any) -> gr.Image:
+    """A picture handed to the handler as an RGB numpy array (alpha dropped, so every model gets 3
+    channels), from a file or the clipboard."""
+    return gr.Image(label=label, type="numpy", image_mode="RGB", sources=list(PHOTO_SOURCES), **kw)
+
+
+def picture_file_input(label: str, **kw: Any) -> gr.Image:
+    """A picture handed over as a file path: what a job needs, since it outlives the request."""
+    return gr.Image(label=label, type="filepath", sources=list(PHOTO_SOURCES), **kw)
+
+
+def image_output(label: str) -> gr.Image:
+    """A result picture, sent as PNG so that nothing the model made is lost to compression."""
+    return gr.Image(label=label, type="numpy", format="png", interactive=False)
+
+
+def video_input() -> gr.Video:
+    """A video to process, uploaded as a file."""
+    return gr.Video(label="Video", sources=["upload"])
+
+
+def video_output(label: str) -> gr.Video:
+    return gr.Video(label=label, interactive=False)
+
+
+def media_input(label: str = "Audio or video file") -> gr.File:
+    """An audio file or a video, whose soundtrack is used; a path, since long ones become jobs."""
+    return gr.File(label=label, file_types=["audio", "video"], type="filepath")
+
+
+def recording_as_file(path: str | None) -> str | None:
+    """A finished microphone recording becomes the file to work on."""
+    return path
+
+
+def microphone_for(media: gr.File) -> gr.Audio:
+    """A microphone whose finished recording becomes `media`, so the API has one input for every
+    source."""
+    mic = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format="wav")
+    page_only(mic.stop_recording, recording_as_file, mic, media)
+    return mic
+
+
+def page_only(event: Callable[..., Any], fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
+    """Wire an event that only changes the page (e.g. `mode.change`): not in the API, no progress."""
+    event(fn, inputs, outputs, api_visibility="private", show_progress="hidden")
+
+
+def on_click(engine, button: gr.Button, fn: Callable[..., Any], action: str, inputs: Components,
+             outputs: Components, api_name: str) -> None:
+    """Wire a button to a handler answered while the user waits (see the module's docstring)."""
+    button.click(handler(engine, fn, action), inputs, outputs, api_name=api_name, concurrency_limit=2)
+
+
+def on_click_queued(engine, button: gr.Button, fn: Callable[..., Any], action: str, inputs: Components,
+                    outputs: Components, api_name: str) -> None:
+    """Wire a button to a handler that waits on the job queue or a model's lease (see the module's
+    docstring)."""
+    button.click(handler(engine, fn, action), inputs, outputs, api_name=api_name, concurrency_limit=None)
