@@ -98,6 +98,7 @@ def _video(path: Path, frames: int) -> str:
 def child(name: str) -> None:
     """Measure one capability in this process; print its numbers as JSON."""
     sys.path.insert(0, str(ROOT))
+    from bench.common import reload_seconds
     from engine import pixel_bucket
     from engine.measure import _read_hwm
     from tabs.catalog import build_engine
@@ -112,12 +113,7 @@ def child(name: str) -> None:
     engine.preload(model)
     cold = time.perf_counter() - started
     footprint = next(row["bytes"] for row in engine.pool.snapshot() if row["name"] == model)
-    loads = []
-    for _ in range(3):
-        engine.pool.unload(model)
-        started = time.perf_counter()
-        engine.preload(model)
-        loads.append(time.perf_counter() - started)
+    loads = reload_seconds(engine, model, 3)
 
     engine.infer(f"bench_{name}", model, lambda m: call(m, image), bucket=bucket)
     latencies = []

@@ -244,6 +244,19 @@ class App:
         self._log.close()
 
 
+# ---- the engine ----
+
+def reload_seconds(engine, model: str, times: int) -> list[float]:
+    """Seconds of `times` loads of `model` through the engine's pool, each after unloading it."""
+    loads = []
+    for _ in range(times):
+        engine.pool.unload(model)
+        started = time.perf_counter()
+        engine.preload(model)
+        loads.append(time.perf_counter() - started)
+    return loads
+
+
 # ---- synthetic torch models ----
 
 def stack(mib: int, width: int = 1024):
@@ -264,18 +277,9 @@ def save_stack(path: Path, mib: int) -> Path:
 
 def stack_loader(path: Path, mib: int, loads: list | None = None):
     """The engine's way: build on the meta device, assign the file's (memory-mapped) tensors."""
-    def load(device: str):
-        import torch
-        from safetensors.torch import load_file
+    from tests.tiny_models import meta_loader
 
-        with torch.device("meta"):
-            net = stack(mib)
-        net.load_state_dict(load_file(str(path), device=device), assign=True)
-        if loads is not None:
-            loads.append(path.stem)
-        return net.eval()
-
-    return load
+    return meta_loader(path, lambda: stack(mib), loads)
 
 
 def stack_spec(path: Path, name: str, mib: int, role: str = "heavy", loads: list | None = None):

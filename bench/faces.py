@@ -49,6 +49,7 @@ def run(verbose: bool = True) -> dict:
     import skimage.data
     import torch
 
+    from bench.common import reload_seconds
     from engine import pixel_bucket
     from analysers import face_detector
     from analysers.face_detector import FACE_DETECTOR
@@ -59,12 +60,7 @@ def run(verbose: bool = True) -> dict:
     image = skimage.data.astronaut()
     bucket = pixel_bucket(*image.shape[:2])
 
-    loads = []
-    for _ in range(5):
-        engine.pool.unload(FACE_DETECTOR)
-        started = time.perf_counter()
-        engine.preload(FACE_DETECTOR)
-        loads.append(time.perf_counter() - started)
+    loads = reload_seconds(engine, FACE_DETECTOR, 5)
 
     model = face_detector.load_mtcnn(engine.devices.default)
     detect = lambda m: face_detector.detect_faces(m, image)

@@ -1,4 +1,5 @@
-"""Start the real app (launch.py) in a subprocess and wait until it answers."""
+"""Start the real app (launch.py) in a subprocess and wait until it answers; or talk to it
+through gradio_client for as long as a with block lasts."""
 from __future__ import annotations
 
 import socket
@@ -7,7 +8,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +59,13 @@ def stop_app(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+@contextmanager
+def app_client(data_dir: Path, *args: str) -> Iterator[Client]:
+    """A gradio_client Client on the real app started with these flags; the app stops on exit."""
+    proc, url = start_app(data_dir, *args)
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        stop_app(proc)

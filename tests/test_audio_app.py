@@ -5,20 +5,17 @@ import re
 import numpy as np
 import pytest
 import soundfile
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
-from app_process import start_app, stop_app
+from app_process import app_client
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    proc, url = start_app(tmp_path_factory.mktemp("data"))
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        stop_app(proc)
+    with app_client(tmp_path_factory.mktemp("data")) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ from PIL import Image, ImageFilter, ImageOps
 
 import engine.media.video_job as video_job_module
 import tabs.background as capability
+from capability_engine import capability_engine
 from engine import UserFacingError
 from engine.media.video import probe
-from tests.video_helpers import FACE_SIZE, decode_all, face_video, make_test_video, sharpness
+from tests.video_helpers import (FACE_SIZE, decode_all, face_video, make_test_video, sharpness,
+                                 smooth_background)
 from tabs.background import model as bg
-from tabs.catalog import build_engine
 from ui.handlers import handler
 
 ASTRONAUT = skimage.data.astronaut()  # 512x512, a woman in an orange suit, a flag, a shuttle model
@@ -25,27 +26,15 @@ BACKGROUND = {"wall above the shoulder": (slice(0, 150), slice(330, 390)),
               "wall left of the head": (slice(0, 120), slice(40, 150))}
 
 
-def gradient(width=480, height=360) -> np.ndarray:
-    """The video helper's smooth background, with no one in front of it."""
-    x = np.linspace(0, 1, width, dtype=np.float32)
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[..., 0] = 60 + 120 * x
-    frame[..., 1] = 60 + 120 * y
-    frame[..., 2] = 120
-    return frame
-
-
 def mean_abs(a, b) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = build_engine(data_dir=tmp_path_factory.mktemp("background") / "data", specs=capability.specs(),
-                          job_kinds=capability.job_kinds(), store=False, start_jobs=True)
-    yield engine
-    engine.jobs.stop()
+    with capability_engine(tmp_path_factory.mktemp("background"),
+                           capability.specs(), capability.job_kinds()) as engine:
+        yield engine
 
 
 def segment(engine, image):
@@ -89,7 +78,7 @@ def test_the_mask_covers_the_person_and_not_the_background(astronaut_mask):
 
 @pytest.mark.parametrize("name", ["gradient", "white", "gray", "black"])
 def test_a_picture_with_no_person_gives_a_near_empty_mask(engine, name):
-    picture = gradient() if name == "gradient" else np.full(
+    picture = smooth_background() if name == "gradient" else np.full(
         (300, 400, 3), {"white": 255, "gray": 128, "black": 0}[name], np.uint8)
     mask = segment(engine, picture) / 255.0
     assert mask.mean() < 0.01 and mask.max() < 0.05
@@ -338,7 +327,7 @@ def test_video_jobs_with_bad_input_are_refused_clearly_at_submit(engine, videos,
 def test_a_video_with_no_person_is_all_background(engine, tmp_path):
     # No one in front of the camera: nothing is the person, every pixel becomes the colour.
     clip = make_test_video(tmp_path / "empty.mp4", frames=8, width=320, height=240, fps=24,
-                           draw=lambda i: gradient(320, 240))
+                           draw=lambda i: smooth_background(320, 240))
     job = run_job(engine, clip, "color", "#ff0000")
     assert job["state"] == "done", job["error"]
     frames = decode_all(job["result"])

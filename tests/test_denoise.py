@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import tabs.denoise as capability
-from engine import Engine, JobContext, UserFacingError
+from capability_engine import capability_engine
+from engine import JobContext, UserFacingError
 from engine.media.audio import NO_AUDIO_STREAM, NOT_AUDIO, MediaError, read_audio, replace_audio, write_wav
 from engine.media.video import probe
 from tabs.denoise import denoisers
@@ -38,19 +39,9 @@ def with_noise(speech: np.ndarray, snr_db: float, seed: int = 5) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("denoise") / "data", specs=capability.specs() + tts.specs(),
-                    job_options={"job_threads": 1})
-    for kind in capability.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
-
-
-@pytest.fixture(scope="module")
-def call(engine):
-    """Lease a model as a tab's run does (run.call), one run per call."""
-    return lambda model, fn, **kwargs: engine.infer("test", model, fn, **kwargs)
+    with capability_engine(tmp_path_factory.mktemp("denoise"),
+                           capability.specs() + tts.specs(), capability.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine import JobCancelled, JobKind, UserFacingError
 from engine.media.video import probe
-from video_helpers import decode_all, make_test_video, sharpness
+from video_helpers import decode_all, make_test_video, sharpness, smooth_background
 from tabs.faces import anonymize, people
 from analysers import face_detector
 from analysers import face_identity
@@ -39,12 +39,7 @@ def jpeg(array, quality):
 
 def two_people(i: int = 0, width: int = 640, height: int = 360) -> np.ndarray:
     """Her on the left, him on the right, drifting 2 px a frame towards each other."""
-    x = np.linspace(0, 1, width, dtype=np.float32)
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[..., 0] = 60 + 120 * x
-    frame[..., 1] = 60 + 120 * y
-    frame[..., 2] = 120
+    frame = smooth_background(width, height)
     frame[80:280, 40 + 2 * i:240 + 2 * i] = _HER
     frame[80:280, 400 - 2 * i:600 - 2 * i] = _HIM
     return frame

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import tabs.pitch as capability
-from engine import Engine, UserFacingError
+from capability_engine import capability_engine
+from engine import UserFacingError
 from engine.media.audio import MediaError, write_wav
 from tabs.pitch import model as pz
 from tabs.pitch import tab
@@ -16,19 +17,9 @@ RATE = 16000
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("pitch") / "data", specs=capability.specs(),
-                    job_options={"job_threads": 1})
-    for kind in capability.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
-
-
-@pytest.fixture(scope="module")
-def call(engine):
-    """Lease a model as a tab's run does (run.call), one run per call."""
-    return lambda model, fn, **kwargs: engine.infer("test", model, fn, **kwargs)
+    with capability_engine(tmp_path_factory.mktemp("pitch"),
+                           capability.specs(), capability.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 def tone(hz, seconds=2.0, rate=RATE, harmonics=1):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import tabs.stt
+from capability_engine import capability_engine
 from engine import Engine, UserFacingError
 from engine.media.audio import read_audio, replace_audio, write_wav
 from engine.media.video import ffmpeg_exe, probe, read_chunks
@@ -87,13 +88,9 @@ def onset(samples: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("stt") / "data", specs=stt.specs() + tts.specs(),
-                    job_options={"job_threads": 1})
-    for kind in tabs.stt.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
+    with capability_engine(tmp_path_factory.mktemp("stt"),
+                           stt.specs() + tts.specs(), tabs.stt.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 def test_the_weights_are_here_and_nothing_is_downloaded():

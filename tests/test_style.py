@@ -6,10 +6,10 @@ import skimage.data
 from PIL import Image
 
 import tabs.style as capability
+from capability_engine import capability_engine
 from engine import UserFacingError
 from engine.media.video import probe, read_chunks
 from video_helpers import make_test_video
-from tabs.catalog import build_engine
 from tabs.style import model as st
 from ui.handlers import handler
 
@@ -33,10 +33,9 @@ def frame_change(frames) -> float:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = build_engine(data_dir=tmp_path_factory.mktemp("style") / "data", specs=capability.specs(),
-                          job_kinds=capability.job_kinds(), store=False, start_jobs=True)
-    yield engine
-    engine.jobs.stop()
+    with capability_engine(tmp_path_factory.mktemp("style"),
+                           capability.specs(), capability.job_kinds()) as engine:
+        yield engine
 
 
 def preset(engine, image, style):

@@ -8,6 +8,7 @@ import soundfile
 from scipy.signal import resample_poly
 
 import tabs.tts
+from capability_engine import capability_engine
 from engine import Engine, UserFacingError
 from engine.jobs import JobContext
 from tabs.tts import model as tts
@@ -19,12 +20,9 @@ THREE_SENTENCES = ("The weather was cold this morning. We walked to the station 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("tts") / "data", specs=tts.specs(), job_options={"job_threads": 1})
-    for kind in tabs.tts.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
+    with capability_engine(tmp_path_factory.mktemp("tts"),
+                           tts.specs(), tabs.tts.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 def speak(engine, text, speed=1.0):

@@ -6,7 +6,8 @@ import skimage.filters
 from PIL import Image, ImageDraw
 
 import tabs.upscale
-from engine import Engine, UserFacingError, pixel_bucket
+from capability_engine import capability_engine
+from engine import UserFacingError, pixel_bucket
 from engine.media.video import probe
 from video_helpers import decode_all, make_test_video
 from tabs.upscale import check
@@ -17,13 +18,9 @@ from tabs.upscale.model import UPSCALE_FAST
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("upscale") / "data", specs=up.specs(),
-                    job_options={"job_threads": 1})
-    for kind in tabs.upscale.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
+    with capability_engine(tmp_path_factory.mktemp("upscale"),
+                           up.specs(), tabs.upscale.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 def run_upscale(engine, image, scale, model="fast", tiling=None):

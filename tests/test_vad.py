@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import tabs.vad
-from engine import Engine, UserFacingError
+from capability_engine import capability_engine
+from engine import UserFacingError
 from engine.media.audio import probe_audio, read_audio, replace_audio, write_wav
 from engine.media.video import ffmpeg_exe, probe, read_chunks
 from video_helpers import make_test_video
@@ -23,13 +24,9 @@ FPS = 25
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("vad") / "data", specs=vad.specs(),
-                    job_options={"job_threads": 1})
-    for kind in tabs.vad.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
+    with capability_engine(tmp_path_factory.mktemp("vad"),
+                           vad.specs(), tabs.vad.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import skimage.data
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from PIL import Image, ImageDraw, ImageFont
 
-from app_process import start_app, stop_app
+from app_process import app_client
 
 
 def save(array, path):
@@ -16,20 +16,14 @@ def save(array, path):
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory):
     # Threshold 0: every image output is hidden, as a shared app would hide a high-scoring one.
-    proc, url = start_app(tmp_path_factory.mktemp("data"), "--nsfw-gate", "on", "--nsfw-threshold", "0")
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        stop_app(proc)
+    with app_client(tmp_path_factory.mktemp("data"), "--nsfw-gate", "on", "--nsfw-threshold", "0") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    proc, url = start_app(tmp_path_factory.mktemp("data"))
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        stop_app(proc)
+    with app_client(tmp_path_factory.mktemp("data")) as client:
+        yield client
 
 
 def text_image(path):

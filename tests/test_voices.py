@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import tabs.voices as capability
-from engine import Engine, JobContext, UserFacingError
+from capability_engine import capability_engine
+from engine import JobContext, UserFacingError
 from engine.media.audio import write_wav
 from tabs.tts import espeak
 from tabs.tts import model as tts
@@ -27,19 +28,9 @@ PAUSES = [0.25, 0.6, 0.4, 0.8, 0.3, 0.5]  # between turns; under 0.3 s a pause d
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine(tmp_path_factory.mktemp("voices") / "data", specs=capability.specs() + tts.specs(),
-                    job_options={"job_threads": 1})
-    for kind in capability.job_kinds():
-        engine.jobs.register(kind)
-    engine.jobs.start()
-    yield engine
-    engine.jobs.stop()
-
-
-@pytest.fixture(scope="module")
-def call(engine):
-    """Lease a model as a tab's run does (run.call), one run per call."""
-    return lambda model, fn, **kwargs: engine.infer("test", model, fn, **kwargs)
+    with capability_engine(tmp_path_factory.mktemp("voices"),
+                           capability.specs() + tts.specs(), capability.job_kinds(), job_threads=1) as engine:
+        yield engine
 
 
 def at_16k(samples, rate):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -42,17 +43,23 @@ def save_block(folder: Path, name: str, mib: int) -> Path:
     return path
 
 
-def block_loader(path: Path, mib: int, loads: list | None = None):
-    def load(device: str) -> Block:
-        # Build on the meta device and assign the file's tensors: no second copy of the weights.
+def meta_loader(path: Path, build: Callable[[], torch.nn.Module], loads: list | None = None):
+    """A spec's loader, the engine's way: build() on the meta device, then assign the file's
+    (memory-mapped) tensors, so there is no second copy of the weights. Each load appends the
+    file's stem to `loads` when given. The benchmarks load their models this way too."""
+    def load(device: str) -> torch.nn.Module:
         with torch.device("meta"):
-            model = Block(mib)
+            model = build()
         model.load_state_dict(load_file(str(path), device=device), assign=True)
         if loads is not None:
             loads.append(path.stem)
         return model.eval()
 
     return load
+
+
+def block_loader(path: Path, mib: int, loads: list | None = None):
+    return meta_loader(path, lambda: Block(mib), loads)
 
 
 def block_spec(folder: Path, name: str, mib: int, role: str = "heavy", *, loads: list | None = None,

@@ -59,14 +59,21 @@ FACE_SIZE = 200  # the astronaut photo scaled to this: her face is ~35x45 px
 _ASTRONAUT = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((FACE_SIZE, FACE_SIZE), Image.LANCZOS))
 
 
-def face_frame(i: int, width: int = 480, height: int = 360) -> np.ndarray:
-    """A smooth background with the astronaut moving 4 px per frame, back and forth."""
+def smooth_background(width: int = 480, height: int = 360) -> np.ndarray:
+    """A still, smooth background with no one in front of it: red grows to the right, green
+    downwards, blue is even."""
     x = np.linspace(0, 1, width, dtype=np.float32)
     y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
     frame = np.empty((height, width, 3), np.uint8)
     frame[..., 0] = 60 + 120 * x
     frame[..., 1] = 60 + 120 * y
     frame[..., 2] = 120
+    return frame
+
+
+def face_frame(i: int, width: int = 480, height: int = 360) -> np.ndarray:
+    """A smooth background with the astronaut moving 4 px per frame, back and forth."""
+    frame = smooth_background(width, height)
     travel = width - FACE_SIZE - 40
     step = (4 * i) % (2 * travel)
     left = 20 + (step if step <= travel else 2 * travel - step)
