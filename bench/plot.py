@@ -32,6 +32,12 @@ def backend() -> str:
 
 # ---------------------------------------------------------------- matplotlib
 
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)   # pyplot keeps every open figure alive until it is closed
+
+
 def _mpl_line(plt, path, title, xlabel, ylabel, series, hlines):
     fig, ax = plt.subplots(figsize=(WIDTH / 100, HEIGHT / 100), dpi=100)
     for i, (label, xs, ys) in enumerate(series):
@@ -41,9 +47,7 @@ def _mpl_line(plt, path, title, xlabel, ylabel, series, hlines):
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _mpl_boxes(plt, path, title, xlabel, groups, log):
@@ -55,9 +59,7 @@ def _mpl_boxes(plt, path, title, xlabel, groups, log):
         ax.set_xscale("log")
     ax.set(title=title, xlabel=xlabel)
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _mpl_scatter(plt, path, title, xlabel, ylabel, series, diagonal):
@@ -71,9 +73,7 @@ def _mpl_scatter(plt, path, title, xlabel, ylabel, series, diagonal):
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _mpl_bars(plt, path, title, ylabel, values):
@@ -82,9 +82,7 @@ def _mpl_bars(plt, path, title, ylabel, values):
     ax.bar(labels, [values[k] for k in labels], color=[COLORS[i % len(COLORS)] for i in range(len(labels))])
     ax.set(title=title, ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # ---------------------------------------------------------------- Pillow

@@ -13,7 +13,8 @@ show no progress.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -23,6 +24,17 @@ PHOTO_SOURCES = ["upload", "clipboard"]
 VIDEO_JOB_NOTE = "The video runs as a job: it survives a closed browser and a restart, and shows on the Jobs tab."
 
 Components = Any   # one Gradio component, or a list of them, as Gradio's events take them
+
+
+@contextlib.contextmanager
+def sub_tab(title: str, note: str | None = None) -> Iterator[None]:
+    """One of a capability's sub-tabs: its title, a line on what it does, then the row that holds
+    its inputs and outputs (and, below them in the code, the events that wire them)."""
+    with gr.Tab(title):
+        if note:
+            gr.Markdown(note)
+        with gr.Row():
+            yield
 
 
 def photo_input(label: str, **kw: Any) -> gr.Image:
@@ -39,6 +51,13 @@ def picture_file_input(label: str, **kw: Any) -> gr.Image:
 def image_output(label: str) -> gr.Image:
     """A result picture, sent as PNG so that nothing the model made is lost to compression."""
     return gr.Image(label=label, type="numpy", format="png", interactive=False)
+
+
+def picture_and_json(picture_label: str, json_label: str) -> tuple[gr.Image, gr.JSON]:
+    """A result shown twice, in one column: the picture with what was found drawn on it, and the
+    same findings as JSON."""
+    with gr.Column():
+        return image_output(picture_label), gr.JSON(label=json_label)
 
 
 def video_input() -> gr.Video:

@@ -6,8 +6,8 @@ import gradio as gr
 import numpy as np
 
 from engine import Engine
-from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
-                           picture_file_input, video_input, video_output)
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only,
+                           photo_input, picture_file_input, sub_tab, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -74,35 +74,31 @@ def show_options(mode: str):
 
 def build(engine: Engine) -> None:
     with gr.Tabs():
-        with gr.Tab("Photo"):
-            gr.Markdown("Finds the person (MediaPipe selfie segmentation, made for one or two people "
-                        "close to the camera) and makes the rest **transparent**, **blurred**, one "
-                        "**color**, or another **image**. The mask is found at 256x256 and scaled to "
-                        "the photo, so its edges are soft; fine hair is not traced.")
-            with gr.Row():
-                with gr.Column():
-                    image = photo_input("Photo")
-                    mode = gr.Radio(MODES, value=bg.TRANSPARENT, label="Background")
-                    color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
-                    background = photo_input("New background", visible=False)
-                    run = gr.Button("Remove background", variant="primary")
-                with gr.Column():
-                    result = image_output("Result")
-                    mask = image_output("Mask (white is person)")
+        with sub_tab("Photo", "Finds the person (MediaPipe selfie segmentation, made for one or two people "
+                     "close to the camera) and makes the rest **transparent**, **blurred**, one "
+                     "**color**, or another **image**. The mask is found at 256x256 and scaled to "
+                     "the photo, so its edges are soft; fine hair is not traced."):
+            with gr.Column():
+                image = photo_input("Photo")
+                mode = gr.Radio(MODES, value=bg.TRANSPARENT, label="Background")
+                color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
+                background = photo_input("New background", visible=False)
+                run = gr.Button("Remove background", variant="primary")
+            with gr.Column():
+                result = image_output("Result")
+                mask = image_output("Mask (white is person)")
             page_only(mode.change, show_options, mode, [color, background])
             on_click(engine, run, remove_background, "remove the background", [image, mode, color, background],
                      [result, mask], api_name="remove_background")
-        with gr.Tab("Video"):
-            gr.Markdown(f"{VIDEO_JOB_NOTE} Frames, fps and sound are kept. An MP4 has no transparency, "
-                        "so the background is blurred, one color, or a picture.")
-            with gr.Row():
-                with gr.Column():
-                    video = video_input()
-                    video_mode = gr.Radio(VIDEO_MODES, value=bg.BLUR, label="Background")
-                    video_color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
-                    video_background = picture_file_input("New background", visible=False)
-                    go = gr.Button("Replace the background", variant="primary")
-                replaced = video_output("Result")
+        with sub_tab("Video", f"{VIDEO_JOB_NOTE} Frames, fps and sound are kept. An MP4 has no transparency, "
+                     "so the background is blurred, one color, or a picture."):
+            with gr.Column():
+                video = video_input()
+                video_mode = gr.Radio(VIDEO_MODES, value=bg.BLUR, label="Background")
+                video_color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
+                video_background = picture_file_input("New background", visible=False)
+                go = gr.Button("Replace the background", variant="primary")
+            replaced = video_output("Result")
             page_only(video_mode.change, show_options, video_mode, [video_color, video_background])
             on_click_queued(engine, go, remove_background_video, "replace the background of the video",
                             [video, video_mode, video_color, video_background], replaced,

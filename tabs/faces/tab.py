@@ -9,7 +9,7 @@ from analysers import face_detector, face_identity
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, pixel_bucket
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
-                           picture_file_input, video_input, video_output)
+                           picture_and_json, picture_file_input, sub_tab, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -112,16 +112,12 @@ def blur_faces_video(engine: Engine, video: str | None, mode: str, keep: str | N
 def build(engine: Engine) -> None:
     identity_missing = face_identity.unavailable_reason()
     with gr.Tabs():
-        with gr.Tab("Detect"):
-            gr.Markdown("Every face gets a box, its score and five landmarks (eyes, nose, mouth corners). "
-                        "The same detector serves every face feature.")
-            with gr.Row():
-                with gr.Column():
-                    image = photo_input("Photo")
-                    run = gr.Button("Detect faces", variant="primary")
-                with gr.Column():
-                    annotated = image_output("Faces found")
-                    found = gr.JSON(label="Faces (JSON)")
+        with sub_tab("Detect", "Every face gets a box, its score and five landmarks (eyes, nose, mouth corners). "
+                     "The same detector serves every face feature."):
+            with gr.Column():
+                image = photo_input("Photo")
+                run = gr.Button("Detect faces", variant="primary")
+            annotated, found = picture_and_json("Faces found", "Faces (JSON)")
             on_click(engine, run, detect_faces, "detect faces", image, [annotated, found], api_name="detect_faces")
         with gr.Tab("Compare faces"):
             gr.Markdown("Is it the same person? The largest face of each photo is aligned and turned "
@@ -136,31 +132,26 @@ def build(engine: Engine) -> None:
                         first = photo_input("Photo 1")
                         second = photo_input("Photo 2")
                     compare = gr.Button("Compare", variant="primary")
-                with gr.Column():
-                    pair = image_output("The two faces compared")
-                    verdict = gr.JSON(label="Result (JSON)")
+                pair, verdict = picture_and_json("The two faces compared", "Result (JSON)")
             on_click(engine, compare, compare_faces, "compare faces", [first, second], [pair, verdict],
                      api_name="compare_faces")
-        with gr.Tab("Hide in a photo"):
-            with gr.Row():
-                with gr.Column():
-                    photo = photo_input("Photo")
-                    photo_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
-                    photo_keep = photo_input(KEEP_LABEL)
-                    gr.Markdown(KEEP_HELP)
-                    hide = gr.Button("Hide faces", variant="primary")
-                hidden = image_output("Faces hidden")
+        with sub_tab("Hide in a photo"):
+            with gr.Column():
+                photo = photo_input("Photo")
+                photo_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
+                photo_keep = photo_input(KEEP_LABEL)
+                gr.Markdown(KEEP_HELP)
+                hide = gr.Button("Hide faces", variant="primary")
+            hidden = image_output("Faces hidden")
             on_click(engine, hide, blur_faces_image, "hide faces", [photo, photo_mode, photo_keep], hidden,
                      api_name="blur_faces_image")
-        with gr.Tab("Hide in a video"):
-            gr.Markdown(f"{VIDEO_JOB_NOTE} Every frame is searched; the sound is kept.")
-            with gr.Row():
-                with gr.Column():
-                    video = video_input()
-                    video_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
-                    video_keep = picture_file_input(KEEP_LABEL)
-                    gr.Markdown(KEEP_HELP)
-                    go = gr.Button("Hide faces in the video", variant="primary")
-                result = video_output("Faces hidden")
+        with sub_tab("Hide in a video", f"{VIDEO_JOB_NOTE} Every frame is searched; the sound is kept."):
+            with gr.Column():
+                video = video_input()
+                video_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
+                video_keep = picture_file_input(KEEP_LABEL)
+                gr.Markdown(KEEP_HELP)
+                go = gr.Button("Hide faces in the video", variant="primary")
+            result = video_output("Faces hidden")
             on_click_queued(engine, go, blur_faces_video, "hide faces in the video",
                             [video, video_mode, video_keep], result, api_name="blur_faces_video")

@@ -7,9 +7,15 @@ import numpy as np
 from engine import Engine, pixel_bucket
 from tabs.ocr import check
 from tabs.ocr import model as ocr
-from ui.components import VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, video_input
+from ui.components import (VIDEO_JOB_NOTE, on_click, on_click_queued, photo_input, picture_and_json, sub_tab,
+                           video_input)
 from ui.jobs import start_job
 from ui.safety import gate_output
+
+
+IMAGE_NOTE = ("Every line of printed text gets a box, its reading and a confidence. "
+              "Latin letters, digits and Chinese are read; a space between two words in "
+              "capitals is sometimes lost.")
 
 
 def read_text(engine: Engine, image: np.ndarray | None) -> tuple[np.ndarray, dict]:
@@ -50,27 +56,19 @@ def ocr_video(engine: Engine, video: str | None, samples_per_second: float = ocr
 
 def build(engine: Engine) -> None:
     with gr.Tabs():
-        with gr.Tab("Image"):
-            gr.Markdown("Every line of printed text gets a box, its reading and a confidence. "
-                        "Latin letters, digits and Chinese are read; a space between two words in "
-                        "capitals is sometimes lost.")
-            with gr.Row():
-                with gr.Column():
-                    image = photo_input("Image")
-                    run = gr.Button("Read text", variant="primary")
-                with gr.Column():
-                    annotated = image_output("Text found")
-                    found = gr.JSON(label="Lines (JSON)")
+        with sub_tab("Image", IMAGE_NOTE):
+            with gr.Column():
+                image = photo_input("Image")
+                run = gr.Button("Read text", variant="primary")
+            annotated, found = picture_and_json("Text found", "Lines (JSON)")
             on_click(engine, run, read_text, "read the text", image, [annotated, found], api_name="ocr")
-        with gr.Tab("Video to subtitles"):
-            gr.Markdown(f"{VIDEO_JOB_NOTE} A few frames a second are read; text that stays the same "
-                        "becomes one subtitle.")
-            with gr.Row():
-                with gr.Column():
-                    video = video_input()
-                    rate = gr.Slider(ocr.MIN_SAMPLES_PER_SECOND, ocr.MAX_SAMPLES_PER_SECOND, value=ocr.DEFAULT_SAMPLES_PER_SECOND,
-                                     step=0.25, label="Frames read per second")
-                    go = gr.Button("Make subtitles", variant="primary")
-                subtitles = gr.File(label="Subtitles (SRT)", interactive=False)
+        with sub_tab("Video to subtitles", f"{VIDEO_JOB_NOTE} A few frames a second are read; text that stays the same "
+                     "becomes one subtitle."):
+            with gr.Column():
+                video = video_input()
+                rate = gr.Slider(ocr.MIN_SAMPLES_PER_SECOND, ocr.MAX_SAMPLES_PER_SECOND, value=ocr.DEFAULT_SAMPLES_PER_SECOND,
+                                 step=0.25, label="Frames read per second")
+                go = gr.Button("Make subtitles", variant="primary")
+            subtitles = gr.File(label="Subtitles (SRT)", interactive=False)
             on_click_queued(engine, go, ocr_video, "make the subtitles", [video, rate], subtitles,
                             api_name="ocr_video")

@@ -6,8 +6,8 @@ import gradio as gr
 import numpy as np
 
 from engine import Engine, pixel_bucket
-from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
-                           picture_file_input, video_input, video_output)
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only,
+                           photo_input, picture_file_input, sub_tab, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -15,6 +15,9 @@ from . import check
 from . import model as st
 
 STYLES = list(st.STYLES)
+PHOTO_NOTE = ("26 preset styles (the networks came without names, so they are numbered), or "
+              "**from image**: any picture's style. Photos over 1 megapixel are restyled at "
+              "1 MP and scaled back; \"from image\" works at 384 px, so big photos look softer.")
 
 
 def stylize(engine: Engine, image: np.ndarray | None, style: str,
@@ -63,29 +66,23 @@ def show_style_image(style: str):
 
 def build(engine: Engine) -> None:
     with gr.Tabs():
-        with gr.Tab("Photo"):
-            gr.Markdown("26 preset styles (the networks came without names, so they are numbered), or "
-                        "**from image**: any picture's style. Photos over 1 megapixel are restyled at "
-                        "1 MP and scaled back; \"from image\" works at 384 px, so big photos look softer.")
-            with gr.Row():
-                with gr.Column():
-                    image = photo_input("Photo")
-                    style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
-                    style_image = photo_input("Style image", visible=False)
-                    run = gr.Button("Restyle", variant="primary")
-                result = image_output("Restyled")
+        with sub_tab("Photo", PHOTO_NOTE):
+            with gr.Column():
+                image = photo_input("Photo")
+                style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
+                style_image = photo_input("Style image", visible=False)
+                run = gr.Button("Restyle", variant="primary")
+            result = image_output("Restyled")
             page_only(style.change, show_style_image, style, style_image)
             on_click(engine, run, stylize, "restyle the image", [image, style, style_image], result,
                      api_name="stylize")
-        with gr.Tab("Video"):
-            gr.Markdown(f"{VIDEO_JOB_NOTE} Frames, fps and sound are kept.")
-            with gr.Row():
-                with gr.Column():
-                    video = video_input()
-                    video_style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
-                    video_style_image = picture_file_input("Style image", visible=False)
-                    go = gr.Button("Restyle the video", variant="primary")
-                restyled = video_output("Restyled")
+        with sub_tab("Video", f"{VIDEO_JOB_NOTE} Frames, fps and sound are kept."):
+            with gr.Column():
+                video = video_input()
+                video_style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
+                video_style_image = picture_file_input("Style image", visible=False)
+                go = gr.Button("Restyle the video", variant="primary")
+            restyled = video_output("Restyled")
             page_only(video_style.change, show_style_image, video_style, video_style_image)
             on_click_queued(engine, go, stylize_video, "restyle the video",
                             [video, video_style, video_style_image], restyled, api_name="stylize_video")

@@ -7,13 +7,16 @@ import numpy as np
 from engine import Engine, pixel_bucket
 from tabs.upscale import VIDEO_JOB, check
 from tabs.upscale import model as up
-from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, video_input,
-                           video_output)
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
+                           sub_tab, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
 SCALES = list(up.SCALES)
 MODELS = list(up.MODELS)   # "fast", "x4plus"
+IMAGE_NOTE = ("**fast** (Real-ESRGAN animevideov3) takes about a second for a small image and "
+              "gives crisp edges; it smooths fine texture such as skin or fabric. "
+              "**x4plus** (Real-ESRGAN x4plus) keeps photos natural but is ~30x slower on the CPU.")
 
 
 def upscale(engine: Engine, image: np.ndarray | None, scale: int, model: str) -> np.ndarray:
@@ -55,27 +58,21 @@ def upscale_video(engine: Engine, video: str | None, scale: int, model: str, pro
 
 def build(engine: Engine) -> None:
     with gr.Tabs():
-        with gr.Tab("Image"):
-            gr.Markdown("**fast** (Real-ESRGAN animevideov3) takes about a second for a small image and "
-                        "gives crisp edges; it smooths fine texture such as skin or fabric. "
-                        "**x4plus** (Real-ESRGAN x4plus) keeps photos natural but is ~30x slower on the CPU.")
-            with gr.Row():
-                with gr.Column():
-                    image = photo_input("Image")
-                    scale = gr.Radio(SCALES, value=2, label="Scale")
-                    model = gr.Radio(MODELS, value="fast", label="Model")
-                    run = gr.Button("Upscale", variant="primary")
-                result = image_output("Upscaled")
+        with sub_tab("Image", IMAGE_NOTE):
+            with gr.Column():
+                image = photo_input("Image")
+                scale = gr.Radio(SCALES, value=2, label="Scale")
+                model = gr.Radio(MODELS, value="fast", label="Model")
+                run = gr.Button("Upscale", variant="primary")
+            result = image_output("Upscaled")
             on_click(engine, run, upscale, "upscale the image", [image, scale, model], result, api_name="upscale")
-        with gr.Tab("Video"):
-            gr.Markdown("Videos use the **fast** model only (x4plus would take hours per minute of video). "
-                        f"The result is capped at 4K (3840x2160). {VIDEO_JOB_NOTE} The sound is kept.")
-            with gr.Row():
-                with gr.Column():
-                    video = video_input()
-                    video_scale = gr.Radio(SCALES, value=2, label="Scale")
-                    video_model = gr.Radio(["fast"], value="fast", label="Model (fast only for video)")
-                    go = gr.Button("Upscale the video", variant="primary")
-                video_result = video_output("Upscaled")
+        with sub_tab("Video", "Videos use the **fast** model only (x4plus would take hours per minute of video). "
+                     f"The result is capped at 4K (3840x2160). {VIDEO_JOB_NOTE} The sound is kept."):
+            with gr.Column():
+                video = video_input()
+                video_scale = gr.Radio(SCALES, value=2, label="Scale")
+                video_model = gr.Radio(["fast"], value="fast", label="Model (fast only for video)")
+                go = gr.Button("Upscale the video", variant="primary")
+            video_result = video_output("Upscaled")
             on_click_queued(engine, go, upscale_video, "upscale the video", [video, video_scale, video_model],
                             video_result, api_name="upscale_video")

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine import Engine
 from engine.media.audio import MediaError, probe_audio, read_audio
-from ui.components import media_input, microphone_for, on_click_queued
+from ui.components import media_input, microphone_for, on_click_queued, sub_tab
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -153,27 +153,24 @@ def build(engine: Engine) -> None:
     gr.Markdown("Speech found by Silero VAD (32 ms steps). Files up to a minute are answered at once; "
                 "longer ones run as a job (Jobs tab).")
     with gr.Tabs():
-        with gr.Tab("Find speech"):
-            with gr.Row():
-                with gr.Column():
-                    media = media_input()
-                    microphone_for(media)
-                    threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Speech threshold")
-                    min_silence = gr.Slider(0.05, 2.0, value=0.1, step=0.05, label="Shortest pause that splits (s)")
-                    run = gr.Button("Find speech", variant="primary")
-                with gr.Column():
-                    plot = gr.Image(label="Speech on the waveform", type="pil", format="png", interactive=False)
-                    segments = gr.JSON(label="Segments (s)")
+        with sub_tab("Find speech"):
+            with gr.Column():
+                media = media_input()
+                microphone_for(media)
+                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Speech threshold")
+                min_silence = gr.Slider(0.05, 2.0, value=0.1, step=0.05, label="Shortest pause that splits (s)")
+                run = gr.Button("Find speech", variant="primary")
+            with gr.Column():
+                plot = gr.Image(label="Speech on the waveform", type="pil", format="png", interactive=False)
+                segments = gr.JSON(label="Segments (s)")
             on_click_queued(engine, run, detect_speech, "find the speech", [media, threshold, min_silence],
                             [plot, segments], api_name="detect_speech")
-        with gr.Tab("Cut silence"):
-            gr.Markdown("Pauses longer than the limit are removed from audio (WAV out) or video (same "
-                        "container; picture and sound are cut together, on frame boundaries).")
-            with gr.Row():
-                with gr.Column():
-                    cut_media = media_input()
-                    cut_min = gr.Slider(0.1, 5.0, value=0.5, step=0.05, label="Cut pauses longer than (s)")
-                    cut_run = gr.Button("Cut silence", variant="primary")
-                cut_out = gr.File(label="Without the silences", interactive=False)
+        with sub_tab("Cut silence", "Pauses longer than the limit are removed from audio (WAV out) or video (same "
+                     "container; picture and sound are cut together, on frame boundaries)."):
+            with gr.Column():
+                cut_media = media_input()
+                cut_min = gr.Slider(0.1, 5.0, value=0.5, step=0.05, label="Cut pauses longer than (s)")
+                cut_run = gr.Button("Cut silence", variant="primary")
+            cut_out = gr.File(label="Without the silences", interactive=False)
             on_click_queued(engine, cut_run, cut_silence, "cut the silence", [cut_media, cut_min], cut_out,
                             api_name="cut_silence")

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from engine import Engine, UserFacingError
 from engine.media.audio import MediaError, probe_audio, read_audio
-from ui.components import media_input, on_click, on_click_queued
+from ui.components import media_input, on_click, on_click_queued, sub_tab
 from ui.jobs import start_job
 
 from . import RECORDINGS, about, check
@@ -109,17 +109,15 @@ def build(engine: Engine) -> None:
             verdict = gr.JSON(label="Similarity")
             on_click(engine, go, compare_voices, "compare the voices", [first, second], verdict,
                      api_name="compare_voices")
-        with gr.Tab("Speakers"):
-            gr.Markdown("Who speaks when, in a conversation. Say how many voices there are. "
-                        "Recordings over a minute run as a job and show on the Jobs tab.")
-            with gr.Row():
-                with gr.Column():
-                    media = media_input("Audio or video")
-                    speakers = gr.Number(value=2, minimum=1, maximum=vo.MAX_SPEAKERS, step=1, precision=0,
-                                         label="Speakers")
-                    run = gr.Button("Find speakers", variant="primary")
-                with gr.Column():
-                    picture = gr.Image(label="Timeline", type="numpy", interactive=False)
-                    turns = gr.JSON(label="Segments")
+        with sub_tab("Speakers", "Who speaks when, in a conversation. Say how many voices there are. "
+                     "Recordings over a minute run as a job and show on the Jobs tab."):
+            with gr.Column():
+                media = media_input("Audio or video")
+                speakers = gr.Number(value=2, minimum=1, maximum=vo.MAX_SPEAKERS, step=1, precision=0,
+                                     label="Speakers")
+                run = gr.Button("Find speakers", variant="primary")
+            with gr.Column():
+                picture = gr.Image(label="Timeline", type="numpy", interactive=False)
+                turns = gr.JSON(label="Segments")
             on_click_queued(engine, run, diarize, "find the speakers", [media, speakers], [turns, picture],
                             api_name="diarize")
