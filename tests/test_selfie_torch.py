@@ -1,0 +1,243 @@
+"""The selfie segmenter rebuilt in torch from the .tflite file (tabs/background/tflite_reader.py,
+selfie_torch.py) against LiteRT, the runtime the Background capability uses today.
+
+The contract: on real photos, P(person) from torch is within 1e-3 (max abs) of LiteRT's, and the
+8-bit masks the capability makes from them differ by at most one level. Measured on this CPU:
+about 1e-4 at most (float32 summation order: XNNPACK's kernels against torch's). The TFLite
+semantics this model does not exercise (SAME pooling, resize flags, depth multipliers, padded
+transposed convolutions) are checked on tiny graphs against numpy transcriptions of TFLite's
+reference kernels.
+"""
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from tabs.background import model as bg
+from tabs.background import selfie_torch as st
+from tabs.background.tflite_reader import Model, Operator, Tensor, TFLiteFormatError, read_model
+
+TOLERANCE = 1e-3  # max abs difference of P(person), 0..1
+
+
+def _rgb(image):
+    return np.dstack([image] * 3) if image.ndim == 2 else image
+
+
+# Real photos: a woman in a space suit; a cup of coffee (no person); the cameraman (a person, in
+# gray); a cat filling the frame (no person, but a large foreground).
+PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
+          "cameraman": _rgb(skimage.data.camera()), "chelsea": skimage.data.chelsea()}
+
+
+@pytest.fixture(scope="module")
+def litert():
+    return bg.load("cpu")
+
+
+@pytest.fixture(scope="module")
+def torch_segmenter():
+    return st.load("cpu")
+
+
+# ------------------------------------------------------------------------- the reader
+
+def test_the_reader_sees_the_graph_litert_sees():
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = read_model(bg.model_path())
+    interpreter = Interpreter(model_path=str(bg.model_path()))
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # the model's nodes, then XNNPACK's DELEGATE node
+    assert [op.name for op in model.operators] == [op["op_name"] for op in ops[:len(model.operators)]]
+    for op, theirs in zip(model.operators, ops):
+        assert op.inputs == theirs["inputs"].tolist() and op.outputs == theirs["outputs"].tolist()
+    assert model.inputs == [d["index"] for d in interpreter.get_input_details()]
+    assert model.outputs == [d["index"] for d in interpreter.get_output_details()]
+    details = interpreter.get_tensor_details()
+    assert len(details) == len(model.tensors)
+    constants = 0
+    for d in details:
+        tensor = model.tensors[d["index"]]
+        assert (tensor.name, tensor.shape) == (d["name"], tuple(d["shape"]))
+        if tensor.data is not None:  # the float16 weights, the resize sizes: bit for bit
+            value = interpreter.get_tensor(d["index"])
+            assert value.dtype == tensor.data.dtype and np.array_equal(value, tensor.data)
+            constants += 1
+    assert constants == 113
+    assert set(model.op_names()) == {
+        "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "RELU", "AVERAGE_POOL_2D",
+        "LOGISTIC", "MUL", "ADD", "RESIZE_BILINEAR", "Convolution2DTransposeBias"}
+    transpose = model.operators[-2]
+    assert transpose.name == "Convolution2DTransposeBias" and not transpose.builtin
+    assert transpose.custom_options == bytes.fromhex("010000000200000002000000")  # SAME, 2, 2
+    resize = next(op for op in model.operators if op.name == "RESIZE_BILINEAR")
+    assert resize.options["half_pixel_centers"] and not resize.options["align_corners"]
+
+
+def test_the_reader_refuses_what_is_not_a_tflite_model():
+    with pytest.raises(TFLiteFormatError):
+        read_model(b"\x00" * 64)
+    with pytest.raises(TFLiteFormatError):
+        read_model(b"\x10\x00\x00\x00ONNX" + b"\x00" * 32)
+
+
+# ------------------------------------------------------------------------- torch = LiteRT
+
+@pytest.mark.parametrize("name", list(PHOTOS))
+def test_torch_matches_litert_on_real_photos(name, litert, torch_segmenter):
+    x = bg.model_input(PHOTOS[name])
+    ours, theirs = torch_segmenter(x), litert(x)
+    assert ours.shape == theirs.shape == (256, 256) and ours.dtype == np.float32
+    difference = float(np.abs(ours - theirs).max())
+    print(f"{name}: max |torch - LiteRT| = {difference:.2e}")
+    assert difference <= TOLERANCE, f"{name}: {difference}"
+    # The capability's 8-bit mask at the photo's size: at most one level apart anywhere.
+    height, width = PHOTOS[name].shape[:2]
+    ours8 = bg.upsample_mask(ours, height, width).astype(int)
+    theirs8 = bg.upsample_mask(theirs, height, width).astype(int)
+    assert np.abs(ours8 - theirs8).max() <= 1
+
+
+def test_the_photos_are_not_trivial(litert):
+    """The comparison means something: a person is found where there is one, and the masks
+    span the whole range (a saturated net would hide any difference)."""
+    astronaut = litert(bg.model_input(PHOTOS["astronaut"]))
+    assert astronaut.min() < 0.01 and astronaut.max() > 0.99
+    assert 0.3 < (astronaut > 0.5).mean() < 0.8
+    assert (litert(bg.model_input(PHOTOS["cameraman"])) > 0.5).mean() > 0.1
+
+
+def test_the_torch_segmenter_plugs_into_the_capability(litert, torch_segmenter):
+    assert (torch_segmenter.height, torch_segmenter.width) == (litert.height, litert.width)
+    image = PHOTOS["astronaut"]
+    ours, theirs = bg.person_mask(torch_segmenter, image), bg.person_mask(litert, image)
+    assert ours.shape == theirs.shape == image.shape[:2] and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+    batch = np.stack([bg.model_input(p) for p in PHOTOS.values()])
+    one_by_one = np.stack([torch_segmenter(x) for x in batch])
+    # A batch takes other kernels than one image: float32 summation order again.
+    np.testing.assert_allclose(torch_segmenter.batch(batch), one_by_one, atol=1e-4)
+
+
+# ------------------------------------------------------------------------- TFLite semantics
+
+def _graph(input_shape, ops, constants):
+    """A tiny graph of reader objects: tensor 0 is the input, the last op's output the output."""
+    count = 1 + max(max(op.inputs + op.outputs) for op in ops)
+    tensors = [Tensor(i, f"t{i}", (), np.float32, constants.get(i)) for i in range(count)]
+    tensors[0].shape = tuple(input_shape)
+    return st.TFLiteGraph(Model(tensors, ops, [0], [ops[-1].outputs[0]]))
+
+
+def _run(graph, x):
+    with torch.inference_mode():
+        return graph(torch.from_numpy(x)).numpy()
+
+
+def _reference_resize(x, height, width, align_corners, half_pixel):
+    """TFLite's reference ResizeBilinear (NHWC), transcribed."""
+    _, in_h, in_w, _ = x.shape
+
+    def axis(out, size):
+        scale = (size - 1) / (out - 1) if align_corners and out > 1 else size / out
+        v = (np.arange(out) + 0.5) * scale - 0.5 if half_pixel else np.arange(out) * scale
+        low = np.maximum(np.floor(v), 0).astype(int)
+        return v, low, np.minimum(np.ceil(v), size - 1).astype(int)
+
+    iy, y0, y1 = axis(height, in_h)
+    ix, x0, x1 = axis(width, in_w)
+    dy, dx = (iy - y0)[:, None, None], (ix - x0)[None, :, None]
+    img = x[0].astype(np.float64)
+    out = (img[y0][:, x0] * (1 - dy) * (1 - dx) + img[y1][:, x0] * dy * (1 - dx)
+           + img[y0][:, x1] * (1 - dy) * dx + img[y1][:, x1] * dy * dx)
+    return out[None]
+
+
+@pytest.mark.parametrize("align_corners,half_pixel", [(False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("size", [(10, 14), (9, 4), (3, 3)])
+def test_resize_bilinear_follows_tflite(align_corners, half_pixel, size):
+    x = np.random.default_rng(0).normal(size=(1, 5, 7, 3)).astype(np.float32)
+    op = Operator(0, "RESIZE_BILINEAR", [0, 1], [2], {"align_corners": align_corners,
+                                                      "half_pixel_centers": half_pixel})
+    graph = _graph(x.shape, [op], {1: np.array(size, dtype=np.int32)})
+    np.testing.assert_allclose(_run(graph, x), _reference_resize(x, *size, align_corners, half_pixel),
+                               atol=1e-5)
+
+
+def _same_before(size, kernel, stride):
+    """TFLite's SAME padding before the first pixel (the odd one goes after)."""
+    return max(((size + stride - 1) // stride - 1) * stride + kernel - size, 0) // 2
+
+
+def _windows(shape, kernel, stride):
+    """Per SAME output pixel (oy, ox): the window's top-left corner in the input, maybe < 0."""
+    _, h, w, _ = shape
+    for oy in range((h + stride - 1) // stride):
+        for ox in range((w + stride - 1) // stride):
+            yield oy, ox, oy * stride - _same_before(h, kernel, stride), ox * stride - _same_before(w, kernel, stride)
+
+
+def test_same_pooling_leaves_padding_out_and_depthwise_multiplies_channels():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 8, 7, 2)).astype(np.float32)  # SAME k3 s2 pads rows (0, 1), columns (1, 1)
+    weight = rng.normal(size=(1, 3, 3, 4)).astype(np.float32)  # depth multiplier 2
+    bias = rng.normal(size=4).astype(np.float32)
+    conv = {"padding": "SAME", "stride_w": 2, "stride_h": 2, "depth_multiplier": 2,
+            "fused_activation_function": "RELU6", "dilation_w_factor": 1, "dilation_h_factor": 1}
+    pool = {"padding": "SAME", "stride_w": 2, "stride_h": 2, "filter_width": 3, "filter_height": 3,
+            "fused_activation_function": "NONE"}
+    graph = _graph(x.shape, [Operator(0, "DEPTHWISE_CONV_2D", [0, 1, 2], [3], conv),
+                             Operator(1, "AVERAGE_POOL_2D", [3], [4], pool)], {1: weight, 2: bias})
+    padded = np.zeros((1, 8 + 6, 7 + 6, 2))
+    padded[:, 3:11, 3:10] = x  # zeros around, indices shifted by 3
+    conv_out = np.zeros((1, 4, 4, 4))
+    for oy, ox, y, xx in _windows(x.shape, 3, 2):
+        window = padded[0, y + 3:y + 6, xx + 3:xx + 6]  # (3, 3, 2)
+        for c in range(4):  # output channel c reads input channel c // 2 (TFLite's c * m + k)
+            conv_out[0, oy, ox, c] = (window[..., c // 2] * weight[0, :, :, c]).sum() + bias[c]
+    conv_out = np.clip(conv_out, 0, 6)  # fused RELU6
+    expected = np.zeros((1, 2, 2, 4))
+    for oy, ox, y, xx in _windows(conv_out.shape, 3, 2):
+        inside = conv_out[0, max(y, 0):y + 3, max(xx, 0):xx + 3]
+        expected[0, oy, ox] = inside.mean(axis=(0, 1))  # the pixels inside the image only
+    np.testing.assert_allclose(_run(graph, x), expected, atol=1e-5)
+
+
+def test_mediapipe_transposed_convolution_crops_as_mediapipe_does():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 4, 5, 3)).astype(np.float32)
+    weight = rng.normal(size=(2, 3, 3, 3)).astype(np.float32)  # OHWI
+    bias = rng.normal(size=2).astype(np.float32)
+    op = Operator(0, "Convolution2DTransposeBias", [0, 1, 2], [3], builtin=False,
+                  custom_options=np.array([1, 2, 2], dtype="<i4").tobytes())  # SAME, stride 2
+    out = _run(_graph(x.shape, [op], {1: weight, 2: bias}), x)
+    # transpose_conv_bias.cc: pad = max(0, k - (in - 1) % s - 1), out = s (in - 1) + k - pad,
+    # each input pixel scattered at (in * s - pad / 2 + k).
+    pad_h, pad_w = max(0, 3 - 3 % 2 - 1), max(0, 3 - 4 % 2 - 1)
+    expected = np.zeros((1, 2 * 3 + 3 - pad_h, 2 * 4 + 3 - pad_w, 2)) + bias
+    for iy in range(4):
+        for ix in range(5):
+            for ky in range(3):
+                for kx in range(3):
+                    oy, ox = iy * 2 - pad_h // 2 + ky, ix * 2 - pad_w // 2 + kx
+                    if 0 <= oy < expected.shape[1] and 0 <= ox < expected.shape[2]:
+                        expected[0, oy, ox] += weight[:, ky, kx, :] @ x[0, iy, ix]
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_an_unknown_operator_is_refused_by_name():
+    with pytest.raises(st.UnsupportedGraph, match="PRELU"):
+        _graph((1, 4, 4, 1), [Operator(0, "PRELU", [0, 1], [2])], {1: np.ones(1, np.float32)})
+
+
+def test_elementwise_constants_broadcast_over_channels_and_concat_joins_channels():
+    x = np.random.default_rng(3).normal(size=(1, 3, 4, 2)).astype(np.float32)
+    scale = np.array([2.0, -1.0], np.float32)  # per channel, the last NHWC axis
+    relu = {"fused_activation_function": "RELU"}
+    graph = _graph(x.shape, [Operator(0, "ADD", [0, 0], [1], {"fused_activation_function": "NONE"}),
+                             Operator(1, "MUL", [1, 2], [3], relu),
+                             Operator(2, "CONCATENATION", [3, 0], [4], {"axis": 3, **relu})], {2: scale})
+    expected = np.maximum(np.concatenate([np.maximum((x + x) * scale, 0), x], axis=3), 0)
+    np.testing.assert_allclose(_run(graph, x), expected, atol=1e-6)
