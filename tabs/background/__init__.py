@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine import JobKind
 from engine.media.video_job import readable_video
+from engine.requests import given
 
 from . import model
 from .model import BLUR, COLOR, IMAGE, BackgroundInputError
@@ -27,7 +28,7 @@ def check(params: dict, inputs: dict) -> None:
     if video and not inputs["video"]:
         raise BackgroundInputError("Upload a video first.")
     background = inputs.get("background")
-    has_background = background is not None and not (isinstance(background, str) and not background)
+    has_background = given(background)
     mode = model.check_mode(params.get("mode", BLUR), has_background, video=video)
     if "image" in inputs:
         model.split_alpha(inputs["image"])

@@ -8,6 +8,7 @@ import numpy as np
 
 from engine import JobKind, ModelSpec, UserFacingError
 from engine.media.audio import probe_audio
+from engine.requests import given, positive
 
 from .denoisers import DEEPFILTERNET, MODELS, model_unavailable, tab_unavailable_reason
 from .model import DENOISE_LONG, choice, long_job
@@ -38,7 +39,7 @@ def check(params: dict, inputs: dict) -> None:
     (an audio file or a video with sound), or samples (mono, or stereo as (n, channels)).
     """
     media = inputs.get("media")
-    if media is None or isinstance(media, str) and not media:
+    if not given(media):
         raise UserFacingError("Upload an audio or video file first.")
     model = choice(params.get("model", "deepfilternet"))
     if model not in MODELS:
@@ -54,12 +55,5 @@ def check(params: dict, inputs: dict) -> None:
         raise UserFacingError(f"Expected mono samples, got an array of shape {samples.shape}.")
     if samples.size == 0:
         raise UserFacingError("There is no audio to denoise.")
-    if not _positive(params.get("sr")):
+    if not positive(params.get("sr")):
         raise UserFacingError(f"The sample rate must be positive, not {params.get('sr')}.")
-
-
-def _positive(number) -> bool:
-    try:
-        return float(number) > 0
-    except (TypeError, ValueError):
-        return False

@@ -9,6 +9,7 @@ from analysers import face_detector, face_identity
 from engine import JobKind, UserFacingError
 from engine.media.image import read_image
 from engine.media.video_job import readable_video
+from engine.requests import given
 
 from . import anonymize
 from .anonymize import MODES
@@ -29,7 +30,7 @@ def check(params: dict, inputs: dict) -> None:
     or a file). An input named here must be given; a file is read now, not after the queue.
     """
     for name, what in _REQUIRED.items():
-        if name in inputs and (inputs[name] is None or (isinstance(inputs[name], str) and not inputs[name])):
+        if name in inputs and not given(inputs[name]):
             raise UserFacingError(f"Upload {what} first.")
     if "mode" in params and params["mode"] not in MODES:
         raise UserFacingError(f"Mode must be one of {', '.join(MODES)}, not {params['mode']!r}.")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine import UserFacingError
+from engine.requests import given
 
 MODES = ("txt2img", "img2img", "inpaint")
 MAX_SIDE = 2048
@@ -54,10 +55,6 @@ class Request:
         return cls(**{k: v for k, v in fields.items() if k in names})
 
 
-def _given(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value)
-
-
 def check_request(mode: str, request: Request, image: Any = None, mask: Any = None) -> Request:
     """The request with a concrete seed and numbers as numbers, or a DiffusionInputError that says
     what to change. `image`, `mask`: the inputs (arrays, images or paths; None or "" when absent)."""
@@ -78,7 +75,7 @@ def check_request(mode: str, request: Request, image: Any = None, mask: Any = No
         if side is not None and not 64 <= int(side) <= MAX_SIDE:
             raise DiffusionInputError(f"Width and height must be 64 to {MAX_SIDE} px, not {side}.")
     if mode != "txt2img":
-        if not _given(image):
+        if not given(image):
             raise DiffusionInputError(f"{mode} needs an input image.")
         if not 0 < float(request.strength) <= 1:
             raise DiffusionInputError(f"Strength must be above 0 and at most 1, not {request.strength}.")
@@ -86,7 +83,7 @@ def check_request(mode: str, request: Request, image: Any = None, mask: Any = No
             raise DiffusionInputError(
                 f"Steps x strength is below 1 ({request.steps} x {request.strength}): nothing would be "
                 "denoised. Raise the steps or the strength.")
-    if mode == "inpaint" and not _given(mask):
+    if mode == "inpaint" and not given(mask):
         raise DiffusionInputError("Inpaint needs a mask: white where the picture is repainted.")
     if request.seed is not None and int(request.seed) > SEED_MAX:
         raise DiffusionInputError(f"The seed must be 0 to {SEED_MAX} (or -1 for a random one).")

@@ -8,6 +8,7 @@ import numpy as np
 
 from engine import JobKind, ModelSpec, UserFacingError
 from engine.media.audio import probe_audio
+from engine.requests import given
 
 from .model import PITCH_LONG, PITCH_MODEL, VOICED, pitch_job, unavailable_reason
 from .model import specs as _specs
@@ -36,7 +37,7 @@ def check(params: dict, inputs: dict) -> None:
     video with sound), or samples (mono, or stereo as (n, channels)).
     """
     audio = inputs.get("audio")
-    if audio is None or isinstance(audio, str) and not audio:
+    if not given(audio):
         raise UserFacingError("Upload an audio or video file first.")
     voicing = params.get("voicing", VOICED)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine import JobKind
 from engine.media.video_job import readable_video
+from engine.requests import given
 
 from . import model
 from .model import DEFAULT_STYLE, StyleInputError
@@ -24,10 +25,10 @@ def check(params: dict, inputs: dict) -> None:
     a video job is refused at submit rather than after the queue.
     """
     for name, what in (("image", "an image"), ("video", "a video")):
-        if name in inputs and (inputs[name] is None or (isinstance(inputs[name], str) and not inputs[name])):
+        if name in inputs and not given(inputs[name]):
             raise StyleInputError(f"Upload {what} first.")
     style, style_image = params.get("style", DEFAULT_STYLE), inputs.get("style_image")
-    model.check_style(style, style_image is not None and not (isinstance(style_image, str) and not style_image))
+    model.check_style(style, given(style_image))
     if "image" in inputs:
         model.rgb_picture(inputs["image"])
     if model.is_from_image(style):

@@ -6,6 +6,7 @@ import numpy as np
 from engine import JobKind, UserFacingError
 from engine.media.video import probe
 from engine.media.video_job import readable_video
+from engine.requests import given
 
 from . import model
 
@@ -32,7 +33,7 @@ def check(params: dict, inputs: dict) -> None:
     could not run: no input, another scale or model, a result too large."""
     video = "video" in inputs
     source = inputs.get("video" if video else "image")
-    if source is None or (isinstance(source, str) and not source):
+    if not given(source):
         raise UserFacingError(f"Upload {'a video' if video else 'an image'} first.")
     try:
         scale = int(params.get("scale", 2))

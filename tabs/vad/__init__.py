@@ -6,6 +6,7 @@ import os
 
 from engine import JobKind, UserFacingError
 from engine.media.audio import probe_audio
+from engine.requests import given
 
 from . import cut, model
 
@@ -47,7 +48,7 @@ def check(params: dict, inputs: dict) -> None:
     Raises UserFacingError saying what is wrong."""
     cutting = "media" in inputs
     source = inputs.get("media") if cutting else inputs.get("audio")
-    if source is None or (isinstance(source, (str, os.PathLike)) and not str(source)):
+    if not given(source):
         raise UserFacingError("Upload an audio or video file first.")
     if "threshold" in params:
         try:

@@ -7,6 +7,7 @@ import numpy as np
 
 from engine import JobKind, ModelSpec, UserFacingError
 from engine.media.audio import MediaError, probe_audio
+from engine.requests import given, positive
 
 from .model import CHUNK_GRID, DIARIZE_LONG, MAX_SPEAKERS, RATE, VOICE_ENCODER, diarize_job, unavailable_reason
 from .model import specs as _specs
@@ -46,7 +47,7 @@ def check(params: dict, inputs: dict) -> None:
     """
     named = [(inputs[name], recording) for name, recording in RECORDINGS.items() if name in inputs]
     for media, recording in named:
-        if media is None or isinstance(media, str) and not media:
+        if not given(media):
             raise UserFacingError(f"Upload {recording or 'a recording'} first.")
     if "speakers" in params:
         speakers = params["speakers"]
@@ -75,12 +76,5 @@ def _check_recording(media, recording: str | None, params: dict) -> None:
         raise UserFacingError(f"Expected mono samples, got an array of shape {samples.shape}.")
     if samples.size == 0:
         raise UserFacingError("There is no audio in this recording.")
-    if not _positive(params.get("sr", RATE)):
+    if not positive(params.get("sr", RATE)):
         raise UserFacingError(f"The sample rate must be positive, not {params['sr']}.")
-
-
-def _positive(number) -> bool:
-    try:
-        return float(number) > 0
-    except (TypeError, ValueError):
-        return False
