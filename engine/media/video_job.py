@@ -27,14 +27,18 @@ def readable_video(inputs: dict[str, Path]) -> None:
     probe(inputs["video"])
 
 
+def chunk_frames_of(ctx: JobContext, requested: int | None = None) -> int:
+    """The job's frames per chunk: fixed at its first attempt (a resumed job must cut where the
+    first did), else the caller's, the job's params (with the server's defaults), or CHUNK_FRAMES."""
+    return ctx.checkpoint.get("chunk_frames", requested or ctx.params.get("chunk_frames") or CHUNK_FRAMES)
+
+
 def process_video(ctx: JobContext, source: Path, transform: Callable[[np.ndarray], np.ndarray], *,
                   chunk_frames: int | None = None, result_name: str = "result.mp4") -> Path:
     """Run transform over the video chunk by chunk; the result file in the job's folder. A file
     that cannot be read or written fails the job with a MediaError in plain words."""
     info = probe(source)
-    # The chunk size is fixed at the first attempt: a resumed job must cut where the first did.
-    chunk_frames = ctx.checkpoint.get("chunk_frames",
-                                      chunk_frames or ctx.params.get("chunk_frames") or CHUNK_FRAMES)
+    chunk_frames = chunk_frames_of(ctx, chunk_frames)
     done = ctx.checkpoint.get("chunks_done", 0)
     if not ctx.checkpoint:
         ctx.save_checkpoint(chunk_frames=chunk_frames, chunks_done=0)

@@ -26,7 +26,7 @@ from engine.devices import usable_cores
 from engine.files import write_text
 from engine.media.subtitles import srt_time
 from engine.media.video import probe, read_chunks
-from engine.media.video_job import CHUNK_FRAMES
+from engine.media.video_job import chunk_frames_of
 from engine.package_files import package_folder, reason_if_missing
 from engine.runtimes import onnx_runtime
 
@@ -211,8 +211,7 @@ def video_job(ctx: JobContext) -> str:
     with a MediaError in plain words."""
     info = probe(ctx.input("video"))
     per_second = float(ctx.params.get("samples_per_second") or DEFAULT_SAMPLES_PER_SECOND)
-    # Fixed at the first attempt, like process_video: a resumed job cuts where the first did.
-    chunk_frames = ctx.checkpoint.get("chunk_frames", ctx.params.get("chunk_frames") or CHUNK_FRAMES)
+    chunk_frames = chunk_frames_of(ctx)
     next_frame = ctx.checkpoint.get("next_frame", 0)
     runs = [list(r) for r in ctx.checkpoint.get("runs", [])]
     if not ctx.checkpoint:
