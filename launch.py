@@ -109,9 +109,10 @@ def main(argv=None) -> None:
     threading.Thread(target=preload, name="wimmel-preload", daemon=True).start()
     checks = doc.run_checks(engine.data_dir, doctor_checks())
     (log.warning if doc.exit_code(checks) else log.info)(doc.summary(checks))
-    unavailable = [f"{c.TITLE}: {c.unavailable()}" for c in capabilities() if c.unavailable()]
-    for line in unavailable:
-        log.warning("tab unavailable - %s", line)
+    for capability in capabilities():
+        reason = capability.unavailable()
+        if reason:
+            log.warning("tab unavailable - %s: %s", capability.TITLE, reason)
     log.info("devices %s (default %s), data in %s, NSFW gate %s, built in %.1f s", engine.devices.names,
              engine.devices.default, engine.data_dir, "on" if gate.enabled else "off",
              time.perf_counter() - started)

@@ -31,14 +31,6 @@ def default_job_kinds() -> list[JobKind]:
     return [kind for c in capabilities() for kind in c.job_kinds()]
 
 
-def unavailable_reason(name: str) -> str | None:
-    """Why a model's weights are not here (None when they are), so its tab can say so."""
-    for specs, reason in _sources():
-        if any(spec.name == name for spec in specs()):
-            return reason()
-    raise KeyError(f"no model named {name!r} in the catalog")
-
-
 def doctor_checks() -> list:
     """One doctor check per model: are its weights here, and what installs them."""
     def weights() -> list[Check]:
