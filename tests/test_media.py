@@ -265,11 +265,11 @@ def test_a_prober_remembers_only_its_latest_files(monkeypatch, tmp_path):
     monkeypatch.setattr(video_module, "_count_packets", lambda path: counted.append(path) or count_packets(path))
     first, second = (make_test_video(tmp_path / f"{n}.mp4", frames=n, width=64, height=48, audio=False)
                      for n in (5, 6))
-    prober = Prober(keep=1)
+    prober = Prober(video_module._probe, keep=1)
     assert prober.probe(first).frames == 5 and prober.probe(first).frames == 5 and len(counted) == 1
     assert prober.probe(second).frames == 6 and len(counted) == 2
     assert prober.probe(first).frames == 5 and len(counted) == 3   # forgotten for the newer file
-    assert Prober().probe(second).frames == 6 and len(counted) == 4   # another prober knows nothing
+    assert Prober(video_module._probe).probe(second).frames == 6 and len(counted) == 4   # another prober knows nothing
 
 
 def test_missing_file(tmp_path):

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..files import atomic_write
-from .ffmpeg import MediaError, command, header, last_line
+from .ffmpeg import MediaError, Prober, command, header, last_line
 
 NOT_AUDIO = "This file is not audio or video, or its format is not supported."
 NO_AUDIO_STREAM = "This file has no audio track."
@@ -34,7 +34,12 @@ class AudioInfo:
 
 
 def probe_audio(path) -> AudioInfo:
-    """What the first audio track of a file holds; MediaError with a plain message otherwise."""
+    """What the first audio track of a file holds; MediaError with a plain message otherwise. A
+    file probed before and unchanged since is answered from memory (Prober)."""
+    return AUDIO_PROBER.probe(path)
+
+
+def _probe_audio(path) -> AudioInfo:
     try:
         head = header(path)
     except MediaError as exc:
@@ -44,16 +49,17 @@ def probe_audio(path) -> AudioInfo:
         raise MediaError(str(exc).replace("video file", "file").replace("video", "file"), exc.detail) from None
     if head.audio_codec is None:
         raise MediaError(NO_AUDIO_STREAM)
-    text = subprocess.run(command("-i", os.path.abspath(path)), capture_output=True, text=True,
-                          errors="replace").stderr
-    line = re.search(r"Stream #\S+: Audio: .*", text)
-    rate = re.search(r"(\d+) Hz", line[0]) if line else None
-    layout = line[0] if line else ""
+    # The first audio stream's line, as header() read it: "Stream #0:1: Audio: aac, 48000 Hz, stereo, ..."
+    layout = head.audio or ""
+    rate = re.search(r"(\d+) Hz", layout)
     channels = 1 if "mono" in layout else 2 if "stereo" in layout else 0
     if m := re.search(r"(\d+) channels", layout):
         channels = int(m[1])
     return AudioInfo(head.duration_s, int(rate[1]) if rate else 0, channels or 1,
                      head.audio_codec, head.video is not None)
+
+
+AUDIO_PROBER = Prober(_probe_audio)   # behind probe_audio(): one per process, see Prober
 
 
 def _decode_cmd(path, sample_rate: int, mono: bool, start_s: float = 0.0,

@@ -3,12 +3,15 @@ how to call it, what it says about a file, its H.264 settings, and MediaError, t
 failure every media module raises. Shared by video, audio, VAD cuts and subtitle burn-in."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 from ..errors import UserFacingError
 
@@ -63,6 +66,40 @@ def last_line(text: str | bytes) -> str:
     return lines[-1] if lines else ""
 
 
+class Prober:
+    """Reads what a media file holds and remembers the answer while the file stays unchanged.
+
+    Probing costs ffmpeg runs (counting a video's frames demuxes the whole file), and one upload
+    is asked about by the tab's check, the handler, at submit and by the job. What a file holds
+    is a fact of the file, not of an engine: one Prober per kind of answer serves the process
+    (video.probe, audio.probe_audio), and a file is known by its path, size, modification time
+    and inode, so a rewritten file is read again. Failures are not remembered. Thread-safe; the
+    latest `keep` files are remembered."""
+
+    def __init__(self, read: Callable[[str | os.PathLike], Any], keep: int = 64):
+        self.read, self.keep = read, keep
+        self._known: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def probe(self, path):
+        ffmpeg_exe()  # no ffmpeg is an error whatever is remembered
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return self.read(path)  # says what is wrong in plain words
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        with self._lock:
+            if key in self._known:
+                self._known.move_to_end(key)
+                return self._known[key]
+        info = self.read(path)
+        with self._lock:
+            self._known[key] = info
+            while len(self._known) > self.keep:
+                self._known.popitem(last=False)
+        return info
+
+
 @dataclasses.dataclass
 class Header:
     """What `ffmpeg -i` prints about a file (there is no ffprobe in the wheel)."""
@@ -70,6 +107,7 @@ class Header:
     duration_s: float | None
     video: str | None          # the first real video stream's line and its indented block
     audio_codec: str | None
+    audio: str | None = None   # the first audio stream's line (codec, rate, layout)
 
 
 def header(path) -> Header:
@@ -101,5 +139,5 @@ def header(path) -> Header:
         if kind[1] == "Video" and video is None and "(attached pic)" not in block.splitlines()[0]:
             video = block
         elif kind[1] == "Audio" and audio is None:
-            audio = kind[2].rstrip(",")
-    return Header(fmt, duration, video, audio)
+            audio, audio_line = kind[2].rstrip(","), block.splitlines()[0].strip()
+    return Header(fmt, duration, video, audio, audio_line if audio else None)

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .ffmpeg import (EMPTY_OR_CORRUPT, NO_FFMPEG, NO_VIDEO_STREAM, NOT_A_VIDEO, TO_YUV, TRUNCATED,  # noqa: F401
-                     X264, MediaError, command, ffmpeg_exe, header, last_line)
+                     X264, MediaError, Prober, command, ffmpeg_exe, header, last_line)
 from ..files import atomic_write, staging_path
 
 log = logging.getLogger(__name__)
@@ -110,42 +109,6 @@ def _count_packets(path) -> tuple[int, Fraction | None]:
     return count, (1 / (tb * step) if tb and step > 0 else None)
 
 
-class Prober:
-    """Probes videos and remembers the answers for files that have not changed since.
-
-    Counting the frames demuxes the whole file (seconds for an hour of video), and one upload is
-    asked about by the tab, at submit and by the job. What a file holds is a fact of the file,
-    not of an engine: one Prober per process (PROBER, behind `probe`) serves every engine, and a
-    file is known by its path, size, modification time and inode, so a rewritten file is probed
-    again. Thread-safe; the latest `keep` files are remembered."""
-
-    def __init__(self, keep: int = 64):
-        self.keep = keep
-        self._known: collections.OrderedDict[tuple, VideoInfo] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def probe(self, path) -> VideoInfo:
-        ffmpeg_exe()  # no ffmpeg is an error whatever is remembered
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return _probe(path)  # says what is wrong in plain words
-        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        with self._lock:
-            if key in self._known:
-                self._known.move_to_end(key)
-                return self._known[key]
-        info = _probe(path)
-        with self._lock:
-            self._known[key] = info
-            while len(self._known) > self.keep:
-                self._known.popitem(last=False)
-        return info
-
-
-PROBER = Prober()
-
-
 def probe(path) -> VideoInfo:
     """Size (as decoded, i.e. after rotation), exact fps, exact frame count, audio of a video
     file; a file probed before and unchanged since is answered from memory (Prober)."""
@@ -186,7 +149,11 @@ def _probe(path) -> VideoInfo:
                      head.audio_codec)
 
 
+PROBER = Prober(_probe)   # behind probe(): one per process, see Prober
+
+
 # ---------------------------------------------------------------------------------- reading
+
 
 def _fill(stream, buf: memoryview) -> int:
     """Read into buf until it is full or the stream ends; return the bytes read."""
