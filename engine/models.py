@@ -17,9 +17,11 @@ from typing import Any, Callable, Literal
 from .files import write_json
 
 Role = Literal["interactive", "heavy", "micro"]
-# What runs the model; 'other' for anything without its own entry (ncnn). Shown in the System
-# tab, and torch models get their tensors counted exactly.
+# What runs the model; 'other' for anything without its own entry. Shown in the System tab, and
+# torch models get their tensors counted exactly. Any runtime but the two the engine can see into
+# and free (torch, ONNX Runtime) must say why it is kept: ModelSpec.runtime_reason.
 Runtime = Literal["torch", "onnxruntime", "litert", "ctranslate2", "dlib", "ctypes", "other"]
+TWO_RUNTIMES = ("torch", "onnxruntime")
 ROLES = ("interactive", "heavy", "micro")
 
 
@@ -39,6 +41,7 @@ class ModelSpec:
     unloader: Callable[[Any], None] | None = None
     max_pixels: int | None = None  # inputs larger than this are shrunk before the model
     description: str = ""
+    runtime_reason: str = ""  # why a runtime other than torch / ONNX Runtime is kept
 
     def __post_init__(self):
         if self.role not in ROLES:
