@@ -8,6 +8,7 @@ import pandas as pd
 
 from engine import Engine, format_bytes
 from engine import doctor as doc
+from engine.models import TWO_RUNTIMES
 from tabs.catalog import doctor_checks
 from ui.handlers import handler
 from ui.times import local_time
@@ -23,13 +24,20 @@ def device_rows(status: dict) -> pd.DataFrame:
     } for d in status["devices"]])
 
 
+MODEL_COLUMNS = ["model", "role", "runtime", "why this runtime", "device", "runs on", "state", "bytes", "load s",
+                 "uses"]
+
+
 def model_rows(status: dict) -> pd.DataFrame:
+    """One row per model; 'why this runtime' is said only for a runtime other than torch and
+    ONNX Runtime (the two the engine can see into and free)."""
     return pd.DataFrame([{
-        "model": m["name"], "role": m["role"], "device": m["device"], "runs on": m.get("backend", ""),
-        "state": m["state"],
+        "model": m["name"], "role": m["role"], "runtime": m.get("runtime", ""),
+        "why this runtime": "" if m.get("runtime") in TWO_RUNTIMES else m.get("runtime_reason", ""),
+        "device": m["device"], "runs on": m.get("backend", ""), "state": m["state"],
         "bytes": format_bytes(m["bytes"]) + ("" if m["measured"] else " (estimate)"),
         "load s": m["load_s"], "uses": m["uses"],
-    } for m in status["models"]], columns=["model", "role", "device", "runs on", "state", "bytes", "load s", "uses"])
+    } for m in status["models"]], columns=MODEL_COLUMNS)
 
 
 def run_rows(status: dict) -> pd.DataFrame:
@@ -124,7 +132,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     gr.Markdown("Memory on every device (all processes counted), the models the engine holds, "
                 "and what each run cost. Refreshes every 2 seconds.")
     devices = gr.Dataframe(label="Devices", interactive=False)
-    models = gr.Dataframe(label="Models", interactive=False)
+    models = gr.Dataframe(label="Models", interactive=False, wrap=True)
     memory = gr.LinePlot(x="seconds ago", y="used GiB", color="device",
                          label="Memory used over time (whole device, every process)", height=260)
     runs = gr.Dataframe(label="Latest runs", interactive=False, wrap=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import psutil
 
@@ -103,32 +104,50 @@ def read_memory(device: str) -> Memory:
 
 
 class Devices:
-    """The device list with a budget each. The budget caps what the engine itself holds there."""
+    """The device list with a budget each. The budget caps what the engine itself holds there.
 
-    def __init__(self, budgets: dict[str, int] | None = None, default: str = "auto"):
-        self.names = ["cpu"] + [f"cuda:{i}" for i in range(cuda_count())]
+    `names` and `read_memory` stand in for the machine's devices (tests fake several GPUs with
+    them); by default they are the CPU and every CUDA device torch sees, read as above.
+    """
+
+    def __init__(self, budgets: dict[str, int] | None = None, default: str = "auto", *,
+                 names: list[str] | None = None, read_memory: Callable[[str], Memory] = read_memory):
+        self._read_memory = read_memory
+        self.names = list(names) if names is not None else ["cpu"] + [f"cuda:{i}" for i in range(cuda_count())]
         budgets = dict(budgets or {})
         unknown = set(budgets) - set(self.names)
         if unknown:
             raise ValueError(f"budget names devices that are not here: {sorted(unknown)}; "
                              f"found {self.names}")
         self.budgets = {name: budgets.get(name, read_memory(name).total) for name in self.names}
+        self.gpus = [name for name in self.names if name != "cpu"]
+        # `--device cuda:1` (or cpu) pins every 'auto' model there; 'auto' spreads them over the GPUs.
+        self.pinned = default != "auto"
         if default == "auto":
-            default = "cuda:0" if "cuda:0" in self.names else "cpu"
+            default = self.gpus[0] if self.gpus else "cpu"
         default = normalize_device(default)
         if default not in self.names:
             raise ValueError(f"--device {default} is not available here; found {self.names}")
         self.default = default
 
     def memory(self, device: str) -> Memory:
-        return read_memory(device)
+        return self._read_memory(device)
 
     def budget(self, device: str) -> int:
         return self.budgets[device]
 
-    def place(self, preference: str) -> str:
-        """Device for a model: 'cpu' pins the CPU, 'auto' takes the engine's default device."""
+    def room(self, device: str) -> int:
+        """What a model could take there without evicting: free memory within the budget."""
+        return min(self.memory(device).free, self.budget(device))
+
+    def place(self, preference: str, room: Callable[[str], int] | None = None) -> str:
+        """Device for a model. 'cpu' or 'cuda:N' pin it; 'auto' takes the pinned default device, or
+        with several GPUs the one with the most room (`room(device)`: the pool passes free memory,
+        every process counted, within the budget less what the engine holds; default `self.room`).
+        A tie goes to the lower index."""
         if preference == "auto":
-            return self.default
+            if self.pinned or len(self.gpus) < 2:
+                return self.default
+            return max(self.gpus, key=room or self.room)
         device = normalize_device(preference)
         return device if device in self.names else "cpu"

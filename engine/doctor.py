@@ -159,10 +159,35 @@ def check_torchaudio(torch_version: str | None) -> Check:
     return Check("torchaudio", "ok", f"torchaudio {version}, works with torch {torch_version}")
 
 
-def check_xformers(torch_version: str | None) -> Check:
+def _cuda_usable() -> bool:
+    try:
+        import torch
+
+        return bool(torch.version.cuda) and torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - check_torch reports a broken torch
+        return False
+
+
+def _xformers_advice(torch_version: str | None) -> dict:
+    """install_plan's answer for this torch: {"install": "xformers==V" | None, "why", "pin"?}.
+    A local label (+cu128) is not part of the version the builds are listed by."""
+    from .install_plan import xformers_for
+
+    return xformers_for(re.sub(r"\+.*", "", torch_version or "?"))
+
+
+def check_xformers(torch_version: str | None, cuda: bool | None = None) -> Check:
     version = _version("xformers")
     if version is None:
-        return Check("xformers", "ok", "not installed: attention uses PyTorch SDPA")
+        if not (_cuda_usable() if cuda is None else cuda):
+            return Check("xformers", "ok", "not installed: attention uses PyTorch SDPA (xformers runs on CUDA only)")
+        advice = _xformers_advice(torch_version)
+        if advice["install"]:
+            return Check("xformers", "warn", f"not installed, though {advice['why']} exists "
+                         f"({advice['install']}); attention uses PyTorch SDPA until then",
+                         f"{PIP} install --no-deps {advice['install']}  (what ./setup.sh's GPU plan installs)")
+        return Check("xformers", "ok", f"not installed: {advice['why']}. To have it: {advice['pin']}",
+                     advice["pin"])
     # xformers imports even when its kernels do not load; only a real call tells.
     code = ("import torch, xformers.ops as x\n"
             "assert torch.cuda.is_available(), 'no CUDA device: xformers kernels need one'\n"
@@ -173,10 +198,13 @@ def check_xformers(torch_version: str | None) -> Check:
         return Check("xformers", "ok", f"xformers {version}: its attention kernel runs on this torch")
     lines = [l for l in (probe.stderr or "").strip().splitlines() if l.strip()]
     reason = lines[-1] if lines else "unknown error"
+    advice = _xformers_advice(torch_version)
+    instead = (f"or {PIP} install --no-deps {advice['install']}, {advice['why']}" if advice["install"]
+               else f"{advice['why'].split(':')[0]}; {advice['pin']}")
     return Check("xformers", "warn",
                  f"xformers {version} is installed but its kernels do not run with torch {torch_version} "
                  f"({reason}); Wimmel uses PyTorch SDPA instead",
-                 f"{PIP} uninstall -y xformers  (or install the xformers build made for torch {torch_version})")
+                 f"{PIP} uninstall -y xformers  ({instead})")
 
 
 def check_onnxruntime() -> list[Check]:

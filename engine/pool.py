@@ -175,13 +175,12 @@ class Pool:
               timeout_s: float | None = None) -> Iterator[Any]:
         """Exclusive use of one loaded instance of `name` for the duration of the block."""
         spec = self.registry.get(name)
-        device = self.devices.place(spec.device)
         run = current_run()
         if run is not None:
             run.models.append(name)
-            run.device = device
-        instance = self._acquire(spec, device, bucket, timeout_s)
+        instance = self._acquire(spec, bucket, timeout_s)
         if run is not None:
+            run.device = instance.device
             run.backends[name] = instance.backend
         self._held.count = getattr(self._held, "count", 0) + 1
         try:
@@ -194,17 +193,27 @@ class Pool:
                 instance.last_used = time.monotonic()
                 self._cond.notify_all()
 
-    def _acquire(self, spec: ModelSpec, device: str, bucket: str | None,
-                 timeout_s: float | None) -> Instance:
+    def _place(self, spec: ModelSpec) -> str:
+        """Where this lease is served: an idle instance's device, else (no further instance
+        allowed) an instance's, else the device Devices.place picks by headroom."""
+        mine = [i for i in self._instances if i.spec is spec]
+        idle = [i for i in mine if i.state == "idle"]
+        if idle or len(mine) >= spec.max_instances:
+            return (idle or mine)[0].device
+        return self.devices.place(spec.device, room=self.headroom)
+
+    def _acquire(self, spec: ModelSpec, bucket: str | None, timeout_s: float | None) -> Instance:
         run = current_run()
-        run_bytes = self.footprints.run_bytes(spec, device, bucket)
-        load_bytes = self.footprints.load_bytes(spec, device)
         started = time.monotonic()
         deadline = started + (self.wait_timeout_s if timeout_s is None else timeout_s)
         waiter = None
         with self._cond:
             try:
                 while True:
+                    if waiter is None:  # placed again on each wake-up until queued for memory there
+                        device = self._place(spec)
+                        run_bytes = self.footprints.run_bytes(spec, device, bucket)
+                        load_bytes = self.footprints.load_bytes(spec, device)
                     if not self._must_yield(spec, device, run_bytes, waiter):
                         instance = self._try_take(spec, device, run_bytes, load_bytes)
                         if instance is not None:
@@ -267,8 +276,8 @@ class Pool:
     def _try_take(self, spec: ModelSpec, device: str, run_bytes: int, load_bytes: int) -> Instance | None:
         mine = [i for i in self._instances if i.spec is spec]
         for instance in mine:
-            if instance.state == "idle" and self._make_room(device, run_bytes, f"room to run {spec.name}",
-                                                            protect=instance):
+            if instance.state == "idle" and instance.device == device and self._make_room(
+                    device, run_bytes, f"room to run {spec.name}", protect=instance):
                 instance.state, instance.run_reserved = "leased", run_bytes
                 instance.uses += 1
                 return instance
@@ -359,9 +368,11 @@ class Pool:
             rows = []
             for spec in self.registry:
                 instances = [i for i in self._instances if i.spec is spec]
+                named = {"name": spec.name, "role": spec.role, "runtime": spec.runtime,
+                         "runtime_reason": spec.runtime_reason}
                 for i in instances:
-                    rows.append({"name": spec.name, "role": spec.role, "device": i.device,
-                                 "bytes": i.bytes, "state": "in use" if i.state == "leased" else i.state,
+                    rows.append({**named, "device": i.device, "bytes": i.bytes,
+                                 "state": "in use" if i.state == "leased" else i.state,
                                  "measured": i.state != "loading", "load_s": round(i.load_s, 3),
                                  "uses": i.uses, "backend": i.backend})
                     # What a loaded model says of its own placement (dict: device, tier, why), if anything.
@@ -369,10 +380,9 @@ class Pool:
                     if isinstance(placement, dict):
                         rows[-1]["placement"] = dict(placement)
                 if not instances:
-                    device = self.devices.place(spec.device)
+                    device = self.devices.place(spec.device, room=self.headroom)
                     measured = self.footprints.get(spec.name, device).load_bytes
-                    rows.append({"name": spec.name, "role": spec.role, "device": device,
-                                 "bytes": self.footprints.load_bytes(spec, device),
+                    rows.append({**named, "device": device, "bytes": self.footprints.load_bytes(spec, device),
                                  "state": "not loaded", "measured": measured is not None,
                                  "load_s": None, "uses": 0, "backend": ""})
             return rows

@@ -103,6 +103,29 @@ def test_xformers_without_working_kernels_is_a_warning_with_the_fix(tmp_path, mo
     check = doctor.check_xformers("2.13.0")
     assert check.status == "warn" and "xformers 0.0.35" in check.found and "SDPA" in check.found
     assert "uninstall -y xformers" in check.fix
+    # No build exists for torch 2.13: the fix says so and what to pin (install_plan's rule).
+    assert "no xformers build exists for torch 2.13.0" in check.fix and "pin torch==2.10.0" in check.fix
+    assert "install --no-deps xformers==0.0.35" in doctor.check_xformers("2.10.0+cu128").fix
+
+
+@pytest.mark.parametrize("torch_version, build", [("2.10.0+cu128", "0.0.35"), ("2.9.1", "0.0.33.post2"),
+                                                  ("2.13.0", None)])
+def test_missing_xformers_on_a_cuda_machine_says_whether_a_build_exists_and_what_to_pin(
+        monkeypatch, torch_version, build):
+    from engine import install_plan
+
+    monkeypatch.setattr(doctor, "_version", lambda name: None)
+    check = doctor.check_xformers(torch_version, cuda=True)
+    if build:   # setup.sh's GPU plan would have installed it: a warning with the same pin
+        assert install_plan.XFORMERS_FOR_TORCH[torch_version.split("+")[0]] == build
+        assert check.status == "warn" and f"xformers=={build}" in check.found
+        assert check.fix.endswith(f"install --no-deps xformers=={build}  (what ./setup.sh's GPU plan installs)")
+    else:       # nothing to install: SDPA, and the torch to pin for xformers
+        assert check.status == "ok" and "no xformers build exists for torch 2.13.0" in check.found
+        assert "pin torch==2.10.0 in requirements.txt" in check.found and "xformers==0.0.35" in check.fix
+    # Without CUDA (this machine: torch is a CPU build) there is nothing to advise.
+    here = doctor.check_xformers(torch_version)
+    assert here.status == "ok" and here.found.endswith("(xformers runs on CUDA only)") and not here.fix
 
 
 def test_low_disk_and_summary_line(monkeypatch, tmp_path):

@@ -31,6 +31,25 @@ def test_the_weights_are_here():
     assert pz.unavailable_reason() is None and capability.unavailable() is None
 
 
+def test_the_detector_runs_where_onnx_runtime_really_runs():
+    from engine.runtimes import onnx_runtime
+
+    (spec,) = pz.specs()
+    assert spec.device == onnx_runtime.spec_device()
+    cpu = pz.load("cpu")
+    assert cpu.session.get_providers() == [onnx_runtime.CPU]
+    if not onnx_runtime.cuda_works():   # this machine: asking for a GPU says why there is none
+        with pytest.raises(RuntimeError, match="no CUDA provider of onnxruntime loads here"):
+            pz.load("cuda:0")
+        return
+    gpu = pz.load("cuda:0")
+    assert gpu.session.get_providers()[0] == onnx_runtime.CUDA
+    samples = tone(220.0)
+    on_gpu, on_cpu = gpu.detect(samples, RATE), cpu.detect(samples, RATE)
+    np.testing.assert_allclose(on_gpu.pitch_hz, on_cpu.pitch_hz, rtol=1e-3)
+    np.testing.assert_allclose(on_gpu.confidence, on_cpu.confidence, atol=1e-3)
+
+
 @pytest.mark.parametrize("hz, note", [(220.0, "A3"), (440.0, "A4")])
 def test_a_pure_tone_gives_its_pitch_and_note(call, hz, note):
     result = pz.pitch(call, tone(hz), RATE)

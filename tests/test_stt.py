@@ -3,6 +3,7 @@ espeak-ng and by the project's Piper voice, subtitles, video, and the resumable 
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -98,8 +99,42 @@ def test_the_weights_are_here_and_nothing_is_downloaded():
     folder = stt.model_dir()
     assert (folder / "model.bin").stat().st_size > 30_000_000
     spec, = stt.specs()
-    assert (spec.name, spec.runtime, spec.device, spec.role) == (stt.WHISPER, "ctranslate2", "cpu", "interactive")
+    here = "auto" if stt.cuda_works() else "cpu"
+    assert (spec.name, spec.runtime, spec.device, spec.role) == (stt.WHISPER, "ctranslate2", here, "interactive")
     assert 1 <= stt.cpu_threads() <= 4
+
+
+def test_ctranslate2_runs_int8_on_the_cpu_float16_on_a_gpu_and_says_why_it_is_kept():
+    spec, = stt.specs()
+    assert "CTranslate2 has CUDA" in spec.runtime_reason and "10m31s" in spec.runtime_reason
+    assert stt.whisper_options("cpu") == {"device": "cpu", "compute_type": "int8", "cpu_threads": stt.cpu_threads()}
+    if stt.cuda_works():
+        options = stt.whisper_options("cuda:0")
+        assert options["device"] == "cuda" and options["device_index"] == 0
+        assert options["compute_type"] in ("float16", "float32")
+    else:   # this machine: no GPU, so the spec stays on the CPU and a GPU load says why it cannot
+        assert spec.device == "cpu"
+        with pytest.raises(RuntimeError, match="CTranslate2 sees no GPU or cannot load libcublas.so.12"):
+            stt.load("cuda:1")
+
+
+def test_cublas_12_is_found_in_the_nvidia_wheel_layout(tmp_path):
+    """A CUDA 13 torch brings no libcublas.so.12; the nvidia-cublas-cu12 wheel's copy (stood in
+    for by a real shared library, libz, in the wheel's folder layout) is what CTranslate2 needs."""
+    import ctypes.util
+
+    libz = ctypes.util.find_library("z")
+    found = next(Path(d) / libz for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64")
+                 if (Path(d) / libz).exists())
+    code = "from tabs.stt import model; print(model._cublas12_loads())"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
+    ask = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    before = ask()
+    assert before.stdout.strip() == "False", before.stderr
+    (tmp_path / "nvidia" / "cublas" / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "cublas" / "lib" / "libcublas.so.12").write_bytes(found.read_bytes())
+    after = ask()
+    assert after.stdout.strip() == "True", after.stderr
 
 
 @pytest.mark.parametrize("voice", ["espeak-ng", "piper"])

@@ -106,6 +106,23 @@ def test_the_sequence_model_gives_the_stock_models_probabilities(placed):
     np.testing.assert_array_equal(np.concatenate(chunks), probs)
 
 
+def test_the_session_runs_where_onnx_runtime_really_runs(placed):
+    from engine.runtimes import onnx_runtime
+
+    (spec,) = vad.specs()
+    assert spec.device == onnx_runtime.spec_device()
+    cpu = vad.load("cpu")
+    assert cpu.get_providers() == [onnx_runtime.CPU] and cpu.get_session_options().intra_op_num_threads == 1
+    if not onnx_runtime.cuda_works():   # this machine: asking for a GPU says why there is none
+        with pytest.raises(RuntimeError, match="no CUDA provider of onnxruntime loads here"):
+            vad.load("cuda:0")
+        return
+    gpu = vad.load("cuda:0")
+    assert gpu.get_providers()[0] == onnx_runtime.CUDA
+    samples = to_16k(placed[0])
+    np.testing.assert_allclose(vad.speech_probs(gpu, samples)[0], vad.speech_probs(cpu, samples)[0], atol=1e-3)
+
+
 def test_the_port_matches_silero_timestamps(placed):
     import torch
 
