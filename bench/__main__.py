@@ -14,13 +14,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from . import capabilities, compile, faces, grouping, video  # noqa: E402
-from . import estimate, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
+from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
 # Issue 7's scenarios and issue 9's load test ('video' stays as the old name of video-memory).
 SCENARIOS.update({"swap": swap.run, "interactive": interactive.run, "video-memory": video.run,
                   "estimate": estimate.run, "overhead": overhead.run, "startup": startup.run,
                   "oom-stress": oom_stress.run, "load": load.run})
+# Issue 14: one run on a CUDA machine (not part of 'all': it exits at once without a GPU).
+SCENARIOS["gpu"] = gpu.run
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """The tiny Stable Diffusion pipeline under every memory tier: load time, per-step time, weights
 resident on the device after the load, and the peak during a call (torch.cuda.max_memory_allocated
 on CUDA, the process's RSS above its start on the CPU). Then one loaded pipeline walks down the
-ladder with set_tier (the OOM degrade path) and each rung's image is compared with the full tier's.
+ladder with set_tier (the OOM degrade path) and back up again (a request planned with memory
+back): each rung's image is compared with the full tier's, and each change of tier is timed
+(set_tier_s: a change of flags moves no weight; a change of placement undoes the old one).
 
     python bench/gpu_tiers.py                       # cuda:0 when there is one, else the CPU
     python bench/gpu_tiers.py --device cpu --size 64 --steps 4
@@ -142,16 +144,20 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    # The degrade path: one pipeline, set_tier one rung down at a time, as an OOM would.
+    # The degrade path: one pipeline, set_tier one rung down at a time, as an OOM would; then back
+    # up rung by rung, as requests planned with memory back do.
     walk = []
     try:
         _free(device)
         pipe = load(model, device, tier=mt.ladder(device)[0], group_stream=args.group_stream)
-        tier = pipe.tier
-        while tier is not None:
+        down = mt.ladder(device)
+        for tier in down + down[-2::-1]:
             step = {"tier": tier.label}
             try:
+                started = time.perf_counter()
                 pipe.set_tier(tier)
+                _sync(device)
+                step["set_tier_s"] = round(time.perf_counter() - started, 4)
                 if cuda:
                     step["resident_MiB"] = round(torch.cuda.memory_allocated(device) / MiB, 2)
                 pixels = np.asarray(pipe.generate("txt2img", request)[0], np.int16)
@@ -161,7 +167,6 @@ def main() -> None:
                 step["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             walk.append(step)
             print("walk", json.dumps(step), flush=True)
-            tier = mt.next_tier(tier)
         pipe.close()
     except Exception as exc:
         walk.append({"error": f"{type(exc).__name__}: {exc}"})

@@ -17,6 +17,10 @@ with real out-of-memory errors injected at random points in 10 % of the runs.
   10 ms): what the models and their runs really took. budget_mb: the budget.
 Context: injected (OOMs raised), errors (other failures), models, engine_peak_mb (the pool's own
 accounting: resident models plus run reservations, sampled).
+
+`run(device="cuda:0")` (bench/gpu.py) runs it on a GPU: the models that go there ('auto' specs) are
+budgeted on it, each injected failure is a real CUDA allocation failure (torch's allocator refusing
+1 PiB) for them, and device_peak_mb is the GPU's used memory above its level at the start.
 """
 from __future__ import annotations
 
@@ -74,13 +78,13 @@ def _workloads(folder: Path) -> dict:
     return work
 
 
-def learn(folder: str) -> None:
+def learn(folder: str, device: str = "cpu") -> None:
     """Run every workload once (learning footprints into folder/data); save the speech made."""
     sys.path.insert(0, str(ROOT))
     from tabs.catalog import build_engine
 
     folder = Path(folder)
-    engine = build_engine(data_dir=folder / "data", store=False)
+    engine = build_engine(data_dir=folder / "data", store=False, device=device)
     try:
         from tabs.tts import model as tts
         from engine.media.audio import read_audio, write_wav
@@ -98,7 +102,7 @@ def learn(folder: str) -> None:
     print(json.dumps({"models": sorted(_workloads(folder))}))
 
 
-def stress(folder: str, seed: str = "5") -> None:
+def stress(folder: str, seed: str = "5", device: str = "cpu") -> None:
     sys.path.insert(0, str(ROOT))
     import psutil
     import torch
@@ -111,8 +115,10 @@ def stress(folder: str, seed: str = "5") -> None:
     work = _workloads(folder)
     specs = {s.name: s for s in default_specs()}
     store = FootprintStore(folder / "data" / "footprints.json")
-    used = sorted({model for model, _, _ in work.values()})
-    footprints = {m: store.load_bytes(specs[m], "cpu") + max(store.get(m, "cpu").run_peak_bytes.values(), default=0)
+    # On a GPU only the models placed there share its budget (the CPU-pinned ones keep the RAM's).
+    home = {m: device if specs[m].device == "auto" else "cpu" for m in specs}
+    used = sorted({model for model, _, _ in work.values() if home[model] == device})
+    footprints = {m: store.load_bytes(specs[m], device) + max(store.get(m, device).run_peak_bytes.values(), default=0)
                   for m in used}
     budget = int(BUDGET_SHARE * sum(footprints.values()))
 
@@ -125,11 +131,11 @@ def stress(folder: str, seed: str = "5") -> None:
     injected, lock = {"count": 0, "at": []}, threading.Lock()
     fail_next_load: set[str] = set()
 
-    def allocation_failure(where: str):
+    def allocation_failure(where: str, model: str):
         with lock:
             injected["count"] += 1
             injected["at"].append(where)
-        torch.empty(2**48)  # 1 PiB: a real DefaultCPUAllocator error
+        torch.empty(2**48, dtype=torch.uint8, device=home[model])  # 1 PiB: a real allocator error
 
     def loader(spec):
         def load(device):
@@ -137,23 +143,26 @@ def stress(folder: str, seed: str = "5") -> None:
                 fail = spec.name in fail_next_load
                 fail_next_load.discard(spec.name)
             if fail:
-                allocation_failure("load")
+                allocation_failure("load", spec.name)
             return spec.loader(device)
         return load
 
-    engine = build_engine(data_dir=folder / "data", budget=f"cpu={budget}", store=False,
+    engine = build_engine(data_dir=folder / "data", budget=f"{device}={budget}", store=False, device=device,
                           specs=[dataclasses.replace(s, loader=loader(s)) for s in specs.values()])
     process = psutil.Process()
     baseline = process.memory_info().rss
-    peaks = {"rss": 0, "engine": 0}
+    device_base = engine.devices.memory(device).used
+    peaks = {"rss": 0, "engine": 0, "device": 0}
     over: list = []  # the pool's instances the first time its own accounting passed the budget
     samples, stop, t0 = [], threading.Event(), time.monotonic()
 
     def sample():
         while not stop.wait(0.01):
             now = process.memory_info().rss - baseline
-            held = engine.pool.engine_bytes("cpu")
+            held = engine.pool.engine_bytes(device)
             peaks["rss"], peaks["engine"] = max(peaks["rss"], now), max(peaks["engine"], held)
+            if device != "cpu":
+                peaks["device"] = max(peaks["device"], engine.devices.memory(device).used - device_base)
             if held > budget and not over:
                 with engine.pool._cond:
                     over.extend(f"{i.spec.name} {i.state} {i.bytes >> 20}+{i.run_reserved >> 20} MiB "
@@ -186,10 +195,10 @@ def stress(folder: str, seed: str = "5") -> None:
             def call(m, fn=fn, point=point, calls=calls):
                 calls.append(1)
                 if point == "before" and len(calls) == 1:
-                    allocation_failure("before")
+                    allocation_failure("before", model)
                 out = fn(m)
                 if point == "after" and len(calls) == 1:
-                    allocation_failure("after")
+                    allocation_failure("after", model)
                 return out
 
             try:
@@ -214,7 +223,8 @@ def stress(folder: str, seed: str = "5") -> None:
         "jobs": JOBS, "completed": sum(o == "ok" for o in outcomes),
         "user_visible_oom": sum(o.startswith("oom") for o in outcomes),
         "retries": sum(r.retries for r in records if r is not None),
-        "peak_mb": round(peaks["rss"] / 2**20, 1), "budget_mb": round(budget / 2**20, 1),
+        "peak_mb": round(peaks["rss"] / 2**20, 1), "budget_mb": round(budget / 2**20, 1), "device": device,
+        **({"device_peak_mb": round(peaks["device"] / 2**20, 1)} if device != "cpu" else {}),
         "injected": injected["count"], "injected_at": {p: injected["at"].count(p) for p in POINTS},
         "errors": [o for o in outcomes if o != "ok"][:5],
         "engine_peak_mb": round(peaks["engine"] / 2**20, 1), "over_budget_pool": over, "seconds": round(elapsed, 1),
@@ -222,13 +232,14 @@ def stress(folder: str, seed: str = "5") -> None:
         "memory": samples}))
 
 
-def run(verbose: bool = True) -> dict:
+def run(verbose: bool = True, device: str = "cpu") -> dict:
     folder = tempfile.mkdtemp(prefix="wimmel-bench-oom-")
-    learned = child_json("bench.oom_stress", "learn", folder)
+    learned = child_json("bench.oom_stress", "learn", folder, device)
     if verbose:
         print(f"footprints learned for {learned['models']}", flush=True)
-    result = child_json("bench.oom_stress", "stress", folder)
-    save_series("oom-stress", {"memory": result.pop("memory"), "budget_mb": result["budget_mb"]})
+    result = child_json("bench.oom_stress", "stress", folder, "5", device)
+    series = "oom-stress" if device == "cpu" else "oom-stress-gpu"
+    save_series(series, {"memory": result.pop("memory"), "budget_mb": result["budget_mb"]})
     if verbose:
         print(result, flush=True)
     return {"scenario": "oom-stress", **result}

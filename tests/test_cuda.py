@@ -1,12 +1,16 @@
-"""The engine on a real CUDA device: whole-device memory, leases, unloading and real CUDA OOM.
+"""The engine on a real CUDA device: whole-device memory, leases, unloading and real CUDA OOM;
+the diffusion memory tiers planned per request under another process's real allocation.
 
 These need a GPU; on a machine without one they are skipped (and reported as skipped)."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from engine import Engine, OutOfMemory
 from engine.devices import Devices, read_memory
-from tiny_models import MiB, block_spec, forward
+from tiny_models import MiB, block_spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -92,3 +96,181 @@ def test_face_detector_on_cuda_matches_cpu():
     assert len(on_gpu) == len(on_cpu) == 1
     for a, b in zip(on_cpu[0]["box"], on_gpu[0]["box"]):
         assert abs(a - b) < 1.0
+
+
+# ---------------------------------------------------------------------------------- memory tiers
+
+# Another process that holds CUDA memory (as in ComfyUI issue 14396: a second program on the
+# same GPU): each line on its stdin is a byte count it then holds, in one tensor.
+HOLDER = """
+import sys, torch
+torch.cuda.init()
+torch.empty(1, device="cuda:0")  # its context exists before the test measures anything
+print("ready", flush=True)
+block = None
+for line in sys.stdin:
+    block = None
+    torch.cuda.empty_cache()
+    if int(line) > 0:
+        block = torch.empty(int(line), dtype=torch.uint8, device="cuda:0")
+    torch.cuda.synchronize()
+    print("held", flush=True)
+"""
+
+
+class Holder:
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def hold(self, nbytes: int) -> None:
+        self.process.stdin.write(f"{max(0, int(nbytes))}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "held"
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def holder():
+    other = Holder()
+    yield other
+    other.close()
+
+
+def leave_room(engine, holder, room: int, own_device_bytes: int = 0):
+    """Make the other process hold all but `room` of what the engine sees available; the reading."""
+    from tabs.generate import tier_plan as tp
+
+    holder.hold(0)
+    torch.cuda.empty_cache()  # the pool's headroom does not count this process's cached blocks
+    available = tp.read_memory(engine, "cuda:0", own_device_bytes=own_device_bytes).available
+    holder.hold(available - room)
+    reading = tp.read_memory(engine, "cuda:0", own_device_bytes=own_device_bytes)
+    assert abs(reading.available - room) < 64 * MiB, (reading, room)
+    return reading
+
+
+def test_each_cuda_tier_is_chosen_under_an_external_allocation_that_leaves_its_room(tmp_path, holder):
+    """The real reading (every process counted) under a real allocation by another process, for a
+    pipeline sized like SD 1.5 in fp16 (the tiny pipeline's rungs are a few MiB apart, closer
+    than a reading can be set): each rung is chosen where exactly its room is left."""
+    from tabs.generate import tier_plan as tp
+    from tabs.generate import tiers as mt
+
+    size = mt.PipelineSize(total=2048 * MiB, largest_component=1640 * MiB, largest_group=400 * MiB,
+                           largest_layer=60 * MiB)
+    run = tp.estimate_run_bytes(512, 512, 1)
+    engine = Engine(tmp_path / "data", reserve=0)
+    rungs = mt.ladder("cuda:0", "sdpa")
+    needs = [size.device_bytes(t.placement) + int(run * (tp.TILED_RUN_FACTOR if t.vae_tiling else 1)) for t in rungs]
+    rooms = [needs[0] + 256 * MiB] + [(needs[i] + needs[i - 1]) // 2 for i in range(1, len(rungs) - 1)]
+    rooms.append(needs[-2] // 2)  # nothing fits: the bottom rung, said so
+    for tier, room in zip(rungs, rooms):
+        reading = leave_room(engine, holder, room)
+        chosen = tp.choose_tier(size, reading, run_bytes=run, attention="sdpa")
+        assert chosen == tier, (chosen.label, tier.label, reading)
+        assert ("does not fit" in chosen.reason) == (tier is rungs[-1])
+
+
+def tiny_diffusion_engine(tmp_path):
+    from tabs.generate.checkpoint import DiffusionModel
+    from tabs.generate.registry import register
+    from tiny_diffusion import save_tiny_pipeline
+
+    engine = Engine(tmp_path / "data", reserve=0, wait_timeout_s=60)
+    register(engine, DiffusionModel("tiny-sd", str(save_tiny_pipeline(tmp_path / "sd"))))
+    return engine
+
+
+def test_a_pipeline_tier_follows_another_process_memory_and_an_oom_both_ways(tmp_path, holder):
+    from tabs.generate import tier_plan as tp
+    from tabs.generate.pipeline import generate
+    from tabs.generate.request import Request
+
+    from tabs.generate import tiers as mt
+    from tabs.generate.pipeline import load
+
+    engine = tiny_diffusion_engine(tmp_path)
+    request = Request("a photo of a cat", steps=2, guidance=7.0, width=256, height=256, seed=3)
+    full, tiled = "full (sdpa)", "full + vae_tiling (sdpa)"
+    # The process's first convolutions load kernels and make cuDNN's handle: done here once, so that
+    # the engine learns the pipeline's own run peak, not the CUDA set-up (the pool reserves it).
+    warm = load(engine.registry.get("tiny-sd").loader.model, "cuda:0", tier=mt.ladder("cuda:0")[0])
+    warm.generate("txt2img", request)
+    warm.close()
+    torch.cuda.empty_cache()
+
+    def txt2img(progress=None):
+        with engine.run("txt2img") as run:
+            generate(run.call, "tiny-sd", "txt2img", request, progress=progress)
+        return run.record
+
+    first = txt2img()
+    assert first.device == "cuda:0" and first.tier == full and first.ooms == 0
+    pipe = next(i.model for i in engine.pool._instances if i.spec.name == "tiny-sd")
+    weights, run = pipe.size.total, tp.estimate_run_bytes(256, 256, 1, 2)
+    # Room between the tiled and the full tier's needs, left by another process.
+    leave_room(engine, holder, weights + int(0.8 * run), own_device_bytes=pipe.device_bytes)
+    record = txt2img()
+    assert record.tier == tiled and record.ooms == 0, record.steps
+    # The other process lets go: the next request climbs back to full.
+    holder.hold(0)
+    assert txt2img().tier == full
+    # A real CUDA OOM at the full tier (the allocator refusing twice the device) while the other
+    # process holds half of what there is: one rung down for the retry.
+    leave_room(engine, holder, tp.read_memory(engine, "cuda:0", own_device_bytes=pipe.device_bytes).available // 2,
+               own_device_bytes=pipe.device_bytes)
+    total = torch.cuda.mem_get_info(0)[1]
+
+    def oom_at_full(step, steps):
+        if pipe.tier.label == full:
+            torch.empty(2 * total, dtype=torch.uint8, device="cuda:0")
+
+    record = txt2img(progress=oom_at_full)
+    assert record.status == "ok" and record.ooms == 3 and record.tier == tiled
+    assert record.steps[-1] == f"degraded: memory tier {full} -> {tiled}"
+    # The same room: planned below full (the OOM raised the estimate); memory back: full again.
+    record = txt2img()
+    assert record.tier == tiled and "since an out-of-memory" in record.steps[0]
+    holder.hold(0)
+    torch.cuda.empty_cache()
+    record = txt2img()
+    assert record.tier == full and record.ooms == 0
+    row = next(r for r in engine.status()["tiers"] if r["model"] == "tiny-sd")
+    assert row["tier"] == full and "available on cuda:0" in row["why"]
+
+
+def test_every_cuda_tier_is_put_in_place_and_undone_down_and_up_the_ladder(tmp_path):
+    """set_tier down the whole CUDA ladder and back up (offload hooks removed, weights back from
+    the meta device): each rung keeps what its placement says on the GPU, and the full tier
+    after the climb gives the same pixels as before."""
+    import numpy as np
+
+    from tabs.generate import tiers as mt
+    from tabs.generate.checkpoint import DiffusionModel
+    from tabs.generate.pipeline import load
+    from tabs.generate.request import Request
+    from tiny_diffusion import save_tiny_pipeline
+
+    model = DiffusionModel("tiny-sd", str(save_tiny_pipeline(tmp_path / "sd")))
+    request = Request("a photo of a cat", steps=2, guidance=7.0, width=128, height=128, seed=5)
+    rungs = mt.ladder("cuda:0", "sdpa")
+    pipe = load(model, "cuda:0", tier=rungs[0])
+    reference = np.asarray(pipe.generate("txt2img", request)[0], np.int16)
+    assert pipe.device_bytes >= pipe.size.total
+    for tier in rungs[1:] + rungs[-2::-1]:
+        pipe.set_tier(tier)
+        image = np.asarray(pipe.generate("txt2img", request)[0], np.int16)
+        if tier.placement == "full":
+            assert pipe.device_bytes >= pipe.size.total, tier.label
+        else:  # at rest an offload tier keeps (almost) nothing on the GPU
+            assert pipe.device_bytes <= pipe.size.largest_component, tier.label
+        if not tier.vae_tiling:
+            assert np.abs(image - reference).max() <= 2, tier.label
+    assert pipe.tier == rungs[0] and np.abs(image - reference).max() <= 2
+    pipe.close()
+    assert pipe.base is None

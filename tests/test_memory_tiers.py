@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from engine import Engine, OutOfMemory
+from tabs.generate import tier_plan as tp
 from tabs.generate import tiers as mt
 from tabs.generate.checkpoint import DiffusionModel
 from tabs.generate.pipeline import DiffusionPipe, generate as generate_images, load as load_model
@@ -20,13 +21,13 @@ RUN = 1 * GiB  # activations; VAE tiling halves the estimate
 
 
 def reading(device, free, budget_left=None, reserve=0):
-    return mt.MemoryReading(device, free=free, budget_left=free if budget_left is None else budget_left,
+    return tp.MemoryReading(device, free=free, budget_left=free if budget_left is None else budget_left,
                             reserve=reserve)
 
 
 def choose(device, free, **kwargs):
     attention = kwargs.pop("attention", "sdpa")
-    return mt.choose_tier(SIZE, reading(device, free, **kwargs), run_bytes=RUN, attention=attention)
+    return tp.choose_tier(SIZE, reading(device, free, **kwargs), run_bytes=RUN, attention=attention)
 
 
 def rung(tier):
@@ -50,17 +51,17 @@ def test_each_cuda_tier_is_chosen_from_the_free_memory(free, expected):
 def test_the_budget_and_the_reserve_count_like_free_memory():
     assert rung(choose("cuda:0", 16 * GiB, budget_left=2200 * MiB)) == ("model_offload", True, False)
     assert rung(choose("cuda:0", 4 * GiB, reserve=1500 * MiB)) == ("full", True, False)
-    assert mt.MemoryReading("cuda:0", free=GiB, budget_left=-5, reserve=0).available == 0
+    assert tp.MemoryReading("cuda:0", free=GiB, budget_left=-5, reserve=0).available == 0
 
 
 def test_admission_uses_the_footprint_of_the_tier_an_empty_device_gives():
     # A 6 GiB GPU holds the whole pipeline; a 2.2 GiB one only the UNet at a time (model offload),
     # so the pool admits the load by the UNet's size instead of refusing a model that cannot fit whole.
-    tier, load, run = mt.admission_estimate(SIZE, "cuda:0", 6 * GiB, 6 * GiB, 0, RUN)
+    tier, load, run = tp.admission_estimate(SIZE, "cuda:0", 6 * GiB, 6 * GiB, 0, RUN)
     assert (tier.placement, load, run) == ("full", SIZE.total, RUN)
-    tier, load, run = mt.admission_estimate(SIZE, "cuda:0", 2200 * MiB, 8 * GiB, 0, RUN)
+    tier, load, run = tp.admission_estimate(SIZE, "cuda:0", 2200 * MiB, 8 * GiB, 0, RUN)
     assert (tier.placement, load, run) == ("model_offload", 1600 * MiB, RUN // 2)
-    assert mt.admission_estimate(SIZE, "cpu", 2200 * MiB, 8 * GiB, 0, RUN)[1] == SIZE.total
+    assert tp.admission_estimate(SIZE, "cpu", 2200 * MiB, 8 * GiB, 0, RUN)[1] == SIZE.total
 
 
 @pytest.mark.parametrize("free, expected", [
@@ -173,7 +174,8 @@ def test_an_oom_moves_one_tier_down_and_retries(tiny, tmp_path, monkeypatch):
     assert record.steps[-1] == "degraded: memory tier full (sdpa) -> full + vae_tiling (sdpa)"
     assert record.tier == "full + vae_tiling (sdpa)" and record.to_dict()["tier"] == record.tier
     assert "Tier: full + vae_tiling (sdpa)" in images[0].info["parameters"]
-    # The model stays at the lower tier for the next call, and the System tab's table says so.
+    # The next call, in the same memory, is planned below the tier that ran out (the OOM raised the
+    # activation estimate: tier_plan.oom_scale), and the System tab's table says so.
     with engine.run("txt2img") as again:
         generate_images(again.call, "tiny-sd", "txt2img", REQUEST)
     assert again.record.ooms == 0 and again.record.tier == "full + vae_tiling (sdpa)"

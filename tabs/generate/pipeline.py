@@ -6,13 +6,14 @@ needs its family's diffusers configs (model_index.json, tokenizer, scheduler, co
 either as a local folder (`config=`) or already in the hub cache; otherwise the error says what to
 download (checkpoint.config_folder).
 
-- `load` picks a memory tier (tiers.py) from the file headers' exact tensor sizes and the
+- `load` picks a memory tier (tier_plan.py) from the file headers' exact tensor sizes and the
   device's free memory and budget, loads on the CPU, then places the pipeline for that tier.
   img2img and inpaint pipelines are made with `from_pipe`: they share the modules, no second copy.
 - `DiffusionPipe` is the loaded model: its pipelines per mode, its tier (reported to the engine as
-  its `placement`), and `generate`.
-- `generate(call, name, mode, request, ...)` runs one call with OOM recovery: an OOM moves the
-  model one tier down and retries; the tier lands on the run record.
+  its `placement`), `plan` (the tier for one request, from the memory there is now) and `generate`.
+- `generate(call, name, mode, request, ...)` runs one call: plans its tier first (it climbs back
+  up when memory came free), then runs with OOM recovery: an OOM moves the model one tier down
+  and retries; the tier and why (numbers) land on the run record.
 - Seeds: image i of a batch uses seed + i with its own CPU torch.Generator, so every image can be
   made again alone, and a seed gives the same starting noise on CPU and GPU (diffusers'
   recommendation for reproducible pipelines; the noise is moved to the device).
@@ -29,7 +30,7 @@ from PIL import Image
 
 from store.safetensors import PICKLE_SUFFIXES
 
-from . import tiers
+from . import tier_plan, tiers
 from .checkpoint import (DiffusionModel, DiffusionSetupError, config_folder, default_size, folder_variant,
                          model_index, pipeline_size, single_file_type)
 from .images import output_size, paste_outside_mask, to_mask, to_rgb
@@ -101,12 +102,20 @@ class DiffusionPipe:
     """A loaded model: its pipelines per mode (sharing modules), its tier, and generation."""
 
     def __init__(self, model: DiffusionModel, base: Any, device: str, tier: tiers.Tier,
-                 size: tiers.PipelineSize, group_stream: bool = False):
+                 size: tiers.PipelineSize, group_stream: bool = False,
+                 memory_source: Callable[[int], tier_plan.MemoryReading] | None = None,
+                 dtype_bytes: int | None = None):
         import diffusers
 
         self.model, self.device, self.size = model, device, size
         self.base = base
         self.group_stream = group_stream
+        # memory_source(bytes the pipeline holds on the device now) -> the engine's reading
+        self.memory_source = memory_source
+        self.dtype_bytes = dtype_bytes or (2 if tiers.is_accelerator(device) else 4)
+        self.run_scale = 1.0  # the activation estimate's factor, raised by OOMs (tier_plan.oom_scale)
+        self.last_plan: tier_plan.Plan | None = None
+        self._applied: tiers.Tier | None = None  # the tier truly in place (None: unknown)
         self.pipes: dict[str, Any] = {}
         unet = getattr(base, "unet", None)
         in_channels = getattr(getattr(unet, "config", None), "in_channels", 4)
@@ -138,10 +147,59 @@ class DiffusionPipe:
     def _siblings(self) -> list:
         return [p for p in self.pipes.values() if p is not self.base]
 
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of weights on the device now, at rest (what the tier keeps there)."""
+        return tiers.held_bytes(self.base, self.device)
+
     def set_tier(self, tier: tiers.Tier) -> None:
-        tiers.apply_tier(self.base, tier, siblings=self._siblings(), group_stream=self.group_stream)
-        self._hooked = self.base
-        self.tier = tier
+        """Put a tier in place: nothing to do when it is the one in place (the reason is updated),
+        flags only when the placement stays, else the old placement is undone first."""
+        previous, self._applied = self._applied, None
+        try:
+            tiers.apply_tier(self.base, tier, previous=previous, siblings=self._siblings(),
+                             group_stream=self.group_stream)
+        finally:
+            self.tier = tier  # a failed move leaves _applied unknown: the next set_tier redoes it
+        if previous is None or (previous.placement, previous.device) != (tier.placement, tier.device):
+            self._hooked = self.base
+        self._applied = tier
+
+    def ensure_tier(self) -> None:
+        if self._applied is None or self._applied != self.tier:
+            self.set_tier(self.tier)
+
+    def reading(self) -> tier_plan.MemoryReading:
+        own = tiers.held_bytes(self.base, self.device)
+        if self.memory_source is not None:
+            return self.memory_source(own)
+        from engine.devices import read_memory  # no engine: the device alone
+
+        free = read_memory(self.device).free
+        return tier_plan.MemoryReading(self.device, free=free, budget_left=free + own, own=own)
+
+    def plan(self, mode: str, request: Request, image=None, mask=None) -> str:
+        """Plan and put in place the tier for one request, from the memory there is now and the
+        request's width x height x batch; returns why (numbers)."""
+        request = check_request(mode, request, image, mask)
+        width, height = output_size(request, image, self.native_size())
+        what = f"planned for {width}x{height} x{request.batch}"
+        if self.run_scale > 1.0:
+            what += f" (activations x{self.run_scale:.2f} since an out-of-memory)"
+        run = int(tier_plan.estimate_run_bytes(width, height, request.batch, self.dtype_bytes) * self.run_scale)
+        plan = tier_plan.plan_tier(self.size, self.reading(), run_bytes=run, attention=self.tier.attention,
+                                   what=what)
+        if plan.tier != self.tier:
+            log.info("%s: memory tier %s -> %s (%s)", self.model.name, self.tier.label, plan.tier.label,
+                     plan.tier.reason)
+        self.set_tier(plan.tier)
+        self.last_plan = plan
+        return plan.tier.reason
+
+    def learn_oom(self) -> None:
+        """The planned tier ran out of memory: raise the activation estimate (tier_plan.oom_scale)."""
+        if self.last_plan is not None and self.last_plan.tier == self.tier:
+            self.run_scale = tier_plan.oom_scale(self.last_plan, self.run_scale)
 
     def pipe_for(self, mode: str):
         if mode not in self.pipes:
@@ -225,9 +283,12 @@ class DiffusionPipe:
 
 
 def load(model: DiffusionModel, device: str, *, tier: tiers.Tier | None = None,
-         memory: tiers.MemoryReading | None = None, attention: str | None = None,
-         group_stream: bool = False) -> DiffusionPipe:
-    """Load a model for a device at the given tier, or at the tier its size and the memory choose."""
+         memory: tier_plan.MemoryReading | None = None,
+         memory_source: Callable[[int], tier_plan.MemoryReading] | None = None,
+         attention: str | None = None, group_stream: bool = False) -> DiffusionPipe:
+    """Load a model for a device at the given tier, or at the tier its size and the memory choose
+    (`memory`, else `memory_source(0)`, else the device's free memory). `memory_source` stays with
+    the pipeline: each request plans its tier from it (DiffusionPipe.plan)."""
     import torch
 
     from engine.runtimes.torch_runtime import fault_in
@@ -238,24 +299,28 @@ def load(model: DiffusionModel, device: str, *, tier: tiers.Tier | None = None,
     if tier is None:
         from engine.devices import read_memory
 
+        if memory is None and memory_source is not None:
+            memory = memory_source(0)
         if memory is None:
             free = read_memory(device).free
-            memory = tiers.MemoryReading(device, free, free)
+            memory = tier_plan.MemoryReading(device, free, free)
         native = default_size(model)
-        tier = tiers.choose_tier(size, memory, run_bytes=tiers.estimate_run_bytes(native, native, 1, dtype_bytes),
-                                 attention=attention)
+        tier = tier_plan.choose_tier(size, memory, attention=attention, what=f"at load, for {native}x{native} x1",
+                                     run_bytes=tier_plan.estimate_run_bytes(native, native, 1, dtype_bytes))
     base = load_pipeline(model, dtype)
     if not tiers.is_accelerator(device):
         for module in tiers.torch_modules(base):
             fault_in(module)  # bill the weights to the load, not to the first run
     log.info("%s on %s: tier %s (%s)", model.name, device, tier.label, tier.reason)
-    return DiffusionPipe(model, base, device, tier, size, group_stream=group_stream)
+    return DiffusionPipe(model, base, device, tier, size, group_stream=group_stream,
+                         memory_source=memory_source, dtype_bytes=dtype_bytes)
 
 
 def generate(call: Callable, name: str, mode: str, request: Request, image=None, mask=None, *,
              progress: Callable[[int, int], None] | None = None,
              cancelled: Callable[[], None] | None = None) -> list[Image.Image]:
-    """One generation through `call` (a run's or a job's): lease the model, run with OOM recovery
-    whose degrade step lowers the model's memory tier, record the tier."""
-    tiered = tiers.TieredCall(lambda pipe: pipe.generate(mode, request, image, mask, progress, cancelled))
+    """One generation through `call` (a run's or a job's): lease the model, plan its memory tier
+    for this request, run with OOM recovery whose degrade step lowers the tier, record the tier."""
+    tiered = tier_plan.TieredCall(lambda pipe: pipe.generate(mode, request, image, mask, progress, cancelled),
+                                  plan=lambda pipe: pipe.plan(mode, request, image, mask))
     return call(name, tiered, degrade=tiered.degrade)

@@ -7,7 +7,7 @@ from typing import Any
 
 from engine import JobKind, ModelSpec, UserFacingError
 
-from . import tiers
+from . import tier_plan, tiers
 from .batch import batch_capability, batch_job
 from .checkpoint import DiffusionModel, default_size, pipeline_size
 from .pipeline import DiffusionPipe, load
@@ -26,12 +26,23 @@ class DiffusionLoader:
         self.model, self.engine = model, engine
 
     def __call__(self, device: str) -> DiffusionPipe:
-        memory = None
-        if self.engine is not None:
-            spec = self.engine.registry.get(self.model.name)
-            own = self.engine.footprints.load_bytes(spec, device)
-            memory = tiers.read_memory(self.engine, device, own_bytes=own)
-        return load(self.model, device, memory=memory)
+        return load(self.model, device, memory_source=self.memory_source(device))
+
+    def memory_source(self, device: str):
+        """reading(bytes the pipeline holds on the device now): the engine's view of the device for
+        this model, read again before each request (tier_plan.read_memory)."""
+        engine, name = self.engine, self.model.name
+        if engine is None:
+            return None
+
+        def reading(own_device_bytes: int) -> tier_plan.MemoryReading:
+            try:  # what the pool counts for this model: its measured load (its estimate while loading)
+                own = engine.footprints.load_bytes(engine.registry.get(name), device)
+            except KeyError:  # removed from the registry while loaded
+                own = 0
+            return tier_plan.read_memory(engine, device, own_bytes=own, own_device_bytes=own_device_bytes)
+
+        return reading
 
 
 def _unload(pipe: DiffusionPipe) -> None:
@@ -49,12 +60,12 @@ def model_spec(model: DiffusionModel, engine: Any = None) -> ModelSpec:
         side = default_size(model)
     except Exception:
         pass
-    run = tiers.estimate_run_bytes(side, side, 1, dtype_bytes)
+    run = tier_plan.estimate_run_bytes(side, side, 1, dtype_bytes)
     try:
         size = pipeline_size(model, dtype_bytes)
         estimate = size.total
         if engine is not None:
-            _, estimate, run = tiers.admission_estimate(
+            _, estimate, run = tier_plan.admission_estimate(
                 size, device, engine.devices.memory(device).total, engine.devices.budget(device),
                 engine.pool.reserve_bytes, run)
     except (OSError, ValueError, UserFacingError):

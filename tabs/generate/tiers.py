@@ -16,12 +16,10 @@ A tier is a placement plus flags:
     attention           'xformers' when it is installed and a tiny call works on the device,
                         else 'sdpa' (torch.nn.functional.scaled_dot_product_attention)
 
-`choose_tier` picks the highest tier whose estimate fits the memory available (free memory on the
-device, every process counted, and the engine's budget there, less the reserve). `next_tier` is
-the OOM degrade step: one rung down the ladder. `apply_tier` sets a diffusers pipeline up for a
-tier, undoing whatever tier it had. `TieredCall` wires a model with a tier into
-`Run.call(..., degrade=...)`, so an OOM moves the model one tier down and retries, and the record
-says so.
+`next_tier` is the OOM degrade step: one rung down the ladder. `apply_tier` sets a diffusers
+pipeline up for a tier: nothing when the tier is the one in place, only the flags when the
+placement stays, else the earlier placement is undone first. Which tier a request gets (from the
+memory there is now and the request's size) is tier_plan.py's part.
 
 On the CPU the offload placements mean nothing: they move weights between host RAM and an
 accelerator, and on a CPU-only machine the weights are in RAM whatever happens (diffusers 0.42
@@ -36,10 +34,7 @@ import functools
 import importlib.util
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
-
-from engine.devices import format_bytes
-from engine.runs import current_run
+from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +44,6 @@ PLACEMENTS = ("full", "model_offload", "group_offload", "sequential_offload")
 OFFLOAD_PLACEMENTS = PLACEMENTS[1:]
 ATTENTION = ("sdpa", "xformers")
 
-# Rough share of a run's activation peak left with VAE tiling (and VAE slicing) on: at large
-# sizes the VAE decode is the spike. A guess until measured; the OOM ladder covers a wrong one.
-TILED_RUN_FACTOR = 0.5
-
-CPU_NOTE = ("offload tiers need an accelerator: on the CPU the weights stay in RAM whatever the tier, "
-            "so only VAE tiling and attention slicing apply")
 
 
 # ---------------------------------------------------------------------------------- tiers
@@ -187,29 +176,6 @@ def _group_of(component: str, name: str) -> str:
     return "rest"
 
 
-@dataclass(frozen=True)
-class MemoryReading:
-    """What a tier choice needs to know about a device."""
-
-    device: str
-    free: int  # free memory on the device, every process counted
-    budget_left: int  # the engine's budget there less what other models hold
-    reserve: int = 0
-
-    @property
-    def available(self) -> int:
-        return max(0, min(self.free, self.budget_left) - self.reserve)
-
-
-def read_memory(engine: Any, device: str, own_bytes: int = 0) -> MemoryReading:
-    """The engine's view of a device. `own_bytes`: what the pool already counts for the model
-    being loaded (its admitted estimate), which must not count against itself."""
-    free = engine.devices.memory(device).free
-    held = max(0, engine.pool.resident_bytes(device) - own_bytes)
-    return MemoryReading(device=device, free=free, budget_left=engine.devices.budget(device) - held,
-                         reserve=engine.pool.reserve_bytes)
-
-
 # ---------------------------------------------------------------------------------- attention backend
 
 @functools.lru_cache(maxsize=None)
@@ -237,54 +203,6 @@ def xformers_status(device: str) -> tuple[bool, str]:
 
 def attention_backend(device: str) -> str:
     return "xformers" if xformers_status(device)[0] else "sdpa"
-
-
-# ---------------------------------------------------------------------------------- choosing
-
-def estimate_run_bytes(width: int, height: int, batch: int = 1, dtype_bytes: int = 2) -> int:
-    """Activation peak of one Stable Diffusion call above its weights, a rough guess until the
-    engine has measured one: about 2.4 KB per output pixel per image at 16-bit (the VAE decode
-    dominates at large sizes; UNet attention is small with SDPA/xformers), plus 256 MiB."""
-    return int(batch * width * height * 2400 * dtype_bytes / 2) + 256 * MiB
-
-
-def choose_tier(size: PipelineSize, memory: MemoryReading, *, run_bytes: int,
-                attention: str | None = None) -> Tier:
-    """The highest tier whose estimate fits `memory.available`; the lowest, with a warning in its
-    reason, when none does (the OOM ladder has nothing lower to offer then)."""
-    device = memory.device
-    attention = attention or attention_backend(device)
-    available = memory.available
-    rungs = ladder(device, attention)
-    chosen, need = None, 0
-    for tier in rungs:
-        run = run_bytes * (TILED_RUN_FACTOR if tier.vae_tiling else 1.0)
-        need = int(size.device_bytes(tier.placement) + run)
-        if need <= available:
-            chosen = tier
-            why = f"needs about {format_bytes(need)}, {format_bytes(available)} available on {device}"
-            break
-    if chosen is None:
-        chosen = rungs[-1]
-        why = (f"does not fit even at the lowest tier: needs about {format_bytes(need)}, "
-               f"{format_bytes(available)} available on {device}; trying anyway")
-    if not is_accelerator(device):
-        why += f"; {CPU_NOTE}"
-    if attention == "sdpa" and is_accelerator(device):
-        why += f"; attention: SDPA ({xformers_status(device)[1]})"
-    return replace(chosen, reason=why)
-
-
-def admission_estimate(size: PipelineSize, device: str, total: int, budget: int, reserve: int,
-                       run_bytes: int) -> tuple[Tier, int, int]:
-    """(tier, load bytes, run bytes) for a ModelSpec: what the pipeline holds on the device at the
-    tier an otherwise empty device would get. The pool admits a load by these numbers, so a model
-    too big for the device whole is still admitted at the offload tier its loader will choose
-    (the measured load replaces the estimate afterwards)."""
-    empty = MemoryReading(device, free=total, budget_left=budget, reserve=reserve)
-    tier = choose_tier(size, empty, run_bytes=run_bytes, attention="sdpa")
-    run = int(run_bytes * (TILED_RUN_FACTOR if tier.vae_tiling else 1.0))
-    return tier, size.device_bytes(tier.placement), run
 
 
 # ---------------------------------------------------------------------------------- applying (diffusers)
@@ -325,27 +243,54 @@ def torch_modules(pipe: Any) -> list:
     return [m for m in getattr(pipe, "components", {}).values() if isinstance(m, torch.nn.Module)]
 
 
-def apply_tier(pipe: Any, tier: Tier, *, siblings: Iterable[Any] = (), group_stream: bool = False) -> None:
-    """Place a diffusers pipeline for a tier. Any earlier tier is undone first.
+def held_bytes(pipe: Any, device: str) -> int:
+    """Bytes of the pipeline's weights on `device` now (each storage once). On an accelerator this
+    is what the tier keeps there at rest (model offload: nothing between calls); on the CPU, every
+    weight not on the meta device."""
+    import torch
 
+    seen, total = set(), 0
+    for module in torch_modules(pipe):
+        for tensor in [*module.parameters(), *module.buffers()]:
+            kind = tensor.device.type
+            if kind == "meta" or (kind == "cpu") != (device == "cpu"):
+                continue
+            storage = tensor.untyped_storage()
+            key = (storage.data_ptr(), str(tensor.device))
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+    return total
+
+
+def apply_tier(pipe: Any, tier: Tier, *, previous: Tier | None = None, siblings: Iterable[Any] = (),
+               group_stream: bool = False) -> None:
+    """Place a diffusers pipeline for a tier.
+
+    `previous`: the tier in place now (None: unknown, so everything is set up from scratch). The
+    same tier again costs nothing; a change of flags only (VAE tiling, attention) moves no weight;
+    a change of placement undoes the earlier one first (hooks removed, weights back on the CPU).
     `siblings`: pipelines sharing the modules (from_pipe) whose own offload hooks must be forgotten.
     `group_stream`: group offloading with a CUDA stream (prefetches the next group while one
     computes; pins host memory). Off by default: it holds more host RAM and wants a CUDA device.
     """
     import torch
 
-    reset_tier(pipe, siblings)
-    device = torch.device(tier.device)
-    if tier.placement == "full":
-        pipe.to(device)
-    elif tier.placement == "model_offload":
-        pipe.enable_model_cpu_offload(device=device)
-    elif tier.placement == "group_offload":
-        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
-                                  offload_type="block_level", num_blocks_per_group=1,
-                                  use_stream=group_stream and device.type == "cuda")
-    elif tier.placement == "sequential_offload":
-        pipe.enable_sequential_cpu_offload(device=device)
+    if previous is not None and previous == tier:  # Tier equality leaves the reason out
+        return
+    if previous is None or (previous.placement, previous.device) != (tier.placement, tier.device):
+        reset_tier(pipe, siblings)
+        device = torch.device(tier.device)
+        if tier.placement == "full":
+            pipe.to(device)
+        elif tier.placement == "model_offload":
+            pipe.enable_model_cpu_offload(device=device)
+        elif tier.placement == "group_offload":
+            pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                      offload_type="block_level", num_blocks_per_group=1,
+                                      use_stream=group_stream and device.type == "cuda")
+        elif tier.placement == "sequential_offload":
+            pipe.enable_sequential_cpu_offload(device=device)
     # Attention: slicing replaces the processors; turning it off restores SDPA, then xformers.
     if tier.attention_slicing:
         pipe.enable_attention_slicing("max")
@@ -361,37 +306,3 @@ def apply_tier(pipe: Any, tier: Tier, *, siblings: Iterable[Any] = (), group_str
         else:
             vae.disable_tiling()
             vae.disable_slicing()
-
-
-# ---------------------------------------------------------------------------------- the run side
-
-class TieredCall:
-    """fn and degrade for `Run.call` on a model object with `.tier` and `.set_tier(tier)`:
-
-        call = TieredCall(lambda model: model.generate(...))
-        run.call(name, call, degrade=call.degrade)
-
-    Each attempt records the tier it runs at; an OOM (after the engine freed what it could)
-    moves the leased model one tier down, and the step lands on the run's record."""
-
-    def __init__(self, fn: Callable[[Any], Any]):
-        self.fn = fn
-        self.model: Any = None
-
-    def __call__(self, model: Any) -> Any:
-        self.model = model
-        record = current_run()  # the tier lands on the record of the call that uses it
-        if record is not None and hasattr(record, "tier"):
-            record.tier = model.tier.label
-        return self.fn(model)
-
-    def degrade(self, attempt: int) -> str | None:
-        if self.model is None:
-            return None
-        old = self.model.tier
-        new = next_tier(old)
-        if new is None:
-            return None
-        self.model.set_tier(new)
-        log.warning("memory tier %s -> %s", old.label, new.label)
-        return f"memory tier {old.label} -> {new.label}"
