@@ -29,7 +29,7 @@ from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .runs import current_run
 from .runtimes.backend import backend_of
-from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
+from .runtimes.torch_runtime import cached_bytes, fault_in, release_cached_memory, tensor_bytes
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ class Pool:
                    for i in self._instances if i.device == device)
 
     def headroom(self, device: str) -> int:
-        free = self.devices.memory(device).free - self.reserve_bytes - self._unreflected_bytes(device)
+        # torch's cache of this process counts as free: the next allocation here reuses it.
+        free = (self.devices.memory(device).free + cached_bytes(device) - self.reserve_bytes
+                - self._unreflected_bytes(device))
         within_budget = self.devices.budget(device) - self.engine_bytes(device)
         return min(free, within_budget)
 
@@ -190,6 +192,8 @@ class Pool:
             with self._cond:
                 instance.state = "idle"
                 instance.run_reserved = 0
+                held = getattr(instance.model, "device_bytes", None)  # placement per request (tiers)
+                instance.bytes = held if isinstance(held, int) and instance.device != "cpu" else instance.bytes
                 instance.last_used = time.monotonic()
                 self._cond.notify_all()
 

@@ -56,6 +56,15 @@ def _malloc_trim() -> None:
             pass
 
 
+def cached_bytes(device: str) -> int:
+    """Bytes torch's caching allocator holds on a CUDA device but no tensor uses (0 elsewhere)."""
+    if not device.startswith("cuda"):
+        return 0
+    import torch
+
+    return int(torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
 def release_cached_memory(collect: bool = True) -> list[str]:
     """Collect garbage (unless told it is not needed) and return cached allocator memory to the
     device. Returns what was done."""
