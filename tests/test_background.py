@@ -1,5 +1,6 @@
 """Background removal through a real engine, real weights (the mediapipe wheel's selfie
-segmenter on LiteRT) and real ffmpeg."""
+segmenter, rebuilt in torch and run on ONNX Runtime) and real ffmpeg. The masks are held to
+LiteRT's, stored in tests/data/selfie_litert_reference.npz (tests/test_selfie_torch.py says how)."""
 import gradio as gr
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import tabs.background as capability
 from capability_engine import capability_engine
 from engine import UserFacingError
 from engine.media.video import probe
+from engine.runtimes import onnx_runtime
+from tests.data.make_selfie_reference import read_reference
 from tests.video_helpers import (FACE_SIZE, decode_all, face_video, make_test_video, sharpness,
                                  smooth_background)
 from tabs.background import model as bg
@@ -48,10 +51,13 @@ def astronaut_mask(engine):
     return segment(engine, ASTRONAUT)
 
 
-def test_the_weights_and_runtime_are_here_and_the_net_is_what_the_graph_says():
+def test_the_weights_are_here_and_the_net_runs_on_onnx_runtime():
     assert bg.unavailable_reason() is None
+    (spec,) = capability.specs()
+    assert (spec.name, spec.runtime, spec.device) == (bg.SEGMENTER, "onnxruntime", onnx_runtime.spec_device())
+    assert "LiteRT" not in spec.description + spec.source
     segmenter = bg.load("cpu")
-    assert (segmenter.height, segmenter.width) == (256, 256)
+    assert segmenter.runtime == "onnxruntime" and (segmenter.height, segmenter.width) == (256, 256)
     out = segmenter(bg.model_input(ASTRONAUT))
     # The net ends in a logistic: its output already is a probability, no sigmoid to add.
     assert out.shape == (256, 256) and out.dtype == np.float32
@@ -60,9 +66,12 @@ def test_the_weights_and_runtime_are_here_and_the_net_is_what_the_graph_says():
     assert result.shape == (512, 512, 3) and mask.shape == (512, 512) and mask.dtype == np.uint8
 
 
-def test_the_engine_path_gives_the_same_mask_as_the_model_alone(astronaut_mask):
+def test_the_engine_path_gives_the_same_mask_as_the_model_alone_and_as_litert(astronaut_mask):
     segmenter = bg.load("cpu")
     assert np.array_equal(bg.person_mask(segmenter, ASTRONAUT), astronaut_mask)
+    # LiteRT's P(person) (stored), made into a mask the same way: one level apart at most.
+    litert = bg.upsample_mask(read_reference()["probabilities"]["astronaut"], 512, 512)
+    assert np.abs(astronaut_mask.astype(int) - litert.astype(int)).max() <= 1
 
 
 def test_the_mask_covers_the_person_and_not_the_background(astronaut_mask):
@@ -173,6 +182,7 @@ def test_each_call_is_an_engine_run(engine):
     for run in runs[:2]:
         assert run.capability == "remove_background" and run.status == "ok"
         assert run.models == [bg.SEGMENTER] and run.device == "cpu"
+        assert run.backends[bg.SEGMENTER].lower() == "onnxruntime:cpu"  # 'onnxruntime:CPU' where the session shows
         assert run.peak_rss_bytes > 0
     status = {m["name"]: m for m in engine.status()["models"]}
     assert status[bg.SEGMENTER]["state"] == "idle" and status[bg.SEGMENTER]["bytes"] > 0

@@ -1,70 +1,83 @@
 """The selfie segmenter rebuilt in torch from the .tflite file (tabs/background/tflite_reader.py,
-selfie_torch.py) against LiteRT, the runtime the Background capability uses today.
+selfie_torch.py), eager and exported to ONNX Runtime, against LiteRT, the runtime it was made for.
 
-The contract: on real photos, P(person) from torch is within 1e-3 (max abs) of LiteRT's, and the
-8-bit masks the capability makes from them differ by at most one level. Measured on this CPU:
-about 1e-4 at most (float32 summation order: XNNPACK's kernels against torch's). The TFLite
-semantics this model does not exercise (SAME pooling, resize flags, depth multipliers, padded
-transposed convolutions) are checked on tiny graphs against numpy transcriptions of TFLite's
-reference kernels.
+LiteRT is no dependency any more: its outputs on four real photos, and its view of the graph, are
+stored in tests/data/selfie_litert_reference.npz (tests/data/make_selfie_reference.py made them,
+and says how to make them again). The contract: on those photos, P(person) from torch and from
+ONNX Runtime is within 1e-3 (max abs) of LiteRT's, and the 8-bit masks the capability makes from
+them differ by at most one level. Measured: under 1e-4 (float32 summation order, XNNPACK's kernels
+against torch's and ONNX Runtime's; the stored values are rounded to 8e-6). The TFLite semantics
+this model does not exercise (SAME pooling, resize flags, depth multipliers, padded transposed
+convolutions) are checked on tiny graphs against numpy transcriptions of TFLite's reference kernels.
 """
 import numpy as np
 import pytest
-import skimage.data
 import torch
 
 from tabs.background import model as bg
 from tabs.background import selfie_torch as st
 from tabs.background.tflite_reader import Model, Operator, Tensor, TFLiteFormatError, read_model
+from tests.data.make_selfie_reference import photos, read_reference, sha256
 
 TOLERANCE = 1e-3  # max abs difference of P(person), 0..1
 
-
-def _rgb(image):
-    return np.dstack([image] * 3) if image.ndim == 2 else image
-
-
-# Real photos: a woman in a space suit; a cup of coffee (no person); the cameraman (a person, in
-# gray); a cat filling the frame (no person, but a large foreground).
-PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
-          "cameraman": _rgb(skimage.data.camera()), "chelsea": skimage.data.chelsea()}
+PHOTOS = photos()
 
 
 @pytest.fixture(scope="module")
-def litert():
-    return bg.load("cpu")
+def reference():
+    return read_reference()
 
 
 @pytest.fixture(scope="module")
 def torch_segmenter():
-    return st.load("cpu")
+    return st.load("cpu", bg.model_path())
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    # A fresh cache: the export itself is under test, not a file some earlier run left.
+    return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.fixture(scope="module")
+def onnx_segmenter(compile_cache):
+    segmenter = bg.load("cpu", "onnx", compile_cache)
+    assert segmenter.net.info.exported, segmenter.net.info
+    return segmenter
+
+
+@pytest.fixture(params=["torch", "onnxruntime"])
+def segmenter(request, torch_segmenter, onnx_segmenter):
+    chosen = torch_segmenter if request.param == "torch" else onnx_segmenter
+    assert chosen.runtime == request.param, getattr(chosen.net, "info", None)
+    return chosen
+
+
+def model_input(name, reference):
+    """The photo's model input, checked to be the one LiteRT was given when the reference was made
+    (else a failure below would blame the net for a change in the preprocessing)."""
+    x = bg.model_input(PHOTOS[name])
+    assert sha256(x) == reference["input_sha256"][name], (
+        f"{name}: tabs.background.model.model_input changed; run tests/data/make_selfie_reference.py "
+        "where LiteRT is installed")
+    return x
 
 
 # ------------------------------------------------------------------------- the reader
 
-def test_the_reader_sees_the_graph_litert_sees():
-    from ai_edge_litert.interpreter import Interpreter
-
-    model = read_model(bg.model_path())
-    interpreter = Interpreter(model_path=str(bg.model_path()))
-    interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()  # the model's nodes, then XNNPACK's DELEGATE node
-    assert [op.name for op in model.operators] == [op["op_name"] for op in ops[:len(model.operators)]]
-    for op, theirs in zip(model.operators, ops):
-        assert op.inputs == theirs["inputs"].tolist() and op.outputs == theirs["outputs"].tolist()
-    assert model.inputs == [d["index"] for d in interpreter.get_input_details()]
-    assert model.outputs == [d["index"] for d in interpreter.get_output_details()]
-    details = interpreter.get_tensor_details()
-    assert len(details) == len(model.tensors)
-    constants = 0
-    for d in details:
-        tensor = model.tensors[d["index"]]
-        assert (tensor.name, tensor.shape) == (d["name"], tuple(d["shape"]))
-        if tensor.data is not None:  # the float16 weights, the resize sizes: bit for bit
-            value = interpreter.get_tensor(d["index"])
-            assert value.dtype == tensor.data.dtype and np.array_equal(value, tensor.data)
-            constants += 1
-    assert constants == 113
+def test_the_reader_sees_the_graph_litert_saw(reference):
+    """The reader's operators, tensors and constants against LiteRT's interpreter on the same file
+    (stored: operator names and tensor indices, tensor names and shapes, each constant's dtype and
+    the SHA-256 of its bytes)."""
+    path = bg.model_path()
+    assert sha256(path.read_bytes()) == reference["model_sha256"], "not the .tflite the reference was made from"
+    graph, model = reference["graph"], read_model(path)
+    assert [[op.name, op.inputs, op.outputs] for op in model.operators] == graph["operators"]
+    assert model.inputs == graph["inputs"] and model.outputs == graph["outputs"]
+    assert [[t.name, list(t.shape)] for t in model.tensors] == graph["tensors"]
+    ours = {str(t.index): [str(t.data.dtype), sha256(t.data)] for t in model.tensors if t.data is not None}
+    assert ours == graph["constants"] and len(ours) == 113  # the float16 weights, the resize sizes
     assert set(model.op_names()) == {
         "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "RELU", "AVERAGE_POOL_2D",
         "LOGISTIC", "MUL", "ADD", "RESIZE_BILINEAR", "Convolution2DTransposeBias"}
@@ -82,15 +95,15 @@ def test_the_reader_refuses_what_is_not_a_tflite_model():
         read_model(b"\x10\x00\x00\x00ONNX" + b"\x00" * 32)
 
 
-# ------------------------------------------------------------------------- torch = LiteRT
+# ------------------------------------------------------------------------- torch, ONNX = LiteRT
 
 @pytest.mark.parametrize("name", list(PHOTOS))
-def test_torch_matches_litert_on_real_photos(name, litert, torch_segmenter):
-    x = bg.model_input(PHOTOS[name])
-    ours, theirs = torch_segmenter(x), litert(x)
+def test_torch_and_onnx_runtime_match_litert_on_real_photos(name, segmenter, reference):
+    x = model_input(name, reference)
+    ours, theirs = segmenter(x), reference["probabilities"][name]
     assert ours.shape == theirs.shape == (256, 256) and ours.dtype == np.float32
     difference = float(np.abs(ours - theirs).max())
-    print(f"{name}: max |torch - LiteRT| = {difference:.2e}")
+    print(f"{name}: max |{segmenter.runtime} - LiteRT| = {difference:.2e}")
     assert difference <= TOLERANCE, f"{name}: {difference}"
     # The capability's 8-bit mask at the photo's size: at most one level apart anywhere.
     height, width = PHOTOS[name].shape[:2]
@@ -99,25 +112,53 @@ def test_torch_matches_litert_on_real_photos(name, litert, torch_segmenter):
     assert np.abs(ours8 - theirs8).max() <= 1
 
 
-def test_the_photos_are_not_trivial(litert):
-    """The comparison means something: a person is found where there is one, and the masks
+def test_the_reference_is_not_trivial(reference):
+    """The comparison means something: LiteRT found a person where there is one, and its masks
     span the whole range (a saturated net would hide any difference)."""
-    astronaut = litert(bg.model_input(PHOTOS["astronaut"]))
-    assert astronaut.min() < 0.01 and astronaut.max() > 0.99
-    assert 0.3 < (astronaut > 0.5).mean() < 0.8
-    assert (litert(bg.model_input(PHOTOS["cameraman"])) > 0.5).mean() > 0.1
+    p = reference["probabilities"]
+    assert p["astronaut"].min() < 0.01 and p["astronaut"].max() > 0.99
+    assert 0.3 < (p["astronaut"] > 0.5).mean() < 0.8
+    assert (p["cameraman"] > 0.5).mean() > 0.1
+    # Four different answers, not one stored four times.
+    assert len({round(float((v > 0.5).mean()), 3) for v in p.values()}) == 4
 
 
-def test_the_torch_segmenter_plugs_into_the_capability(litert, torch_segmenter):
-    assert (torch_segmenter.height, torch_segmenter.width) == (litert.height, litert.width)
+def test_the_segmenter_plugs_into_the_capability(segmenter, reference):
+    assert (segmenter.height, segmenter.width) == (256, 256)
     image = PHOTOS["astronaut"]
-    ours, theirs = bg.person_mask(torch_segmenter, image), bg.person_mask(litert, image)
+    model_input("astronaut", reference)
+    ours = bg.person_mask(segmenter, image)
+    theirs = bg.upsample_mask(reference["probabilities"]["astronaut"], *image.shape[:2])
     assert ours.shape == theirs.shape == image.shape[:2] and ours.dtype == np.uint8
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
-    batch = np.stack([bg.model_input(p) for p in PHOTOS.values()])
-    one_by_one = np.stack([torch_segmenter(x) for x in batch])
-    # A batch takes other kernels than one image: float32 summation order again.
-    np.testing.assert_allclose(torch_segmenter.batch(batch), one_by_one, atol=1e-4)
+
+
+def test_the_onnx_model_runs_on_onnx_runtime_from_the_compile_cache(onnx_segmenter):
+    info = onnx_segmenter.net.info
+    assert (info.mode, info.provider, info.reason) == ("onnx", "CPUExecutionProvider", None)
+    assert f"/{bg.EXPORT_KEY}-" in info.path and info.path.endswith(".onnx")
+
+
+def test_prepare_pays_the_export_once(onnx_segmenter, compile_cache):
+    """What set-up (analysers/warmup.py) calls: after it, a load finds the file in the cache."""
+    before = sorted(compile_cache.iterdir())
+    info = bg.prepare(compile_cache)
+    assert (info["mode"], info["exported"], info["reason"]) == ("onnx", False, None)
+    assert info["path"] == onnx_segmenter.net.info.path and sorted(compile_cache.iterdir()) == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_loader_puts_the_net_on_the_device_it_is_given(tmp_path, reference):
+    from engine.runtimes import onnx_runtime
+
+    segmenter = bg.load("cuda:0", "onnx", tmp_path)
+    assert all(b.device.type == "cuda" for b in segmenter.net.buffers())
+    if onnx_runtime.cuda_works():
+        assert (segmenter.runtime, segmenter.net.info.provider) == ("onnxruntime", "CUDAExecutionProvider")
+    else:  # no CUDA provider: the session refuses cuda:0 and eager torch runs on it instead
+        assert segmenter.runtime == "torch" and "CUDA provider" in segmenter.net.info.reason
+    x = model_input("astronaut", reference)
+    assert np.abs(segmenter(x) - reference["probabilities"]["astronaut"]).max() <= TOLERANCE
 
 
 # ------------------------------------------------------------------------- TFLite semantics

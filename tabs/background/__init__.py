@@ -53,3 +53,9 @@ def job_kinds() -> list[JobKind]:
 
 def unavailable() -> str | None:
     return model.unavailable_reason()
+
+
+def prepare() -> dict:
+    """Set-up's hook (not part of the contract): export the segmenter to ONNX now, or find it in the
+    compile cache, so the first request does not pay it. See model.prepare."""
+    return model.prepare()

@@ -3,13 +3,15 @@ replace everything else, in photos and, as a job, in videos.
 
 The model is MediaPipe's selfie segmenter, `selfie_segmentation.tflite` from the mediapipe wheel
 (installed with --no-deps for its files only: mediapipe itself is never imported, it pins
-numpy<2). It runs on LiteRT, whose XNNPACK delegate also runs the MediaPipe custom op
-Convolution2DTransposeBias at its end. Pre- and post-processing follow the wheel's CPU graph,
+numpy<2). Its graph is read from the .tflite file and rebuilt in torch (tflite_reader.py,
+selfie_torch.py, MediaPipe's custom op Convolution2DTransposeBias included), then exported to ONNX
+once and run on ONNX Runtime, eager torch where the export fails. tests/test_selfie_torch.py holds
+it to LiteRT's outputs (stored). Pre- and post-processing follow the wheel's CPU graph,
 selfie_segmentation_cpu.binarypb (decoded by hand, mediapipe's protos being part of mediapipe):
 
 - ImageToTensorCalculator: output 256x256, keep_aspect_ratio false (the image is stretched, not
   letterboxed), output_tensor_float_range [0, 1] (RGB / 255), fed as NHWC float32.
-- InferenceCalculator with the XNNPACK delegate.
+- InferenceCalculator (XNNPACK there; ONNX Runtime or torch here).
 - TensorsToSegmentationCalculator: activation NONE; the net's last op is LOGISTIC, so its
   [1, 256, 256, 1] output already is P(person). The mask is resized (bilinear) to the input size.
 
@@ -18,12 +20,12 @@ default is the general model above, and so is ours.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pathlib
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
@@ -33,6 +35,10 @@ from engine.devices import usable_cores
 from engine.media.image import read_image
 from engine.media.video_job import process_video
 from engine.package_files import package_folder
+from engine.runtimes import onnx_runtime
+
+if TYPE_CHECKING:  # torch is imported when the model is loaded, not with the capability
+    from .selfie_torch import Segmenter
 
 MiB = 1024**2
 
@@ -52,7 +58,9 @@ BLUR_FRACTION = 0.025
 _MODEL_FILE = "selfie_segmentation.tflite"
 _MISSING = ("mediapipe is not installed: run ./setup.sh (it installs mediapipe==0.10.21 with "
             "--no-deps, only for its selfie_segmentation.tflite weights)")
-_NO_LITERT = "ai-edge-litert is not installed: run ./setup.sh (it installs ai-edge-litert==2.3.0)"
+# The ONNX file's name in the compile cache: bump it when selfie_torch's forward changes (the
+# weights hash and the torch / onnxruntime versions are in the name already).
+EXPORT_KEY = "selfie-segmenter-v1"
 
 
 class BackgroundInputError(UserFacingError, ValueError):
@@ -67,63 +75,63 @@ def model_path() -> pathlib.Path:
 
 
 def unavailable_reason() -> str | None:
-    """Why the tab cannot run (None when it can): the weights or the runtime are missing."""
+    """Why the tab cannot run (None when it can): the weights are missing. torch, which runs the
+    net where ONNX Runtime cannot, is a core dependency."""
     try:
         model_path()
     except FileNotFoundError as exc:
         return str(exc)
-    if importlib.util.find_spec("ai_edge_litert") is None:
-        return _NO_LITERT
     return None
 
 
-def _cpu_threads() -> int:
-    # The cores this process may use (a container or taskset can allow fewer than the machine
-    # has). The net takes ~8 ms; beyond 4 threads XNNPACK's split costs more than it saves.
-    return min(4, usable_cores())
+def onnx_threads() -> int:
+    """ONNX Runtime's intra-op threads. The ops of a 256x256 net are small: past a few threads the
+    split and the spinning cost more than they save. On 2 cores shared with the app's own resizing
+    and compositing, one thread was as fast as two for the net alone and a third faster for a
+    whole 720p blur (median of 60, interleaved): half the cores, at most 4."""
+    return max(1, min(4, usable_cores() // 2))
 
 
-@dataclass
-class Segmenter:
-    """A LiteRT interpreter for the selfie segmenter. Not thread-safe: the engine's lease gives
-    one caller at a time, and every call goes through a lease."""
-
-    interpreter: Any
-    input_index: int
-    output_index: int
-    height: int
-    width: int
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """P(person) at model resolution, (height, width) float32, for one preprocessed image."""
-        self.interpreter.set_tensor(self.input_index, x[None])
-        self.interpreter.invoke()
-        # A copy: the interpreter's buffer is overwritten by the next invoke.
-        return np.array(self.interpreter.get_tensor(self.output_index)[0, :, :, 0], dtype=np.float32)
+def exportable() -> bool:
+    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
 
 
-def load(device: str) -> Segmenter:
-    """The segmenter on the CPU (LiteRT here has no GPU path; the spec pins device 'cpu')."""
-    from ai_edge_litert.interpreter import Interpreter
+def load(device: str = "cpu", accelerate: str | None = "onnx",
+         cache_dir: str | os.PathLike | None = None) -> Segmenter:
+    """The segmenter on `device` ('cpu' or 'cuda:N'): the torch rebuild of the .tflite graph,
+    exported to ONNX and run by ONNX Runtime on that device (accelerate "onnx", the ONNX file
+    cached in `cache_dir`, default engine.runtimes.compiled.default_cache_dir()), or eager
+    (None / "eager"). A failed export or session logs why and runs eager; `.runtime` says which."""
+    from .selfie_torch import load as load_torch
 
-    interpreter = Interpreter(model_path=str(model_path()), num_threads=_cpu_threads())
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    _, height, width, channels = (int(v) for v in inp["shape"])
-    if channels != 3 or inp["dtype"] != np.float32 or tuple(out["shape"]) != (1, height, width, 1):
-        raise RuntimeError(f"{_MODEL_FILE}: unexpected tensors {inp['shape']} {inp['dtype']} -> {out['shape']}")
-    return Segmenter(interpreter, inp["index"], out["index"], height, width)
+    segmenter = load_torch(device, model_path())
+    if accelerate not in (None, "eager"):
+        segmenter.accelerate(accelerate, cache_dir, EXPORT_KEY, threads=onnx_threads())
+    return segmenter
+
+
+def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
+    """Pay the ONNX export at set-up (analysers/warmup.py) rather than in a first request: about
+    5 s on 2 cores, once per machine and torch / onnxruntime versions; a few hundred ms when the
+    file is cached. Returns engine.runtimes.compiled.Preparation.as_dict(): mode ("onnx", or
+    "eager" with `reason`), prepare_s, path, exported."""
+    return load("cpu", "onnx", cache_dir).net.info.as_dict()
 
 
 def specs() -> list[ModelSpec]:
+    onnx = exportable()
     return [
         ModelSpec(
-            name=SEGMENTER, role="interactive", runtime="litert", loader=load, device="cpu",
+            name=SEGMENTER, role="interactive", runtime="onnxruntime" if onnx else "torch",
+            loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),
+            # On the GPU where ONNX Runtime's CUDA provider really loads, else on the CPU.
+            device=onnx_runtime.spec_device() if onnx else "auto",
             source="mediapipe 0.10.21 wheel: modules/selfie_segmentation/selfie_segmentation.tflite",
-            # Measured on CPU: the first load in a process adds 20 MiB RSS (the LiteRT library,
-            # XNNPACK's packed weights); a run adds 1.5 MiB, at any image size: the net always
-            # sees 256x256, and resizing and compositing happen outside the lease.
-            estimate_bytes=24 * MiB, run_estimate_bytes=2 * MiB,
+            # Measured on CPU, the ONNX file cached: a load adds 49 MiB RSS (the session, and
+            # torch's eager calls that check it); a run adds almost nothing (20 KB), at any image
+            # size: the net always sees 256x256, resizing and compositing happen outside the lease.
+            estimate_bytes=48 * MiB, run_estimate_bytes=2 * MiB,
             description="MediaPipe selfie segmentation: P(person) per pixel, 256x256 network"),
     ]
 
