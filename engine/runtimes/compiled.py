@@ -81,6 +81,8 @@ class Accelerated(nn.Module):
         self.info = info
         # Kept out of nn.Module's registry: a compiled module would register its parameters twice.
         self.__dict__["_runner"] = runner
+        # The ONNX session in plain sight, so run records name the provider it really runs on.
+        self.__dict__["session"] = getattr(runner, "session", None)
 
     @property
     def mode(self) -> str:
@@ -103,6 +105,7 @@ class Accelerated(nn.Module):
         log.warning("%s: %s falls back to eager: %s", self.info.key, self.info.mode, reason)
         self.info.mode, self.info.reason = "eager", reason
         self.__dict__["_runner"] = None
+        self.__dict__["session"] = None
 
 
 def _short(exc: BaseException) -> str:
@@ -277,6 +280,7 @@ def _prepare_onnx(module: nn.Module, examples: list[tuple], reference: Any, cach
             return outs[0]
         return outs if as_list else tuple(outs)
 
+    run.session = session
     return run, {"path": str(path), "exported": exported, "provider": onnx_runtime.provider_of(session)}
 
 
