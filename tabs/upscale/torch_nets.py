@@ -8,7 +8,7 @@ conv_last. Written from the papers' published structure (Real-ESRGAN, ESRGAN); p
 follow upstream, so upstream .pth files would load too.
 
 The ncnn x2 (and x3) animevideov3 nets are the x4 net followed by a bicubic resize by 0.5 (0.75):
-`Resized` adds that step. `from_ncnn` checks the .param's structure against the torch net (layer
+`Resized` adds that step. `state_from_ncnn` checks the .param's structure against the torch net (layer
 count, shapes, fused activations) before copying a single weight.
 """
 from __future__ import annotations
@@ -92,9 +92,14 @@ class RRDBNet(nn.Module):
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), LEAKY_SLOPE))
 
 
+def bicubic(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[N, C, h, w] resized to `size` as ncnn's Interp type 3 does: a = -0.75, half-pixel centres,
+    edges clamped, no antialiasing (torch's bicubic is the same filter)."""
+    return F.interpolate(images, size=size, mode="bicubic", align_corners=False)
+
+
 class Resized(nn.Module):
-    """`net`, then a bicubic resize of its output by `factor` (ncnn's Interp type 3: a = -0.75,
-    half-pixel centres, edges clamped, no antialiasing; torch's bicubic is the same filter)."""
+    """`net`, then a bicubic resize of its output by `factor` (ncnn's Interp type 3, see bicubic)."""
 
     def __init__(self, net: nn.Module, factor: float):
         super().__init__()
@@ -104,7 +109,7 @@ class Resized(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
         size = (round(x.shape[2] * self.upscale), round(x.shape[3] * self.upscale))
-        return F.interpolate(out, size=size, mode="bicubic", align_corners=False)
+        return bicubic(out, size)
 
 
 # ----------------------------------------------------------------------------- from ncnn
@@ -195,6 +200,16 @@ def _digest(*paths: Path) -> str:
     return sha.hexdigest()[:16]
 
 
+def _filled(config: dict, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The net built on the meta device and given `state`'s tensors (strict: every parameter
+    filled, nothing left over): x4plus's 16.7 M parameters are not first randomly initialised,
+    which took seconds."""
+    with torch.device("meta"):
+        net = build(config)
+    net.load_state_dict(state, assign=True)
+    return net.eval().requires_grad_(False)
+
+
 def convert(param_path: Path | str, bin_path: Path | str, cache_dir: Path | str | None = None) -> nn.Module:
     """The torch net (eval mode, float32, CPU) for one ncnn .param/.bin pair.
 
@@ -207,41 +222,26 @@ def convert(param_path: Path | str, bin_path: Path | str, cache_dir: Path | str 
         cached = Path(cache_dir) / f"{key}-torch{torch.__version__.split('+')[0]}.pt"
         if cached.is_file():
             saved = torch.load(cached, map_location="cpu", weights_only=True)
-            net = build(saved["config"])
-            net.load_state_dict(saved["state"])
-            return net.eval()
+            return _filled(saved["config"], saved["state"])
     layers = read_model(param_path, bin_path)
     config = _config(layers)
-    net = build(config)
-    state = state_from_ncnn(layers, net)
-    net.load_state_dict(state)   # strict: every parameter filled, nothing left over
+    with torch.device("meta"):   # shapes only: state_from_ncnn checks the weights against them
+        shapes = build(config)
+    state = state_from_ncnn(layers, shapes)
+    net = _filled(config, state)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial")
         torch.save({"config": config, "state": state}, partial)
         partial.replace(cached)
-    return net.eval()
-
-
-def load(model_name: str, scale: int, folder: Path | str | None = None,
-         cache_dir: Path | str | None = None) -> nn.Module:
-    """The torch net for one of tabs.upscale.model's models ("upscale-fast" at 2 or 4,
-    "upscale-x4plus" at 4), from the shipped ncnn weights (`folder`, default the wheel's)."""
-    from . import model
-
-    stems = model._FILES[model_name]
-    if scale not in stems:
-        raise ValueError(f"{model_name} has no x{scale} net (it has {sorted(stems)})")
-    folder = Path(folder) if folder is not None else model.weights_dir()
-    stem = stems[scale]
-    return convert(folder / f"{stem}.param", folder / f"{stem}.bin", cache_dir)
+    return net
 
 
 def run_patch(net: nn.Module, patch: np.ndarray) -> np.ndarray:
-    """uint8 RGB [h, w, 3] -> float32 RGB [3, h*s, w*s] in 0..1 (slightly outside at edges): the
-    contract of model._run_net, so model.upscale_tiles can drive a torch net unchanged."""
+    """uint8 RGB [h, w, 3] -> float32 RGB [3, h*s, w*s] in 0..1 (slightly outside at edges), with
+    the plain torch net: the contract of model.upscale_tiles' `run`."""
     param = next(net.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(patch)).to(param.device).permute(2, 0, 1)[None]
+    x = torch.from_numpy(np.array(patch)).to(param.device).permute(2, 0, 1)[None]
     with torch.inference_mode():
         out = net(x.to(param.dtype) / 255.0)
     return out[0].float().cpu().numpy()
