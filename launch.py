@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 
     def preload() -> None:
-        from analysers.warmup import warm_up
+        from tabs.warmup import warm_up
 
         warm_up()   # a second with setup.sh's numba cache; else the first audio request would pay it
         # Interactive models are resident from the start so the first click answers at once.

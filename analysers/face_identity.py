@@ -137,7 +137,7 @@ def load_for_engine(device: str) -> FaceEmbedder:
 
 def export_onnx() -> float:
     """Seconds to export the ResNet to ONNX (~20 s on 2 cores, once per machine and versions) or
-    to find it cached; for set-up (analysers/warmup.py), so no user request pays the export."""
+    to find it cached; for set-up (tabs/warmup.py), so no user request pays the export."""
     started = time.perf_counter()
     load("cpu", accelerate="onnx")
     return time.perf_counter() - started

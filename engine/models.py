@@ -20,7 +20,7 @@ Role = Literal["interactive", "heavy", "micro"]
 # What runs the model; 'other' for anything without its own entry. Shown in the System tab, and
 # torch models get their tensors counted exactly. Any runtime but the two the engine can see into
 # and free (torch, ONNX Runtime) must say why it is kept: ModelSpec.runtime_reason.
-Runtime = Literal["torch", "onnxruntime", "litert", "ctranslate2", "dlib", "ctypes", "other"]
+Runtime = Literal["torch", "onnxruntime", "ctranslate2", "ctypes", "other"]
 TWO_RUNTIMES = ("torch", "onnxruntime")
 ROLES = ("interactive", "heavy", "micro")
 
@@ -48,6 +48,9 @@ class ModelSpec:
             raise ValueError(f"{self.name}: role must be one of {ROLES}, not {self.role!r}")
         if self.max_instances < 1:
             raise ValueError(f"{self.name}: max_instances must be at least 1")
+        if self.runtime not in TWO_RUNTIMES and not self.runtime_reason.strip():
+            raise ValueError(f"{self.name}: runtime {self.runtime!r} is neither torch nor ONNX Runtime: "
+                             "say why it is kept (runtime_reason)")
 
 
 class Registry:

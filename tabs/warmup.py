@@ -1,7 +1,8 @@
 """Pay first-use costs at set-up, not in the first user's request: librosa's numba compilation
-(cached in site-packages) and the face detector's ONNX export (cached by weights hash and versions).
-`python -m analysers.warmup` (setup.sh runs it; launch.py repeats the librosa part at start-up, which
-takes a second once the cache is warm)."""
+(cached in site-packages), the shared face analysers' ONNX exports and each capability's own
+(`prepare()` in its contract, where it has one: converted weights, exports, all cached by weights
+hash and versions). `python -m tabs.warmup` (setup.sh runs it; launch.py repeats the librosa part
+at start-up, which takes a second once the cache is warm)."""
 from __future__ import annotations
 
 import time
@@ -32,6 +33,29 @@ def export_face_detector() -> float:
     return time.perf_counter() - started
 
 
+def export_face_embedder() -> float:
+    from analysers import face_identity
+
+    return face_identity.export_onnx()
+
+
+def prepare_capabilities() -> dict[str, float]:
+    """Seconds each capability's prepare() took; a capability that cannot run here is skipped."""
+    from tabs import CAPABILITIES, capability
+
+    took = {}
+    for name in CAPABILITIES:
+        cap = capability(name)
+        if hasattr(cap, "prepare") and cap.unavailable() is None:
+            started = time.perf_counter()
+            cap.prepare()
+            took[name] = time.perf_counter() - started
+    return took
+
+
 if __name__ == "__main__":
     print(f"librosa warmed up in {warm_up():.1f} s")
     print(f"face detector exported to ONNX (or found in the cache) in {export_face_detector():.1f} s")
+    print(f"face embedder exported to ONNX (or found in the cache) in {export_face_embedder():.1f} s")
+    for name, seconds in prepare_capabilities().items():
+        print(f"{name}: prepared (converted, exported, or found in the cache) in {seconds:.1f} s")

@@ -187,3 +187,5 @@ def test_every_onnx_runtime_model_goes_to_the_gpu_where_there_is_one_and_the_rea
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert [r["model"] for r in rows if f"\n| {r['model']} | " not in readme] == []
     assert models_table.markdown(rows).splitlines()[0] == "| " + " | ".join(models_table.COLUMNS) + " |"
+    # The README's table is the registry's, whole (regenerate it with python -m app.models_table).
+    assert models_table.markdown(rows).strip() in readme

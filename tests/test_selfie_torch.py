@@ -140,7 +140,7 @@ def test_the_onnx_model_runs_on_onnx_runtime_from_the_compile_cache(onnx_segment
 
 
 def test_prepare_pays_the_export_once(onnx_segmenter, compile_cache):
-    """What set-up (analysers/warmup.py) calls: after it, a load finds the file in the cache."""
+    """What set-up (tabs/warmup.py) calls: after it, a load finds the file in the cache."""
     before = sorted(compile_cache.iterdir())
     info = bg.prepare(compile_cache)
     assert (info["mode"], info["exported"], info["reason"]) == ("onnx", False, None)

@@ -248,7 +248,7 @@ def _export(module: nn.Module, example: tuple, path: Path, dynamic: bool) -> Non
 
 
 def _prepare_onnx(module: nn.Module, examples: list[tuple], reference: Any, cache_dir: Path, key: str,
-                  dynamic: bool, device: str, threads: int | None):
+                  dynamic: bool, device: str, threads: int | None, options: dict):
     from . import onnx_runtime
 
     path = onnx_path(cache_dir, key, module, examples, dynamic)
@@ -257,7 +257,7 @@ def _prepare_onnx(module: nn.Module, examples: list[tuple], reference: Any, cach
         _export(module, examples[0], path, dynamic)
         exported = True
     try:
-        session = onnx_runtime.session(path, device, threads=threads or torch.get_num_threads())
+        session = onnx_runtime.session(path, device, threads=threads or torch.get_num_threads(), **options)
     except Exception:  # noqa: BLE001 - a damaged cache file: export again, once
         if exported:
             raise
@@ -265,7 +265,7 @@ def _prepare_onnx(module: nn.Module, examples: list[tuple], reference: Any, cach
         path.unlink(missing_ok=True)
         _export(module, examples[0], path, dynamic)
         exported = True
-        session = onnx_runtime.session(path, device, threads=threads or torch.get_num_threads())
+        session = onnx_runtime.session(path, device, threads=threads or torch.get_num_threads(), **options)
     names = [i.name for i in session.get_inputs()]
     out_device = torch.device(device)
     single = isinstance(reference, torch.Tensor)
@@ -293,7 +293,7 @@ def _device_of(module: nn.Module) -> str:
 
 def accelerate(module: nn.Module, examples, mode: str | None = "eager",
                cache_dir: str | os.PathLike | None = None, key: str | None = None, *,
-               dynamic: bool = True, threads: int | None = None) -> Accelerated:
+               dynamic: bool = True, threads: int | None = None, session_options: dict | None = None) -> Accelerated:
     """`module` (eval mode, on its device) run as `mode`; see the module docstring.
 
     examples: the inputs of one call (a tensor or a tuple of tensors) or a list of such calls.
@@ -302,6 +302,7 @@ def accelerate(module: nn.Module, examples, mode: str | None = "eager",
     dynamic: every input dimension may vary (a size of 1 in the first example stays fixed).
     key: the file name stem of the ONNX file (bump it when the module's code changes).
     threads: ONNX Runtime intra-op threads (default: torch.get_num_threads(), the same as eager).
+    session_options: more keywords for onnx_runtime.session (arena, cuda_options).
     """
     mode = mode or "eager"
     if mode not in MODES:
@@ -327,7 +328,7 @@ def accelerate(module: nn.Module, examples, mode: str | None = "eager",
             runner, extra = _prepare_compile(module, calls, cache, dynamic)
         else:
             runner, extra = _prepare_onnx(module, calls, wanted[0], cache, key, dynamic, _device_of(module),
-                                          threads)
+                                          threads, session_options or {})
             stage = "ONNX Runtime"
         for name, value in extra.items():
             setattr(info, name, value)

@@ -112,7 +112,7 @@ def load(device: str = "cpu", accelerate: str | None = "onnx",
 
 
 def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
-    """Pay the ONNX export at set-up (analysers/warmup.py) rather than in a first request: about
+    """Pay the ONNX export at set-up (tabs/warmup.py) rather than in a first request: about
     5 s on 2 cores, once per machine and torch / onnxruntime versions; a few hundred ms when the
     file is cached. Returns engine.runtimes.compiled.Preparation.as_dict(): mode ("onnx", or
     "eager" with `reason`), prepare_s, path, exported."""
