@@ -14,7 +14,7 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "background", "style", "upscale", "ocr", "nsfw",
+    "faces", "background", "style", "upscale", "ocr", "nsfw", "language",
     "stt", "tts", "vad", "denoise", "pitch", "voices",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
 ]
