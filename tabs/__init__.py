@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 CAPABILITIES = [
     "faces", "background", "style", "upscale", "ocr", "nsfw", "language",
-    "stt", "tts", "vad", "denoise", "pitch", "voices",   # GROUP "Audio": one tab, a sub-tab each
+    "stt", "tts", "vad", "denoise", "pitch", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
 ]
 # A tab that groups several capabilities, and the line it opens with.
