@@ -42,10 +42,16 @@ class ModelSpec:
     max_pixels: int | None = None  # inputs larger than this are shrunk before the model
     description: str = ""
     runtime_reason: str = ""  # why a runtime other than torch / ONNX Runtime is kept
+    # Only for a model that may be split over several GPUs when it fits no single one: split(rooms)
+    # plans an engine.device_map.DeviceMap over {device: bytes it may take}, None when it does not
+    # fit; the loader then receives that DeviceMap (a str: the device the inputs go to).
+    split: Callable[[dict[str, int]], Any] | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"{self.name}: role must be one of {ROLES}, not {self.role!r}")
+        if self.split is not None and self.device != "auto":
+            raise ValueError(f"{self.name}: only a model placed 'auto' may be split over GPUs")
         if self.max_instances < 1:
             raise ValueError(f"{self.name}: max_instances must be at least 1")
         if self.runtime not in TWO_RUNTIMES and not self.runtime_reason.strip():

@@ -274,3 +274,70 @@ def test_every_cuda_tier_is_put_in_place_and_undone_down_and_up_the_ladder(tmp_p
     assert pipe.tier == rungs[0] and np.abs(image - reference).max() <= 2
     pipe.close()
     assert pipe.base is None
+
+
+# ---- a model too large for one GPU, split over two (engine/device_map.py, lesson 8)
+
+@pytest.fixture(scope="module")
+def sam_b(tmp_path_factory):
+    """sam-vit-base's architecture (358 MiB float32) with seeded random weights, saved as a store
+    folder: the split is about placement, the same weights answer on the CPU for reference."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    folder = tmp_path_factory.mktemp("sam-b") / "sam"
+    torch.manual_seed(0)
+    SamModel(SamConfig()).save_pretrained(folder)
+    SamProcessor(SamImageProcessor()).save_pretrained(folder)
+    return folder
+
+
+def _sam_picture():
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 60, (300, 400, 3), dtype=np.uint8)
+    image[80:200, 100:300] = (220, 40, 40)
+    return image
+
+
+def test_sam_loads_through_a_device_map_onto_one_gpu(sam_b):
+    """The loader's DeviceMap path on the one GPU a device check may have: parts mapped, loaded
+    straight there, counted per device, the same mask as on the CPU."""
+    import numpy as np
+
+    from engine.device_map import DeviceMap
+    from tabs.segment import model as sam
+
+    parts = ("shared_image_embedding", "prompt_encoder", "vision_encoder", "mask_decoder")
+    mapped = sam.load(sam_b, DeviceMap({p: "cuda:0" for p in parts}))
+    whole = sam.load(sam_b, "cpu")
+    assert set(mapped.device_shares) == {"cuda:0"}
+    assert mapped.device_shares["cuda:0"] == whole.device_shares["cpu"]
+    a, b = whole.segment(_sam_picture(), [[200, 140, 1]]), mapped.segment(_sam_picture(), [[200, 140, 1]])
+    assert np.mean(a.mask == b.mask) > 0.999 and a.scores == pytest.approx(b.scores, abs=2e-3)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_sam_too_large_for_either_gpu_budget_runs_split_over_two(tmp_path, sam_b):
+    import dataclasses
+
+    import numpy as np
+
+    from engine.device_map import DeviceMap
+    from tabs.segment import model as sam
+
+    engine = Engine(tmp_path / "data", budget="cuda:0=250MiB,cuda:1=250MiB", reserve=0, wait_timeout_s=30)
+    spec = sam.model_spec({"name": "sam-b", "path": str(sam_b), "bytes": 375_000_000})
+    engine.register(dataclasses.replace(spec, run_estimate_bytes=16 * MiB))
+    before = [torch.cuda.memory_allocated(d) for d in (0, 1)]
+    with engine.run("segment") as run:
+        result = sam.segment(run.call, "sam-b", _sam_picture(), [[200, 140, 1]])
+    (instance,) = engine.pool._instances
+    assert isinstance(instance.device, DeviceMap) and instance.device.devices == ("cuda:0", "cuda:1")
+    shares = instance.model.device_shares
+    assert set(shares) == {"cuda:0", "cuda:1"} and all(s <= 250 * MiB for s in shares.values())
+    assert all(engine.pool.resident_bytes(d) == shares[d] for d in shares)
+    assert all(torch.cuda.memory_allocated(d) - before[d] >= shares[f"cuda:{d}"] for d in (0, 1))
+    reference = sam.load(sam_b, "cpu").segment(_sam_picture(), [[200, 140, 1]])
+    assert np.mean(reference.mask == result.mask) > 0.999
+    assert reference.scores == pytest.approx(result.scores, abs=2e-3)
+    assert engine.pool.unload("sam-b") == 1

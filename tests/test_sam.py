@@ -190,3 +190,24 @@ def test_clicks_add_points_and_boxes_through_the_module_level_handlers(engine):
     assert box == "[30, 20, 90, 60]" and info["prompt_box"] == [30.0, 20.0, 90.0, 60.0]
     _, _, info, state, points, box = tab.undo(engine, image, state, None, 0)
     assert box == "" and points == "[[50, 40, 1]]" and info["prompt_box"] is None
+
+
+def test_a_stored_sam_may_be_split_and_loads_by_a_device_map(engine, tiny_sam):
+    """The spec plans its split from config.json alone (tests/test_device_map.py has the planner and
+    the pool on fake GPUs); a DeviceMap goes to from_pretrained(device_map=...). Here every part is
+    on the CPU, the one device this machine has: the path a split over GPUs takes, not the split."""
+    from engine.device_map import DeviceMap
+
+    spec = engine.registry.get("tiny-sam")
+    plan = spec.split({"cuda:0": 10**9, "cuda:1": 10**9})
+    assert isinstance(plan, DeviceMap) and plan.devices == ("cuda:0",)   # room enough: one GPU
+    assert spec.split({"cuda:0": 1000, "cuda:1": 1000}) is None
+    image = picture()
+    whole = sam.load(tiny_sam, "cpu")
+    mapped = sam.load(tiny_sam, DeviceMap({"vision_encoder": "cpu", "": "cpu"}))
+    assert mapped.device == "cpu" and isinstance(mapped.device, DeviceMap)
+    total = sum(p.numel() * p.element_size() for p in whole.model.parameters())
+    assert mapped.device_shares == {"cpu": whole.device_shares["cpu"]} and whole.device_shares["cpu"] >= total
+    assert mapped.placement["tier"] == "split over GPUs" and whole.placement is None
+    a, b = whole.segment(image, [[50, 40, 1]]), mapped.segment(image, [[50, 40, 1]])
+    assert np.array_equal(a.mask, b.mask) and a.scores == pytest.approx(b.scores, abs=1e-6)

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from engine import ModelSpec, UserFacingError
+from engine.device_map import DeviceMap, plan as plan_device_map, tensor_shares
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ MAX_PIXELS = 16_000_000  # above this the picture is shrunk for the model and th
 MAX_POINTS = 64
 EMBEDDINGS_KEPT = 4
 HUB_EXAMPLE = "facebook/sam-vit-base"
+# Split over GPUs only between these (SamModel lists just the ViT layer): the decoders combine
+# their parts' outputs inside their own forward, where no hook moves tensors between devices.
+SPLIT_WHOLE = ("SamVisionLayer", "SamPatchEmbeddings", "SamVisionNeck", "SamPromptEncoder", "SamMaskDecoder")
 
 NO_MODEL = (f"No SAM model yet. Add one in the **Models** tab: the hub id `{HUB_EXAMPLE}` (375 MB; "
             "`facebook/sam-vit-large` and `facebook/sam-vit-huge` are bigger and slower) with kind **sam**, or a "
@@ -179,8 +183,20 @@ class SamSegmenter:
     """A loaded SAM: model, processor, device, and the embeddings of the last few pictures."""
 
     def __init__(self, model, processor, device: str, name: str = "sam"):
+        # device: where the inputs go; a DeviceMap (a str too) when the model is split over GPUs
         self.model, self.processor, self.device, self.name = model, processor, device, name
         self._embeddings: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+    @property
+    def device_shares(self) -> dict[str, int]:  # weights per device as loaded: the engine accounts a split by it
+        return tensor_shares(self.model)
+
+    @property
+    def placement(self) -> dict | None:
+        """Shown in the System tab when split: where each part is and why."""
+        if isinstance(self.device, DeviceMap):
+            shares = ", ".join(f"{d} {s / MiB:.0f} MiB" for d, s in self.device_shares.items())
+            return {"device": self.device.label, "tier": "split over GPUs", "why": f"fits no single GPU's room: {shares}"}
 
     @staticmethod
     def _key(image: np.ndarray) -> str:
@@ -264,9 +280,26 @@ def load(path: str | Path, device: str = "cpu", name: str = "sam") -> SamSegment
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} has no config.json: add the SAM model again in the Models tab.")
-    model = SamModel.from_pretrained(str(path), use_safetensors=True, local_files_only=True)
-    model.eval().to(device)
+    if isinstance(device, DeviceMap):
+        # Each part straight onto its GPU; accelerate's hooks carry activations between them.
+        model = SamModel.from_pretrained(str(path), use_safetensors=True, local_files_only=True,
+                                         device_map=dict(device.modules)).eval()
+    else:
+        model = SamModel.from_pretrained(str(path), use_safetensors=True, local_files_only=True)
+        model.eval().to(device)
     return SamSegmenter(model, _processor(path), device, name)
+
+
+def meta_model(path: str | Path):
+    """The SAM of a folder's config.json with no weights (the meta device), at the checkpoint's dtype."""
+    import torch
+    from transformers import SamConfig, SamModel
+
+    config = SamConfig.from_pretrained(str(path), local_files_only=True)
+    dtype = getattr(config, "dtype", None)
+    with torch.device("meta"):
+        model = SamModel(config)
+    return model.to(dtype) if isinstance(dtype, torch.dtype) else model
 
 
 # ---------------------------------------------------------------------------------- engine wiring
@@ -278,17 +311,27 @@ class SamLoader:
 
     def __init__(self, name: str, path: str):
         self.name, self.path = name, path
+        self._meta = None
 
     def __call__(self, device: str) -> SamSegmenter:
         return load(self.path, device, self.name)
+
+    def split(self, rooms: dict[str, int]) -> DeviceMap | None:
+        """ModelSpec.split: the layers over GPUs with these rooms (bytes each), planned from config.json
+        on the meta device (no weights read, no GPU touched; built once); None when it does not fit."""
+        if self._meta is None:
+            self._meta = meta_model(self.path)
+        return plan_device_map(self._meta, rooms, no_split=SPLIT_WHOLE, dtype=self._meta.dtype,
+                               follow={"vision_encoder.pos_embed": "vision_encoder.patch_embed"})
 
 
 def model_spec(entry: dict) -> ModelSpec:
     """The engine model for a model-store entry of kind 'sam'."""
     size = int(entry.get("bytes") or 400 * MiB)
     role = "interactive" if size <= INTERACTIVE_MAX_BYTES else "heavy"
+    loader = SamLoader(entry["name"], entry["path"])
     return ModelSpec(
-        name=entry["name"], role=role, runtime="torch", loader=SamLoader(entry["name"], entry["path"]),
+        name=entry["name"], role=role, runtime="torch", loader=loader, split=loader.split,
         source=entry.get("source") or entry["path"], estimate_bytes=size,
         # The ViT image encoder at 1024 px dominates a run; learned after the first call.
         run_estimate_bytes=512 * MiB + size, max_pixels=MAX_PIXELS,

@@ -1,0 +1,267 @@
+"""What the pool holds and the policy over it: memory accounting per device, placement, eviction.
+`engine/pool.py` builds leases (waiting, fairness, loading) on top of this.
+
+- Accounting: each instance holds bytes on its device, or, split over several GPUs
+  (`engine/device_map.DeviceMap`), a share on each; a leased one also reserves its run peak, on
+  every device of a split (each runs layers, and a transformer's activation peak is per layer).
+- Headroom on a device: free memory (every process counted, torch's own cache as free) less the
+  reserve and what is promised but not yet visible, within the budget less what the engine holds.
+- Placement: an idle instance's device, else Devices.place by headroom; a spec that may be split
+  (`ModelSpec.split`) goes whole where one GPU has room, else split over the GPUs' rooms, else
+  whole where eviction makes room, else split evicting on one GPU, then on all, else (whole never
+  fits) split over what the budgets allow, waiting for it; not even that: refused.
+- Eviction: idle models, heavy LRU first, then micro, interactive last.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from .device_map import DeviceMap
+from .devices import Devices, format_bytes
+from .models import FootprintStore, ModelSpec, Registry
+from .oom import NotEnoughMemory
+from .runs import current_run
+from .runtimes.torch_runtime import cached_bytes, release_cached_memory
+
+log = logging.getLogger(__name__)
+
+_EVICTION_RANK = {"heavy": 0, "micro": 1, "interactive": 2}
+
+
+class ModelUnavailable(RuntimeError):
+    """The model failed to load (missing package, missing or corrupt weights)."""
+
+
+@dataclass(eq=False)
+class Instance:
+    spec: ModelSpec
+    device: str  # a DeviceMap when split over several GPUs (its str: the device the inputs go to)
+    state: str = "loading"  # loading / idle / leased
+    model: Any = None
+    bytes: int = 0  # measured after the load; the footprint estimate while loading (a split's: all shares)
+    run_reserved: int = 0  # run-peak bytes reserved while leased (on each device of a split)
+    last_used: float = field(default_factory=time.monotonic)
+    load_s: float = 0.0
+    uses: int = 0
+    backend: str = ""  # what it really runs on, e.g. 'onnxruntime:CPU' (see runtimes/backend.py)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return self.device.devices if isinstance(self.device, DeviceMap) else (self.device,)
+
+    def on(self, device: str) -> bool:
+        # Not `self.device == device`: a DeviceMap equals its first device as a str.
+        return str(device) in self.devices
+
+    def bytes_on(self, device: str) -> int:
+        if isinstance(self.device, DeviceMap):
+            return self.device.shares.get(str(device), 0)
+        return self.bytes if self.device == device else 0
+
+
+class Residency:
+    def __init__(self, registry: Registry, devices: Devices, footprints: FootprintStore, *,
+                 reserve_bytes: int = 256 * 1024**2):
+        self.registry, self.devices, self.footprints = registry, devices, footprints
+        self.reserve_bytes = reserve_bytes
+        self._cond = threading.Condition()
+        self._instances: list[Instance] = []
+        self.eviction_log: list[str] = []
+
+    # ---- memory accounting (call with the lock held) ----
+
+    def engine_bytes(self, device: str) -> int:
+        """What the engine holds or has promised on a device: loaded models and run reservations."""
+        return sum(i.bytes_on(device) + i.run_reserved for i in self._instances if i.on(device))
+
+    def _unreflected_bytes(self, device: str) -> int:
+        # Loads in flight and run reservations are promised but not yet visible as used memory.
+        return sum((i.bytes_on(device) if i.state == "loading" else 0) + i.run_reserved
+                   for i in self._instances if i.on(device))
+
+    def headroom(self, device: str) -> int:
+        # torch's cache of this process counts as free: the next allocation here reuses it.
+        device = str(device)
+        free = (self.devices.memory(device).free + cached_bytes(device) - self.reserve_bytes
+                - self._unreflected_bytes(device))
+        within_budget = self.devices.budget(device) - self.engine_bytes(device)
+        return min(free, within_budget)
+
+    def _capacity(self, device: str) -> int:
+        """The most the engine could ever hold there: its budget, or the device less the reserve."""
+        return min(self.devices.budget(device), self.devices.memory(device).total - self.reserve_bytes)
+
+    def _never_fits(self, spec: ModelSpec, device: str, need: int) -> str | None:
+        device = str(device)
+        budget = self.devices.budget(device)
+        total = self.devices.memory(device).total - self.reserve_bytes
+        if need > budget:
+            return (f"{spec.name} needs about {format_bytes(need)} on {device}, more than the "
+                    f"budget of {format_bytes(budget)} there (raise it with --budget)")
+        if need > total:
+            return (f"{spec.name} needs about {format_bytes(need)} on {device}, which has only "
+                    f"{format_bytes(total)} in all")
+        return None
+
+    # ---- placement ----
+
+    def _place(self, spec: ModelSpec, bucket: str | None = None) -> str:
+        """Where this lease is served: an idle instance's device, else (no further instance
+        allowed) an instance's, else the device Devices.place picks by headroom, or for a
+        splittable spec that fits no single GPU a DeviceMap (see the module docstring)."""
+        mine = [i for i in self._instances if i.spec is spec]
+        idle = [i for i in mine if i.state == "idle"]
+        if idle or len(mine) >= spec.max_instances:
+            return (idle or mine)[0].device
+        best = self.devices.place(spec.device, room=self.headroom)
+        if spec.split is None or self.devices.pinned or len(self.devices.gpus) < 2:
+            return best
+        return self._whole_or_split(spec, best, bucket)
+
+    def _evictable(self, device: str) -> int:
+        return sum(c.bytes_on(device) for c in self._eviction_candidates(device))
+
+    def _whole_or_split(self, spec: ModelSpec, best: str, bucket: str | None) -> str:
+        gpus = self.devices.gpus
+        load, run = self.footprints.load_bytes(spec, best), self.footprints.run_bytes(spec, best, bucket)
+        need = load + run
+
+        def split(room) -> DeviceMap | None:
+            # Every device of a split reserves the run peak too: the weights get what is left.
+            found = spec.split({d: room(d) - run for d in gpus})
+            return found if isinstance(found, DeviceMap) and len(found.devices) > 1 else None
+
+        if self.headroom(best) >= need:
+            return best
+        found = split(self.headroom)
+        if found is not None:
+            return found
+        if self.headroom(best) + self._evictable(best) >= need:
+            return best
+        # Evicting on one GPU only is tried before on all: the first GPU is filled first, so rooms
+        # raised everywhere would evict there whatever the others could have taken.
+        for one in sorted(gpus, key=self._evictable) + [None]:
+            found = split(lambda d: self.headroom(d) + (self._evictable(d) if one in (d, None) else 0))
+            if found is not None:
+                return found
+        if not all(self._never_fits(spec, d, need) for d in gpus):
+            return best  # whole on one GPU once memory there comes free: wait for it
+        found = split(self._capacity)
+        if found is None:
+            raise NotEnoughMemory(
+                f"{spec.name} needs about {format_bytes(need)}: more than any one GPU can take, and it "
+                f"does not split over {', '.join(gpus)} either (together "
+                f"{format_bytes(sum(self._capacity(d) for d in gpus))} within their budgets and reserve)")
+        return found  # fits only split, once memory on each comes free: the caller waits for it
+
+    # ---- eviction ----
+
+    def _eviction_candidates(self, device: str, roles=("heavy", "micro", "interactive"),
+                             protect: Instance | None = None) -> list[Instance]:
+        idle = [i for i in self._instances if i.on(device) and i.state == "idle"
+                and i.spec.role in roles and i is not protect]
+        return sorted(idle, key=lambda i: (_EVICTION_RANK[i.spec.role], i.last_used))
+
+    def _evict(self, instance: Instance, reason: str) -> bool:
+        """Drop the instance; True when reference counting alone freed its model."""
+        self._instances.remove(instance)
+        model, instance.model = instance.model, None
+        if instance.spec.unloader is not None:
+            instance.spec.unloader(model)
+        try:
+            still_there = weakref.ref(model)
+        except TypeError:   # no weak references to it (a tuple, a C object): only a collection can tell
+            still_there = None
+        del model
+        where = getattr(instance.device, "label", instance.device)
+        note = f"{instance.spec.name} ({instance.spec.role}, {format_bytes(instance.bytes)}) from {where}: {reason}"
+        self.eviction_log.append(note)
+        log.info("evicted %s", note)
+        run = current_run()
+        if run is not None:
+            run.evictions.append(instance.spec.name)
+        self._cond.notify_all()
+        return still_there is not None and still_there() is None
+
+    def _make_room(self, device: str, need: int, reason: str, protect: Instance | None = None,
+                   partial: bool = False) -> bool:
+        """Evict idle models (never `protect`) until `need` fits. True when it fits. Unless
+        `partial`, nothing is evicted when evicting every candidate would still leave it short: a
+        caller that has to wait anyway must not cost the resident models their instant answers."""
+        candidates = self._eviction_candidates(device, protect=protect)
+        if not partial and self.headroom(device) + sum(c.bytes_on(device) for c in candidates) < need:
+            return False
+        for candidate in candidates:
+            if self.headroom(device) >= need:
+                break
+            freed = self._evict(candidate, reason)
+            # So that the next headroom reading sees the memory as free. A full collection costs
+            # ~0.3 s with a dozen models loaded; it is needed only when the model is held in a
+            # reference cycle, not when dropping it freed it already.
+            release_cached_memory(collect=not freed)
+        return self.headroom(device) >= need
+
+    def free_memory(self, device: str, level: int = 1) -> list[str]:
+        """Out-of-memory step: level 1 evicts idle heavy and micro models, level 2 all idle ones
+        (on every device of a split: its OOM may be on any)."""
+        roles = ("heavy", "micro") if level <= 1 else ("heavy", "micro", "interactive")
+        with self._cond:
+            evicted = []
+            for one in (device.devices if isinstance(device, DeviceMap) else (device,)):
+                for instance in self._eviction_candidates(one, roles):
+                    self._evict(instance, "out of memory")
+                    evicted.append(instance)
+        evicted = [i.spec.name for i in evicted]
+        done = [f"evicted {', '.join(evicted)}"] if evicted else ["no idle model to evict"]
+        return done + release_cached_memory()
+
+    def unload(self, name: str) -> int:
+        """Unload every idle instance of a model. Returns how many."""
+        with self._cond:
+            idle = [i for i in self._instances if i.spec.name == name and i.state == "idle"]
+            for instance in idle:
+                self._evict(instance, "unloaded on request")
+        release_cached_memory()
+        return len(idle)
+
+    # ---- views ----
+
+    def snapshot(self) -> list[dict]:
+        """Every registered model with its instances' state and measured bytes (a split's per device too)."""
+        with self._cond:
+            rows = []
+            for spec in self.registry:
+                instances = [i for i in self._instances if i.spec is spec]
+                named = {"name": spec.name, "role": spec.role, "runtime": spec.runtime,
+                         "runtime_reason": spec.runtime_reason}
+                for i in instances:
+                    rows.append({**named, "device": getattr(i.device, "label", i.device), "bytes": i.bytes,
+                                 "state": "in use" if i.state == "leased" else i.state,
+                                 "measured": i.state != "loading", "load_s": round(i.load_s, 3),
+                                 "uses": i.uses, "backend": i.backend})
+                    if isinstance(i.device, DeviceMap):
+                        rows[-1]["shares"] = dict(i.device.shares)
+                    # What a loaded model says of its own placement (dict: device, tier, why), if anything.
+                    placement = getattr(i.model, "placement", None)
+                    if isinstance(placement, dict):
+                        rows[-1]["placement"] = dict(placement)
+                if not instances:
+                    device = self.devices.place(spec.device, room=self.headroom)
+                    measured = self.footprints.get(spec.name, device).load_bytes
+                    rows.append({**named, "device": device, "bytes": self.footprints.load_bytes(spec, device),
+                                 "state": "not loaded", "measured": measured is not None,
+                                 "load_s": None, "uses": 0, "backend": ""})
+            return rows
+
+    def resident_bytes(self, device: str) -> int:
+        with self._cond:
+            return sum(i.bytes_on(device) for i in self._instances)
+
+    def loaded_models(self) -> set[str]:
+        with self._cond:
+            return {i.spec.name for i in self._instances}
