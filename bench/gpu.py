@@ -1,7 +1,8 @@
 """gpu: everything a CUDA machine has to show, in one run of at most 8 minutes, as one JSON line.
 
-- cuda_tests: `pytest -q tests/test_cuda.py` in a child process: passed / failed / skipped / errors,
-  and the failed tests' names.
+- cuda_tests: `pytest -q -m gpu tests/` in a child process (tests/test_cuda.py and every test with
+  a GPU path: the converted networks, the ONNX Runtime and CTranslate2 placements): passed /
+  failed / skipped / errors, and the failed tests' names.
 - tiers: bench/gpu_tiers.py on cuda:0 (each memory tier of the tiny Stable Diffusion pipeline: load
   time, step time, resident and peak memory, pixels against the full tier; then the walk down).
 - swap: the host-to-device ceiling (pinned-memory copies, GB/s, median) against loading a model of
@@ -83,7 +84,7 @@ def _last_json(args: list[str], timeout: float) -> dict:
 
 def cuda_tests(timeout: float) -> dict:
     code, out, err = _child([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
-                             "tests/test_cuda.py"], timeout)
+                             "-m", "gpu", "tests/"], timeout)
     summary = (out.strip().splitlines() or [""])[-1]
     counts = {kind: 0 for kind in ("passed", "failed", "skipped", "errors")}
     for number, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?)", summary):

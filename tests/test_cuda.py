@@ -12,7 +12,7 @@ from engine import Engine, OutOfMemory
 from engine.devices import Devices, read_memory
 from tiny_models import MiB, block_spec
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"), pytest.mark.gpu]
 
 
 def gpu_spec(tmp_path, name, mib, role="heavy"):

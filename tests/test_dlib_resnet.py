@@ -154,6 +154,7 @@ def test_the_onnx_export_gives_dlibs_descriptors_too(dlib_net, found, tmp_path_f
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_on_cuda_the_network_still_gives_dlibs_descriptors(dlib_net):
     on_gpu = face_identity.load("cuda:0")
     assert next(on_gpu.net.parameters()).device.type == "cuda"

@@ -97,6 +97,7 @@ def test_the_batched_graph_gives_the_wheels_embeddings(say):
         assert max(kw.bundled(name).scores(batched)[2] for name in kw.BUNDLED) < 0.65
 
 
+@pytest.mark.gpu
 def test_the_spec_runs_where_onnx_runtime_runs():
     from engine.runtimes import onnx_runtime
 

@@ -197,6 +197,7 @@ def test_the_endpoint_has_a_docstring_for_mcp():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_on_cuda_the_same_top3_as_fasttext():
     gpu = lid.load("cuda:0")
     assert gpu.net.nodes_out.device.type == "cuda"

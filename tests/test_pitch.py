@@ -31,6 +31,7 @@ def test_the_weights_are_here():
     assert pz.unavailable_reason() is None and capability.unavailable() is None
 
 
+@pytest.mark.gpu
 def test_the_detector_runs_where_onnx_runtime_really_runs():
     from engine.runtimes import onnx_runtime
 

@@ -94,6 +94,7 @@ def engine(tmp_path_factory):
         yield engine
 
 
+@pytest.mark.gpu
 def test_the_weights_are_here_and_nothing_is_downloaded():
     assert stt.unavailable_reason() is None
     folder = stt.model_dir()
@@ -104,6 +105,7 @@ def test_the_weights_are_here_and_nothing_is_downloaded():
     assert 1 <= stt.cpu_threads() <= 4
 
 
+@pytest.mark.gpu
 def test_ctranslate2_runs_int8_on_the_cpu_float16_on_a_gpu_and_says_why_it_is_kept():
     spec, = stt.specs()
     assert "CTranslate2 has CUDA" in spec.runtime_reason and "10m31s" in spec.runtime_reason

@@ -57,6 +57,7 @@ def shapes(size=256):
     return np.asarray(im)
 
 
+@pytest.mark.gpu
 def test_both_models_run_on_onnx_runtime_and_their_specs_say_so(engine):
     for spec in up.specs():
         assert (spec.runtime, spec.device) == ("onnxruntime", onnx_runtime.spec_device()), spec.name

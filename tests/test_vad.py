@@ -106,6 +106,7 @@ def test_the_sequence_model_gives_the_stock_models_probabilities(placed):
     np.testing.assert_array_equal(np.concatenate(chunks), probs)
 
 
+@pytest.mark.gpu
 def test_the_session_runs_where_onnx_runtime_really_runs(placed):
     from engine.runtimes import onnx_runtime
 
