@@ -1,5 +1,5 @@
-"""The selfie segmenter rebuilt in torch from the .tflite file (tabs/background/tflite_reader.py,
-selfie_torch.py), eager and exported to ONNX Runtime, against LiteRT, the runtime it was made for.
+"""The selfie segmenter rebuilt in torch from the .tflite file (engine/runtimes/tflite, wrapped by
+tabs/background/selfie_torch.py), eager and exported to ONNX Runtime, against LiteRT, the runtime it was made for.
 
 LiteRT is no dependency any more: its outputs on four real photos, and its view of the graph, are
 stored in tests/data/selfie_litert_reference.npz (tests/data/make_selfie_reference.py made them,
@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from tabs.background import model as bg
+from engine.runtimes.tflite import (Model, Operator, Tensor, TFLiteFormatError, TFLiteGraph, UnsupportedGraph,
+                                    read_model)
 from tabs.background import selfie_torch as st
-from tabs.background.tflite_reader import Model, Operator, Tensor, TFLiteFormatError, read_model
 from tests.data.make_selfie_reference import photos, read_reference, sha256
 
 TOLERANCE = 1e-3  # max abs difference of P(person), 0..1
@@ -164,11 +165,13 @@ def test_the_loader_puts_the_net_on_the_device_it_is_given(tmp_path, reference):
 # ------------------------------------------------------------------------- TFLite semantics
 
 def _graph(input_shape, ops, constants):
-    """A tiny graph of reader objects: tensor 0 is the input, the last op's output the output."""
+    """A tiny graph of reader objects: tensor 0 is the input, the last op's output the output.
+    Activations are 4-D (the ops here read only their rank: their sizes follow from the input)."""
     count = 1 + max(max(op.inputs + op.outputs) for op in ops)
-    tensors = [Tensor(i, f"t{i}", (), np.float32, constants.get(i)) for i in range(count)]
+    tensors = [Tensor(i, f"t{i}", constants[i].shape if i in constants else (1, 1, 1, 1), np.float32,
+                      constants.get(i)) for i in range(count)]
     tensors[0].shape = tuple(input_shape)
-    return st.TFLiteGraph(Model(tensors, ops, [0], [ops[-1].outputs[0]]))
+    return TFLiteGraph(Model(tensors, ops, [0], [ops[-1].outputs[0]]))
 
 
 def _run(graph, x):
@@ -269,8 +272,8 @@ def test_mediapipe_transposed_convolution_crops_as_mediapipe_does():
 
 
 def test_an_unknown_operator_is_refused_by_name():
-    with pytest.raises(st.UnsupportedGraph, match="PRELU"):
-        _graph((1, 4, 4, 1), [Operator(0, "PRELU", [0, 1], [2])], {1: np.ones(1, np.float32)})
+    with pytest.raises(UnsupportedGraph, match="SQUARED_DIFFERENCE"):
+        _graph((1, 4, 4, 1), [Operator(0, "SQUARED_DIFFERENCE", [0, 1], [2])], {1: np.ones(1, np.float32)})
 
 
 def test_elementwise_constants_broadcast_over_channels_and_concat_joins_channels():

@@ -3,9 +3,9 @@ replace everything else, in photos and, as a job, in videos.
 
 The model is MediaPipe's selfie segmenter, `selfie_segmentation.tflite` from the mediapipe wheel
 (installed with --no-deps for its files only: mediapipe itself is never imported, it pins
-numpy<2). Its graph is read from the .tflite file and rebuilt in torch (tflite_reader.py,
-selfie_torch.py, MediaPipe's custom op Convolution2DTransposeBias included), then exported to ONNX
-once and run on ONNX Runtime, eager torch where the export fails. tests/test_selfie_torch.py holds
+numpy<2). Its graph is read from the .tflite file and rebuilt in torch (engine.runtimes.tflite,
+MediaPipe's custom op Convolution2DTransposeBias included; selfie_torch.py wraps it), then exported
+to ONNX once and run on ONNX Runtime, eager torch where the export fails. tests/test_selfie_torch.py holds
 it to LiteRT's outputs (stored). Pre- and post-processing follow the wheel's CPU graph,
 selfie_segmentation_cpu.binarypb (decoded by hand, mediapipe's protos being part of mediapipe):
 
@@ -58,7 +58,7 @@ BLUR_FRACTION = 0.025
 _MODEL_FILE = "selfie_segmentation.tflite"
 _MISSING = ("mediapipe is not installed: run ./setup.sh (it installs mediapipe==0.10.21 with "
             "--no-deps, only for its selfie_segmentation.tflite weights)")
-# The ONNX file's name in the compile cache: bump it when selfie_torch's forward changes (the
+# The ONNX file's name in the compile cache: bump it when the graph's forward changes (the
 # weights hash and the torch / onnxruntime versions are in the name already).
 EXPORT_KEY = "selfie-segmenter-v1"
 
