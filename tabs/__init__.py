@@ -14,12 +14,14 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "background", "style", "upscale", "ocr", "nsfw", "language",
+    "faces", "background", "style", "upscale", "ocr", "nsfw",
+    "language", "search",   # GROUP "Text"
     "stt", "tts", "vad", "denoise", "pitch", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
 ]
 # A tab that groups several capabilities, and the line it opens with.
-GROUPS = {"Audio": "Audio files, or the sound of a video. Clips over a minute run as jobs on the queue."}
+GROUPS = {"Audio": "Audio files, or the sound of a video. Clips over a minute run as jobs on the queue.",
+          "Text": "Text you paste, and what the app has transcribed or read."}
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,7 +9,7 @@ from .model import MAX_CHARS, MAX_LINES, MAX_TOP_K, has_letters, unavailable_rea
 from .model import specs as _specs
 
 TITLE = "Language"
-GROUP = None
+GROUP = "Text"  # shown as a sub-tab of Text
 
 
 def specs() -> list[ModelSpec]:
