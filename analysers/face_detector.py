@@ -383,5 +383,6 @@ def specs() -> list[ModelSpec]:
             # MTCNN's pyramid cost grows with pixels: at 960x540 a 720p frame takes ~half the time
             # of full size and faces from ~27 px (720p) / ~40 px (1080p) are still found.
             max_pixels=960 * 540,
+            function="face detection (boxes, 5 landmarks)", networks=3,
             description="MTCNN: face boxes and 5 landmarks; shared by every face feature"),
     ]

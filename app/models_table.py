@@ -16,7 +16,7 @@ from engine import ModelSpec
 from engine.runtimes import onnx_runtime
 from tabs.stt import model as stt_model
 
-COLUMNS = ["model", "capability", "runtime", "device with a GPU", "weights from"]
+COLUMNS = ["model", "function", "networks", "capability", "runtime", "device with a GPU", "weights from"]
 
 
 def _as_on_a_gpu(specs) -> list[ModelSpec]:
@@ -31,7 +31,8 @@ def rows() -> list[dict]:
     sources += [(c.TITLE if c.GROUP is None else f"{c.GROUP}: {c.TITLE}", c.specs) for c in tabs.capabilities()]
     for capability, specs in sources:
         for spec in _as_on_a_gpu(specs):
-            found.append({"model": spec.name, "capability": capability, "runtime": spec.runtime,
+            found.append({"model": spec.name, "function": spec.function, "networks": spec.networks,
+                          "capability": capability, "runtime": spec.runtime,
                           "device with a GPU": "GPU" if spec.device == "auto" else spec.device.upper(),
                           "weights from": spec.source, "why": spec.runtime_reason})
     return found
@@ -42,7 +43,9 @@ def markdown(found: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]).replace("|", "\\|") for c in COLUMNS) + " |" for row in found]
     reasons = [f"- `{row['model']}` ({row['runtime']}): {row['why']}" for row in found if row["why"]]
-    return "\n".join(lines + ([""] + reasons if reasons else []))
+    count = (f"{sum(row['networks'] for row in found)} networks in {len(found)} models, each model one "
+             "function (a network is a graph with its own weights; a pipeline's stages count each).")
+    return "\n".join([count, ""] + lines + ([""] + reasons if reasons else []))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,16 @@ def device_rows(status: dict) -> pd.DataFrame:
     } for d in status["devices"]])
 
 
-MODEL_COLUMNS = ["model", "role", "runtime", "why this runtime", "device", "runs on", "state", "bytes", "load s",
-                 "uses"]
+MODEL_COLUMNS = ["model", "function", "networks", "role", "runtime", "why this runtime", "device", "runs on", "state",
+                 "bytes", "load s", "uses"]
 
 
 def model_rows(status: dict) -> pd.DataFrame:
     """One row per model; 'why this runtime' is said only for a runtime other than torch and
     ONNX Runtime (the two the engine can see into and free)."""
     return pd.DataFrame([{
-        "model": m["name"], "role": m["role"], "runtime": m.get("runtime", ""),
+        "model": m["name"], "function": m.get("function", ""), "networks": m.get("networks", 1),
+        "role": m["role"], "runtime": m.get("runtime", ""),
         "why this runtime": "" if m.get("runtime") in TWO_RUNTIMES else m.get("runtime_reason", ""),
         "device": m["device"], "runs on": m.get("backend", ""), "state": m["state"],
         "bytes": format_bytes(m["bytes"]) + ("" if m["measured"] else " (estimate)"),
@@ -115,7 +116,9 @@ def doctor(engine: Engine) -> dict:
 def render(engine: Engine, status: dict):
     """Every table and the plot from one system_status answer."""
     ids = [str(r["id"]) for r in status["runs"]]
-    return (device_rows(status), model_rows(status), run_rows(status), memory_frame(engine),
+    models = gr.update(value=model_rows(status), label=f"Models: {status.get('networks', 0)} networks in "
+                                                       f"{len(status['models'])} rows")
+    return (device_rows(status), models, run_rows(status), memory_frame(engine),
             gr.update(choices=ids), warning_rows(status), tier_table(status))
 
 

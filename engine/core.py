@@ -189,5 +189,6 @@ class Engine:
         # of the System tab's tiers table: model, device, tier, why.
         tiers = sorted(({"model": m["name"], **m["placement"]} for m in models if m.get("placement")),
                        key=lambda row: row["model"])
-        return {"devices": devices, "models": models,
+        specs = list(self.registry)   # networks: graphs with their own weights (a pipeline's stages each)
+        return {"devices": devices, "models": models, "networks": sum(s.networks for s in specs),
                 "runs": [r.to_dict() for r in self.runs.latest(runs)], "warnings": TALLY.summary(), "tiers": tiers}

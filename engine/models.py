@@ -42,6 +42,10 @@ class ModelSpec:
     max_pixels: int | None = None  # inputs larger than this are shrunk before the model
     description: str = ""
     runtime_reason: str = ""  # why a runtime other than torch / ONNX Runtime is kept
+    # The one job this model does in the engine (no two specs share one: one network per function)
+    # and how many networks it holds: graphs with their own weights, the stages of a pipeline each.
+    function: str = ""
+    networks: int = 1
     # Only for a model that may be split over several GPUs when it fits no single one: split(rooms)
     # plans an engine.device_map.DeviceMap over {device: bytes it may take}, None when it does not
     # fit; the loader then receives that DeviceMap (a str: the device the inputs go to).

@@ -238,7 +238,8 @@ class Residency:
             for spec in self.registry:
                 instances = [i for i in self._instances if i.spec is spec]
                 named = {"name": spec.name, "role": spec.role, "runtime": spec.runtime,
-                         "runtime_reason": spec.runtime_reason}
+                         "runtime_reason": spec.runtime_reason, "function": spec.function,
+                         "networks": spec.networks}
                 for i in instances:
                     rows.append({**named, "device": getattr(i.device, "label", i.device), "bytes": i.bytes,
                                  "state": "in use" if i.state == "leased" else i.state,

@@ -168,7 +168,7 @@ def test_the_system_tab_shows_each_runtime_and_why_only_for_the_others():
              "backend": "", "state": "not loaded", "bytes": 1024, "measured": False, "load_s": None, "uses": 0}
             for n, rt, reason in (("w", "ctranslate2", why), ("t", "torch", "stale note"), ("o", "onnxruntime", ""))]
     table = model_rows({"models": rows})
-    assert list(table.columns[:4]) == ["model", "role", "runtime", "why this runtime"]
+    assert list(table.columns[:6]) == ["model", "function", "networks", "role", "runtime", "why this runtime"]
     assert table["runtime"].tolist() == ["ctranslate2", "torch", "onnxruntime"]
     assert table["why this runtime"].tolist() == [why, "", ""]
 
@@ -186,6 +186,6 @@ def test_every_onnx_runtime_model_goes_to_the_gpu_where_there_is_one_and_the_rea
     assert {r["model"]: r["device with a GPU"] for r in rows}["whisper-tiny-en"] == "GPU"
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert [r["model"] for r in rows if f"\n| {r['model']} | " not in readme] == []
-    assert models_table.markdown(rows).splitlines()[0] == "| " + " | ".join(models_table.COLUMNS) + " |"
+    assert models_table.markdown(rows).splitlines()[2] == "| " + " | ".join(models_table.COLUMNS) + " |"
     # The README's table is the registry's, whole (regenerate it with python -m app.models_table).
     assert models_table.markdown(rows).strip() in readme

@@ -34,3 +34,12 @@ def test_a_third_runtime_without_a_reason_is_refused():
 def test_no_module_imports_a_runtime_that_was_converted_away():
     found = {module_name(p): sorted(m for m in imports(p) if m.split(".")[0] in GONE) for p in sources()}
     assert {name: mods for name, mods in found.items() if mods} == {}
+
+
+def test_one_network_per_function_and_the_count():
+    specs = default_specs()
+    functions = [s.function for s in specs]
+    assert all(len(f) > 5 for f in functions), [s.name for s in specs if len(s.function) <= 5]
+    assert len(set(functions)) == len(functions), sorted(functions)
+    assert all(s.networks >= 1 for s in specs)
+    assert sum(s.networks for s in specs) >= 26

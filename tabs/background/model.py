@@ -132,6 +132,7 @@ def specs() -> list[ModelSpec]:
             # torch's eager calls that check it); a run adds almost nothing (20 KB), at any image
             # size: the net always sees 256x256, resizing and compositing happen outside the lease.
             estimate_bytes=48 * MiB, run_estimate_bytes=2 * MiB,
+            function="person segmentation",
             description="MediaPipe selfie segmentation: P(person) per pixel, 256x256 network"),
     ]
 

@@ -167,6 +167,7 @@ def specs() -> list[ModelSpec]:
             # Measured: the three sessions +40 MiB RSS, +27 MiB once their arenas have run a batch;
             # a minute of audio in one piece ~57 MiB of arrays in flight on top.
             estimate_bytes=72 * MiB, run_estimate_bytes=64 * MiB,
+            function="speech denoising, offline quality", networks=3,
             description="DeepFilterNet3: speech denoising at 48 kHz, the better quality"),
         ModelSpec(
             name=RNNOISE, role="interactive", runtime="ctypes", loader=load_rnnoise,
@@ -177,5 +178,6 @@ def specs() -> list[ModelSpec]:
                             "pitch filter) is C code: there is no graph to hand to ONNX Runtime. It is "
                             "the light real-time path: frame by frame, ~1 MiB of state, 20 ms lag"),
             estimate_bytes=16 * MiB, run_estimate_bytes=48 * MiB,
+            function="speech denoising, real time (frame by frame)",
             description="RNNoise: light speech denoising at 48 kHz"),
     ]

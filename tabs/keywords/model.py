@@ -353,6 +353,7 @@ def specs() -> list[ModelSpec]:
             # Measured on CPU (qint8): the session adds ~73 MiB RSS (the float one ~240 MiB); a
             # pass over 30 s chunks peaks ~110 MiB above it (ONNX Runtime's arena, 16 windows a call).
             estimate_bytes=80 * MiB, run_estimate_bytes=128 * MiB,
+            function="keyword spotting (speech embedding)",
             description="EfficientWord-Net ResNet-50 (ArcFace): 1.5 s of speech -> 2048-d embedding; "
                         "few-shot keyword spotting"),
     ]

@@ -154,5 +154,6 @@ def specs() -> list[ModelSpec]:
             # the vocabulary's Python dicts ~5 MB); torch's first call ~10 MiB more, once; a
             # 200,000-character text (116,000 rows) a few MiB. On a GPU: 3.1 MiB of tensors.
             estimate_bytes=16 * MiB, run_estimate_bytes=16 * MiB,
+            function="language of a text",
             description="fastText lid.176: language of a text, 176 languages (ISO code, name, probability)"),
     ]

@@ -151,6 +151,7 @@ def specs() -> list[ModelSpec]:
         # imports included); runs peak 115 MiB above it at 512 px and up to 320 MiB on the first
         # run (the detector scales the short side up to 736 px, larger images stay as they are).
         estimate_bytes=80 * MiB, run_estimate_bytes=320 * MiB, max_instances=2,
+        function="text detection, orientation and recognition (OCR)", networks=3,
         description="PP-OCRv4 (RapidOCR): finds and reads lines of printed text")]
 
 

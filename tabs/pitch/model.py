@@ -174,5 +174,6 @@ def specs() -> list[ModelSpec]:
             # Measured on CPU: the session adds < 1 MiB RSS (its arena grows on first use); a 60 s
             # pass peaks ~96 MiB above it. Interactive calls and job chunks are at most 60 s.
             estimate_bytes=4 * MiB, run_estimate_bytes=128 * MiB,
+            function="pitch (F0) of a voice",
             description="SwiftF0: pitch (F0) and voicing per 16 ms, 47 - 2094 Hz; notes"),
     ]

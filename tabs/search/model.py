@@ -96,6 +96,7 @@ def specs() -> list[ModelSpec]:
         # fresh process (147 MiB where transformers was imported already); a query peaks ~50 MiB
         # above the loaded model, a batch of 32 passages of 80 words 108-125 MiB.
         estimate_bytes=176 * MiB, run_estimate_bytes=128 * MiB,
+        function="sentence embedding (semantic search)",
         description="all-MiniLM-L6-v2: English sentence embeddings (384-d) for semantic search")]
 
 

@@ -140,6 +140,7 @@ def specs() -> list[ModelSpec]:
         # Measured on the 2-core CPU: +102 MiB resident after import and load; a run peaks
         # 130-180 MiB above that (10 s to 60 s of speech; the voice filter's session included).
         estimate_bytes=110 * MiB, run_estimate_bytes=192 * MiB,
+        function="speech to text",
         description="Whisper tiny.en (CTranslate2: int8 on the CPU, float16 on a GPU): English "
                     "speech to text with word timestamps")]
 

@@ -148,12 +148,14 @@ def specs() -> list[ModelSpec]:
             source=source("multistyle26.onnx"), estimate_bytes=8 * MiB,
             # Full-resolution conv net: measured 160 MB above the load at 512 px on CPU, so ~4x at 1 MP.
             run_estimate_bytes=640 * MiB, max_pixels=MAX_PIXELS,
+            function="style transfer, preset styles",
             description="26 preset painting styles (Dumoulin et al.); any image size"),
         ModelSpec(
             name=STYLE_ARBITRARY, role="interactive", runtime="onnxruntime", loader=load_arbitrary,
             device=onnx_runtime.spec_device(),
             source=source("arbitrary_predict.onnx + arbitrary_transform.onnx"), estimate_bytes=16 * MiB,
             run_estimate_bytes=128 * MiB, max_pixels=MAX_PIXELS,
+            function="style transfer from any picture", networks=2,
             description="style taken from any image (Magenta arbitrary stylization), 384 px network"),
     ]
 

@@ -116,6 +116,7 @@ def specs() -> list[ModelSpec]:
             # Measured on CPU: the session adds ~90 MiB RSS; a run peaks ~1 MiB per phoneme
             # symbol above that (100 symbols ~100 MiB, a 400-symbol piece ~380 MiB).
             estimate_bytes=96 * MiB, run_estimate_bytes=384 * MiB,
+            function="text to speech",
             description="Piper VITS voice en_US-joe-medium (22.05 kHz), phonemes from espeak-ng"),
     ]
 

@@ -201,6 +201,7 @@ def specs() -> list[ModelSpec]:
                   # Measured on CPU (RSS): +59 MiB loaded, +115 MiB peak for a 288 px tile.
                   estimate_bytes=64 * MiB, run_estimate_bytes=512 * MiB, device=device,
                   unloader=Upscaler.close,
+                  function="upscaling, fast (video, interactive)",
                   description="Real-ESRGAN animevideov3 (compact): x2/x4 upscaling, images and videos"),
         ModelSpec(name=UPSCALE_X4PLUS, role="heavy", runtime=runtime,
                   loader=functools.partial(load, UPSCALE_X4PLUS, accelerate=mode),
@@ -209,6 +210,7 @@ def specs() -> list[ModelSpec]:
                   # session's, repacked): +312 MiB loaded, +601 MiB peak for a 212 px tile (CPU, RSS).
                   estimate_bytes=320 * MiB, run_estimate_bytes=1024 * MiB, device=device,
                   unloader=Upscaler.close,
+                  function="upscaling, best quality for photos (slow)",
                   description="Real-ESRGAN x4plus (RRDB): best x4 for photos, slow on CPU"),
     ]
 

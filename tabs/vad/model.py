@@ -277,5 +277,6 @@ def specs() -> list[ModelSpec]:
             # Measured on CPU: the session adds ~12 MiB RSS (30 MiB with onnxruntime's own import);
             # a pass peaks ~30 MiB above that (ONNX Runtime's arena; the 16 s blocks bound it).
             estimate_bytes=16 * MiB, run_estimate_bytes=32 * MiB,
+            function="voice activity",
             description="Silero VAD: P(speech) per 32 ms of 16 kHz audio; speech segments, silence cuts"),
     ]

@@ -364,5 +364,6 @@ def specs() -> list[ModelSpec]:
             # 1.4 M parameters (5.6 MiB); a run holds mel windows and LSTM activations: ~64 windows
             # of 160 frames at a time.
             estimate_bytes=8 * MiB, run_estimate_bytes=64 * MiB,
+            function="speaker embedding (voices, diarization)",
             description="resemblyzer speaker encoder: voice prints, voice similarity, speaker turns"),
     ]
