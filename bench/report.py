@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import plot
+from . import networks, plot
 from .common import ROOT, machine
 
-ALL = ["swap", "grouping", "interactive", "video-memory", "estimate", "overhead", "startup", "oom-stress", "load"]
+ALL = ["swap", "grouping", "interactive", "video-memory", "estimate", "overhead", "startup", "oom-stress", "load",
+       "networks"]
 TAKES_BUDGET = ("interactive", "load")
 PAGE = ROOT / "docs" / "benchmarks.md"
 ASSETS = ROOT / "docs" / "benchmarks"
@@ -64,6 +65,11 @@ DESCRIPTIONS = {
              "every model) against the engine's `--budget`; ffmpeg children (`peak_tree_mb`) are outside the "
              "engine's accounting. Clients wait up to 120 s per HTTP exchange: with gradio_client's default "
              "(httpx, 5 s) a first run here saw 5 uploads of the opening burst time out."),
+    "networks": ("bench/networks.py", "Every model of the catalog (tabs.catalog.default_specs()), each in a fresh process: "
+                 "cold and median-of-3 load through the pool, the engine's measured footprint and run peak, latency of "
+                 "the capability's own function on a standard input (512 px photo, a sentence, 5 s of Piper speech), "
+                 "median of 5 after a warm-up; a model without a standard input yet is listed with load and footprint "
+                 "only."),
 }
 
 
@@ -427,6 +433,9 @@ def write_page(results: dict) -> None:
         lines += ["", f"## {name}", "", f"{text} Source: [`{source}`](../{source}); took {entry['seconds']} s{when}.", ""]
         if "error" in entry:
             lines += [f"**Failed:** `{entry['error'][:800]}`"]
+            continue
+        if name == "networks":
+            lines += networks.render(entry["fields"])
             continue
         fields = {k: v for k, v in entry["fields"].items() if k != "scenario"}
         nested = {k: v for k, v in fields.items() if k == "endpoints"}
