@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from . import capabilities, compile, faces, grouping, networks, video  # noqa: E402
+from . import capabilities, compile, face_detectors, faces, grouping, networks, video  # noqa: E402
 from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
@@ -25,6 +25,8 @@ SCENARIOS.update({"swap": swap.run, "interactive": interactive.run, "video-memor
 SCENARIOS["gpu"] = gpu.run
 # Issue 15: every network of the catalog, each in its own process.
 SCENARIOS["networks"] = networks.run
+# Issue 15: the face detector chosen by numbers (MTCNN against BlazeFace short and full range).
+SCENARIOS["face-detectors"] = face_detectors.run
 
 
 def main() -> None:
