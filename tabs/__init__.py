@@ -14,7 +14,7 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "background", "pose", "style", "upscale", "ocr", "nsfw",
+    "faces", "landmarks", "background", "pose", "style", "upscale", "ocr", "nsfw",
     "language", "search",   # GROUP "Text"
     "stt", "tts", "vad", "denoise", "pitch", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",

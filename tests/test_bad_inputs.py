@@ -413,7 +413,10 @@ def allowed(path: str, accepted: list | None) -> bool:
     return not extensions or len(extensions) < len(accepted) or Path(path).suffix.lower() in extensions
 
 
-def upload(kind: str, path: str):
+def upload(kind: str, path: str, many: bool = False):
+    """The value a client sends for one file: a list of it where the input takes several files."""
+    if many:
+        return [upload(kind, path)]
     if kind == EDITOR:
         return {"background": handle_file(path), "layers": [], "composite": None}
     return handle_file(path)
@@ -483,18 +486,20 @@ def walk(app, tmp_path_factory, request):
         if not params:
             skipped.append(endpoint)
             continue
+        many = {p["parameter_name"] for p in info["parameters"]
+                if str(p.get("python_type", {}).get("type", "")).lower().startswith("list[")}
         for name, kind, _, accepted_here in params:
             base = {**other_arguments(info),
-                    **{n: upload(k, good[k]) for n, k, required, _ in params if required and n != name}}
+                    **{n: upload(k, good[k], n in many) for n, k, required, _ in params if required and n != name}}
             base.update(OVERRIDES.get((endpoint, name), {}))
-            answer, value, _ = call(client, endpoint, {**base, name: upload(kind, good[kind])})
+            answer, value, _ = call(client, endpoint, {**base, name: upload(kind, good[kind], name in many)})
             baselines[(endpoint, name)] = (answer, value if answer != "result" else None)
             if answer != "result" and (answer != "message" or message_problem(value)):
                 baseline_problems.append(f"{endpoint}.{name} <- a good file: {answer} {str(value)[:200]!r}")
             print(f"{endpoint}.{name} <- a good file: {answer}", file=progress, flush=True)
             capable = answer == "result"
             for case in catalogue[kind]:
-                answer, value, seconds = call(client, endpoint, {**base, name: upload(kind, case.path)})
+                answer, value, seconds = call(client, endpoint, {**base, name: upload(kind, case.path, name in many)})
                 problem = None
                 if answer in ("timeout", "crash"):
                     problem = value

@@ -85,7 +85,19 @@ def test_every_tab_opens_without_errors_and_is_photographed(page, tmp_path):
         assert (folder / f"{slug}.png").stat().st_size > 10_000
     audio = open_tab(page, "Audio")
     sections = [t for t in audio.locator('[role="tab"]').all_inner_texts() if t.strip()]
-    assert {"Speech to text", "Text to speech", "Voice activity", "Pitch"} <= set(sections)
+    assert {"Speech to text", "Text to speech", "Voice activity", "Pitch", "Keywords"} <= set(sections)
+    # The sections of the grouped tabs, each opened and photographed too.
+    for group in ("Audio", "Text"):
+        panel = open_tab(page, group)
+        names = [t.strip() for t in panel.locator('[role="tab"]').all_inner_texts() if t.strip()]
+        assert len(names) >= 2, f"{group}: {names}"
+        for name in names:
+            panel.get_by_role("tab", name=name, exact=True).click()
+            page.wait_for_timeout(500)
+            assert "is unavailable here" not in panel.inner_text(), f"{group} / {name}"
+            assert not visible_errors(page), f"{group} / {name}: {visible_errors(page)}"
+            slug = re.sub(r"[^a-z0-9]+", "-", f"{group} {name}".lower()).strip("-")
+            page.screenshot(path=str(folder / f"{slug}.png"), full_page=True)
 
 
 def test_a_photo_uploaded_in_the_faces_tab_gets_its_face_boxed(page, tmp_path):

@@ -79,7 +79,7 @@ def build(engine: Engine) -> None:
             with gr.Accordion("Your own keyword", open=False):
                 custom_name = gr.Textbox(label="Its name", placeholder="e.g. hello wimmel")
                 custom_samples = gr.File(label="1 to 6 short recordings of it, said alone", file_count="multiple",
-                                         file_types=["audio"], type="filepath")
+                                         file_types=["audio", "video"], type="filepath")
             threshold = gr.Slider(0.5, 0.95, value=kw.THRESHOLD, step=0.01, label="Threshold")
             step = gr.Slider(0.25, 0.75, value=kw.STEP_S, step=0.05, label="Window step (s)",
                              info="smaller finds words on window edges, and takes longer")
