@@ -149,6 +149,7 @@ def test_prepare_pays_the_export_once(onnx_segmenter, compile_cache):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_the_loader_puts_the_net_on_the_device_it_is_given(tmp_path, reference):
     from engine.runtimes import onnx_runtime
 
