@@ -204,40 +204,30 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 
 class BlazeFace:
     """One variant's net and its processing; calling it with a uint8 image gives the faces.
-    `net` is the TFLiteGraph, or after `accelerate` its engine.runtimes.compiled wrapper."""
+    `net` is the engine.runtimes.tflite.TFLiteNet (torch, or its ONNX Runtime export)."""
 
-    def __init__(self, variant: str = SHORT, device: str = "cpu"):
+    def __init__(self, variant: str = SHORT, device: str = "cpu", accelerate: str | None = None,
+                 cache_dir: str | os.PathLike | None = None, threads: int | None = None):
         import torch
 
-        from engine.runtimes.tflite import load_tflite
+        from engine.runtimes.tflite import TFLiteNet, export_key
 
         self.variant, self.config = variant, VARIANTS[variant]
-        self.device = torch.device(device)
-        self.net = load_tflite(model_path(variant), device)
+        # threads: ONNX Runtime's intra-op threads, torch's count unless told (as the bench sets it).
+        self.net = TFLiteNet(model_path(variant), device, accelerate, cache_dir,
+                             export_key(self.config.file.removesuffix(".tflite")),
+                             threads=threads or torch.get_num_threads())
         self.anchors = ssd_anchors(variant)
 
     @property
     def runtime(self) -> str:
         """What runs the net now: "onnxruntime", or "torch" (eager, also after a fall-back)."""
-        return "onnxruntime" if getattr(self.net, "mode", "eager") == "onnx" else "torch"
-
-    def accelerate(self, mode: str = "onnx", cache_dir: str | os.PathLike | None = None,
-                   threads: int | None = None) -> None:
-        """Run the net as `mode` (engine.runtimes.compiled.accelerate; static input shape)."""
-        from engine.runtimes.compiled import accelerate
-        from engine.runtimes.tflite import example_inputs, export_key
-
-        stem = self.config.file.removesuffix(".tflite")
-        self.net = accelerate(self.net, example_inputs(self.net), mode, cache_dir, export_key(stem),
-                              dynamic=False, threads=threads)
+        return self.net.runtime
 
     def raw(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The net's (regressors (n, 16), classificators (n, 1)) for one (size, size, 3) tensor."""
-        import torch
-
-        with torch.inference_mode():
-            boxes, scores = self.net(torch.from_numpy(np.ascontiguousarray(tensor[None])).to(self.device))
-        return boxes[0].float().cpu().numpy(), scores[0].float().cpu().numpy()
+        boxes, scores = self.net(tensor)
+        return boxes, scores
 
     def __call__(self, image: np.ndarray, min_score: float | None = None) -> list[dict]:
         from .face_detector import as_rgb
@@ -264,15 +254,12 @@ def load_blazeface(variant: str = SHORT, device: str = "cpu", accelerate: str | 
                    cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> BlazeFace:
     """The variant ("short" or "full") on `device`, on ONNX Runtime (accelerate "onnx", exported
     once and cached in `cache_dir`) or eager torch (None / "eager"); `.runtime` says which."""
-    detector = BlazeFace(variant, device)
-    if accelerate not in (None, "eager"):
-        detector.accelerate(accelerate, cache_dir, threads)
-    return detector
+    return BlazeFace(variant, device, accelerate, cache_dir, threads)
 
 
 def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
     """Pay both ONNX exports at set-up rather than in a first request (for analysers.warmup)."""
-    return {v: load_blazeface(v, "cpu", "onnx", cache_dir).net.info.as_dict() for v in VARIANTS}
+    return {v: load_blazeface(v, "cpu", "onnx", cache_dir).net.net.info.as_dict() for v in VARIANTS}
 
 
 def specs() -> list[ModelSpec]:

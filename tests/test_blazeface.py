@@ -138,7 +138,7 @@ def test_no_face_where_there_is_none(detectors, variant, photo):
 def test_onnx_runtime_gives_the_eager_faces(detectors, astronaut, tmp_path):
     for variant in VARIANTS:
         fast = load_blazeface(variant, "cpu", "onnx", tmp_path)
-        assert fast.runtime == "onnxruntime", fast.net.info.reason
+        assert fast.runtime == "onnxruntime", fast.net.net.info.reason
         ours, eager = fast(astronaut)[0], detectors[variant](astronaut)[0]
         np.testing.assert_allclose(ours["box"], eager["box"], atol=0.1)
         np.testing.assert_allclose(ours["landmarks"], eager["landmarks"], atol=0.1)

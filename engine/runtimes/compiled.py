@@ -24,6 +24,7 @@ weights on top.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -289,6 +290,11 @@ def _device_of(module: nn.Module) -> str:
     if tensor is None:
         tensor = next(iter(module.buffers()), None)
     return str(tensor.device) if tensor is not None else "cpu"
+
+
+def onnx_exportable() -> bool:
+    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
 
 
 def accelerate(module: nn.Module, examples, mode: str | None = "eager",

@@ -21,7 +21,6 @@ default is the general model above, and so is ours.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pathlib
 import re
@@ -31,11 +30,12 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
 from engine import Call, JobContext, ModelSpec, UserFacingError
-from engine.devices import usable_cores
 from engine.media.image import read_image
 from engine.media.video_job import process_video
 from engine.package_files import package_folder
 from engine.runtimes import onnx_runtime
+from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.tflite import small_net_threads
 
 if TYPE_CHECKING:  # torch is imported when the model is loaded, not with the capability
     from .selfie_torch import Segmenter
@@ -84,19 +84,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def onnx_threads() -> int:
-    """ONNX Runtime's intra-op threads. The ops of a 256x256 net are small: past a few threads the
-    split and the spinning cost more than they save. On 2 cores shared with the app's own resizing
-    and compositing, one thread was as fast as two for the net alone and a third faster for a
-    whole 720p blur (median of 60, interleaved): half the cores, at most 4."""
-    return max(1, min(4, usable_cores() // 2))
-
-
-def exportable() -> bool:
-    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
-
-
 def load(device: str = "cpu", accelerate: str | None = "onnx",
          cache_dir: str | os.PathLike | None = None) -> Segmenter:
     """The segmenter on `device` ('cpu' or 'cuda:N'): the torch rebuild of the .tflite graph,
@@ -107,7 +94,7 @@ def load(device: str = "cpu", accelerate: str | None = "onnx",
 
     segmenter = load_torch(device, model_path())
     if accelerate not in (None, "eager"):
-        segmenter.accelerate(accelerate, cache_dir, EXPORT_KEY, threads=onnx_threads())
+        segmenter.accelerate(accelerate, cache_dir, EXPORT_KEY, threads=small_net_threads())
     return segmenter
 
 
@@ -120,7 +107,7 @@ def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def specs() -> list[ModelSpec]:
-    onnx = exportable()
+    onnx = onnx_exportable()
     return [
         ModelSpec(
             name=SEGMENTER, role="interactive", runtime="onnxruntime" if onnx else "torch",

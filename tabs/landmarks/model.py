@@ -36,7 +36,6 @@ point distance, median over 60 LFW faces). See geometry.py for pose, openness an
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import os
 import pathlib
@@ -45,9 +44,10 @@ import cv2
 import numpy as np
 
 from engine import ModelSpec
-from engine.devices import usable_cores
 from engine.package_files import package_folder
 from engine.runtimes import onnx_runtime
+from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.tflite import TFLiteNet, export_key
 
 from . import geometry
 
@@ -80,43 +80,23 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def exportable() -> bool:
-    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
-
-
 class Landmarker:
     """The mesh and iris nets, one lease for both: `mesh(crop)` and `iris(crop)` take one
     (size, size, 3) float32 crop in [0, 1] and give the net's raw outputs as numpy."""
 
     def __init__(self, device: str = "cpu", accelerate: str | None = "onnx",
                  cache_dir: str | os.PathLike | None = None):
-        import torch
-        from engine.runtimes.compiled import accelerate as run_as
-        from engine.runtimes.tflite import example_inputs, export_key, load_tflite
-
-        self.device = torch.device(device)
-        self.nets = {}
-        for which in _FILES:
-            net = load_tflite(model_path(which), device)
-            if accelerate not in (None, "eager"):
-                # Fixed 1x192x192x3 / 1x64x64x3 inputs: a static export. Small nets: past a
-                # couple of threads the split costs more than it saves (as tabs/background).
-                net = run_as(net, example_inputs(net), accelerate, cache_dir, export_key(_FILES[which][1][:-7]),
-                             dynamic=False, threads=max(1, min(4, usable_cores() // 2)))
-            self.nets[which] = net
+        # Fixed 1x192x192x3 / 1x64x64x3 inputs: static exports, small-net threads (engine.runtimes.tflite).
+        self.nets = {which: TFLiteNet(model_path(which), device, accelerate, cache_dir,
+                                      export_key(_FILES[which][1][:-7])) for which in _FILES}
 
     @property
     def runtime(self) -> str:
-        modes = {getattr(net, "mode", "eager") for net in self.nets.values()}
-        return "onnxruntime" if modes == {"onnx"} else "torch"
+        modes = {net.runtime for net in self.nets.values()}
+        return "onnxruntime" if modes == {"onnxruntime"} else "torch"
 
     def _run(self, which: str, crop: np.ndarray) -> list[np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            out = self.nets[which](torch.from_numpy(np.ascontiguousarray(crop[None], np.float32)).to(self.device))
-        return [t.float().cpu().numpy().reshape(-1) for t in out]
+        return [t.reshape(-1) for t in self.nets[which](crop)]
 
     def mesh(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """(468, 3) landmarks in crop pixels, and the face presence (sigmoid of the flag)."""
@@ -137,11 +117,11 @@ def load(device: str = "cpu", accelerate: str | None = "onnx",
 def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
     """Set-up's hook: export both nets to ONNX now (or find them cached)."""
     marker = load("cpu", "onnx", cache_dir)
-    return {which: net.info.as_dict() for which, net in marker.nets.items()}
+    return {which: net.net.info.as_dict() for which, net in marker.nets.items()}
 
 
 def specs() -> list[ModelSpec]:
-    onnx = exportable()
+    onnx = onnx_exportable()
     return [ModelSpec(
         name=FACE_MESH, role="interactive", runtime="onnxruntime" if onnx else "torch",
         loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),

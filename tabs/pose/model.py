@@ -16,16 +16,16 @@ MAX_PEOPLE, each person's landmarks from its own ROI, a person kept when its pos
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pathlib
 
 import numpy as np
 
 from engine import Call, ModelSpec, UserFacingError
-from engine.devices import usable_cores
 from engine.package_files import package_folder
 from engine.runtimes import onnx_runtime
+from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.tflite import TFLiteNet, export_key
 
 from . import geometry as geo
 from .skeleton import NAMES
@@ -62,48 +62,12 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def exportable() -> bool:
-    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
-
-
-class Net:
-    """One .tflite network on torch (eager, or its ONNX Runtime export): one NHWC float32 image
-    in, the file's outputs out as numpy arrays (batch dimension dropped)."""
-
-    def __init__(self, which: str, device: str, accelerate: str | None, cache_dir):
-        import torch
-
-        from engine.runtimes.compiled import accelerate as compile_net
-        from engine.runtimes.tflite import example_inputs, export_key, load_tflite
-
-        self.device = torch.device(device)   # (no module in an attribute: run records walk them for sessions)
-        self.net = load_tflite(model_path(which), device)
-        _, self.height, self.width, _ = self.net.input_shapes[0]
-        if accelerate not in (None, "eager"):
-            threads = max(1, min(4, usable_cores() // 2))   # small ops: past a few threads they only spin
-            self.net = compile_net(self.net, example_inputs(self.net), accelerate, cache_dir,
-                                   export_key(f"pose-{which}"), dynamic=False, threads=threads)
-
-    @property
-    def runtime(self) -> str:
-        return "onnxruntime" if getattr(self.net, "mode", "eager") == "onnx" else "torch"
-
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            out = self.net(torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32)).to(self.device))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o[0].float().cpu().numpy() for o in out]
-
-
 class PoseModel:
     """The detector and the landmarker, leased together."""
 
     def __init__(self, device: str = "cpu", accelerate: str | None = "onnx", cache_dir=None):
-        self.detector = Net("detector", device, accelerate, cache_dir)
-        self.landmarker = Net("landmarker", device, accelerate, cache_dir)
+        self.detector, self.landmarker = (TFLiteNet(model_path(which), device, accelerate, cache_dir,
+                                                    export_key(f"pose-{which}")) for which in ("detector", "landmarker"))
 
     @property
     def runtime(self) -> str:
@@ -127,7 +91,7 @@ def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def specs() -> list[ModelSpec]:
-    onnx = exportable()
+    onnx = onnx_exportable()
     return [ModelSpec(
         name=POSE_MODEL, role="interactive", runtime="onnxruntime" if onnx else "torch",
         loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),

@@ -11,7 +11,6 @@ from the output: memory stays bounded whatever the input size and the seams do n
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from engine import JobContext, ModelSpec
 from engine.media.video_job import process_video
 from engine.package_files import package_folder, reason_if_missing
 from engine.runtimes import onnx_runtime
+from engine.runtimes.compiled import onnx_exportable
 
 from . import torch_nets
 
@@ -66,11 +66,6 @@ def unavailable_reason() -> str | None:
     """Why upscaling cannot run (None when it can): the weights are missing. torch, which runs
     the nets where ONNX Runtime cannot, is a core dependency."""
     return reason_if_missing(weights_dir)
-
-
-def exportable() -> bool:
-    """Whether the ONNX path can be taken at all (torch.onnx's exporter needs onnxscript)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
 
 
 class Upscaler:
@@ -189,7 +184,7 @@ def upscale(model: Upscaler, image: np.ndarray, scale: int, tiling: Tiling | Non
 
 
 def specs() -> list[ModelSpec]:
-    onnx = exportable()
+    onnx = onnx_exportable()
     runtime, mode = ("onnxruntime", "onnx") if onnx else ("torch", "eager")
     # On the GPU where ONNX Runtime's CUDA provider really loads, else on the CPU.
     device = onnx_runtime.spec_device() if onnx else "auto"

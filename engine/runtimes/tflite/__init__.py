@@ -24,7 +24,7 @@ from .graph import TFLiteGraph
 from .ops import UnsupportedGraph
 from .reader import Model, Operator, Tensor, TFLiteFormatError, read_model
 
-__all__ = ["load_tflite", "example_inputs", "export_key", "TFLiteGraph", "UnsupportedGraph", "TFLiteFormatError", "read_model",
+__all__ = ["load_tflite", "TFLiteNet", "small_net_threads", "example_inputs", "export_key", "TFLiteGraph", "UnsupportedGraph", "TFLiteFormatError", "read_model",
            "Model", "Operator", "Tensor"]
 
 
@@ -54,3 +54,48 @@ def export_key(name: str) -> str:
     for module in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(module.read_bytes())
     return f"tflite-{name}-{digest.hexdigest()[:10]}"
+
+
+def small_net_threads() -> int:
+    """ONNX Runtime intra-op threads for these small image nets: their ops are small, so past a few
+    threads the split and the spinning cost more than they save (on 2 shared cores one thread was
+    as fast as two for the selfie net, a third faster for a whole 720p blur): half the cores, at
+    most 4."""
+    from ...devices import usable_cores
+
+    return max(1, min(4, usable_cores() // 2))
+
+
+class TFLiteNet:
+    """A .tflite network as a capability runs it: torch, or its ONNX Runtime export (accelerate
+    "onnx": exported once with a static input shape, cached in `cache_dir` under `key`, eager on
+    any failure; `.net.info` says which and why). Called with one NHWC float32 image (no batch
+    dimension), it gives the file's outputs as numpy arrays, batch dimension dropped."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", accelerate: str | None = "onnx",
+                 cache_dir: str | os.PathLike | None = None, key: str | None = None, threads: int | None = None):
+        import torch
+
+        from ..compiled import accelerate as run_as
+
+        self.device = torch.device(device)
+        self.net = load_tflite(path, device)
+        _, self.height, self.width, _ = self.net.input_shapes[0]   # the image it takes, NHWC
+        if accelerate not in (None, "eager"):
+            self.net = run_as(self.net, example_inputs(self.net), accelerate, cache_dir,
+                              key or export_key(Path(path).stem), dynamic=False,
+                              threads=threads or small_net_threads())
+
+    @property
+    def runtime(self) -> str:
+        """What runs the net now: "onnxruntime", or "torch" (eager, also after a fall-back)."""
+        return "onnxruntime" if getattr(self.net, "mode", "eager") == "onnx" else "torch"
+
+    def __call__(self, image) -> list:
+        import numpy as np
+        import torch
+
+        with torch.inference_mode():
+            out = self.net(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)).to(self.device))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o[0].float().cpu().numpy() for o in out]
