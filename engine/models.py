@@ -20,7 +20,7 @@ Role = Literal["interactive", "heavy", "micro"]
 # What runs the model; 'other' for anything without its own entry. Shown in the System tab, and
 # torch models get their tensors counted exactly. Any runtime but the two the engine can see into
 # and free (torch, ONNX Runtime) must say why it is kept: ModelSpec.runtime_reason.
-Runtime = Literal["torch", "onnxruntime", "ctranslate2", "ctypes", "other"]
+Runtime = Literal["torch", "onnxruntime", "ctranslate2", "ctypes", "thinc", "other"]
 TWO_RUNTIMES = ("torch", "onnxruntime")
 ROLES = ("interactive", "heavy", "micro")
 
