@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 CAPABILITIES = [
     "faces", "landmarks", "background", "pose", "style", "upscale", "ocr", "nsfw",
-    "language", "search",   # GROUP "Text"
+    "language", "search", "entities",   # GROUP "Text"
     "stt", "tts", "vad", "denoise", "pitch", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
 ]
