@@ -17,7 +17,8 @@ from engine.media.video_job import process_video
 from analysers import face_identity
 from analysers.face_detector import FACE_DETECTOR
 
-from .people import REFERENCE, Call, find_faces, reference_embedding
+from .people import REFERENCE, Call, reference_embedding
+from .tracks import faces_in_frames
 
 _MARGIN = 0.15  # of the box size: the detector's box is tight, hair and ears would show
 # A face narrower than this (in the frame's pixels) is always hidden, even when keeping someone:
@@ -75,7 +76,7 @@ def hide_in_frames(call: Call, frames: np.ndarray, mode: str, max_pixels: int | 
                    keep: np.ndarray | None = None) -> np.ndarray:
     """Hide every face in (N, H, W, 3) frames, or, with `keep` (a reference embedding), every face
     but that person's. Each model is leased once for all the frames, and never while hiding."""
-    faces = call(FACE_DETECTOR, lambda detector: [find_faces(detector, f, max_pixels) for f in frames])
+    faces = call(FACE_DETECTOR, lambda detector: faces_in_frames(detector, frames, max_pixels))
     if keep is not None and any(faces):
         faces = call(face_identity.FACE_EMBEDDER, lambda embedder: strangers(embedder, frames, faces, keep))
     out = np.empty_like(frames)
