@@ -81,11 +81,14 @@ INPUTS = {"512 px photo": _photo, "512 px text photo": _text_photo, "sentence": 
 
 def _standard() -> dict:
     """spec name -> (input kind, what it runs, fn(call, input)): the capability's own function."""
+    import soxr
+
     from analysers import face_detector, face_emotion, face_identity, nsfw
     from tabs.background import model as background
     from tabs.denoise import model as denoise
     from tabs.keywords import model as keywords
     from tabs.language import model as language
+    from tabs.notes import model as notes
     from tabs.ocr import model as ocr
     from tabs.pitch import model as pitch
     from tabs.search import model as search
@@ -133,6 +136,8 @@ def _standard() -> dict:
         voices.VOICE_ENCODER: ("speech", "compare_voices, its two halves",
                                lambda call, s: voices.compare_voices(call, s[:half(s)], s[half(s):], RATE)),
         keywords.KEYWORD_MODEL: ("speech", "spot 'computer'", spot),
+        notes.NOTES_MODEL: ("speech", "transcribe notes",
+                            lambda call, s: notes.transcribe(call, soxr.resample(s, RATE, notes.SAMPLE_RATE))),
     }
 
 

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 CAPABILITIES = [
     "faces", "landmarks", "background", "pose", "style", "upscale", "ocr", "nsfw",
     "language", "search", "entities",   # GROUP "Text"
-    "stt", "tts", "vad", "denoise", "pitch", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
+    "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
 ]
 # A tab that groups several capabilities, and the line it opens with.
