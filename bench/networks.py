@@ -86,6 +86,8 @@ def _standard() -> dict:
     from analysers import face_detector, face_emotion, face_identity, nsfw
     from tabs.background import model as background
     from tabs.denoise import model as denoise
+    from tabs.document import model as document, page as document_page
+    from tabs.entities import model as entities
     from tabs.keywords import model as keywords
     from tabs.language import model as language
     from tabs.notes import model as notes
@@ -124,6 +126,10 @@ def _standard() -> dict:
             upscale.UPSCALE_X4PLUS, lambda m: upscale.upscale(m, im[:128, :128], 4))),
         ocr.OCR: ("512 px text photo", "read_text, 3 lines", lambda call, im: call(
             ocr.OCR, lambda m: ocr.read_text(m, im))),
+        document.ORIENTATION: ("512 px text photo", "page orientation", document_page.orient_page),
+        document.LAYOUT: ("512 px text photo", "page layout, upright", lambda call, im: document_page.analyse_page(
+            call, im, fix_orientation=False)),
+        entities.ENTITY_MODEL: ("sentence", "entities and parse", entities.analyse),
         language.LANGUAGE_MODEL: ("sentence", "detect", language.detect),
         search.EMBEDDER: ("sentence", "embed_all", lambda call, text: search.embed_all(call, [text])),
         tts.TTS_PIPER: ("sentence", "speak", lambda call, text: tts.speak(call, tts.plan(text))),
