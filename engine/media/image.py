@@ -147,3 +147,25 @@ def describe(exc: ImageError, label: str | None) -> str:
     if not label or label.strip().lower() in ("image", "picture", "photo"):
         return _capital(text)
     return f"{label}: {text[:1].lower()}{text[1:]}"
+
+
+def rgb_array(image, min_side: int = 1, what: str = "photo") -> np.ndarray:
+    """An in-memory picture (gray, RGB or RGBA uint8 array, as Gradio hands them over) as a
+    contiguous (H, W, 3) uint8 array; an ImageError in plain words when it cannot be one."""
+    if image is None:
+        raise ImageError(f"Upload a {what} first.")
+    image = np.asarray(image)
+    if image.size == 0 or image.ndim < 2 or 0 in image.shape[:2]:
+        raise ImageError(f"The {what} is empty.")
+    if image.dtype != np.uint8:
+        raise ImageError(f"The {what} must have 8-bit colours (uint8), not {image.dtype}.")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageError(f"The {what} must be a gray, RGB or RGBA picture, not an array of shape {image.shape}.")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if min(image.shape[:2]) < min_side:
+        raise ImageError(f"The {what} is too small ({image.shape[1]}x{image.shape[0]}); both sides need "
+                         f"at least {min_side} px.")
+    return np.ascontiguousarray(image[..., :3])

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 from analysers import face_detector
 from analysers.face_detector import FACE_DETECTOR
 from engine import Call, UserFacingError
+from engine.media.image import ImageError, rgb_array
 from engine.media.video import limit_pixels
 
 from . import geometry
@@ -24,22 +25,10 @@ class LandmarksInputError(UserFacingError, ValueError):
 
 def check_image(image) -> np.ndarray:
     """The picture as RGB uint8, or a LandmarksInputError in plain words."""
-    if image is None:
-        raise LandmarksInputError("Upload a photo first.")
-    image = np.asarray(image)
-    if image.size == 0 or image.ndim < 2 or 0 in image.shape[:2]:
-        raise LandmarksInputError("The photo is empty.")
-    if image.dtype != np.uint8:
-        raise LandmarksInputError(f"The photo must have 8-bit colours (uint8), not {image.dtype}.")
     try:
-        rgb = face_detector.as_rgb(image)
-    except ValueError:
-        raise LandmarksInputError(f"The photo must be a gray, RGB or RGBA picture, not an array of "
-                                  f"shape {image.shape}.") from None
-    if min(rgb.shape[:2]) < MIN_SIDE:
-        raise LandmarksInputError(f"The photo is too small ({rgb.shape[1]}x{rgb.shape[0]}); both sides need "
-                                  f"at least {MIN_SIDE} px.")
-    return np.ascontiguousarray(rgb)
+        return rgb_array(image, MIN_SIDE)
+    except ImageError as exc:
+        raise LandmarksInputError(str(exc)) from None
 
 
 def detect(detector, rgb: np.ndarray, max_pixels: int | None) -> list[dict]:

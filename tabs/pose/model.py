@@ -22,6 +22,7 @@ import pathlib
 import numpy as np
 
 from engine import Call, ModelSpec, UserFacingError
+from engine.media.image import ImageError, rgb_array
 from engine.package_files import package_folder
 from engine.runtimes import onnx_runtime
 from engine.runtimes.compiled import onnx_exportable
@@ -111,23 +112,10 @@ def specs() -> list[ModelSpec]:
 
 def check_image(image) -> np.ndarray:
     """An RGB uint8 picture, or a PoseInputError saying what is wrong."""
-    if image is None:
-        raise PoseInputError("Upload a photo first.")
-    image = np.asarray(image)
-    if image.size == 0 or image.ndim < 2 or 0 in image.shape[:2]:
-        raise PoseInputError("The photo is empty.")
-    if image.dtype != np.uint8:
-        raise PoseInputError(f"The photo must have 8-bit colours (uint8), not {image.dtype}.")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise PoseInputError(f"The photo must be a gray, RGB or RGBA picture, not an array of shape {image.shape}.")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    if min(image.shape[:2]) < MIN_SIDE:
-        raise PoseInputError(f"The photo is too small ({image.shape[1]}x{image.shape[0]}); both sides "
-                             f"need at least {MIN_SIDE} px.")
-    return np.ascontiguousarray(image[..., :3])
+    try:
+        return rgb_array(image, MIN_SIDE)
+    except ImageError as exc:
+        raise PoseInputError(str(exc)) from None
 
 
 def check_threshold(value) -> float:
