@@ -89,10 +89,12 @@ def _standard() -> dict:
     from tabs.document import model as document, page as document_page
     from tabs.entities import model as entities
     from tabs.keywords import model as keywords
+    from tabs.landmarks import faces as landmarks, model as landmarks_model
     from tabs.language import model as language
     from tabs.notes import model as notes
     from tabs.ocr import model as ocr
     from tabs.pitch import model as pitch
+    from tabs.pose import model as pose
     from tabs.search import model as search
     from tabs.stt import model as stt
     from tabs.style import model as style
@@ -114,6 +116,9 @@ def _standard() -> dict:
             face_identity.FACE_EMBEDDER, lambda m: m.embed(im, [ASTRONAUT_FACE]))),
         face_emotion.FACE_EMOTION: ("512 px photo", "emotions of one face",
                                     lambda call, im: face_emotion.emotions(call, im, [ASTRONAUT_FACE["box"]])),
+        landmarks_model.FACE_MESH: ("512 px photo", "face mesh and irises (the detector's face first)",
+                                    lambda call, im: landmarks.analyse(call, im, None)),
+        pose.POSE_MODEL: ("512 px photo", "body pose", pose.poses_in),
         nsfw.NSFW_CLASSIFIER: ("512 px photo", "nsfw.score", nsfw.score),
         background.SEGMENTER: ("512 px photo", "person mask", background.segment),
         style.STYLE_PRESETS: ("512 px photo", "restyle, a preset",

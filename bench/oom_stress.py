@@ -1,11 +1,12 @@
-"""oom-stress: 100 jobs over every available model under a budget of 60 % of their footprints,
+"""oom-stress: 100 jobs over every model with a standard input in bench/networks (all networks the
+engine serves) under a budget of 60 % of their footprints,
 with real out-of-memory errors injected at random points in 10 % of the runs.
 
 1. A first child process runs each model once through the engine, so its footprint (load bytes
    and run peak) is measured and saved (footprints.json), as any first start does.
 2. A second, fresh child reads those footprints, sets the budget to 60 % of their sum (load +
    largest run peak, over all models) and runs JOBS jobs in a seeded random order, THREADS at a
-   time, each one engine.infer call on its model. In 10 % of the runs an out-of-memory is raised
+   time, each one standard call (a run on the engine, leasing its model). In 10 % of the runs an out-of-memory is raised
    for real (torch's CPU allocator refusing 1 PiB) at a random point: while the model loads,
    before the model's call, or after it (the work done is lost).
 
@@ -33,8 +34,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .common import ROOT, child_json, save_series
 
 JOBS = 100
@@ -45,61 +44,34 @@ BUDGET_SHARE = 0.60
 SENTENCE = "Many neural networks side by side on one machine, and none of them runs out of memory."
 
 
-def _workloads(folder: Path) -> dict:
-    """name -> (model, fn(model), bucket). Image models from bench.capabilities; audio models on
-    speech the TTS voice made in the learning pass (saved in `folder`)."""
-    from bench.capabilities import _capabilities
-    from engine import pixel_bucket
+def _workloads() -> dict:
+    """spec name -> (fn(call, input), input): every model with a standard input in bench/networks
+    (all networks the engine serves; the speech is the Piper voice's, rendered once)."""
+    from .networks import INPUTS, _standard
 
+    inputs = {}
     work = {}
-    for name, (model, call, make_image, *_rest) in _capabilities().items():
-        if name == "face-identity":
-            continue
-        image = make_image()
-        if name.startswith("upscale"):
-            image = image[200:264, 200:264] if name == "upscale-x4plus" else image[:192, :192]
-        work[name] = (model, (lambda call, image: lambda m: call(m, image))(call, image),
-                      pixel_bucket(image.shape[1], image.shape[0]))
-    speech_file = folder / "speech16k.npy"
-    try:
-        from tabs.pitch import model as pitch
-        from tabs.stt import model as stt
-        from tabs.tts import model as tts
-        from tabs.vad import model as vad
-    except ImportError:
-        return work
-    pieces = tts.plan(SENTENCE)
-    work["tts"] = (tts.TTS_PIPER, lambda voice: tts.render(voice, pieces), tts.symbol_bucket(pieces))
-    if speech_file.exists():
-        speech = np.load(speech_file)
-        work["vad"] = (vad.VAD_MODEL, lambda s: vad.speech_probs(s, speech)[0], vad.seconds_bucket(speech.size / 16000))
-        work["stt"] = (stt.WHISPER, lambda m: stt.run_whisper(m, speech), stt.duration_bucket(speech.size / 16000))
-        work["pitch"] = (pitch.PITCH_MODEL, lambda d: d.detect(speech, 16000), pitch.seconds_bucket(speech.size / 16000))
+    for name, (kind, _what, fn) in _standard().items():
+        if kind not in inputs:
+            inputs[kind] = INPUTS[kind]()
+        work[name] = (fn, inputs[kind])
     return work
 
 
 def learn(folder: str, device: str = "cpu") -> None:
-    """Run every workload once (learning footprints into folder/data); save the speech made."""
+    """Run every workload once, alone, learning footprints into folder/data."""
     sys.path.insert(0, str(ROOT))
     from tabs.catalog import build_engine
 
     folder = Path(folder)
     engine = build_engine(data_dir=folder / "data", store=False, device=device)
-    try:
-        from tabs.tts import model as tts
-        from engine.media.audio import read_audio, write_wav
-
-        pieces = tts.plan(SENTENCE)
-        with engine.run("speak", bucket=tts.symbol_bucket(pieces)) as run:
-            samples, rate = tts.speak(run.call, pieces)
-        write_wav(folder / "speech.wav", samples, rate)
-        np.save(folder / "speech16k.npy", read_audio(folder / "speech.wav", 16000))
-    except ImportError:
-        pass
-    for name, (model, fn, bucket) in _workloads(folder).items():
-        engine.infer(f"learn {name}", model, fn, bucket=bucket)
-        engine.pool.unload(model)
-    print(json.dumps({"models": sorted(_workloads(folder))}))
+    work = _workloads()
+    for name, (fn, value) in work.items():
+        with engine.run(f"learn {name}") as run:
+            fn(run.call, value)
+        for model in engine.pool.loaded_models():
+            engine.pool.unload(model)
+    print(json.dumps({"models": sorted(work)}))
 
 
 def stress(folder: str, seed: str = "5", device: str = "cpu") -> None:
@@ -112,12 +84,12 @@ def stress(folder: str, seed: str = "5", device: str = "cpu") -> None:
     from tabs.catalog import build_engine, default_specs
 
     folder = Path(folder)
-    work = _workloads(folder)
+    work = _workloads()
     specs = {s.name: s for s in default_specs()}
     store = FootprintStore(folder / "data" / "footprints.json")
     # On a GPU only the models placed there share its budget (the CPU-pinned ones keep the RAM's).
     home = {m: device if specs[m].device == "auto" else "cpu" for m in specs}
-    used = sorted({model for model, _, _ in work.values() if home[model] == device})
+    used = sorted(m for m in work if home[m] == device)
     footprints = {m: store.load_bytes(specs[m], device) + max(store.get(m, device).run_peak_bytes.values(), default=0)
                   for m in used}
     budget = int(BUDGET_SHARE * sum(footprints.values()))
@@ -182,29 +154,35 @@ def stress(folder: str, seed: str = "5", device: str = "cpu") -> None:
                     return
                 i = queue.pop(0)
             name = order[i]
-            model, fn, bucket = work[name]
+            fn, value = work[name]
             point = inject.get(i)
             if point == "load":
-                if model in engine.pool.loaded_models():
+                if name in engine.pool.loaded_models():
                     point = "before"
                 else:
                     with lock:
-                        fail_next_load.add(model)
+                        fail_next_load.add(name)
             calls = []
 
-            def call(m, fn=fn, point=point, calls=calls):
-                calls.append(1)
-                if point == "before" and len(calls) == 1:
-                    allocation_failure("before", model)
-                out = fn(m)
-                if point == "after" and len(calls) == 1:
-                    allocation_failure("after", model)
-                return out
+            def failing(call, point=point, calls=calls):
+                """run.call, failing once for real at `point` inside the first lease."""
+                def wrapped(model, use):
+                    def inside(m):
+                        calls.append(1)
+                        first = len(calls) == 1
+                        if point == "before" and first:
+                            allocation_failure("before", model)
+                        out = use(m)
+                        if point == "after" and first:
+                            allocation_failure("after", model)
+                        return out
+                    return call(model, inside)
+                return wrapped
 
             try:
-                with engine.run(f"stress {name}", bucket=bucket) as run:
+                with engine.run(f"stress {name}") as run:
                     records[i] = run.record
-                    run.call(model, call)
+                    fn(failing(run.call), value)
                 outcomes[i] = "ok"
             except (OutOfMemory, NotEnoughMemory) as exc:
                 outcomes[i] = f"oom: {exc}"
