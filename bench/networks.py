@@ -98,6 +98,7 @@ def _standard() -> dict:
     from tabs.search import model as search
     from tabs.stt import model as stt
     from tabs.style import model as style
+    from tabs.tags import model as tags
     from tabs.tts import model as tts
     from tabs.upscale import model as upscale
     from tabs.vad import model as vad
@@ -147,6 +148,7 @@ def _standard() -> dict:
         voices.VOICE_ENCODER: ("speech", "compare_voices, its two halves",
                                lambda call, s: voices.compare_voices(call, s[:half(s)], s[half(s):], RATE)),
         keywords.KEYWORD_MODEL: ("speech", "spot 'computer'", spot),
+        tags.TAGS_MODEL: ("speech", "music tags", tags.tag_samples),
         notes.NOTES_MODEL: ("speech", "transcribe notes",
                             lambda call, s: notes.transcribe(call, soxr.resample(s, RATE, notes.SAMPLE_RATE))),
     }

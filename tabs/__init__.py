@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 CAPABILITIES = [
     "faces", "landmarks", "background", "pose", "style", "upscale", "ocr", "document", "nsfw",
     "language", "search", "entities",   # GROUP "Text"
-    "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords",   # GROUP "Audio": one tab, a sub-tab each
+    "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords", "tags",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
 ]
 # A tab that groups several capabilities, and the line it opens with.
-GROUPS = {"Audio": "Audio files, or the sound of a video. Clips over a minute run as jobs on the queue.",
+GROUPS = {"Audio": "Audio files, or the sound of a video. Long clips run as jobs on the queue.",
           "Text": "Text you paste, and what the app has transcribed or read."}
 
 
