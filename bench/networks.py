@@ -85,6 +85,7 @@ def _standard() -> dict:
 
     from analysers import face_detector, face_emotion, face_identity, nsfw
     from tabs.background import model as background
+    from tabs.deblock import model as deblock
     from tabs.denoise import model as denoise
     from tabs.document import model as document, page as document_page
     from tabs.entities import model as entities
@@ -130,6 +131,8 @@ def _standard() -> dict:
             upscale.UPSCALE_FAST, lambda m: upscale.upscale(m, im, 2))),
         upscale.UPSCALE_X4PLUS: ("512 px photo", "upscale x4 of its 128 px corner (slow)", lambda call, im: call(
             upscale.UPSCALE_X4PLUS, lambda m: upscale.upscale(m, im[:128, :128], 4))),
+        deblock.DEBLOCK: ("512 px photo", "clean up, strength 2", lambda call, im: call(
+            deblock.DEBLOCK, lambda m: deblock.clean(m, im, 2))),
         ocr.OCR: ("512 px text photo", "read_text, 3 lines", lambda call, im: call(
             ocr.OCR, lambda m: ocr.read_text(m, im))),
         document.ORIENTATION: ("512 px text photo", "page orientation", document_page.orient_page),

@@ -58,7 +58,8 @@ REFUSE, ANSWER, EITHER = "refused", "answered", "either"
 # scales to 2 px). The others may say the image is too small (OCR, style transfer and background
 # removal need a minimum size; comparing faces needs a face).
 RESULT_FOR_TINY = {("detect_faces", "image"), ("nsfw_check", "image"), ("upscale", "image"),
-                   ("blur_faces_image", "image"), ("face_emotions", "image")}
+                   ("blur_faces_image", "image"), ("face_emotions", "image"),
+                   ("clean_up_photo", "image")}
 
 # Inputs read for their metadata only (PNG text chunks), never decoded: a bomb's header and
 # text are read safely, so a result is a correct answer there too.
@@ -269,7 +270,7 @@ def check_result(endpoint: str, param: str, case: Case, result, size, photo: np.
         elif endpoint == "upscale":
             if size and image_size(result) != (2 * size[0], 2 * size[1]):
                 return f"x2 result is {image_size(result)} for {size}"
-        elif endpoint in ("blur_faces_image", "stylize"):
+        elif endpoint in ("blur_faces_image", "stylize", "clean_up_photo"):
             if size and image_size(result) != size:
                 return f"result is {image_size(result)}, the input {size}"
             if endpoint == "blur_faces_image" and param == "keep" and case.photo:

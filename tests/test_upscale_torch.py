@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.runtimes import compiled
+from engine.runtimes import compiled, ncnn_weights
 from tabs.upscale import model as up
-from tabs.upscale import ncnn_weights, torch_nets
+from tabs.upscale import torch_nets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 import make_upscale_reference as reference  # noqa: E402

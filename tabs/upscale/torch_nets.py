@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ncnn_weights import Layer, read_model
+from engine.runtimes.ncnn_weights import Layer, read_model
 
 CONVERTER_VERSION = 1   # bump when the conversion changes: cached state files are keyed by it
 LEAKY_SLOPE = 0.2
