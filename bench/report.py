@@ -54,8 +54,8 @@ DESCRIPTIONS = {
                  "lease, memory probe, OOM guard); 15 interleaved blocks of 200 calls, medians of block means."),
     "startup": ("bench/startup.py", "`launch.py` with a fresh data dir: time to the first HTTP 200, and to the first "
                 "`detect_faces` answer through gradio_client. Median of 3."),
-    "oom-stress": ("bench/oom_stress.py", "Every available model (vision and audio), footprints learned in a first process; "
-                   "then 100 jobs in random order, 3 at a time, under a budget of 60 % of the footprints' sum, with real "
+    "oom-stress": ("bench/oom_stress.py", "Every model with a standard input in bench/networks (all the engine "
+                   "serves), footprints learned in a first process; then 100 jobs in random order, 3 at a time, under a budget of 60 % of the footprints' sum, with real "
                    "allocation failures injected in 10 % of the runs (during the load, before or after the model's call)."),
     "load": ("bench/load.py", "Issue 9's load test: 20 gradio_client clients for 75 s against the real app "
              "(`--budget`), 16 going round detect_faces, nsfw_check, ocr, speak and detect_speech, 4 submitting "
