@@ -17,6 +17,7 @@ from tabs.search import model as embedder
 from tabs.search import passages as P
 from tabs.search import tab
 from tabs.stt import model as stt_model
+from ui import components
 
 # (passage, a query that says the same in other words), one topic each.
 CORPUS = [
@@ -239,6 +240,17 @@ def test_finished_jobs_and_recent_transcriptions_are_found_with_their_time(engin
 
     _, found = tab.search_texts(engine, "a relative who lived in the countryside with animals", 1)
     assert found["hits"][0]["source"].startswith("transcription of ") and found["hits"][0]["at"] == "00:04"
+
+    # The same texts are offered to the other text tabs (language, entities) as whole texts.
+    offered = components.texts_made(engine).choices
+    assert [label for label, _ in offered[:2]] == [f"video text keynote.mp4 (job {ids[1]})",
+                                                   f"recording standup.wav (job {ids[0]})"]
+    assert offered[2][0].startswith("transcription of ") and len(offered) == 3
+    spoken = components.text_made(engine, f"job:{ids[0]}")
+    assert "budget report" in spoken and spoken.count("\n") >= 2   # one utterance per line
+    assert components.text_made(engine, f"job:{ids[1]}").splitlines()[1] == "Our carbon emissions fell by a third since 2019"
+    with pytest.raises(UserFacingError, match="That text is gone"):
+        components.text_made(engine, "job:nope")
 
     # Nothing changed: a further refresh reads and embeds nothing.
     counted, seen = counting(lambda model, fn: engine.infer("test", model, fn))

@@ -18,7 +18,11 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from engine import UserFacingError
+
+from . import outputs
 from .handlers import handler
+from .texts import finished_texts, source_text
 
 PHOTO_SOURCES = ["upload", "clipboard"]
 VIDEO_JOB_NOTE = "The video runs as a job: it survives a closed browser and a restart, and shows on the Jobs tab."
@@ -103,3 +107,32 @@ def on_click_queued(engine, button: gr.Button, fn: Callable[..., Any], action: s
     """Wire a button to a handler that waits on the job queue or a model's lease (see the module's
     docstring)."""
     button.click(handler(engine, fn, action), inputs, outputs, api_name=api_name, concurrency_limit=None)
+
+
+def texts_made(engine) -> gr.Dropdown:
+    """The texts the app has made (finished transcription and video-text jobs, the last hours'
+    transcriptions), as the choices of a dropdown, none chosen."""
+    made = finished_texts(engine.jobs.list(), outputs.ROOT)
+    return gr.Dropdown(choices=[(s["label"], s["id"]) for s in made], value=None)
+
+
+def text_made(engine, source_id: str | None):
+    """The plain text of one of texts_made's choices; the text box is left as it is when none is."""
+    if not source_id:
+        return gr.update()
+    found = next((s for s in finished_texts(engine.jobs.list(), outputs.ROOT) if s["id"] == source_id), None)
+    if found is None:
+        raise UserFacingError("That text is gone (its job was deleted or its files swept): choose another.")
+    return source_text(found)
+
+
+def text_from_app(engine, textbox: gr.Textbox) -> gr.Dropdown:
+    """A dropdown of the texts the app has made, read again whenever it is opened; choosing one
+    puts its text in `textbox` (what was typed there is replaced, nothing else is lost)."""
+    choice = gr.Dropdown(label="Or take a text the app made (transcripts, video text)", choices=[],
+                         value=None, interactive=True)
+    choice.focus(handler(engine, texts_made, "list the texts"), None, choice, api_visibility="private",
+                 show_progress="hidden")
+    choice.input(handler(engine, text_made, "take that text"), choice, textbox, api_visibility="private",
+                 show_progress="hidden")
+    return choice

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
-from ui.components import on_click
+from ui.components import on_click, text_from_app
 
 from . import check
 from . import model as spacy_model
@@ -76,6 +76,7 @@ def build(engine: Engine) -> None:
             text = gr.Textbox(label="English text", lines=8, max_length=spacy_model.MAX_CHARS,
                               placeholder="Eileen Collins commanded the Space Shuttle Columbia for "
                                           "NASA in July 1999.")
+            text_from_app(engine, text)
             parse = gr.Checkbox(value=True, label="Parts of speech and sentence structure too")
             go = gr.Button("Find entities", variant="primary")
         with gr.Column():

@@ -5,7 +5,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
-from ui.components import on_click
+from ui.components import on_click, text_from_app
 
 from . import check
 from . import model as lid
@@ -58,6 +58,7 @@ def build(engine: Engine) -> None:
         with gr.Column():
             text = gr.Textbox(label="Text", lines=6, max_length=lid.MAX_CHARS,
                               placeholder="Der Zug nach Hamburg hat heute zwanzig Minuten Verspätung.")
+            text_from_app(engine, text)
             top_k = gr.Slider(1, 10, value=3, step=1, label="Languages to list")
             by_line = gr.Checkbox(value=False, label="Line by line")
             go = gr.Button("Detect the language", variant="primary")

@@ -1,6 +1,7 @@
 """What gets indexed: texts cut into passages, each with where it came from.
 
-Sources (read from disk by their documented formats; no other capability is imported):
+Sources (ui/texts.py reads them from disk by their documented formats; no other capability is
+imported):
 - finished jobs whose result is an SRT file (engine/jobs.py's table, `result` column): speech to
   text's transcribe_long leaves transcript.json beside its transcript.srt (tabs/stt/long_input.py,
   job_outputs), whose segments are whole utterances with times; any other SRT result (read text's
@@ -13,11 +14,11 @@ A passage: {"text", "start", "end"} (seconds, or None for untimed text).
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
 import re
 from pathlib import Path
+
+from ui.texts import clean, job_source, parse_srt, request_sources, transcript_segments  # noqa: F401
 
 # The model was fine-tuned on 128 word pieces; about 80 words stay under that. A timed passage
 # closes once it holds MIN_WORDS and a sentence ends, so a hit's time points near what was said.
@@ -25,17 +26,12 @@ MAX_WORDS = 80
 MIN_WORDS = 20
 PAUSE_S = 3.0   # a silence (or a gap between cues) this long also ends a passage
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*$")
-_SRT_TIME = re.compile(r"(\d+):(\d{2}):(\d{2})[,.](\d{3})\s*-->\s*(\d+):(\d{2}):(\d{2})[,.](\d{3})")
 TEXT_SUFFIXES = (".txt", ".md", ".srt")
 
 
 def text_hash(text: str) -> str:
     """The key of a passage's embedding: the exact text the model sees."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def clean(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def clock(seconds: float) -> str:
@@ -46,23 +42,6 @@ def clock(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------ parsing
-
-def parse_srt(body: str) -> list[dict]:
-    """Cues of an SRT text: [{"start", "end", "text"}], text lines joined by a space."""
-    cues = []
-    for block in re.split(r"\r?\n\s*\r?\n", body.replace("\ufeff", "")):
-        lines = [line for line in block.strip().splitlines() if line.strip()]
-        for i, line in enumerate(lines[:2]):   # the number line is optional in the wild
-            found = _SRT_TIME.search(line)
-            if found:
-                h1, m1, s1, ms1, h2, m2, s2, ms2 = map(int, found.groups())
-                text = clean(" ".join(lines[i + 1:]))
-                if text:
-                    cues.append({"start": h1 * 3600 + m1 * 60 + s1 + ms1 / 1000,
-                                 "end": h2 * 3600 + m2 * 60 + s2 + ms2 / 1000, "text": text})
-                break
-    return cues
-
 
 def timed_passages(units: list[dict], min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[dict]:
     """Consecutive timed units (segments, cues) joined into passages: one closes at a sentence end
@@ -138,60 +117,12 @@ def stamp(*paths: Path) -> list:
     return [[p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
 
 
-def _transcript_segments(path: Path) -> list[dict] | None:
-    """The segments of a speech-to-text transcript.json, or None if it is not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    segments = data.get("segments") if isinstance(data, dict) else None
-    if not isinstance(segments, list):
-        return None
-    return [s for s in segments if isinstance(s, dict) and {"start", "end", "text"} <= set(s)]
-
-
-# What a hit in a job's result is called, by job kind (the names other capabilities register;
-# strings, not imports). A kind not named here that leaves an SRT is read as subtitles.
-JOB_WORDS = {"transcribe_long": "recording", "ocr_video": "video text"}
-SPEECH_JOBS = ("transcribe_long",)
-
-
-def job_source(job: dict) -> dict | None:
-    """A finished job whose result is an SRT file, as a source (without passages yet): its id,
-    a label naming the job's input file, the file to read; None for any other job."""
-    result = Path(job.get("result") or "")
-    if job.get("state") != "done" or result.suffix.lower() != ".srt" or not result.is_file():
-        return None
-    inputs = (job.get("params") or {}).get("inputs") or {}
-    name = Path(next(iter(inputs.values()), "") or result.name).name
-    transcript = result.with_name("transcript.json")
-    speech = transcript.is_file() or job.get("capability") in SPEECH_JOBS
-    what = JOB_WORDS.get(job.get("capability"), "subtitles of")
-    return {"id": f"job:{job['id']}", "kind": "speech" if speech else "subtitles",
-            "label": f"{what} {name} (job {job['id']})",
-            "files": [transcript if transcript.is_file() else result]}
-
-
-def request_sources(outputs_root: Path) -> list[dict]:
-    """Interactive transcriptions still in the outputs folder (ui/outputs.py sweeps them after a
-    few hours; what was indexed stays in the index)."""
-    found = []
-    for path in sorted(Path(outputs_root).glob("stt/*/transcript.json")):
-        try:
-            made = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        except OSError:
-            continue   # swept meanwhile
-        found.append({"id": f"request:{path.parent.name}", "kind": "speech",
-                      "label": f"transcription of {made}", "files": [path]})
-    return found
-
-
 def read_passages(source: dict) -> list[dict]:
     """The passages of a job or request source, from its file: a transcript's segments, or an
     SRT's cues (joined into sentences for speech; each cue of on-screen text is what one slide or
     caption showed, a passage of its own)."""
     path = source["files"][0]
     if path.name == "transcript.json":
-        return timed_passages(_transcript_segments(path) or [])
+        return timed_passages(transcript_segments(path) or [])
     cues = parse_srt(path.read_text(encoding="utf-8", errors="replace"))
     return timed_passages(cues) if source["kind"] == "speech" else [_join([cue]) for cue in cues]
