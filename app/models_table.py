@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from unittest import mock
 
-import analysers
-import tabs
 from engine import ModelSpec
 from engine.runtimes import onnx_runtime
+from tabs.catalog import capability_of, default_specs
 from tabs.stt import model as stt_model
 
 COLUMNS = ["model", "function", "networks", "capability", "runtime", "device with a GPU", "weights from"]
@@ -26,16 +25,11 @@ def _as_on_a_gpu(specs) -> list[ModelSpec]:
 
 
 def rows() -> list[dict]:
-    found = []
-    sources = [(f"shared ({a.__name__.rpartition('.')[2]})", a.specs) for a in analysers.ANALYSERS]
-    sources += [(c.TITLE if c.GROUP is None else f"{c.GROUP}: {c.TITLE}", c.specs) for c in tabs.capabilities()]
-    for capability, specs in sources:
-        for spec in _as_on_a_gpu(specs):
-            found.append({"model": spec.name, "function": spec.function, "networks": spec.networks,
-                          "capability": capability, "runtime": spec.runtime,
-                          "device with a GPU": "GPU" if spec.device == "auto" else spec.device.upper(),
-                          "weights from": spec.source, "why": spec.runtime_reason})
-    return found
+    capability = capability_of()
+    return [{"model": spec.name, "function": spec.function, "networks": spec.networks,
+             "capability": capability[spec.name], "runtime": spec.runtime,
+             "device with a GPU": "GPU" if spec.device == "auto" else spec.device.upper(),
+             "weights from": spec.source, "why": spec.runtime_reason} for spec in _as_on_a_gpu(default_specs)]
 
 
 def markdown(found: list[dict]) -> str:

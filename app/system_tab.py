@@ -9,7 +9,7 @@ import pandas as pd
 from engine import Engine, format_bytes
 from engine import doctor as doc
 from engine.models import TWO_RUNTIMES
-from tabs.catalog import doctor_checks
+from tabs.catalog import capability_of, doctor_checks
 from ui.handlers import handler
 from ui.times import local_time
 
@@ -25,7 +25,7 @@ def device_rows(status: dict) -> pd.DataFrame:
 
 
 MODEL_COLUMNS = ["model", "function", "networks", "role", "runtime", "why this runtime", "device", "runs on", "state",
-                 "bytes", "load s", "uses"]
+                 "bytes", "load s", "uses", "capability", "weights from", "offline"]
 
 
 def model_rows(status: dict) -> pd.DataFrame:
@@ -37,7 +37,9 @@ def model_rows(status: dict) -> pd.DataFrame:
         "why this runtime": "" if m.get("runtime") in TWO_RUNTIMES else m.get("runtime_reason", ""),
         "device": m["device"], "runs on": m.get("backend", ""), "state": m["state"],
         "bytes": format_bytes(m["bytes"]) + ("" if m["measured"] else " (estimate)"),
-        "load s": m["load_s"], "uses": m["uses"],
+        "load s": m["load_s"], "uses": m["uses"], "capability": m.get("capability", ""),
+        "weights from": m.get("source", ""),
+        "offline": {True: "yes, installed", False: "hub / your files"}.get(m.get("offline"), ""),
     } for m in status["models"]], columns=MODEL_COLUMNS)
 
 
@@ -99,8 +101,16 @@ def run_detail(status: dict, run_id) -> str:
 # ---------------------------------------------------------------------------------- handlers
 
 def system_status(engine: Engine) -> dict:
-    """Devices with total / free / budget, models with role, device, bytes and state, and the latest runs."""
-    return engine.status()
+    """Devices with total / free / budget; every model with its function, networks, capability,
+    runtime, device, weights source (and licence), whether it is offline (its weights installed
+    with the app) or from the hub / your files (added in the Models tab), bytes (measured once
+    loaded) and load time, state; the count of networks; the latest runs."""
+    status = engine.status()
+    shipped = capability_of()
+    for row in status["models"]:
+        row["capability"] = shipped.get(row["name"], "Models tab")
+        row["offline"] = row["name"] in shipped
+    return status
 
 
 def doctor(engine: Engine) -> dict:

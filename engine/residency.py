@@ -239,7 +239,7 @@ class Residency:
                 instances = [i for i in self._instances if i.spec is spec]
                 named = {"name": spec.name, "role": spec.role, "runtime": spec.runtime,
                          "runtime_reason": spec.runtime_reason, "function": spec.function,
-                         "networks": spec.networks}
+                         "networks": spec.networks, "source": spec.source}
                 for i in instances:
                     rows.append({**named, "device": getattr(i.device, "label", i.device), "bytes": i.bytes,
                                  "state": "in use" if i.state == "leased" else i.state,

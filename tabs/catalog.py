@@ -23,6 +23,18 @@ def _sources() -> list:
             + [(c.specs, c.unavailable) for c in capabilities()])
 
 
+@functools.lru_cache(maxsize=1)
+def capability_of() -> dict[str, str]:
+    """Model name -> the capability that serves it, as the UI names it ("Audio: Pitch"; a shared
+    analyser: "shared (face_detector)"): every model the app ships, all installed, offline."""
+    named = {}
+    for analyser in analysers.ANALYSERS:
+        named.update({s.name: f"shared ({analyser.__name__.rpartition('.')[2]})" for s in analyser.specs()})
+    for c in capabilities():
+        named.update({s.name: c.TITLE if c.GROUP is None else f"{c.GROUP}: {c.TITLE}" for s in c.specs()})
+    return named
+
+
 def default_specs() -> list[ModelSpec]:
     return [spec for specs, _ in _sources() for spec in specs()]
 

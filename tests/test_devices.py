@@ -189,3 +189,20 @@ def test_every_onnx_runtime_model_goes_to_the_gpu_where_there_is_one_and_the_rea
     assert models_table.markdown(rows).splitlines()[2] == "| " + " | ".join(models_table.COLUMNS) + " |"
     # The README's table is the registry's, whole (regenerate it with python -m app.models_table).
     assert models_table.markdown(rows).strip() in readme
+
+
+def test_system_status_names_every_networks_capability_source_and_that_it_is_offline(tmp_path):
+    from app.system_tab import model_rows, system_status
+    from tabs.catalog import build_engine
+
+    engine = build_engine(data_dir=tmp_path, store=False)
+    status = system_status(engine)
+    rows = status["models"]
+    assert status["networks"] >= 40 and sum(r["networks"] for r in rows) == status["networks"]
+    assert len({r["function"] for r in rows}) == len(rows)   # one network per function
+    assert all(r["offline"] and r["capability"] != "Models tab" and r["source"] for r in rows), rows
+    named = {r["name"]: r["capability"] for r in rows}
+    assert named["face-detector"] == "shared (face_detector)" and named["basic-pitch"] == "Audio: Notes (audio to MIDI)"
+    table = model_rows(status)
+    assert list(table.columns[-3:]) == ["capability", "weights from", "offline"]
+    assert set(table["offline"]) == {"yes, installed"}
