@@ -75,7 +75,13 @@ def speech_file() -> Path:
     return path
 
 
-INPUTS = {"512 px photo": _photo, "512 px text photo": _text_photo, "sentence": lambda: SENTENCE,
+def _hand_photo() -> np.ndarray:
+    """A real photo of an open hand, 640x480 (tests/data/hands: OpenCV's docs, Apache-2.0)."""
+    from PIL import Image
+    return np.asarray(Image.open(ROOT / "tests" / "data" / "hands" / "handSrc.jpg").convert("RGB"))
+
+
+INPUTS = {"512 px photo": _photo, "hand photo": _hand_photo, "512 px text photo": _text_photo, "sentence": lambda: SENTENCE,
           "speech": _speech}
 
 
@@ -87,6 +93,7 @@ def _standard() -> dict:
     from tabs.background import model as background
     from tabs.deblock import model as deblock
     from tabs.denoise import model as denoise
+    from tabs.hands import model as hands
     from tabs.document import model as document, page as document_page
     from tabs.entities import model as entities
     from tabs.keywords import model as keywords
@@ -121,6 +128,7 @@ def _standard() -> dict:
         landmarks_model.FACE_MESH: ("512 px photo", "face mesh and irises (the detector's face first)",
                                     lambda call, im: landmarks.analyse(call, im, None)),
         pose.POSE_MODEL: ("512 px photo", "body pose", pose.poses_in),
+        hands.HANDS_MODEL: ("hand photo", "hands", hands.hands_in),
         nsfw.NSFW_CLASSIFIER: ("512 px photo", "nsfw.score", nsfw.score),
         background.SEGMENTER: ("512 px photo", "person mask", background.segment),
         style.STYLE_PRESETS: ("512 px photo", "restyle, a preset",
@@ -172,6 +180,7 @@ def _video_calls() -> dict:
     from tabs.background import model as background
     from tabs.deblock import model as deblock
     from tabs.faces.tracks import faces_in_frames
+    from tabs.hands import model as hands
     from tabs.landmarks import faces as landmarks, model as landmarks_model
     from tabs.ocr import model as ocr
     from tabs.pose import model as pose
@@ -193,6 +202,7 @@ def _video_calls() -> dict:
         ocr.OCR: lambda call, im: call(ocr.OCR, lambda m: ocr.read_text(m, im)),
         landmarks_model.FACE_MESH: lambda call, im: landmarks.analyse(call, im, 960 * 540),
         pose.POSE_MODEL: pose.poses_in,
+        hands.HANDS_MODEL: hands.hands_in,
     }
 
 

@@ -14,7 +14,7 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "landmarks", "background", "pose", "style", "upscale", "deblock", "ocr", "document", "nsfw",
+    "faces", "landmarks", "background", "pose", "hands", "style", "upscale", "deblock", "ocr", "document", "nsfw",
     "language", "search", "entities",   # GROUP "Text"
     "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords", "tags",   # GROUP "Audio": one tab, a sub-tab each
     "generate", "segment", "models",
