@@ -355,3 +355,11 @@ def _mediapipe_reference() -> None:
 
 if __name__ == "__main__":
     _mediapipe_reference()
+
+
+def test_weighted_nms_ends_on_a_zero_size_box():
+    from analysers import mediapipe_ssd
+    boxes = np.array([[0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.3, 0.3], [0.12, 0.1, 0.31, 0.3]])
+    points = np.zeros((3, 2, 2))
+    merged = mediapipe_ssd.weighted_nms(boxes, points, np.array([0.9, 0.8, 0.7]), 0.3)
+    assert [round(float(score), 2) for score, _, _ in merged] == [0.9, 0.8]

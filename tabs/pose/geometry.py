@@ -10,20 +10,17 @@ read at commit 85c0cdc7; the 0.10.21 wheel's networks):
   tensors_to_pose_landmarks_and_segmentation.pbtxt and
   pose_landmarks_and_segmentation_inverse_projection.pbtxt: the landmark net's crop and outputs.
 
-Pictures are warped as ImageToTensorCalculator's OpenCV converter does (cv::warpAffine,
-INTER_LINEAR, from cv::boxPoints of the rotated ROI to the tensor's corners), here by our own
-bilinear sampling: tensor pixel (u, v) reads the image at
-    centre + R(rotation) @ ((u / out_w - 0.5) * roi_w, (v / out_h - 0.5) * roi_h),
-with R = [[cos, -sin], [sin, cos]] in image axes (y down); landmarks go back by the same map
-(LandmarkProjectionCalculator with image dimensions, i.e. in pixels).
+The detector's anchors, decoding and NMS, the letterbox and the ROI warp are MediaPipe's shared
+calculators, in analysers/mediapipe_ssd.py; this module holds pose's constants and steps.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 
 import numpy as np
+
+from analysers import mediapipe_ssd
+from analysers.mediapipe_ssd import Detection, Roi, SsdDetector, decode, letterbox, sigmoid, to_picture, warp  # noqa: F401
 
 # -- pose_detection_cpu.pbtxt ---------------------------------------------------------------
 DETECTOR_SIZE = 224            # ImageToTensorCalculator output_tensor_width/height: 224
@@ -58,153 +55,23 @@ HEATMAP_KERNEL = 7             # RefineLandmarksFromHeatmapCalculator kernel_siz
 HEATMAP_MIN_CONFIDENCE = 0.5   # its proto default min_confidence_to_refine 0.5
 
 
-@dataclasses.dataclass
-class Detection:
-    """One person found by the detector, in the picture's pixels: score, box (x1, y1, x2, y2;
-    the detector's box is around the face) and its 4 keypoints (mid-hip, full-body circle point,
-    mid-shoulder, upper-body circle point)."""
-    score: float
-    box: np.ndarray        # (4,)
-    keypoints: np.ndarray  # (4, 2)
+DETECTOR = SsdDetector(DETECTOR_SIZE, ANCHOR_STRIDES, NUM_BOXES, NUM_KEYPOINTS, DETECTOR_RANGE, SCORE_CLIP, NMS_IOU)
 
 
-@dataclasses.dataclass
-class Roi:
-    """A rotated rectangle in pixels: what the landmark net sees."""
-    cx: float
-    cy: float
-    width: float
-    height: float
-    rotation: float  # radians, clockwise on screen (image y points down)
-
-
-def sigmoid(x):
-    # Clipped: the segmentation logits reach +-1.6e3, and exp overflows float64 past 709.
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -500, 500)))
-
-
-# ---------------------------------------------------------------------------- warping
-
-def warp(image: np.ndarray, roi: Roi, out_w: int, out_h: int, replicate: bool) -> np.ndarray:
-    """(out_h, out_w, C) float32 of the uint8 (H, W, C) `image` inside `roi`, bilinear; outside the
-    image the edge is repeated (`replicate`, BORDER_REPLICATE) or zero (BORDER_ZERO)."""
-    height, width = image.shape[:2]
-    cos, sin = math.cos(roi.rotation), math.sin(roi.rotation)
-    u = (np.arange(out_w, dtype=np.float32) / out_w - 0.5) * roi.width
-    v = (np.arange(out_h, dtype=np.float32) / out_h - 0.5) * roi.height
-    xs = roi.cx + cos * u[None, :] - sin * v[:, None]
-    ys = roi.cy + sin * u[None, :] + cos * v[:, None]
-    x0, y0 = np.floor(xs), np.floor(ys)
-    fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
-    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    out = np.zeros((out_h, out_w, image.shape[2]), np.float32)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-            pixels = image[np.clip(yi, 0, height - 1), np.clip(xi, 0, width - 1)].astype(np.float32)
-            if not replicate:
-                pixels *= inside[..., None]
-            out += wx * wy * pixels
-    return out
-
-
-def to_picture(roi: Roi, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points given as fractions of the ROI's tensor (0..1 across) in picture pixels."""
-    cos, sin = math.cos(roi.rotation), math.sin(roi.rotation)
-    u, v = (x - 0.5) * roi.width, (y - 0.5) * roi.height
-    return roi.cx + cos * u - sin * v, roi.cy + sin * u + cos * v
-
-
-# ---------------------------------------------------------------------------- the detector
-
-@functools.lru_cache(maxsize=1)
 def anchors() -> np.ndarray:
-    """(2254, 2) anchor centres (x, y) as fractions of the 224 input: SsdAnchorsCalculator's loop
-    (layers with the same stride share one feature map; two anchors per layer and cell, one for
-    the aspect ratio 1.0 and one interpolated, both 1 x 1 with fixed_anchor_size)."""
-    centres = []
-    layer = 0
-    while layer < len(ANCHOR_STRIDES):
-        same = layer
-        while same < len(ANCHOR_STRIDES) and ANCHOR_STRIDES[same] == ANCHOR_STRIDES[layer]:
-            same += 1
-        per_cell = 2 * (same - layer)
-        side = math.ceil(DETECTOR_SIZE / ANCHOR_STRIDES[layer])
-        for y in range(side):
-            for x in range(side):
-                centres.extend([((x + 0.5) / side, (y + 0.5) / side)] * per_cell)
-        layer = same
-    out = np.asarray(centres, dtype=np.float64)
-    assert len(out) == NUM_BOXES, len(out)
-    return out
+    """The detector's anchor centres (x, y) as fractions of its input."""
+    return mediapipe_ssd.anchors(DETECTOR_SIZE, ANCHOR_STRIDES)
 
 
 def detector_input(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """(224, 224, 3) float32 in [-1, 1]: the whole picture letterboxed (centred, zero border), and
-    the padding (horizontal, vertical) on each side as a fraction of the tensor (PadRoi)."""
-    height, width = rgb.shape[:2]
-    side = float(max(width, height))
-    pad_x, pad_y = (1 - width / side) / 2, (1 - height / side) / 2
-    roi = Roi(width / 2, height / 2, side, side, 0.0)
-    x = warp(rgb, roi, DETECTOR_SIZE, DETECTOR_SIZE, replicate=False)
-    low, high = DETECTOR_RANGE
-    return x * ((high - low) / 255.0) + low, (pad_x, pad_y)
+    """The whole picture letterboxed for the detector, and the padding (see mediapipe_ssd.letterbox)."""
+    return letterbox(rgb, DETECTOR)
 
 
 def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, padding: tuple[float, float],
                       width: int, height: int, min_score: float = MIN_SCORE) -> list[Detection]:
-    """The detector's outputs ((2254, 12), (2254, 1)) as detections in picture pixels, best first:
-    anchors decoded, scores over `min_score`, weighted NMS, letterbox removed."""
-    raw_boxes = np.asarray(raw_boxes, np.float64).reshape(NUM_BOXES, -1)
-    scores = sigmoid(np.clip(np.asarray(raw_scores, np.float64).reshape(NUM_BOXES), -SCORE_CLIP, SCORE_CLIP))
-    keep = np.flatnonzero(scores >= min_score)
-    if not len(keep):
-        return []
-    centre = anchors()[keep]
-    raw = raw_boxes[keep] / DETECTOR_SIZE
-    cx, cy = raw[:, 0] + centre[:, 0], raw[:, 1] + centre[:, 1]
-    w, h = raw[:, 2], raw[:, 3]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    points = raw[:, 4:4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) + centre[:, None, :]
-    valid = (w >= 0) & (h >= 0)   # ConvertToDetections drops boxes with a negative size
-    merged = weighted_nms(boxes[valid], points[valid], scores[keep][valid])
-    pad_x, pad_y = padding
-    scale = np.array([width / (1 - 2 * pad_x), height / (1 - 2 * pad_y)])
-    shift = np.array([pad_x, pad_y])
-    out = []
-    for score, box, kps in merged:
-        corners = (box.reshape(2, 2) - shift) * scale      # DetectionLetterboxRemovalCalculator
-        out.append(Detection(float(score), corners.reshape(4), (kps - shift) * scale))
-    return out
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU):
-    """NonMaxSuppressionCalculator's WEIGHTED algorithm: take the best box, average it with every
-    box overlapping it by IoU > `iou` (weights: their scores; keypoints too), keep the best's
-    score, repeat with the rest. [(score, box (4,), keypoints (K, 2))]."""
-    order = np.argsort(-scores, kind="stable")
-    out = []
-    while len(order):
-        best = order[0]
-        overlap = _iou(boxes[best], boxes[order]) > iou
-        group, order = order[overlap], order[~overlap]
-        weights = scores[group][:, None]
-        box = (boxes[group] * weights).sum(0) / weights.sum()
-        kps = (points[group] * weights[:, :, None]).sum(0) / weights.sum()
-        out.append((scores[best], box, kps))
-    return out
+    """The detector's outputs as detections in picture pixels, best first."""
+    return decode(DETECTOR, raw_boxes, raw_scores, padding, width, height, min_score)
 
 
 def roi_from_detection(detection: Detection) -> Roi:
