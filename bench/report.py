@@ -21,7 +21,7 @@ from .goals import SERIES, fields_of as _f, goals as _goals, series as _series
 from .common import ROOT, machine
 
 ALL = ["swap", "grouping", "interactive", "video-memory", "estimate", "overhead", "startup", "oom-stress", "load",
-       "networks"]
+       "networks", "drift"]
 TAKES_BUDGET = ("interactive", "load")
 PAGE = ROOT / "docs" / "benchmarks.md"
 ASSETS = ROOT / "docs" / "benchmarks"
@@ -70,6 +70,13 @@ DESCRIPTIONS = {
                  "the capability's own function on a standard input (512 px photo, a sentence, 5 s of Piper speech), "
                  "median of 5 after a warm-up; a model without a standard input yet is listed with load and footprint "
                  "only."),
+    "drift": ("bench/drift.py", "Issue 16's drift: every model with a standard input in bench/networks, footprints "
+              "learned in a first process; then 200 runs one at a time in a seeded order (shuffled rounds: each model "
+              "once per round), each variant in a fresh process: `evicting` under 60 % of the footprints' sum (models "
+              "evicted and reloaded), `resident` under 3x the sum (all stay loaded: the runs' own drift), "
+              "`evicting-trim` as evicting with gc + `malloc_trim` after every run. RSS, glibc heap in use and the "
+              "pool's ledger after every run; warm from `warm_from` (every model has run twice); slopes are least "
+              "squares over the warm runs, drift_pct the fitted growth over them as % of the budget (goal < 1)."),
 }
 
 
@@ -229,6 +236,14 @@ def _plots(results: dict) -> dict[str, list[str]]:
             series.append(("engine's resident models", [t for t, _ in s["engine"]], [v for _, v in s["engine"]]))
         add("load", "load-memory.png", lambda p: plot.line(p, "load: memory over time", "seconds", "MiB", series,
                                                            hlines=[("budget", s["budget_mb"])]))
+    s = _series("drift")
+    if s and "evicting" in s:
+        lines = [(f"{v}: RSS above its start", list(range(len(d["rss_mb"]))),
+                  [r - d["start_rss_mb"] for r in d["rss_mb"]]) for v, d in s.items()]
+        ledger = s["evicting"]["ledger_mb"]
+        lines.append(("evicting: pool's ledger", list(range(len(ledger))), ledger))
+        add("drift", "drift.png", lambda p: plot.line(p, "drift: memory after each run", "run", "MiB", lines,
+                                                      hlines=[("evicting's budget", s["evicting"]["budget_mb"])]))
     return out
 
 

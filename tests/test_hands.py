@@ -17,6 +17,8 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+
+from analysers import mediapipe_ssd
 import pytest
 import skimage.data
 from PIL import Image
@@ -76,7 +78,7 @@ def test_the_weights_are_here_and_both_nets_run_on_onnx_runtime(model):
                                                                      onnx_runtime.spec_device(), 2)
     assert model.runtime == "onnxruntime" and (model.detector.height, model.landmarker.height) == (192, 224)
     # SsdAnchorsCalculator's layout: 24x24 cells x 2 anchors, then 12x12 x 6 (three stride-16 layers).
-    anchors = geo.anchors()
+    anchors = mediapipe_ssd.anchors(geo.DETECTOR_SIZE, geo.ANCHOR_STRIDES)
     assert anchors.shape == (2016, 2) and np.allclose(anchors[:2], 0.5 / 24)
     assert np.allclose(anchors[1152:1158], 0.5 / 12) and np.allclose(anchors[-1], 11.5 / 12)
 
@@ -175,7 +177,7 @@ def test_onnx_runtime_matches_eager_torch_on_the_real_crops(model, found):
     eager = hm.load("cpu", "eager")
     image = IMAGES["handSrc.jpg"]
     (hand,) = found["handSrc.jpg"]
-    x, _ = geo.detector_input(image)
+    x, _ = mediapipe_ssd.letterbox(image, geo.DETECTOR)
     crop = geo.landmark_input(image, hand["roi"])
     for net, fast, tensor in ((eager.detector, model.detector, x), (eager.landmarker, model.landmarker, crop)):
         assert fast.runtime == "onnxruntime" and net.runtime == "torch"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+
+from analysers import mediapipe_ssd
 import pytest
 import skimage.data
 from PIL import Image
@@ -73,7 +75,7 @@ def test_the_weights_are_here_and_both_nets_run_on_onnx_runtime():
     assert model.runtime == "onnxruntime"
     assert (model.detector.height, model.landmarker.height) == (224, 256)
     # SsdAnchorsCalculator's layout: 28x28 cells x 2, 14x14 x 2, then 7x7 x 6 (three stride-32 layers).
-    anchors = geo.anchors()
+    anchors = mediapipe_ssd.anchors(geo.DETECTOR_SIZE, geo.ANCHOR_STRIDES)
     assert anchors.shape == (2254, 2)
     assert np.allclose(anchors[:2], [0.5 / 28, 0.5 / 28]) and np.allclose(anchors[1568], [0.5 / 14, 0.5 / 14])
     assert np.allclose(anchors[1960:1966], 0.5 / 7) and np.allclose(anchors[-1], 6.5 / 7)

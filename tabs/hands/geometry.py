@@ -21,9 +21,8 @@ import math
 
 import numpy as np
 
-from analysers import mediapipe_ssd
 from analysers.mediapipe_ssd import iou, normalize_radians
-from analysers.mediapipe_ssd import Detection, Roi, SsdDetector, decode, letterbox, sigmoid, to_picture, warp  # noqa: F401
+from analysers.mediapipe_ssd import Detection, Roi, SsdDetector, sigmoid, to_picture, warp  # noqa: F401
 
 # -- palm_detection_cpu.pbtxt ---------------------------------------------------------------
 DETECTOR_SIZE = 192            # ImageToTensorCalculator 192 x 192, keep_aspect_ratio, BORDER_ZERO, range [0, 1]
@@ -60,23 +59,8 @@ DEDUP_MATCHED = 10             # kNumMatchedLandmarksToSuppressHand (of 21)
 DEDUP_IOU = 0.2                # kMinIouThresholdToSuppressHand
 
 
+# The detector as analysers/mediapipe_ssd.py runs it (letterbox, decode).
 DETECTOR = SsdDetector(DETECTOR_SIZE, ANCHOR_STRIDES, NUM_BOXES, NUM_KEYPOINTS, (0.0, 1.0), SCORE_CLIP, NMS_IOU)
-
-
-def anchors() -> np.ndarray:
-    """The detector's anchor centres (x, y) as fractions of its input."""
-    return mediapipe_ssd.anchors(DETECTOR_SIZE, ANCHOR_STRIDES)
-
-
-def detector_input(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """The whole picture letterboxed for the detector, and the padding (see mediapipe_ssd.letterbox)."""
-    return letterbox(rgb, DETECTOR)
-
-
-def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, padding: tuple[float, float],
-                      width: int, height: int, min_score: float = MIN_SCORE) -> list[Detection]:
-    """The detector's outputs as detections in picture pixels, best first."""
-    return decode(DETECTOR, raw_boxes, raw_scores, padding, width, height, min_score)
 
 
 def roi_from_detection(detection: Detection) -> Roi:

@@ -25,6 +25,7 @@ import pathlib
 
 import numpy as np
 
+from analysers import mediapipe_ssd
 from engine import Call, ModelSpec, UserFacingError
 from engine.media.image import ImageError, rgb_array
 from engine.package_files import package_folder
@@ -84,9 +85,9 @@ class HandsModel:
         return self.detector.runtime if self.detector.runtime == self.landmarker.runtime else "mixed"
 
     def detect(self, rgb: np.ndarray, min_score: float) -> list[geo.Detection]:
-        x, padding = geo.detector_input(rgb)
+        x, padding = mediapipe_ssd.letterbox(rgb, geo.DETECTOR)
         boxes, scores = self.detector(x)
-        return geo.decode_detections(boxes, scores, padding, rgb.shape[1], rgb.shape[0], min_score)[:MAX_HANDS]
+        return mediapipe_ssd.decode(geo.DETECTOR, boxes, scores, padding, rgb.shape[1], rgb.shape[0], min_score)[:MAX_HANDS]
 
 
 def load(device: str = "cpu", accelerate: str | None = "onnx", cache_dir: str | os.PathLike | None = None,

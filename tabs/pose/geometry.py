@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 
-from analysers import mediapipe_ssd
-from analysers.mediapipe_ssd import Detection, Roi, SsdDetector, decode, letterbox, sigmoid, to_picture, warp  # noqa: F401
+from analysers.mediapipe_ssd import Detection, Roi, SsdDetector, normalize_radians, sigmoid, to_picture, warp  # noqa: F401
 
 # -- pose_detection_cpu.pbtxt ---------------------------------------------------------------
 DETECTOR_SIZE = 224            # ImageToTensorCalculator output_tensor_width/height: 224
@@ -55,31 +54,15 @@ HEATMAP_KERNEL = 7             # RefineLandmarksFromHeatmapCalculator kernel_siz
 HEATMAP_MIN_CONFIDENCE = 0.5   # its proto default min_confidence_to_refine 0.5
 
 
+# The detector as analysers/mediapipe_ssd.py runs it (letterbox, decode).
 DETECTOR = SsdDetector(DETECTOR_SIZE, ANCHOR_STRIDES, NUM_BOXES, NUM_KEYPOINTS, DETECTOR_RANGE, SCORE_CLIP, NMS_IOU)
-
-
-def anchors() -> np.ndarray:
-    """The detector's anchor centres (x, y) as fractions of its input."""
-    return mediapipe_ssd.anchors(DETECTOR_SIZE, ANCHOR_STRIDES)
-
-
-def detector_input(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """The whole picture letterboxed for the detector, and the padding (see mediapipe_ssd.letterbox)."""
-    return letterbox(rgb, DETECTOR)
-
-
-def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, padding: tuple[float, float],
-                      width: int, height: int, min_score: float = MIN_SCORE) -> list[Detection]:
-    """The detector's outputs as detections in picture pixels, best first."""
-    return decode(DETECTOR, raw_boxes, raw_scores, padding, width, height, min_score)
 
 
 def roi_from_detection(detection: Detection) -> Roi:
     """The landmark net's ROI: pose_detection_to_roi.pbtxt, in pixels."""
     (x0, y0), (x1, y1) = detection.keypoints[ROI_START], detection.keypoints[ROI_END]
     size = 2.0 * math.hypot(x1 - x0, y1 - y0) * ROI_SCALE   # square_long: the box is square in pixels
-    angle = ROI_TARGET_ANGLE - math.atan2(-(y1 - y0), x1 - x0)
-    rotation = angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))  # NormalizeRadians
+    rotation = normalize_radians(ROI_TARGET_ANGLE - math.atan2(-(y1 - y0), x1 - x0))
     return Roi(float(x0), float(y0), size, size, rotation)
 
 

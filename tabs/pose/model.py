@@ -21,6 +21,7 @@ import pathlib
 
 import numpy as np
 
+from analysers import mediapipe_ssd
 from engine import Call, ModelSpec, UserFacingError
 from engine.media.image import ImageError, rgb_array
 from engine.package_files import package_folder
@@ -76,7 +77,7 @@ class PoseModel:
 
     def detect(self, x: np.ndarray, padding, width: int, height: int, min_score: float) -> list[geo.Detection]:
         boxes, scores = self.detector(x)
-        return geo.decode_detections(boxes, scores, padding, width, height, min_score)[:MAX_PEOPLE]
+        return mediapipe_ssd.decode(geo.DETECTOR, boxes, scores, padding, width, height, min_score)[:MAX_PEOPLE]
 
 
 def load(device: str = "cpu", accelerate: str | None = "onnx", cache_dir: str | os.PathLike | None = None) -> PoseModel:
@@ -135,7 +136,7 @@ def find_poses(model: PoseModel, rgb: np.ndarray, min_score: float = geo.MIN_SCO
     """Every person's pose in an RGB uint8 picture, best detection first (see `pose_json`); with
     `segmentation`, each also has "mask": P(person) over the picture, float32 (H, W)."""
     height, width = rgb.shape[:2]
-    x, padding = geo.detector_input(rgb)
+    x, padding = mediapipe_ssd.letterbox(rgb, geo.DETECTOR)
     poses = []
     for det in model.detect(x, padding, width, height, min_score):
         roi = geo.roi_from_detection(det)
