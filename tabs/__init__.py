@@ -14,14 +14,18 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "landmarks", "background", "pose", "hands", "style", "upscale", "deblock", "ocr", "document", "nsfw",
-    "language", "search", "entities",   # GROUP "Text"
-    "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords", "tags",   # GROUP "Audio": one tab, a sub-tab each
-    "generate", "segment", "models",
+    "faces", "landmarks", "pose", "hands",   # GROUP "People"
+    "background", "style", "upscale", "deblock", "segment", "nsfw",   # GROUP "Images"
+    "ocr", "document", "language", "search", "entities",   # GROUP "Text"
+    "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords", "tags",   # GROUP "Audio"
+    "generate", "models",
 ]
-# A tab that groups several capabilities, and the line it opens with.
-GROUPS = {"Audio": "Audio files, or the sound of a video. Long clips run as jobs on the queue.",
-          "Text": "Text you paste, and what the app has transcribed or read."}
+# A tab that groups several capabilities (a sub-tab each; members are consecutive above), and the
+# line it opens with. Eight tabs in all, so the tab bar fits a laptop's width without a menu.
+GROUPS = {"People": "Faces, face landmarks, body pose and hands, in photos and videos. Videos run as jobs on the queue.",
+          "Images": "Photos in, photos out: background, style, upscaling, clean-up, segmentation and the NSFW check.",
+          "Audio": "Audio files, or the sound of a video. Long clips run as jobs on the queue.",
+          "Text": "Text in pictures and pages, text you paste, and what the app has transcribed or read."}
 
 
 @functools.lru_cache(maxsize=None)

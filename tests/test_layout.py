@@ -117,3 +117,13 @@ def test_every_capability_keeps_the_contract(name):
     assert [attr for attr in CONTRACT if not hasattr(capability, attr)] == []
     assert (ROOT / "tabs" / name / "tab.py").is_file()
     assert "gradio" not in {m.split(".")[0] for m in imports(ROOT / "tabs" / name / "__init__.py")}
+
+
+def test_every_group_is_named_and_its_members_sit_together():
+    import itertools
+
+    import tabs
+    groups = [c.GROUP for c in tabs.capabilities()]
+    runs = [g for g, _ in itertools.groupby(groups) if g is not None]
+    assert len(runs) == len(set(runs)), f"a group split in two tabs: {runs}"
+    assert set(runs) == set(tabs.GROUPS), (runs, list(tabs.GROUPS))

@@ -13,7 +13,7 @@ from . import model
 from .model import BLUR, COLOR, IMAGE, BackgroundInputError
 
 TITLE = "Background"
-GROUP = None
+GROUP = "Images"  # shown as a sub-tab of Images
 
 
 def check(params: dict, inputs: dict) -> None:

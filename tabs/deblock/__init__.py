@@ -11,7 +11,7 @@ from engine.requests import given
 from . import model
 
 TITLE = "Clean up (JPEG, noise)"
-GROUP = None
+GROUP = "Images"  # shown as a sub-tab of Images
 VIDEO_JOB = "clean_up_video"
 DEFAULT_LEVEL = model.DEFAULT_LEVEL
 

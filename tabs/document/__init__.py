@@ -7,7 +7,7 @@ from engine import JobKind
 from . import model, page
 
 TITLE = "Document layout"
-GROUP = None
+GROUP = "Text"  # shown as a sub-tab of Text
 
 
 def specs() -> list:

@@ -16,7 +16,7 @@ from .anonymize import MODES
 from .people import REFERENCE
 
 TITLE = "Faces"
-GROUP = None
+GROUP = "People"  # shown as a sub-tab of People
 
 # The inputs a request names must be there; how the message names each one.
 _REQUIRED = {"image": "an image", "image_1": "photo 1", "image_2": "photo 2", "video": "a video"}

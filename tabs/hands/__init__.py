@@ -12,7 +12,7 @@ from .model import HandsInputError
 from .video import video_job
 
 TITLE = "Hands"
-GROUP = None
+GROUP = "People"  # shown as a sub-tab of People
 VIDEO_JOB = "hands_video"
 
 

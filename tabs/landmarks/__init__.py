@@ -14,7 +14,7 @@ from .model import FACE_MESH
 from .video import video_job
 
 TITLE = "Face landmarks"
-GROUP = None
+GROUP = "People"  # shown as a sub-tab of People
 VIDEO_JOB = "face_landmarks_video"
 
 

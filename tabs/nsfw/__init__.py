@@ -8,7 +8,7 @@ from analysers import nsfw
 from engine import UserFacingError
 
 TITLE = "NSFW check"
-GROUP = None
+GROUP = "Images"  # shown as a sub-tab of Images
 
 
 def specs() -> list:

@@ -9,7 +9,7 @@ from engine.media.video_job import readable_video
 from . import model
 
 TITLE = "Read text"
-GROUP = None
+GROUP = "Text"  # shown as a sub-tab of Text
 
 
 def specs() -> list:

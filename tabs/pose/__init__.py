@@ -12,7 +12,7 @@ from .model import PoseInputError
 from .video import video_job
 
 TITLE = "Body pose"
-GROUP = None
+GROUP = "People"  # shown as a sub-tab of People
 VIDEO_JOB = "body_pose_video"
 
 

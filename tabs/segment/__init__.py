@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 TITLE = "Segment"
-GROUP = None
+GROUP = "Images"  # shown as a sub-tab of Images
 
 STORE_KIND = "sam"
 STORE_WANTS = "a SAM model (its config.json has no model_type 'sam')"

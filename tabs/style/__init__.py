@@ -13,7 +13,7 @@ from . import model
 from .model import DEFAULT_STYLE, StyleInputError
 
 TITLE = "Style"
-GROUP = None
+GROUP = "Images"  # shown as a sub-tab of Images
 
 
 def check(params: dict, inputs: dict) -> None:

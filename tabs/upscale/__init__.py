@@ -11,7 +11,7 @@ from engine.requests import given
 from . import model
 
 TITLE = "Upscale"
-GROUP = None
+GROUP = "Images"  # shown as a sub-tab of Images
 VIDEO_JOB = "upscale_video"
 
 
