@@ -238,11 +238,12 @@ def _plots(results: dict) -> dict[str, list[str]]:
                                                            hlines=[("budget", s["budget_mb"])]))
     s = _series("drift")
     if s and "evicting" in s:
-        lines = [(f"{v}: RSS above its start", list(range(len(d["rss_mb"]))),
+        lines = [(f"{v}: RSS", list(range(len(d["rss_mb"]))),
                   [r - d["start_rss_mb"] for r in d["rss_mb"]]) for v, d in s.items()]
         ledger = s["evicting"]["ledger_mb"]
-        lines.append(("evicting: pool's ledger", list(range(len(ledger))), ledger))
-        add("drift", "drift.png", lambda p: plot.line(p, "drift: memory after each run", "run", "MiB", lines,
+        lines.append(("evicting: ledger", list(range(len(ledger))), ledger))
+        add("drift", "drift.png", lambda p: plot.line(p, "drift: RSS above its start and the pool's ledger after each "
+                                                      "run", "run", "MiB", lines,
                                                       hlines=[("evicting's budget", s["evicting"]["budget_mb"])]))
     return out
 
