@@ -1,20 +1,22 @@
 """Model specs (declared once, by name) and the footprints learned for them.
 
 A footprint starts as the spec's estimate and is replaced by measurement: the bytes a load added
-on its device, and the peak above that during runs, kept per input-size bucket. Footprints are
+on its device, and the peak above that during runs, kept per input size ("px:921600", "s:12.5")
+and predicted for a size never seen by a fit over those (engine/predict.py). Footprints are
 persisted so that the next start admits work by numbers, not guesses.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from . import predict as fitting
 from .files import write_json
+from .predict import Prediction, size_key
 
 Role = Literal["interactive", "heavy", "micro"]
 # What runs the model; 'other' for anything without its own entry. Shown in the System tab, and
@@ -98,9 +100,8 @@ class Registry:
 
 
 def pixel_bucket(width: int, height: int) -> str:
-    """Input-size bucket for images: megapixels rounded up to a power of two ('0.25MP', '1MP')."""
-    megapixels = max(width * height, 1) / 1e6
-    return f"{2.0 ** math.ceil(math.log2(megapixels)):g}MP"
+    """Input size of an image: its pixels, exact ('px:921600'); the store fits memory to it."""
+    return size_key("px", max(int(width) * int(height), 1))
 
 
 def device_kind(device: str) -> str:
@@ -111,7 +112,8 @@ def device_kind(device: str) -> str:
 @dataclass
 class Footprint:
     load_bytes: int | None = None
-    run_peak_bytes: dict[str, int] = field(default_factory=dict)  # bucket -> bytes above load
+    # size key ('px:921600') or a legacy bucket ('0.25MP', 'any') -> the largest peak above load
+    run_peak_bytes: dict[str, int] = field(default_factory=dict)
     # Buckets whose peak was measured while other calls ran (their allocations included): a
     # stand-in that the first clean measurement replaces.
     crowded: list[str] = field(default_factory=list)
@@ -144,11 +146,33 @@ class FootprintStore:
         return spec.estimate_bytes if measured is None else measured
 
     def run_bytes(self, spec: ModelSpec, device: str, bucket: str | None) -> int:
-        peaks = self.get(spec.name, device).run_peak_bytes
-        if bucket in peaks:
-            return peaks[bucket]
-        # An unseen bucket: the largest peak seen so far is the safer guess than the estimate.
-        return max(peaks.values(), default=spec.run_estimate_bytes)
+        return self.predict(spec, device, bucket).bytes
+
+    def predict(self, spec: ModelSpec, device: str, bucket: str | None) -> Prediction:
+        """The run peak above the loaded model for an input of this size, with how it was got.
+
+        A size key ("px:921600") is predicted from the measured sizes of its unit (clean ones;
+        peaks measured while other calls ran only when no clean one exists). Anything else, and
+        a unit with no measured size, falls back to the per-bucket rule of old footprint files:
+        that bucket's peak, else the largest peak seen, else the spec's estimate."""
+        fp = self.get(spec.name, device)
+        sized = fitting.parse_key(bucket)
+        if sized is not None:
+            unit, size = sized
+            points = _points(fp, unit)
+            clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
+            if clean:
+                return fitting.predict(clean, size)
+            if points:
+                return fitting.predict([(s, p) for s, (p, _) in points.items()], size, crowded=True)
+        peaks = fp.run_peak_bytes
+        key = bucket or "any"
+        if key in peaks:
+            return Prediction(peaks[key], peaks[key], 0.0, "bucket", 1, key in fp.crowded)
+        if peaks:
+            # An unseen bucket: the largest peak seen so far is the safer guess than the estimate.
+            return Prediction(max(peaks.values()), max(peaks.values()), 0.0, "largest", len(peaks))
+        return Prediction(spec.run_estimate_bytes, spec.run_estimate_bytes, 0.0, "estimate")
 
     def record_load(self, model: str, device: str, nbytes: int) -> None:
         with self._lock:
@@ -156,9 +180,12 @@ class FootprintStore:
             self._save()
 
     def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False) -> None:
-        """Keep the largest clean peak seen per bucket: admission must not under-reserve. A
-        crowded measurement (other calls ran meanwhile) only fills a bucket with nothing better."""
-        bucket = bucket or "any"
+        """Keep the largest clean peak seen per size (or legacy bucket): admission must not
+        under-reserve. A crowded measurement (other calls ran meanwhile) only fills a size with
+        nothing better. At most fitting.MAX_POINTS sizes per unit are kept."""
+        sized = fitting.parse_key(bucket)
+        # One spelling per size ('px:100', never also 'px:100.0'): one point per distinct size.
+        bucket = size_key(*sized) if sized is not None else bucket or "any"
         with self._lock:
             fp = self._data.setdefault(self._key(model, device), Footprint())
             known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
@@ -170,6 +197,8 @@ class FootprintStore:
                     fp.crowded.append(bucket)
                 elif was_crowded:
                     fp.crowded.remove(bucket)
+                if sized is not None:
+                    _bound(fp, sized[0])
                 self._save()
 
     def _save(self) -> None:
@@ -177,3 +206,35 @@ class FootprintStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.path, {k: vars(v) for k, v in self._data.items()}, indent=1)
+
+
+def _points(fp: Footprint, unit: str) -> dict[float, tuple[int, bool]]:
+    """size -> (peak, crowded) of one unit's measured sizes."""
+    points = {}
+    for key, peak in fp.run_peak_bytes.items():
+        sized = fitting.parse_key(key)
+        if sized is not None and sized[0] == unit:
+            points[sized[1]] = (peak, key in fp.crowded)
+    return points
+
+
+def _bound(fp: Footprint, unit: str) -> None:
+    """Past MAX_POINTS sizes, the two closest in ratio merge into the larger size with the larger
+    peak (and that peak's crowded flag): the fit can only move up."""
+    keys = {}
+    for key in fp.run_peak_bytes:
+        sized = fitting.parse_key(key)
+        if sized is not None and sized[0] == unit:
+            keys[sized[1]] = key
+    while len(keys) > fitting.MAX_POINTS:
+        small, large = fitting.closest_pair(list(keys))
+        gone, kept = keys.pop(small), keys[large]
+        if fp.run_peak_bytes[gone] > fp.run_peak_bytes[kept]:
+            fp.run_peak_bytes[kept] = fp.run_peak_bytes[gone]
+            if kept in fp.crowded:
+                fp.crowded.remove(kept)
+            if gone in fp.crowded:
+                fp.crowded.append(kept)
+        del fp.run_peak_bytes[gone]
+        if gone in fp.crowded:
+            fp.crowded.remove(gone)

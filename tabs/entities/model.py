@@ -17,12 +17,12 @@ Requests are checked by the package's check() before they get here.
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 from pathlib import Path
 
 from engine import Call, ModelSpec
 from engine.package_files import package_folder, reason_if_missing
+from engine.predict import size_key
 
 MiB = 1024**2
 ENTITY_MODEL = "spacy-en-core-web-sm"
@@ -79,8 +79,8 @@ def specs() -> list[ModelSpec]:
 
 
 def chars_bucket(chars: int) -> str:
-    """Input-size bucket: the text's length rounded up to a power of two thousand characters."""
-    return f"{2 ** max(0, math.ceil(math.log2(max(chars, 1) / 1000)))}k chars"
+    """Input size of a text: its characters, exact ('chars:1200'); the engine fits memory to it."""
+    return size_key("chars", max(int(chars), 1))
 
 
 # ------------------------------------------------------------------------------ pieces

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import write_json
 from engine.media.audio import probe_audio, read_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
+from engine.predict import size_key
 from engine.runtimes import onnx_runtime
 
 from .features import SAMPLE_RATE, WINDOW, log_mel
@@ -69,8 +69,9 @@ def unavailable_reason() -> str | None:
 
 
 def seconds_bucket(seconds: float) -> str:
-    """Input-size bucket: memory follows the chunk, not the file; short files are smaller."""
-    return f"{2 ** max(0, math.ceil(math.log2(max(min(seconds, CHUNK_S), 1.0))))}s"
+    """Input size in seconds ('s:12.5'): memory follows the chunk, not the file, so the length
+    counts up to one chunk; short files are smaller."""
+    return size_key("s", round(min(seconds, CHUNK_S), 2))
 
 
 # ---------------------------------------------------------------------------------- model

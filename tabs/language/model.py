@@ -16,6 +16,7 @@ import torch
 
 from engine import Call, ModelSpec
 from engine.package_files import package_folder, reason_if_missing
+from engine.predict import size_key
 
 from .fasttext_format import read_model
 from .fasttext_torch import build
@@ -86,8 +87,8 @@ def load(device: str) -> LanguageIdentifier:
 
 
 def chars_bucket(chars: int) -> str:
-    """Input-size bucket for text: its length rounded up to a power of two thousand characters."""
-    return f"{2 ** max(0, math.ceil(math.log2(max(chars, 1) / 1000)))}k chars"
+    """Input size of a text: its characters, exact ('chars:1200'); the engine fits memory to it."""
+    return size_key("chars", max(int(chars), 1))
 
 
 def mostly_upper(text: str) -> bool:

@@ -19,6 +19,7 @@ from engine import Call, JobContext, ModelSpec
 from engine.files import save_arrays, write_json
 from engine.media.audio import probe_audio, read_audio
 from engine.package_files import package_folder, reason_if_missing
+from engine.predict import size_key
 from engine.runtimes import onnx_runtime
 
 MiB = 1024**2
@@ -47,8 +48,8 @@ def unavailable_reason() -> str | None:
 
 
 def seconds_bucket(seconds: float) -> str:
-    """Input-size bucket for audio: the length rounded up to a power of two seconds ('16s')."""
-    return f"{2 ** max(0, math.ceil(math.log2(max(seconds, 1.0))))}s"
+    """Input size of audio: its length in seconds ('s:12.5'); the engine fits memory to it."""
+    return size_key("s", round(seconds, 2))
 
 
 def load(device: str):

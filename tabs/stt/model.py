@@ -26,6 +26,7 @@ from engine.devices import usable_cores
 from engine.files import write_json, write_text
 from engine.media import subtitles
 from engine.package_files import package_folder, reason_if_missing
+from engine.predict import size_key
 
 MiB = 1024**2
 
@@ -230,8 +231,9 @@ def join_text(segments: list[dict]) -> str:
 
 
 def duration_bucket(seconds: float) -> str:
-    """Run footprints are kept per 30 s Whisper window: '30s', '60s', ..."""
-    return f"{30 * max(1, math.ceil(seconds / 30))}s"
+    """Input size of speech: its length in seconds ('s:75.2'); the engine fits memory to it
+    (Whisper works in 30 s windows, the audio and its features grow with the length)."""
+    return size_key("s", round(seconds, 2))
 
 
 def transcribe(call: Call, samples_16k: np.ndarray) -> dict:

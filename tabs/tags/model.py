@@ -31,6 +31,7 @@ from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import write_json
 from engine.media.audio import probe_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
+from engine.predict import size_key
 from engine.runtimes import onnx_runtime
 
 from . import network as nw
@@ -75,8 +76,9 @@ def unavailable_reason() -> str | None:
 
 
 def seconds_bucket(seconds: float) -> str:
-    """Input-size bucket: memory follows the 30 s chunk, not the file."""
-    return f"{2 ** max(0, math.ceil(math.log2(max(min(seconds, CHUNK_S), 1.0))))}s"
+    """Input size in seconds ('s:12.5'): memory follows the 30 s chunk, not the file, so the
+    length counts up to one chunk."""
+    return size_key("s", round(min(seconds, CHUNK_S), 2))
 
 
 # ---------------------------------------------------------------------------------- model

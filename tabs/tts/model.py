@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import atomic_write
 from engine.media.audio import write_wav
+from engine.predict import size_key
 from engine.runtimes import onnx_runtime
 from engine.package_files import package_folder
 
@@ -204,9 +204,9 @@ def render(voice: Voice, pieces: list[str], speed: float = 1.0, *, pause_after_l
 
 
 def symbol_bucket(pieces: list[str]) -> str:
-    """Input-size bucket: a run's peak memory follows its longest piece (one inference at a time)."""
-    longest = max((len(p) for p in pieces), default=1)
-    return f"{2 ** math.ceil(math.log2(max(longest, 64)))}sym"  # 64sym, 128sym, 256sym, 512sym
+    """Input size: the longest piece's symbols ('symbols:340'), as a run's peak memory follows
+    it (one inference at a time)."""
+    return size_key("symbols", max((len(p) for p in pieces), default=1))
 
 
 def speak(call: Call, pieces: list[str], speed: float = 1.0) -> tuple[np.ndarray, int]:
