@@ -103,6 +103,19 @@ def read_memory(device: str) -> Memory:
     return Memory(free=int(free), total=int(total))
 
 
+_MACHINE = read_memory   # the real reader, told apart from tests' stand-ins
+
+
+def process_memory(device: str) -> int | None:
+    """What this process itself holds on a device (its RSS on the CPU), or None where that cannot
+    be read apart from other processes (a GPU: its arenas and caching allocators are not all
+    visible; free memory, every process counted, still bounds it there)."""
+    if device != "cpu":
+        return None
+    found = procfs.rss()
+    return found if found is not None else int(psutil.Process().memory_info().rss)
+
+
 class Devices:
     """The device list with a budget each. The budget caps what the engine itself holds there.
 
@@ -111,8 +124,12 @@ class Devices:
     """
 
     def __init__(self, budgets: dict[str, int] | None = None, default: str = "auto", *,
-                 names: list[str] | None = None, read_memory: Callable[[str], Memory] = read_memory):
+                 names: list[str] | None = None, read_memory: Callable[[str], Memory] = read_memory,
+                 read_process: Callable[[str], int | None] | None = None):
         self._read_memory = read_memory
+        # Stand-in devices (tests) have no process of their own unless they give one.
+        self._read_process = read_process or (process_memory if read_memory is _MACHINE
+                                              else (lambda device: None))
         self.names = list(names) if names is not None else ["cpu"] + [f"cuda:{i}" for i in range(cuda_count())]
         budgets = dict(budgets or {})
         unknown = set(budgets) - set(self.names)
@@ -135,6 +152,10 @@ class Devices:
 
     def budget(self, device: str) -> int:
         return self.budgets[device]
+
+    def process(self, device: str) -> int | None:
+        """This process's own memory on `device` (process_memory), None where unknown."""
+        return self._read_process(device)
 
     def room(self, device: str) -> int:
         """What a model could take there without evicting: free memory within the budget."""

@@ -72,6 +72,10 @@ class Residency:
         self._cond = threading.Condition()
         self._instances: list[Instance] = []
         self.eviction_log: list[str] = []
+        # What the process held when the engine started: the budget caps what it holds above that.
+        self._process_base = {d: devices.process(d) for d in devices.names}
+        # While set, admission counts the ledger only (see _try_take's last resort).
+        self._ledger_only = False
 
     # ---- memory accounting (call with the lock held) ----
 
@@ -84,12 +88,25 @@ class Residency:
         return sum((i.bytes_on(device) if i.state == "loading" else 0) + i.run_reserved
                    for i in self._instances if i.on(device))
 
+    def overhang(self, device: str) -> int:
+        """What the process holds on `device` beyond the engine's ledger (models, their loads in
+        flight, run reservations): heap the allocator kept after frees, ONNX Runtime's arenas,
+        libraries imported since the start, runs past their reservation. The budget caps the
+        process, so this counts against it too. 0 where the process's own use is unknown."""
+        base, now = self._process_base.get(device), self.devices.process(device)
+        if base is None or now is None:
+            return 0
+        loading = sum(i.bytes_on(device) for i in self._instances if i.state == "loading" and i.on(device))
+        return max(0, now - base + loading - self.engine_bytes(device))
+
     def headroom(self, device: str) -> int:
         # torch's cache of this process counts as free: the next allocation here reuses it.
         device = str(device)
         free = (self.devices.memory(device).free + cached_bytes(device) - self.reserve_bytes
                 - self._unreflected_bytes(device))
         within_budget = self.devices.budget(device) - self.engine_bytes(device)
+        if not self._ledger_only:
+            within_budget -= self.overhang(device)
         return min(free, within_budget)
 
     def _capacity(self, device: str) -> int:
