@@ -85,6 +85,15 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
                      speed >= 0.25, "" if speed >= 0.25 else "Face detection per frame costs more than the goal "
                      "allows: scans every tabs.faces.tracks.EVERY frames, MTCNN's pyramid per scan."))
 
+    d = fields_of(results, "drift")
+    if d:
+        pct = d["evicting.rss_drift_pct"]
+        rows.append(("drift over 200 mixed runs once warm < 1 % of the budget",
+                     f"evicting {pct} % (slope {d['evicting.rss_slope_mb_per_100']} ± "
+                     f"{d['evicting.rss_slope_se_mb_per_100']} MiB/100 runs), resident {d['resident.rss_drift_pct']} %, "
+                     f"trimmed {d['evicting-trim.rss_drift_pct']} %", abs(pct) < 1,
+                     "" if abs(pct) < 1 else "Eviction's sawtooth: see the drift section's se and nonheap fields."))
+
     e = fields_of(results, "estimate")
     if e:
         err_ok, under_ok = e["median_abs_err"] < 0.10, e["underestimate_rate"] < 0.01

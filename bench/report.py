@@ -73,7 +73,7 @@ DESCRIPTIONS = {
     "drift": ("bench/drift.py", "Issue 16's drift: every model with a standard input in bench/networks, footprints "
               "learned in a first process; then 200 runs one at a time in a seeded order (shuffled rounds: each model "
               "once per round), each variant in a fresh process: `evicting` under 60 % of the footprints' sum (models "
-              "evicted and reloaded), `resident` under 3x the sum (all stay loaded: the runs' own drift), "
+              "evicted and reloaded), `resident` under all loads and run peaks + 1 GiB (all stay loaded: the runs' own drift), "
               "`evicting-trim` as evicting with gc + `malloc_trim` after every run. RSS, glibc heap in use and the "
               "pool's ledger after every run; warm from `warm_from` (every model has run twice); slopes are least "
               "squares over the warm runs, drift_pct the fitted growth over them as % of the budget (goal < 1)."),
