@@ -103,16 +103,17 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
         if unders:
             unseen = sum(not r.get("bucket_seen", True) for r in unders)
             cold = sum(r["cold"] for r in unders)
-            why.append(f"Of {len(unders)} underestimates, {unseen} were the first run in their size bucket (the "
-                       "store then falls back to the largest peak of another bucket, which is smaller when the new "
-                       f"input is larger) and {cold} included a load: the load's transient peak (file buffers, "
+            why.append(f"Of {len(unders)} underestimates, {unseen} were the first run at their size (predicted "
+                       "from the fit over the sizes measured before, or scaled from the one size known) and "
+                       f"{cold} included a load: the load's transient peak (file buffers, "
                        "session build) and a first run on a freshly trimmed heap go past the load bytes the pool "
                        "keeps plus a run peak learned on a warm heap.")
         if not err_ok:
             why.append("The error is large both ways because on the CPU a run's peak is RSS growth: memory that "
                        "ONNX Runtime's arena or glibc kept from an earlier run is reused without growing RSS, so a "
-                       "warm run measures far below the learned peak (the engine keeps the largest peak seen, on "
-                       "purpose), and a size bucket spans a factor of 2 in pixels.")
+                       "warm run measures far below the learned peak (the engine keeps the largest peak per size, "
+                       "on purpose), and an ONNX Runtime session's second run takes more than its first. "
+                       "`old_*`: the power-of-two-bucket rule before issue 16, on the same runs.")
         rows.append(("`median_abs_err` < 0.10 and `underestimate_rate` < 0.01",
                      f"{e['median_abs_err']} and {e['underestimate_rate']} over {e['runs']} runs",
                      err_ok and under_ok, " ".join(why)))

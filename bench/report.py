@@ -47,8 +47,8 @@ DESCRIPTIONS = {
     "video-memory": ("bench/video.py", "The face anonymiser job on a 10 s and a 120 s 1280x720 video, each in a fresh "
                      "process (peak RSS: VmHWM and 0.1 s samples); the ceiling is the same job path with no model. "
                      "10 frames per second, so that the 120 s video's 1,200 frames fit the run."),
-    "estimate": ("bench/estimate.py", "Vision models at several input sizes in random order, half with the model "
-                 "unloaded first; the engine's prediction (learned footprints, read before the run) against the peak RSS "
+    "estimate": ("bench/estimate.py", "Vision, speech and text models at several input sizes in random order, half "
+                 "with the model unloaded first; the engine's prediction (learned footprints, read before the run) against the peak RSS "
                  "the run added."),
     "overhead": ("bench/overhead.py", "A 16x16 linear layer called directly vs through `engine.infer` (run record, "
                  "lease, memory probe, OOM guard); 15 interleaved blocks of 200 calls, medians of block means."),
