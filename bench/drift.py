@@ -55,18 +55,9 @@ MiB = 2**20
 
 
 def _workloads(models: list[str] | None = None) -> dict:
-    """spec name -> (fn(call, input), input), as bench/oom_stress.py's _workloads, optionally for
-    some models only (an input kind is built only when a chosen model needs it)."""
-    from .networks import INPUTS, _standard
-
-    inputs, work = {}, {}
-    for name, (kind, _what, fn) in _standard().items():
-        if models and name not in models:
-            continue
-        if kind not in inputs:
-            inputs[kind] = INPUTS[kind]()
-        work[name] = (fn, inputs[kind])
-    return work
+    """spec name -> (fn(call, input), input) for every model with a standard input, or `models`."""
+    from .networks import standard_workloads
+    return standard_workloads(models)
 
 
 def learn(folder: str, models: str = "") -> None:

@@ -165,6 +165,19 @@ def _standard() -> dict:
     }
 
 
+def standard_workloads(models=None) -> dict:
+    """spec name -> (fn(call, input), input): every model with a standard input (or those named in
+    `models`), each input made once and shared (the speech is the Piper voice's, rendered once)."""
+    inputs, work = {}, {}
+    for name, (kind, _what, fn) in _standard().items():
+        if models and name not in models:
+            continue
+        if kind not in inputs:
+            inputs[kind] = INPUTS[kind]()
+        work[name] = (fn, inputs[kind])
+    return work
+
+
 def _frame_720p() -> np.ndarray:
     """A 1280x720 frame: the astronaut photo, its face about 100 px wide, on a gray background."""
     from PIL import Image

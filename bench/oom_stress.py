@@ -45,17 +45,9 @@ SENTENCE = "Many neural networks side by side on one machine, and none of them r
 
 
 def _workloads() -> dict:
-    """spec name -> (fn(call, input), input): every model with a standard input in bench/networks
-    (all networks the engine serves; the speech is the Piper voice's, rendered once)."""
-    from .networks import INPUTS, _standard
-
-    inputs = {}
-    work = {}
-    for name, (kind, _what, fn) in _standard().items():
-        if kind not in inputs:
-            inputs[kind] = INPUTS[kind]()
-        work[name] = (fn, inputs[kind])
-    return work
+    """spec name -> (fn(call, input), input): every model with a standard input in bench/networks."""
+    from .networks import standard_workloads
+    return standard_workloads()
 
 
 def learn(folder: str, device: str = "cpu") -> None:
