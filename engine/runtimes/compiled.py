@@ -297,6 +297,24 @@ def onnx_exportable() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
 
 
+@dataclass(frozen=True)
+class ServePlan:
+    """How a torch net we export to ONNX is served, as its ModelSpec says it: `runtime`, the
+    `accelerate` mode its loader takes and the spec's `device`."""
+    runtime: str
+    mode: str
+    device: str
+
+
+def serve_plan() -> ServePlan:
+    """Exported to ONNX and run by ONNX Runtime (on the GPU where its CUDA provider really loads,
+    else on the CPU) when the exporter is installed; else eager torch on the default device."""
+    if onnx_exportable():
+        from . import onnx_runtime
+        return ServePlan("onnxruntime", "onnx", onnx_runtime.spec_device())
+    return ServePlan("torch", "eager", "auto")
+
+
 def accelerate(module: nn.Module, examples, mode: str | None = "eager",
                cache_dir: str | os.PathLike | None = None, key: str | None = None, *,
                dynamic: bool = True, threads: int | None = None, session_options: dict | None = None) -> Accelerated:

@@ -33,8 +33,7 @@ from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.media.image import read_image
 from engine.media.video_job import process_video
 from engine.package_files import package_folder
-from engine.runtimes import onnx_runtime
-from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.compiled import serve_plan
 from engine.runtimes.tflite import small_net_threads
 
 if TYPE_CHECKING:  # torch is imported when the model is loaded, not with the capability
@@ -107,13 +106,12 @@ def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def specs() -> list[ModelSpec]:
-    onnx = onnx_exportable()
+    plan = serve_plan()
     return [
         ModelSpec(
-            name=SEGMENTER, role="interactive", runtime="onnxruntime" if onnx else "torch",
-            loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),
-            # On the GPU where ONNX Runtime's CUDA provider really loads, else on the CPU.
-            device=onnx_runtime.spec_device() if onnx else "auto",
+            name=SEGMENTER, role="interactive", runtime=plan.runtime,
+            loader=functools.partial(load, accelerate=plan.mode),
+            device=plan.device,
             source="mediapipe 0.10.21 wheel: modules/selfie_segmentation/selfie_segmentation.tflite",
             # Measured on CPU, the ONNX file cached: a load adds 49 MiB RSS (the session, and
             # torch's eager calls that check it); a run adds almost nothing (20 KB), at any image

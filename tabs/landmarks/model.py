@@ -45,8 +45,7 @@ import numpy as np
 
 from engine import ModelSpec
 from engine.package_files import package_folder
-from engine.runtimes import onnx_runtime
-from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.compiled import serve_plan
 from engine.runtimes.tflite import TFLiteNet, export_key
 
 from . import geometry
@@ -121,11 +120,11 @@ def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def specs() -> list[ModelSpec]:
-    onnx = onnx_exportable()
+    plan = serve_plan()
     return [ModelSpec(
-        name=FACE_MESH, role="interactive", runtime="onnxruntime" if onnx else "torch",
-        loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),
-        device=onnx_runtime.spec_device() if onnx else "auto",
+        name=FACE_MESH, role="interactive", runtime=plan.runtime,
+        loader=functools.partial(load, accelerate=plan.mode),
+        device=plan.device,
         source="mediapipe 0.10.21 wheel: modules/face_landmark/face_landmark.tflite, "
                "modules/iris_landmark/iris_landmark.tflite",
         # Measured on CPU, the ONNX files cached: a load adds 20 MiB RSS (both sessions and the

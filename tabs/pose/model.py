@@ -25,8 +25,7 @@ from analysers import mediapipe_ssd
 from engine import Call, ModelSpec, UserFacingError
 from engine.media.image import ImageError, rgb_array
 from engine.package_files import package_folder
-from engine.runtimes import onnx_runtime
-from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.compiled import serve_plan
 from engine.runtimes.tflite import TFLiteNet, export_key
 
 from . import geometry as geo
@@ -93,11 +92,11 @@ def prepare(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def specs() -> list[ModelSpec]:
-    onnx = onnx_exportable()
+    plan = serve_plan()
     return [ModelSpec(
-        name=POSE_MODEL, role="interactive", runtime="onnxruntime" if onnx else "torch",
-        loader=functools.partial(load, accelerate="onnx" if onnx else "eager"),
-        device=onnx_runtime.spec_device() if onnx else "auto",
+        name=POSE_MODEL, role="interactive", runtime=plan.runtime,
+        loader=functools.partial(load, accelerate=plan.mode),
+        device=plan.device,
         source="mediapipe 0.10.21 wheel: modules/pose_detection/pose_detection.tflite + "
                "modules/pose_landmark/pose_landmark_full.tflite (Apache-2.0)",
         # Measured on CPU, ONNX files cached: a load adds 90-120 MiB RSS (two sessions, and the

