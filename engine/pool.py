@@ -159,6 +159,9 @@ class Pool(Residency):
         taken = self._take(spec, device, run_bytes, load_bytes)
         if taken is not None or isinstance(device, DeviceMap) or not self.overhang(device):
             return taken
+        mine = [i for i in self._instances if i.spec is spec]
+        if len(mine) >= spec.max_instances and not any(i.state == "idle" for i in mine):
+            return None   # waiting for an instance of its own, not for memory: nothing to trim
         # Short because the process holds more than the ledger says: heap the allocator may give
         # back (trimmed here), or memory that nothing in flight will free (libraries imported
         # since the start, a leak). In the latter case the ledger alone decides, rather than
