@@ -20,3 +20,16 @@ def positive(number: Any) -> bool:
         return float(number) > 0
     except (TypeError, ValueError):
         return False
+
+
+def number_from(value: Any, low: float, high: float, what: str, *, default: float,
+                error: type[Exception]) -> float:
+    """`value` (`default` when not given) as a number from `low` to `high`, both included; else
+    `error` (a UserFacingError of the capability) saying so in plain words."""
+    try:
+        number = float(default if value is None else value)
+    except (TypeError, ValueError):
+        raise error(f"{value!r} is not a number: give a {what} from {low:g} to {high:g}.") from None
+    if not low <= number <= high:
+        raise error(f"The {what} must be from {low:g} to {high:g}, not {number:g}.")
+    return number

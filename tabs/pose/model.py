@@ -24,6 +24,7 @@ import numpy as np
 from analysers import mediapipe_ssd
 from engine import Call, ModelSpec, UserFacingError
 from engine.media.image import ImageError, rgb_array
+from engine.requests import number_from
 from engine.package_files import package_folder
 from engine.runtimes.compiled import serve_plan
 from engine.runtimes.tflite import TFLiteNet, export_key
@@ -119,13 +120,7 @@ def check_image(image) -> np.ndarray:
 
 
 def check_threshold(value) -> float:
-    try:
-        value = float(geo.MIN_SCORE if value is None else value)
-    except (TypeError, ValueError):
-        raise PoseInputError(f"{value!r} is not a number: give a detection threshold from 0.05 to 0.95.") from None
-    if not 0.05 <= value <= 0.95:
-        raise PoseInputError(f"The detection threshold must be from 0.05 to 0.95, not {value:g}.")
-    return value
+    return number_from(value, 0.05, 0.95, "detection threshold", default=geo.MIN_SCORE, error=PoseInputError)
 
 
 # ---------------------------------------------------------------------------------- poses
