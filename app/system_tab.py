@@ -10,6 +10,7 @@ from engine import Engine, format_bytes
 from engine import doctor as doc
 from engine.models import TWO_RUNTIMES
 from tabs.catalog import capability_of, doctor_checks
+from ui.costs import estimate_request
 from ui.handlers import handler
 from ui.times import local_time
 
@@ -45,12 +46,18 @@ def model_rows(status: dict) -> pd.DataFrame:
 
 def run_rows(status: dict) -> pd.DataFrame:
     columns = ["id", "time", "capability", "models", "device", "tier", "wait s", "load s", "compute s", "wall s",
-               "peak device", "peak RSS", "evict / retry / OOM", "warnings", "status"]
+               "expected s", "run peak", "predicted peak", "peak device", "peak RSS", "evict / retry / OOM",
+               "warnings", "status"]
     return pd.DataFrame([{
         "id": r["id"], "time": local_time(r["started"]), "capability": r["capability"],
         "models": ", ".join(r["models"]), "device": r["device"], "tier": r.get("tier") or "",
         "wait s": round(r["queue_wait_s"], 3),
         "load s": round(r["load_s"], 3), "compute s": round(r["compute_s"], 3), "wall s": round(r["wall_s"], 3),
+        # Predicted before the run against what it took: time less loading and waiting, and the
+        # largest run peak above a model (engine/costs.py, engine/timings.py).
+        "expected s": "" if r.get("seconds_predicted") is None else round(r["seconds_predicted"], 3),
+        "run peak": format_bytes(r.get("run_bytes_measured")),
+        "predicted peak": format_bytes(r.get("run_bytes_predicted")),
         "peak device": format_bytes(r["peak_device_bytes"]), "peak RSS": format_bytes(r["peak_rss_bytes"]),
         "evict / retry / OOM": f"{len(r['evictions'])} / {r['retries']} / {r['ooms']}",
         "warnings": len(r["warnings"]), "status": r["status"] if not r["error"] else f"error: {r['error']}",
@@ -137,6 +144,12 @@ def profile_next(engine: Engine) -> str:
     return "The next run will be profiled with torch.profiler; pick it below to read the table."
 
 
+def public_endpoints(demo: gr.Blocks) -> list[str]:
+    """The API names of the app's public endpoints wired so far (the capability tabs come first)."""
+    return sorted({fn.api_name for fn in demo.fns.values()
+                   if isinstance(fn.api_name, str) and fn.api_visibility == "public"})
+
+
 # ---------------------------------------------------------------------------------- layout
 
 def build(engine: Engine, demo: gr.Blocks) -> None:
@@ -163,6 +176,19 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
         tiers = gr.Dataframe(label="Tiers", interactive=False, wrap=True)
     with gr.Accordion("Warnings raised during runs (each distinct one, counted)", open=False):
         warned = gr.Dataframe(label="Warnings", interactive=False, wrap=True)
+    with gr.Accordion("Cost of a request before it runs (the estimate API)", open=False):
+        gr.Markdown("What a request to any endpoint would need with this input: memory on its device, the "
+                    "time it should take, models that load first and idle ones unloaded for room. Each tab "
+                    "shows the same under its button.")
+        with gr.Row():
+            endpoint = gr.Dropdown(public_endpoints(demo), label="Endpoint", allow_custom_value=True)
+            sample = gr.File(label="Input file (picture, audio or video)", type="filepath")
+            sample_text = gr.Textbox(label="Or its text", lines=2)
+        weigh = gr.Button("Estimate")
+        weighed = gr.JSON(label="estimate (JSON)")
+    engine.services["endpoints"] = public_endpoints(demo)
+    weigh.click(handler(engine, estimate_request, "estimate the request"), [endpoint, sample, sample_text],
+                weighed, api_name="estimate", concurrency_limit=4)
     with gr.Accordion("Doctor: versions, providers, tools and weights", open=False):
         gr.Markdown("What is installed, whether it fits together, and the command that fixes each problem. "
                     "The same report as `python launch.py doctor`.")

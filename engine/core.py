@@ -26,6 +26,7 @@ from .models import FootprintStore, ModelSpec, Registry
 from .oom import Degrade, call_with_recovery
 from .pool import Pool
 from .runs import TALLY, RunLog, RunRecord
+from .timings import TimingStore, endpoint_of
 
 
 # What processing functions receive to use a model: call(model_name, fn) leases the model, runs
@@ -41,9 +42,16 @@ class Run:
 
     def call(self, model: str, fn: Callable[[Any], Any], *, degrade: Degrade | None = None) -> Any:
         """Lease `model`, run fn(model) with OOM recovery, measure its peak, give the model back."""
-        pool, record = self.engine.pool, self.record
+        engine, record = self.engine, self.record
+        pool = engine.pool
         with pool.lease(model, bucket=self.bucket) as instance:
             device = record.device
+            # Predicted before the call (its own peak is learned after it), shown beside the measure.
+            predicted = engine.footprints.predict(engine.registry.get(model), device, self.bucket).bytes
+            record.run_bytes_predicted = max(record.run_bytes_predicted or 0, predicted)
+            if record.seconds_predicted is None:
+                record.seconds_predicted = engine.timings.seconds(endpoint_of(record), record.size or self.bucket,
+                                                                  device)
             probe = METER.probe(device)
             started = time.perf_counter()
             steps_before, ok = len(record.steps), False
@@ -59,13 +67,14 @@ class Run:
                 record.compute_s += time.perf_counter() - started
                 record.peak_rss_bytes = max(record.peak_rss_bytes or 0, peaks.rss_bytes)
                 record.peak_device_bytes = max(record.peak_device_bytes or 0, peaks.device_bytes or 0)
+                record.run_bytes_measured = max(record.run_bytes_measured or 0, peaks.device_delta_bytes)
                 degraded = any(s.startswith("degraded") for s in record.steps[steps_before:])
                 if ok and not degraded:
                     # A degraded call's peak belongs to the smaller plan, not to this bucket's. A
                     # peak measured while other calls ran holds their allocations too: it only
                     # stands in until a call has the process to itself, or admission would wait
                     # for more memory than the model ever needs, possibly more than the budget.
-                    self.engine.footprints.record_run(model, device, self.bucket, peaks.device_delta_bytes,
+                    engine.footprints.record_run(model, device, self.bucket, peaks.device_delta_bytes,
                                                       crowded=peaks.overlapped)
 
 
@@ -125,6 +134,7 @@ class Engine:
         self.registry = Registry(specs)
         self.footprints = FootprintStore(self.data_dir / "footprints.json")
         self.runs = RunLog(self.data_dir / "runs.jsonl")
+        self.timings = TimingStore(self.data_dir / "timings.json")
         reserve_bytes = reserve if isinstance(reserve, int) else parse_size(reserve)
         self.pool = Pool(self.registry, self.devices, self.footprints,
                          reserve_bytes=reserve_bytes, wait_timeout_s=wait_timeout_s)
@@ -165,6 +175,7 @@ class Engine:
         finally:
             record.wall_s = time.perf_counter() - started
             self.runs.finish(record, token)
+            self.timings.learn(record)
 
     def infer(self, capability: str, model: str, fn: Callable[[Any], Any], *, bucket: str | None = None,
               degrade: Degrade | None = None, profile: bool = False) -> Any:

@@ -12,6 +12,7 @@ resumption from the last finished chunk after a crash.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -27,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import UserFacingError
 from .oom import NotEnoughMemory, OutOfMemory
+from .runs import Request, current_request
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +237,9 @@ class JobQueue:
             (folder / name).mkdir(exist_ok=True)
             shutil.copyfile(path, folder / names[name])
         job = {f: None for f in FIELDS}
+        request = current_request()   # the endpoint it came by: its time is learned for that endpoint
+        if request is not None:
+            params["_request"] = [request.endpoint, request.size]
         job.update(id=job_id, seq=self.store.next_seq(), capability=capability,
                    model=self.kinds[capability].model, params={**params, "inputs": names},
                    state="queued", progress=0.0, note="queued", created=time.time(), runs=[],
@@ -369,7 +374,9 @@ class JobQueue:
             return
         record = None
         try:
-            with self.engine.run(f"job {job['capability']}") as run:
+            came_by = job["params"].get("_request")
+            with (Request(*came_by).current() if came_by else contextlib.nullcontext()), \
+                    self.engine.run(f"job {job['capability']}") as run:
                 record = run.record
                 result = kind.run(JobContext(self, job, run))
             self.store.update(job["id"], state="done", progress=1.0, finished=time.time(), result=str(result),

@@ -274,6 +274,7 @@ class Pool(Residency):
             self.footprints.record_load(spec.name, device, measured)
         if run is not None:
             run.load_s += instance.load_s
+            run.loads[spec.name] = round(run.loads.get(spec.name, 0.0) + instance.load_s, 4)
         log.info("loaded %s on %s in %.2f s, %s", spec.name, getattr(device, "label", device),
                  instance.load_s, format_bytes(measured))
 

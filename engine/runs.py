@@ -7,6 +7,7 @@ routes each warning to the run active in the thread that raised it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import itertools
 import json
@@ -43,6 +44,15 @@ class RunRecord:
     error: str | None = None
     profile: str | None = None  # torch.profiler table when asked for
     tier: str | None = None  # memory tier the call ran at, for pipelines that have tiers
+    # The request behind the run (see Request): the API endpoint and its inputs' size key.
+    endpoint: str | None = None
+    size: str | None = None
+    loads: dict[str, float] = field(default_factory=dict)  # model -> seconds its load took in this run
+    # Predicted before, measured after: the largest run peak above a model of the run's calls
+    # (bytes), and the run's time less loading and waiting (engine/timings.py) in seconds.
+    run_bytes_predicted: int | None = None
+    run_bytes_measured: int | None = None
+    seconds_predicted: float | None = None
 
     def to_dict(self) -> dict:
         # By hand, not dataclasses.asdict: asdict deep-copies every value recursively, a large
@@ -51,6 +61,7 @@ class RunRecord:
         for name in ("models", "evictions", "steps"):
             out[name] = list(out[name])
         out["backends"] = dict(self.backends)
+        out["loads"] = dict(self.loads)
         out["warnings"] = [dict(w) for w in self.warnings]
         return out
 
@@ -65,6 +76,31 @@ def current_run() -> RunRecord | None:
     return _active.get()
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a user asked for: the API endpoint (its api_name) and the size key of its inputs
+    ('px:921600', 's:12.5'; engine/costs.request_size). The app sets it around each request
+    (`with Request(...).current():`); the runs started meanwhile, and the jobs submitted, carry
+    it, so that timings are learned per endpoint and input size (engine/timings.py)."""
+    endpoint: str
+    size: str | None = None
+
+    @contextlib.contextmanager
+    def current(self):
+        token = _request.set(self)
+        try:
+            yield self
+        finally:
+            _request.reset(token)
+
+
+_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar("wimmel_request", default=None)
+
+
+def current_request() -> Request | None:
+    return _request.get()
+
+
 class RunLog:
     def __init__(self, path: str | os.PathLike | None, keep: int = 500):
         self.path = Path(path) if path else None
@@ -75,7 +111,9 @@ class RunLog:
 
     def start(self, capability: str) -> tuple[RunRecord, contextvars.Token]:
         _install_warning_hook()
-        record = RunRecord(id=next(self._ids), capability=capability, started=time.time())
+        request = _request.get()
+        record = RunRecord(id=next(self._ids), capability=capability, started=time.time(),
+                           endpoint=request and request.endpoint, size=request and request.size)
         with self._lock:
             self._records.append(record)
         return record, _active.set(record)

@@ -68,6 +68,33 @@ def test_system_status_reports_devices_models_and_runs(client, tmp_path):
     assert runs[0]["compute_s"] > 0 and runs[0]["peak_rss_bytes"] > 0
 
 
+def test_the_cost_of_a_request_before_it_runs(client, tmp_path):
+    text = "The weather was fine and we walked along the river until the sun went down."
+    before = client.predict("detect_language", None, text, api_name="/estimate")
+    assert before["known"] is False and before["size"] == f"chars:{len(text)}"
+    assert before["text"].startswith("**Before you run:** not measured here yet")
+    client.predict(text, api_name="/detect_language")
+
+    after = client.predict("detect_language", None, text * 3, api_name="/estimate")
+    assert after["known"] is True and after["verdict"] == "now"
+    [model] = after["models"]
+    assert model["resident"] and model["load_bytes"] == 0 and model["device"] == "cpu"
+    assert after["need_bytes"]["cpu"] == model["run_bytes"] > 0
+    assert after["seconds"] is not None and 0 < after["seconds"] < 30
+    last = after["last_run"]   # the run just made, predicted against measured
+    assert last["endpoint"] == "detect_language" and last["size"] == f"chars:{len(text)}"
+    assert last["run_bytes_predicted"] is not None and last["run_bytes_measured"] is not None
+    assert "Last run:" in after["text"]
+
+    photo = save(skimage.data.astronaut(), tmp_path / "a.png")
+    client.predict(handle_file(photo), api_name="/detect_faces")
+    faces = client.predict("detect_faces", handle_file(photo), "", api_name="/estimate")
+    assert faces["size"] == "px:262144" and faces["known"]
+    assert [m["name"] for m in faces["models"]] == ["face-detector"]
+    with pytest.raises(Exception, match="There is no endpoint 'detect_fcaes'"):
+        client.predict("detect_fcaes", None, "", api_name="/estimate")
+
+
 def test_empty_input_gets_a_clear_message(client):
     with pytest.raises(Exception, match="Upload an image first"):
         client.predict(None, api_name="/detect_faces")

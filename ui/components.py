@@ -20,7 +20,7 @@ import gradio as gr
 
 from engine import UserFacingError
 
-from . import outputs
+from . import costs, outputs
 from .handlers import handler
 from .texts import finished_texts, source_text
 
@@ -96,17 +96,36 @@ def page_only(event: Callable[..., Any], fn: Callable[..., Any], inputs: Compone
     event(fn, inputs, outputs, api_visibility="private", show_progress="hidden")
 
 
+def run_button(label: str, **kw: Any) -> gr.Button:
+    """A tab's main button, with the line under it that tells what the current input will cost
+    before it runs (ui/costs.py; wired by on_click or on_click_queued)."""
+    button = gr.Button(label, variant="primary", **kw)
+    button.cost_line = gr.Markdown("", elem_classes=["cost-line"])
+    return button
+
+
 def on_click(engine, button: gr.Button, fn: Callable[..., Any], action: str, inputs: Components,
-             outputs: Components, api_name: str) -> None:
-    """Wire a button to a handler answered while the user waits (see the module's docstring)."""
-    button.click(handler(engine, fn, action), inputs, outputs, api_name=api_name, concurrency_limit=2)
+             outputs: Components, api_name: str, bucket: Callable[..., str | None] | None = None) -> None:
+    """Wire a button to a handler answered while the user waits (see the module's docstring).
+    `bucket(*values)`: the size key the handler's run opens with, where it is not the inputs' own
+    (costs.request_size), for the cost line."""
+    _wire(engine, button, fn, action, inputs, outputs, api_name, bucket, concurrency_limit=2)
 
 
 def on_click_queued(engine, button: gr.Button, fn: Callable[..., Any], action: str, inputs: Components,
-                    outputs: Components, api_name: str) -> None:
+                    outputs: Components, api_name: str, bucket: Callable[..., str | None] | None = None) -> None:
     """Wire a button to a handler that waits on the job queue or a model's lease (see the module's
     docstring)."""
-    button.click(handler(engine, fn, action), inputs, outputs, api_name=api_name, concurrency_limit=None)
+    _wire(engine, button, fn, action, inputs, outputs, api_name, bucket, concurrency_limit=None)
+
+
+def _wire(engine, button, fn, action, inputs, outputs, api_name, bucket, concurrency_limit) -> None:
+    listed = inputs if isinstance(inputs, list) else [inputs]
+    event = button.click(handler(engine, costs.as_request(fn, api_name, listed), action), inputs, outputs,
+                         api_name=api_name, concurrency_limit=concurrency_limit)
+    line = getattr(button, "cost_line", None)
+    if line is not None:
+        costs.wire(engine, line, api_name, listed, event, bucket)
 
 
 def texts_made(engine) -> gr.Dropdown:

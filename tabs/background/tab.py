@@ -7,7 +7,7 @@ import numpy as np
 
 from engine import Engine
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only,
-                           photo_input, picture_file_input, sub_tab, video_input, video_output)
+                           photo_input, picture_file_input, sub_tab, video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -83,7 +83,7 @@ def build(engine: Engine) -> None:
                 mode = gr.Radio(MODES, value=bg.TRANSPARENT, label="Background")
                 color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
                 background = photo_input("New background", visible=False)
-                run = gr.Button("Remove background", variant="primary")
+                run = run_button("Remove background")
             with gr.Column():
                 result = image_output("Result")
                 mask = image_output("Mask (white is person)")
@@ -97,7 +97,7 @@ def build(engine: Engine) -> None:
                 video_mode = gr.Radio(VIDEO_MODES, value=bg.BLUR, label="Background")
                 video_color = gr.ColorPicker(value=bg.DEFAULT_COLOR, label="Color", visible=False)
                 video_background = picture_file_input("New background", visible=False)
-                go = gr.Button("Replace the background", variant="primary")
+                go = run_button("Replace the background")
             replaced = video_output("Result")
             page_only(video_mode.change, show_options, video_mode, [video_color, video_background])
             on_click_queued(engine, go, remove_background_video, "replace the background of the video",

@@ -8,7 +8,7 @@ from engine import Engine, pixel_bucket
 from tabs.deblock import DEFAULT_LEVEL, VIDEO_JOB, check, level_of
 from tabs.deblock import model as cunet
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
-                           sub_tab, video_input, video_output)
+                           sub_tab, video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -61,7 +61,7 @@ def build(engine: Engine) -> None:
             with gr.Column():
                 image = photo_input("Photo")
                 level = gr.Radio(LEVELS, value=DEFAULT_LEVEL, label="Strength", info=LEVEL_INFO)
-                run = gr.Button("Clean up", variant="primary")
+                run = run_button("Clean up")
             result = image_output("Cleaned")
             on_click(engine, run, clean_up_photo, "clean up the photo", [image, level], result,
                      api_name="clean_up_photo")
@@ -70,7 +70,7 @@ def build(engine: Engine) -> None:
             with gr.Column():
                 video = video_input()
                 video_level = gr.Radio(LEVELS, value=DEFAULT_LEVEL, label="Strength", info=LEVEL_INFO)
-                go = gr.Button("Clean up the video", variant="primary")
+                go = run_button("Clean up the video")
             video_result = video_output("Cleaned")
             on_click_queued(engine, go, clean_up_video, "clean up the video", [video, video_level],
                             video_result, api_name="clean_up_video")

@@ -8,7 +8,7 @@ import gradio as gr
 
 from engine import Engine
 from engine.media.audio import probe_audio
-from ui.handlers import handler
+from ui.components import on_click_queued, run_button
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -54,10 +54,10 @@ def build(engine: Engine) -> None:
         with gr.Column():
             media = gr.File(label="Audio or video", file_types=["audio", "video"], type="filepath")
             model = gr.Radio(models, value=models[0] if models else None, label="Model")
-            go = gr.Button("Denoise", variant="primary")
+            go = run_button("Denoise")
         with gr.Column():
             cleaned = gr.Audio(label="Denoised", type="filepath", format="wav", interactive=False)
             result = gr.File(label="Result file (WAV, or the video with the cleaned sound)", interactive=False)
     # Long files wait in the job queue, which decides what runs when; short ones are one quick call.
-    go.click(handler(engine, denoise, "denoise the audio"), [media, model], [cleaned, result],
-             api_name="denoise", concurrency_limit=None)
+    on_click_queued(engine, go, denoise, "denoise the audio", [media, model], [cleaned, result],
+                    api_name="denoise")

@@ -5,7 +5,7 @@ import gradio as gr
 import numpy as np
 
 from engine import Engine, pixel_bucket
-from ui.components import on_click, photo_input, picture_and_json
+from ui.components import on_click, photo_input, picture_and_json, run_button
 from ui.safety import gate_output
 
 from . import check
@@ -70,7 +70,7 @@ def build(engine: Engine) -> None:
             min_score = gr.Slider(0.05, 0.95, value=doc.DEFAULT_MIN_SCORE, step=0.05, label="Minimum score")
             fix = gr.Checkbox(value=True, label="Turn the page upright first")
             with gr.Row():
-                run = gr.Button("Find the layout", variant="primary")
+                run = run_button("Find the layout")
                 turn = gr.Button("Orientation only")
         annotated, found = picture_and_json("Layout", "Orientation and regions (JSON)")
     on_click(engine, run, page_layout, "find the page layout", [image, min_score, fix], [annotated, found],

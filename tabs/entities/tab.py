@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
-from ui.components import on_click, text_from_app
+from ui.components import on_click, text_from_app, run_button
 
 from . import check
 from . import model as spacy_model
@@ -78,7 +78,7 @@ def build(engine: Engine) -> None:
                                           "NASA in July 1999.")
             text_from_app(engine, text)
             parse = gr.Checkbox(value=True, label="Parts of speech and sentence structure too")
-            go = gr.Button("Find entities", variant="primary")
+            go = run_button("Find entities")
         with gr.Column():
             marked = gr.HighlightedText(label="Entities in the text", show_legend=True)
             entities = gr.Dataframe(headers=ENTITY_COLUMNS, label="Entities", interactive=False, wrap=True)

@@ -11,7 +11,7 @@ from analysers import face_detector, face_emotion, face_identity
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, UserFacingError, pixel_bucket
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
-                           picture_and_json, picture_file_input, sub_tab, video_input, video_output)
+                           picture_and_json, picture_file_input, sub_tab, video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -167,7 +167,7 @@ def build(engine: Engine) -> None:
                      "The same detector serves every face feature."):
             with gr.Column():
                 image = photo_input("Photo")
-                run = gr.Button("Detect faces", variant="primary")
+                run = run_button("Detect faces")
             annotated, found = picture_and_json("Faces found", "Faces (JSON)")
             on_click(engine, run, detect_faces, "detect faces", image, [annotated, found], api_name="detect_faces")
         with sub_tab("Emotion", "Each face's emotion: angry, disgust, fear, happy, sad, surprise or neutral "
@@ -177,7 +177,7 @@ def build(engine: Engine) -> None:
                 mood_photo = photo_input("Photo")
                 if emotion_missing:
                     gr.Markdown(f"**Facial emotion is unavailable here.** {emotion_missing}")
-                read = gr.Button("Read emotions", variant="primary")
+                read = run_button("Read emotions")
             moods, moods_json = picture_and_json("Emotions", "Emotions (JSON)")
             on_click(engine, read, face_emotions, "read emotions", mood_photo, [moods, moods_json],
                      api_name="face_emotions")
@@ -193,7 +193,7 @@ def build(engine: Engine) -> None:
                     with gr.Row():
                         first = photo_input("Photo 1")
                         second = photo_input("Photo 2")
-                    compare = gr.Button("Compare", variant="primary")
+                    compare = run_button("Compare")
                 pair, verdict = picture_and_json("The two faces compared", "Result (JSON)")
             on_click(engine, compare, compare_faces, "compare faces", [first, second], [pair, verdict],
                      api_name="compare_faces")
@@ -203,7 +203,7 @@ def build(engine: Engine) -> None:
                 photo_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
                 photo_keep = photo_input(KEEP_LABEL)
                 gr.Markdown(KEEP_HELP)
-                hide = gr.Button("Hide faces", variant="primary")
+                hide = run_button("Hide faces")
             hidden = image_output("Faces hidden")
             on_click(engine, hide, blur_faces_image, "hide faces", [photo, photo_mode, photo_keep], hidden,
                      api_name="blur_faces_image")
@@ -213,7 +213,7 @@ def build(engine: Engine) -> None:
                 video_mode = gr.Radio(list(MODES), value="blur", label="How to hide")
                 video_keep = picture_file_input(KEEP_LABEL)
                 gr.Markdown(KEEP_HELP)
-                go = gr.Button("Hide faces in the video", variant="primary")
+                go = run_button("Hide faces in the video")
             result = video_output("Faces hidden")
             on_click_queued(engine, go, blur_faces_video, "hide faces in the video",
                             [video, video_mode, video_keep], result, api_name="blur_faces_video")

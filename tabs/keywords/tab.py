@@ -8,8 +8,9 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
+from engine.costs import media_seconds
 from engine.media.audio import probe_audio
-from ui.components import media_input, microphone_for, on_click_queued
+from ui.components import media_input, microphone_for, on_click_queued, run_button
 from ui.jobs import start_job
 
 from . import check, keyword_names
@@ -67,6 +68,12 @@ def spot_keywords(engine: Engine, media: str | None, keywords=("computer",), thr
     return pd.DataFrame(rows, columns=COLUMNS), result
 
 
+def run_bucket(media: str | None, *_options) -> str | None:
+    """The size key spot_keywords's run opens with (its length, at most a chunk), for the cost line."""
+    seconds = media_seconds(media) if media else None
+    return kw.seconds_bucket(seconds) if seconds else None
+
+
 def build(engine: Engine) -> None:
     gr.Markdown("Keywords found with EfficientWord-Net (a ResNet-50 comparing 1.5 s windows with examples "
                 "of each word). It works best on a word said on its own, as a wake word is. Files up to a "
@@ -83,10 +90,10 @@ def build(engine: Engine) -> None:
             threshold = gr.Slider(0.5, 0.95, value=kw.THRESHOLD, step=0.01, label="Threshold")
             step = gr.Slider(0.25, 0.75, value=kw.STEP_S, step=0.05, label="Window step (s)",
                              info="smaller finds words on window edges, and takes longer")
-            run = gr.Button("Find keywords", variant="primary")
+            run = run_button("Find keywords")
         with gr.Column():
             table = gr.Dataframe(headers=COLUMNS, label="Found", interactive=False)
             details = gr.JSON(label="Details (JSON)", open=False)
     on_click_queued(engine, run, spot_keywords, "find the keywords",
                     [media, keywords, threshold, custom_name, custom_samples, step], [table, details],
-                    api_name="spot_keywords")
+                    api_name="spot_keywords", bucket=run_bucket)

@@ -8,7 +8,7 @@ import numpy as np
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, pixel_bucket
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, sub_tab,
-                           video_input, video_output)
+                           video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -77,7 +77,7 @@ def build(engine: Engine) -> None:
                      "where the irises sit between the eye corners. Left and right are the photo's."):
             with gr.Column():
                 image = photo_input("Photo")
-                run = gr.Button("Find landmarks", variant="primary")
+                run = run_button("Find landmarks")
             with gr.Column():
                 drawn = image_output("Landmarks")
                 found = gr.JSON(label="Faces (JSON)")
@@ -87,7 +87,7 @@ def build(engine: Engine) -> None:
                      "openness and gaze per face come as CSV."):
             with gr.Column():
                 video = video_input()
-                go = gr.Button("Find landmarks in the video", variant="primary")
+                go = run_button("Find landmarks in the video")
             with gr.Column():
                 drawn_video = video_output("Landmarks")
                 values = gr.File(label="Values per frame (CSV)", interactive=False)

@@ -5,7 +5,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
-from ui.components import on_click, text_from_app
+from ui.components import on_click, text_from_app, run_button
 
 from . import check
 from . import model as lid
@@ -61,7 +61,7 @@ def build(engine: Engine) -> None:
             text_from_app(engine, text)
             top_k = gr.Slider(1, 10, value=3, step=1, label="Languages to list")
             by_line = gr.Checkbox(value=False, label="Line by line")
-            go = gr.Button("Detect the language", variant="primary")
+            go = run_button("Detect the language")
         with gr.Column():
             table = gr.Dataframe(label="Languages", interactive=False)
             details = gr.JSON(label="Languages (JSON)", open=False)

@@ -9,8 +9,9 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
+from engine.costs import media_seconds
 from engine.media.audio import probe_audio
-from ui.components import image_output, media_input, microphone_for, on_click_queued
+from ui.components import image_output, media_input, microphone_for, on_click_queued, run_button
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -61,6 +62,12 @@ def transcribe_notes(engine: Engine, media: str | None, onset_threshold: float =
             piano_roll(result["notes"], result["duration_s"]), result)
 
 
+def run_bucket(media: str | None, *_options) -> str | None:
+    """The size key transcribe_notes's run opens with (its length, at most a chunk), for the cost line."""
+    seconds = media_seconds(media) if media else None
+    return nm.seconds_bucket(seconds) if seconds else None
+
+
 def build(engine: Engine) -> None:
     gr.Markdown("The notes played in music, with Spotify's Basic Pitch (any instrument, chords too, "
                 "A0 to C8), as a table, a MIDI file and a piano roll. Files up to a minute are answered "
@@ -74,11 +81,11 @@ def build(engine: Engine) -> None:
             frame = gr.Slider(0.05, 0.95, value=decode.FRAME_THRESHOLD, step=0.05, label="Frame threshold",
                               info="how strong a note must stay: lower makes longer notes")
             min_ms = gr.Slider(0, 500, value=decode.MIN_NOTE_MS, step=1, label="Shortest note (ms)")
-            run = gr.Button("Find the notes", variant="primary")
+            run = run_button("Find the notes")
         with gr.Column():
             roll = image_output("Piano roll")
             midi = gr.File(label="MIDI file", interactive=False)
             table = gr.Dataframe(headers=COLUMNS, label="Notes", interactive=False)
             details = gr.JSON(label="Notes and pitch bends (JSON)", open=False)
     on_click_queued(engine, run, transcribe_notes, "find the notes", [media, onset, frame, min_ms],
-                    [table, midi, roll, details], api_name="transcribe_notes")
+                    [table, midi, roll, details], api_name="transcribe_notes", bucket=run_bucket)

@@ -7,7 +7,7 @@ import numpy as np
 from analysers import nsfw
 from engine import Engine
 from tabs.nsfw import check
-from ui.handlers import handler
+from ui.components import on_click, run_button
 
 
 def nsfw_check(engine: Engine, image: np.ndarray | None) -> dict:
@@ -34,7 +34,6 @@ def build(engine: Engine) -> None:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
-            run = gr.Button("Check", variant="primary")
+            run = run_button("Check")
         score = gr.JSON(label="Score (JSON)")
-    run.click(handler(engine, nsfw_check, "check the image"), image, score, api_name="nsfw_check",
-              concurrency_limit=2)
+    on_click(engine, run, nsfw_check, "check the image", image, score, api_name="nsfw_check")

@@ -8,7 +8,7 @@ from engine import Engine, pixel_bucket
 from tabs.ocr import check
 from tabs.ocr import model as ocr
 from ui.components import (VIDEO_JOB_NOTE, on_click, on_click_queued, photo_input, picture_and_json, sub_tab,
-                           video_input)
+                           video_input, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -59,7 +59,7 @@ def build(engine: Engine) -> None:
         with sub_tab("Image", IMAGE_NOTE):
             with gr.Column():
                 image = photo_input("Image")
-                run = gr.Button("Read text", variant="primary")
+                run = run_button("Read text")
             annotated, found = picture_and_json("Text found", "Lines (JSON)")
             on_click(engine, run, read_text, "read the text", image, [annotated, found], api_name="ocr")
         with sub_tab("Video to subtitles", f"{VIDEO_JOB_NOTE} A few frames a second are read; text that stays the same "
@@ -68,7 +68,7 @@ def build(engine: Engine) -> None:
                 video = video_input()
                 rate = gr.Slider(ocr.MIN_SAMPLES_PER_SECOND, ocr.MAX_SAMPLES_PER_SECOND, value=ocr.DEFAULT_SAMPLES_PER_SECOND,
                                  step=0.25, label="Frames read per second")
-                go = gr.Button("Make subtitles", variant="primary")
+                go = run_button("Make subtitles")
             subtitles = gr.File(label="Subtitles (SRT)", interactive=False)
             on_click_queued(engine, go, ocr_video, "make the subtitles", [video, rate], subtitles,
                             api_name="ocr_video")

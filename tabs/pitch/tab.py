@@ -10,7 +10,7 @@ import pandas as pd
 
 from engine import Engine
 from engine.media.audio import probe_audio
-from ui.components import media_input, microphone_for, on_click_queued
+from ui.components import media_input, microphone_for, on_click_queued, run_button
 from ui.jobs import start_job
 
 from . import check
@@ -60,7 +60,7 @@ def build(engine: Engine) -> None:
             microphone_for(media)
             voicing = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="Voicing threshold",
                                 info="lower keeps less certain frames (pure low tones need ~0.4)")
-            run = gr.Button("Find the pitch", variant="primary")
+            run = run_button("Find the pitch")
         with gr.Column():
             plot = gr.ScatterPlot(x="time (s)", y="pitch (Hz)", label="Pitch over time", height=300)
             details = gr.JSON(label="Median, F0 and notes (JSON)", open=False)

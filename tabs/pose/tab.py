@@ -6,7 +6,7 @@ import numpy as np
 
 from engine import Engine
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, sub_tab,
-                           video_input, video_output)
+                           video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -81,7 +81,7 @@ def build(engine: Engine) -> None:
             with gr.Column():
                 image = photo_input("Photo")
                 threshold = gr.Slider(0.05, 0.95, value=geo.MIN_SCORE, step=0.05, label="Detection threshold")
-                run = gr.Button("Find poses", variant="primary")
+                run = run_button("Find poses")
             with gr.Column():
                 drawn = image_output("Poses")
                 found = gr.JSON(label="Keypoints")
@@ -92,7 +92,7 @@ def build(engine: Engine) -> None:
             with gr.Column():
                 video = video_input()
                 video_threshold = gr.Slider(0.05, 0.95, value=geo.MIN_SCORE, step=0.05, label="Detection threshold")
-                go = gr.Button("Find poses in the video", variant="primary")
+                go = run_button("Find poses in the video")
             with gr.Column():
                 drawn_video = video_output("Poses")
                 files = gr.File(label="Keypoints (JSON, CSV)", file_count="multiple", interactive=False)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from engine import Engine, UserFacingError
 from ui import outputs
-from ui.components import on_click_queued
+from ui.components import on_click_queued, run_button
 
 from . import check
 from . import index as search_index
@@ -104,7 +104,7 @@ def build(engine: Engine) -> None:
         with gr.Column():
             query = gr.Textbox(label="Looking for", placeholder="e.g. when is the budget due?", lines=2)
             top_k = gr.Slider(1, 20, value=5, step=1, label="Results")
-            go = gr.Button("Search", variant="primary")
+            go = run_button("Search")
         with gr.Column():
             with gr.Accordion("Add texts", open=False):
                 text = gr.Textbox(label="Text", lines=6, placeholder="paragraphs separated by blank lines")

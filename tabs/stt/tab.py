@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import Engine
 from engine.media.audio import probe_audio, read_audio
-from ui.components import media_input, microphone_for, on_click_queued, video_output
+from ui.components import media_input, microphone_for, on_click_queued, video_output, run_button
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -67,7 +67,7 @@ def build(engine: Engine) -> None:
                                   info="segment: sentences and pauses; word: one subtitle per word")
             burn_in = gr.Checkbox(value=False, label="Burn subtitles into the video",
                                   info="for video input; otherwise they are a track players can switch off")
-            run = gr.Button("Transcribe", variant="primary")
+            run = run_button("Transcribe")
         with gr.Column():
             text = gr.Textbox(label="Text", lines=6, buttons=["copy"], interactive=False)
             with gr.Row():

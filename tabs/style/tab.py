@@ -7,7 +7,7 @@ import numpy as np
 
 from engine import Engine, pixel_bucket
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only,
-                           photo_input, picture_file_input, sub_tab, video_input, video_output)
+                           photo_input, picture_file_input, sub_tab, video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -71,7 +71,7 @@ def build(engine: Engine) -> None:
                 image = photo_input("Photo")
                 style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
                 style_image = photo_input("Style image", visible=False)
-                run = gr.Button("Restyle", variant="primary")
+                run = run_button("Restyle")
             result = image_output("Restyled")
             page_only(style.change, show_style_image, style, style_image)
             on_click(engine, run, stylize, "restyle the image", [image, style, style_image], result,
@@ -81,7 +81,7 @@ def build(engine: Engine) -> None:
                 video = video_input()
                 video_style = gr.Dropdown(STYLES, value=STYLES[0], label="Style")
                 video_style_image = picture_file_input("Style image", visible=False)
-                go = gr.Button("Restyle the video", variant="primary")
+                go = run_button("Restyle the video")
             restyled = video_output("Restyled")
             page_only(video_style.change, show_style_image, video_style, video_style_image)
             on_click_queued(engine, go, stylize_video, "restyle the video",

@@ -8,8 +8,9 @@ import gradio as gr
 import pandas as pd
 
 from engine import Engine
+from engine.costs import media_seconds
 from engine.media.audio import probe_audio
-from ui.components import media_input, microphone_for, on_click_queued
+from ui.components import media_input, microphone_for, on_click_queued, run_button
 from ui.jobs import start_job
 
 from . import check
@@ -68,6 +69,12 @@ def tag_music(engine: Engine, media: str | None, top: int = tg.TOP, progress=gr.
     return best, over_time(result), patch_table(result), result
 
 
+def run_bucket(media: str | None, *_options) -> str | None:
+    """The size key tag_music's run opens with (its length, at most a chunk), for the cost line."""
+    seconds = media_seconds(media) if media else None
+    return tg.seconds_bucket(seconds) if seconds else None
+
+
 def build(engine: Engine) -> None:
     gr.Markdown("Tags of a piece of music with musicnn (trained on the Million Song Dataset): genres, eras, "
                 "moods and voices, for the whole piece (the mean over 3 s patches) and every 3 s. Tags are "
@@ -78,11 +85,11 @@ def build(engine: Engine) -> None:
             media = media_input()
             microphone_for(media)
             top = gr.Slider(1, 50, value=tg.TOP, step=1, label="Tags to list")
-            run = gr.Button("Tag the music", variant="primary")
+            run = run_button("Tag the music")
         with gr.Column():
             best = gr.Label(label="Best tags (the whole piece)", num_top_classes=50)
             curves = gr.LinePlot(x="time (s)", y="score", color="tag", label="Best tags over time", height=300)
     table = gr.Dataframe(headers=TIME_COLUMNS, label="Every 3 s", interactive=False)
     details = gr.JSON(label="Details (JSON)", open=False)
     on_click_queued(engine, run, tag_music, "tag the music", [media, top], [best, curves, table, details],
-                    api_name="tag_music")
+                    api_name="tag_music", bucket=run_bucket)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import Engine
+from engine import Engine, UserFacingError
 from engine.media.audio import write_wav
-from ui.components import on_click_queued
+from ui.components import on_click_queued, run_button
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -37,6 +37,18 @@ def speak(engine: Engine, text: str | None, speed: float = 1.0, progress=gr.Prog
     return str(write_wav(new_output_dir("tts") / "speech.wav", samples, rate))
 
 
+def run_bucket(text: str | None, *_options) -> str | None:
+    """The size key speak's run opens with (the longest piece's symbols), for the cost line;
+    None for text that goes to a job or has nothing to speak."""
+    text = (text or "").strip()
+    if not text or len(text) > tts.LONG_TEXT_CHARS:
+        return None
+    try:
+        return tts.symbol_bucket(tts.plan(text))
+    except UserFacingError:
+        return None
+
+
 def build(engine: Engine) -> None:
     gr.Markdown("Type English text and hear it read by the Piper voice *joe* (US English). "
                 "Numbers and abbreviations are read out; text over 1,000 characters runs as a job "
@@ -46,6 +58,6 @@ def build(engine: Engine) -> None:
             text = gr.Textbox(label="Text", lines=6, max_length=tts.MAX_TEXT_CHARS,
                               placeholder="Hello! This is Wimmel speaking.")
             speed = gr.Slider(tts.MIN_SPEED, tts.MAX_SPEED, value=1.0, step=0.05, label="Speed")
-            go = gr.Button("Speak", variant="primary")
+            go = run_button("Speak")
         audio = gr.Audio(label="Speech", type="filepath", format="wav", interactive=False)
-    on_click_queued(engine, go, speak, "speak the text", [text, speed], audio, api_name="speak")
+    on_click_queued(engine, go, speak, "speak the text", [text, speed], audio, api_name="speak", bucket=run_bucket)

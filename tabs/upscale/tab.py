@@ -8,7 +8,7 @@ from engine import Engine, pixel_bucket
 from tabs.upscale import VIDEO_JOB, check
 from tabs.upscale import model as up
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input,
-                           sub_tab, video_input, video_output)
+                           sub_tab, video_input, video_output, run_button)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -63,7 +63,7 @@ def build(engine: Engine) -> None:
                 image = photo_input("Image")
                 scale = gr.Radio(SCALES, value=2, label="Scale")
                 model = gr.Radio(MODELS, value="fast", label="Model")
-                run = gr.Button("Upscale", variant="primary")
+                run = run_button("Upscale")
             result = image_output("Upscaled")
             on_click(engine, run, upscale, "upscale the image", [image, scale, model], result, api_name="upscale")
         with sub_tab("Video", "Videos use the **fast** model only (x4plus would take hours per minute of video). "
@@ -72,7 +72,7 @@ def build(engine: Engine) -> None:
                 video = video_input()
                 video_scale = gr.Radio(SCALES, value=2, label="Scale")
                 video_model = gr.Radio(["fast"], value="fast", label="Model (fast only for video)")
-                go = gr.Button("Upscale the video", variant="primary")
+                go = run_button("Upscale the video")
             video_result = video_output("Upscaled")
             on_click_queued(engine, go, upscale_video, "upscale the video", [video, video_scale, video_model],
                             video_result, api_name="upscale_video")

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine import Engine
 from engine.media.audio import MediaError, probe_audio, read_audio
-from ui.components import media_input, microphone_for, on_click_queued, sub_tab
+from ui.components import media_input, microphone_for, on_click_queued, sub_tab, run_button
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 
@@ -159,7 +159,7 @@ def build(engine: Engine) -> None:
                 microphone_for(media)
                 threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Speech threshold")
                 min_silence = gr.Slider(0.05, 2.0, value=0.1, step=0.05, label="Shortest pause that splits (s)")
-                run = gr.Button("Find speech", variant="primary")
+                run = run_button("Find speech")
             with gr.Column():
                 plot = gr.Image(label="Speech on the waveform", type="pil", format="png", interactive=False)
                 segments = gr.JSON(label="Segments (s)")
@@ -170,7 +170,7 @@ def build(engine: Engine) -> None:
             with gr.Column():
                 cut_media = media_input()
                 cut_min = gr.Slider(0.1, 5.0, value=0.5, step=0.05, label="Cut pauses longer than (s)")
-                cut_run = gr.Button("Cut silence", variant="primary")
+                cut_run = run_button("Cut silence")
             cut_out = gr.File(label="Without the silences", interactive=False)
             on_click_queued(engine, cut_run, cut_silence, "cut the silence", [cut_media, cut_min], cut_out,
                             api_name="cut_silence")

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from engine import Engine, UserFacingError
 from engine.media.audio import MediaError, probe_audio, read_audio
-from ui.components import media_input, on_click, on_click_queued, sub_tab
+from ui.components import media_input, on_click, on_click_queued, sub_tab, run_button
 from ui.jobs import start_job
 
 from . import RECORDINGS, about, check
@@ -105,7 +105,7 @@ def build(engine: Engine) -> None:
             with gr.Row():
                 first = media_input("First voice (audio or video)")
                 second = media_input("Second voice (audio or video)")
-            go = gr.Button("Compare", variant="primary")
+            go = run_button("Compare")
             verdict = gr.JSON(label="Similarity")
             on_click(engine, go, compare_voices, "compare the voices", [first, second], verdict,
                      api_name="compare_voices")
@@ -115,7 +115,7 @@ def build(engine: Engine) -> None:
                 media = media_input("Audio or video")
                 speakers = gr.Number(value=2, minimum=1, maximum=vo.MAX_SPEAKERS, step=1, precision=0,
                                      label="Speakers")
-                run = gr.Button("Find speakers", variant="primary")
+                run = run_button("Find speakers")
             with gr.Column():
                 picture = gr.Image(label="Timeline", type="numpy", interactive=False)
                 turns = gr.JSON(label="Segments")
