@@ -7,7 +7,10 @@
   time, step time, resident and peak memory, pixels against the full tier; then the walk down).
 - swap: the host-to-device ceiling (pinned-memory copies, GB/s, median) against loading a model of
   known size through the engine onto the GPU (load after evict, median): ceiling_s is its bytes
-  at the pinned rate, ratio = load_s / ceiling_s; evict_s is the unload, device memory checked.
+  at the pinned rate, ratio = load_s / ceiling_s; evict_s is the unload, device memory checked;
+  restore_s: the same model parked by the pool in pinned host RAM and restored by a copy
+  (engine/parking.py; the pool's load_s of the restore, median), restore_ratio = restore_s /
+  ceiling_s, park_s the eviction into host RAM.
 - onnx: three networks the project ships (the PP-OCRv4 text detector, the NSFW classifier, the
   preset style net), each on ONNX Runtime's CUDA and CPU providers: median ms, speedup, and the
   largest difference between the two outputs.
@@ -104,36 +107,14 @@ def in_child(part: str, timeout: float) -> dict:
 
 # ---------------------------------------------------------------------------------- parts run in a child
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def swap_part() -> dict:
-    import torch
-
     from bench.common import reload_seconds, stack_spec
-    from bench.swap import _raw_read
+    from bench.swap import _median_seconds, _raw_read, h2d_rates, restore_seconds
     from engine import Engine
 
     device = "cuda:0"
-    host = torch.empty(PINNED_BYTES, dtype=torch.uint8).pin_memory()
-    pageable = torch.empty(PINNED_BYTES, dtype=torch.uint8)
-    target = torch.empty(PINNED_BYTES, dtype=torch.uint8, device=device)
-
-    def copy(source):
-        target.copy_(source, non_blocking=True)
-        torch.cuda.synchronize(device)
-
-    copy(host)
-    pinned_gbs = PINNED_BYTES / _median_seconds(lambda: copy(host), 7) / 1e9
-    pageable_gbs = PINNED_BYTES / _median_seconds(lambda: copy(pageable), 5) / 1e9
-    del host, pageable, target
-    torch.cuda.empty_cache()
+    rates = h2d_rates(device, PINNED_BYTES)
+    pinned_gbs = rates["pinned_h2d_GBps"]
 
     folder = Path(tempfile.mkdtemp(prefix="wimmel-bench-gpu-swap-"))
     spec = stack_spec(folder / "swap-model.safetensors", "swap-model", SWAP_MIB)
@@ -152,11 +133,17 @@ def swap_part() -> dict:
         after_evict = engine.devices.memory(device).used
         engine.preload("swap-model")
     engine.pool.unload("swap-model")
+    restores = restore_seconds(engine, "swap-model", 5)
+    engine.pool.unload("swap-model")
     read_s = _median_seconds(lambda: _raw_read(Path(spec.source)), 3)
     load_s = statistics.median(loads)
     ceiling_s = size / (pinned_gbs * 1e9)
-    return {"bytes": size, "pinned_h2d_GBps": round(pinned_gbs, 2), "pageable_h2d_GBps": round(pageable_gbs, 2),
+    restore_s = statistics.median(restores["restore_s"])
+    return {"bytes": size, **rates,
             "ceiling_s": round(ceiling_s, 4), "load_s": round(load_s, 4), "ratio": round(load_s / ceiling_s, 2),
+            "restore_s": round(restore_s, 4), "restore_ratio": round(restore_s / ceiling_s, 2),
+            "restore_wall_s": round(statistics.median(restores["restore_wall_s"]), 4),
+            "park_s": round(statistics.median(restores["park_s"]), 4), "restored": restores["restored"],
             "page_cache_read_s": round(read_s, 4), "evict_s": round(statistics.median(evicts), 4),
             "device_freed_on_evict_MiB": round((base_used - after_evict) / MiB, 1),
             "loads_s": [round(x, 4) for x in loads]}

@@ -28,7 +28,8 @@ from .devices import Devices, format_bytes
 from .measure import heap_in_use, rss
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
-from .residency import Instance, ModelUnavailable, Residency
+from .parking import Parking
+from .residency import CUDA_PARKING, Instance, ModelUnavailable, Residency
 from .runs import current_run
 from .runtimes.backend import backend_of
 from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
@@ -50,8 +51,9 @@ class _Waiter:
 
 class Pool(Residency):
     def __init__(self, registry: Registry, devices: Devices, footprints: FootprintStore, *,
-                 reserve_bytes: int = 256 * 1024**2, wait_timeout_s: float = 300.0):
-        super().__init__(registry, devices, footprints, reserve_bytes=reserve_bytes)
+                 reserve_bytes: int = 256 * 1024**2, wait_timeout_s: float = 300.0,
+                 parking: Parking | None = CUDA_PARKING):
+        super().__init__(registry, devices, footprints, reserve_bytes=reserve_bytes, parking=parking)
         self.wait_timeout_s = wait_timeout_s
         self._waiters: list[_Waiter] = []  # in arrival order
         self._held = threading.local()  # how many leases the current thread holds
@@ -201,9 +203,10 @@ class Pool(Residency):
         if reason and not mine:
             raise NotEnoughMemory(reason)
         if not reason and self._make_room(device, need, f"room to load {spec.name}"):
-            instance = Instance(spec, device, bytes=load_bytes, run_reserved=run_bytes, uses=1)
+            instance = Instance(spec, device, bytes=load_bytes, run_reserved=run_bytes, uses=1,
+                                parked=self.lot.claim(spec.name, device))
             self._instances.append(instance)
-            return instance  # state 'loading': the caller loads it outside the lock
+            return instance  # state 'loading': the caller loads (or restores) it outside the lock
         return None
 
     def _take_split(self, spec: ModelSpec, plan: DeviceMap, run_bytes: int) -> Instance | None:
@@ -225,15 +228,18 @@ class Pool(Residency):
         instance_admitted = instance.bytes
         started = time.monotonic()
         run = current_run()
+        parked = instance.parked  # a parked copy is restored instead of loading (engine/parking.py)
         try:
             model = call_with_recovery(
-                f"loading {spec.name}", lambda: spec.loader(device),
+                f"loading {spec.name}", lambda: self.lot.bring_back(parked, device, spec.loader),
                 free_memory=lambda level: self.free_memory(device, level),
                 record=run, step_prefix=f"loading {spec.name}: ")
             fault_in(model)
         except BaseException as exc:
             with self._cond:
                 self._instances.remove(instance)
+                if parked is not None:
+                    self.lot.remove(parked)
                 self._cond.notify_all()
             if isinstance(exc, (OutOfMemory, NotEnoughMemory)) or not isinstance(exc, Exception):
                 raise
@@ -264,6 +270,8 @@ class Pool(Residency):
             instance.model, instance.device, instance.bytes, instance.backend = model, device, measured, backend
             instance.load_s = time.monotonic() - started
             instance.state = "leased"
+            if parked is not None:
+                self.lot.remove(parked)  # its host RAM goes back: the module's tensors are on the GPU again
             if measured > instance_admitted:
                 # Larger than its footprint said: restore the budget by evicting idle models now,
                 # as far as they go.
@@ -272,11 +280,15 @@ class Pool(Residency):
             self._cond.notify_all()
         if trusted:
             self.footprints.record_load(spec.name, device, measured)
+        restored = parked is not None and parked.restored_s is not None
         if run is not None:
             run.load_s += instance.load_s
             run.loads[spec.name] = round(run.loads.get(spec.name, 0.0) + instance.load_s, 4)
-        log.info("loaded %s on %s in %.2f s, %s", spec.name, getattr(device, "label", device),
-                 instance.load_s, format_bytes(measured))
+            if restored:
+                run.steps.append(f"restored {spec.name} from {'pinned' if parked.pinned else 'pageable'} host "
+                                 f"RAM in {instance.load_s:.3f} s instead of loading it")
+        log.info("%s %s on %s in %.2f s, %s", "restored" if restored else "loaded", spec.name,
+                 getattr(device, "label", device), instance.load_s, format_bytes(measured))
 
     def _others_busy(self, instance: Instance) -> bool:
         with self._cond:

@@ -10,7 +10,11 @@
   (`ModelSpec.split`) goes whole where one GPU has room, else split over the GPUs' rooms, else
   whole where eviction makes room, else split evicting on one GPU, then on all, else (whole never
   fits) split over what the budgets allow, waiting for it; not even that: refused.
-- Eviction: idle models, heavy LRU first, then micro, interactive last.
+- Eviction: idle models, heavy LRU first, then micro, interactive last. An evicted torch model on
+  a CUDA GPU is parked in pinned host RAM where the CPU's budget has the room (engine/parking.py):
+  its bytes count on "cpu", parked models are dropped oldest first (before any live CPU model)
+  when the CPU needs the room, and loading it again is a copy back instead of a reload. On a
+  CPU-only machine nothing is parked (its weights already are in host RAM: nothing to copy back).
 """
 from __future__ import annotations
 
@@ -25,10 +29,13 @@ from .device_map import DeviceMap
 from .devices import Devices, format_bytes
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory
+from .parking import Parked, Parking, ParkingLot
 from .runs import current_run
 from .runtimes.torch_runtime import cached_bytes, release_cached_memory
 
 log = logging.getLogger(__name__)
+
+CUDA_PARKING = Parking()  # no state of its own: one serves every pool
 
 _EVICTION_RANK = {"heavy": 0, "micro": 1, "interactive": 2}
 
@@ -49,6 +56,7 @@ class Instance:
     load_s: float = 0.0
     uses: int = 0
     backend: str = ""  # what it really runs on, e.g. 'onnxruntime:CPU' (see runtimes/backend.py)
+    parked: Parked | None = None  # the parked copy this instance is (or was) restored from
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -66,7 +74,7 @@ class Instance:
 
 class Residency:
     def __init__(self, registry: Registry, devices: Devices, footprints: FootprintStore, *,
-                 reserve_bytes: int = 256 * 1024**2):
+                 reserve_bytes: int = 256 * 1024**2, parking: Parking | None = CUDA_PARKING):
         self.registry, self.devices, self.footprints = registry, devices, footprints
         self.reserve_bytes = reserve_bytes
         self._cond = threading.Condition()
@@ -76,12 +84,15 @@ class Residency:
         self._process_base = {d: devices.process(d) for d in devices.names}
         # While set, admission counts the ledger only (see _try_take's last resort).
         self._ledger_only = False
+        self.lot = ParkingLot(parking)  # models parked in host RAM (None: never park)
 
     # ---- memory accounting (call with the lock held) ----
 
     def engine_bytes(self, device: str) -> int:
-        """What the engine holds or has promised on a device: loaded models and run reservations."""
-        return sum(i.bytes_on(device) + i.run_reserved for i in self._instances if i.on(device))
+        """What the engine holds or has promised on a device: loaded models and run reservations,
+        and on the CPU the parked models."""
+        parked = self.lot.bytes() if device == "cpu" else 0
+        return parked + sum(i.bytes_on(device) + i.run_reserved for i in self._instances if i.on(device))
 
     def _unreflected_bytes(self, device: str) -> int:
         # Loads in flight and run reservations are promised but not yet visible as used memory.
@@ -141,7 +152,8 @@ class Residency:
         return self._whole_or_split(spec, best, bucket)
 
     def _evictable(self, device: str) -> int:
-        return sum(c.bytes_on(device) for c in self._eviction_candidates(device))
+        parked = sum(p.bytes for p in self.lot.droppable()) if device == "cpu" else 0
+        return parked + sum(c.bytes_on(device) for c in self._eviction_candidates(device))
 
     def _whole_or_split(self, spec: ModelSpec, best: str, bucket: str | None) -> str:
         gpus = self.devices.gpus
@@ -184,14 +196,23 @@ class Residency:
                 and i.spec.role in roles and i is not protect]
         return sorted(idle, key=lambda i: (_EVICTION_RANK[i.spec.role], i.last_used))
 
-    def _evict(self, instance: Instance, reason: str) -> bool:
-        """Drop the instance; True when reference counting alone freed its model."""
+    def _evict(self, instance: Instance, reason: str, park: bool = True) -> bool:
+        """Drop the instance, parking its model where it can be (see the module docstring); True
+        when reference counting alone freed its model (or its device memory, parked)."""
         self._instances.remove(instance)
         model, instance.model = instance.model, None
-        if instance.spec.unloader is not None:
+        name = instance.spec.name
+        parked = park and self.lot.try_park(
+            instance.spec, model, instance.device, room=lambda: self.headroom("cpu"),
+            drop=lambda p: self._drop_parked(p, f"room to park {name}"))
+        if parked:
+            # Its device tensors were freed by the move (the module now points at the host copy).
+            reason += f"; parked in {'pinned' if parked.pinned else 'pageable'} host RAM"
+            model = None
+        elif instance.spec.unloader is not None:
             instance.spec.unloader(model)
         try:
-            still_there = weakref.ref(model)
+            still_there = weakref.ref(model) if not parked else (lambda: None)
         except TypeError:   # no weak references to it (a tuple, a C object): only a collection can tell
             still_there = None
         del model
@@ -211,8 +232,14 @@ class Residency:
         `partial`, nothing is evicted when evicting every candidate would still leave it short: a
         caller that has to wait anyway must not cost the resident models their instant answers."""
         candidates = self._eviction_candidates(device, protect=protect)
-        if not partial and self.headroom(device) + sum(c.bytes_on(device) for c in candidates) < need:
+        parked = self.lot.droppable() if device == "cpu" else []  # the cheapest room: dropped first
+        if not partial and self.headroom(device) + sum(c.bytes_on(device) for c in candidates) + sum(
+                p.bytes for p in parked) < need:
             return False
+        for one in parked:
+            if self.headroom(device) >= need:
+                break
+            self._drop_parked(one, reason)
         for candidate in candidates:
             if self.headroom(device) >= need:
                 break
@@ -223,6 +250,17 @@ class Residency:
             release_cached_memory(collect=not freed)
         return self.headroom(device) >= need
 
+    def _drop_parked(self, parked: Parked, reason: str) -> None:
+        """Give a parked model's host RAM back (the CPU needs the room)."""
+        buffer = weakref.ref(parked.buffer) if parked.buffer is not None else None
+        self.lot.remove(parked)
+        note = f"{parked.name} (parked, {format_bytes(parked.bytes)}) from host RAM: {reason}"
+        self.eviction_log.append(note)
+        log.info("dropped %s", note)
+        # A collection only where a reference cycle still holds the model (and so its buffer).
+        release_cached_memory(collect=buffer is not None and buffer() is not None)
+        self._cond.notify_all()
+
     def free_memory(self, device: str, level: int = 1) -> list[str]:
         """Out-of-memory step: level 1 evicts idle heavy and micro models, level 2 all idle ones
         (on every device of a split: its OOM may be on any)."""
@@ -230,21 +268,28 @@ class Residency:
         with self._cond:
             evicted = []
             for one in (device.devices if isinstance(device, DeviceMap) else (device,)):
+                for parked in self.lot.droppable() if one == "cpu" else ():
+                    self._drop_parked(parked, "out of memory")
+                    evicted.append(parked)
                 for instance in self._eviction_candidates(one, roles):
                     self._evict(instance, "out of memory")
                     evicted.append(instance)
-        evicted = [i.spec.name for i in evicted]
+        evicted = [i.spec.name if isinstance(i, Instance) else f"{i.name} (parked)" for i in evicted]
         done = [f"evicted {', '.join(evicted)}"] if evicted else ["no idle model to evict"]
         return done + release_cached_memory()
 
-    def unload(self, name: str) -> int:
-        """Unload every idle instance of a model. Returns how many."""
+    def unload(self, name: str, park: bool = False) -> int:
+        """Unload every idle instance of a model and drop its parked copies; with `park`, park
+        the instances where they can be instead (bench swap). Returns how many went."""
         with self._cond:
             idle = [i for i in self._instances if i.spec.name == name and i.state == "idle"]
             for instance in idle:
-                self._evict(instance, "unloaded on request")
+                self._evict(instance, "unloaded on request", park=park)
+            dropped = [] if park else [p for p in self.lot.droppable() if p.name == name]
+            for parked in dropped:
+                self._drop_parked(parked, "unloaded on request")
         release_cached_memory()
-        return len(idle)
+        return len(idle) + len(dropped)
 
     # ---- views ----
 
@@ -268,7 +313,10 @@ class Residency:
                     placement = getattr(i.model, "placement", None)
                     if isinstance(placement, dict):
                         rows[-1]["placement"] = dict(placement)
-                if not instances:
+                parked = [{**named, **row, "measured": True, "load_s": None, "uses": 0}
+                          for row in self.lot.rows() if row["name"] == spec.name]
+                rows += parked
+                if not instances and not parked:
                     device = self.devices.place(spec.device, room=self.headroom)
                     measured = self.footprints.get(spec.name, device).load_bytes
                     rows.append({**named, "device": device, "bytes": self.footprints.load_bytes(spec, device),
@@ -277,8 +325,9 @@ class Residency:
             return rows
 
     def resident_bytes(self, device: str) -> int:
+        """What loaded models hold on `device` (on the CPU, parked ones too)."""
         with self._cond:
-            return sum(i.bytes_on(device) for i in self._instances)
+            return sum(i.bytes_on(device) for i in self._instances) + (self.lot.bytes() if device == "cpu" else 0)
 
     def loaded_models(self) -> set[str]:
         with self._cond:
