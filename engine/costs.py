@@ -39,6 +39,7 @@ class ModelCost:
     run_bytes: int         # the predicted run peak above the loaded model, margin included
     basis: str             # how the run peak was predicted (engine/predict.Prediction.basis)
     load_s: float | None   # its last loads' median, when it has to load; None when unknown
+    parked: bool = False   # evicted from a GPU into host RAM: its load is a copy back (engine/parking.py)
 
 
 @dataclass
@@ -79,10 +80,11 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None)
                 return cost
             device = str(device) if isinstance(device, DeviceMap) else device
             resident = any(i.spec is spec for i in pool._instances)
+            parked = not resident and device != "cpu" and any(p.name == name for p in pool.lot.droppable())
             prediction = engine.footprints.predict(spec, device, bucket)
             load = 0 if resident else engine.footprints.load_bytes(spec, device)
             cost.models.append(ModelCost(name, device, resident, load, prediction.bytes, prediction.basis,
-                                         None if resident else engine.timings.load_seconds(name, device)))
+                                         None if resident else engine.timings.load_seconds(name, device), parked))
         for device in dict.fromkeys(m.device for m in cost.models):
             here = [m for m in cost.models if m.device == device]
             need = sum(m.load_bytes for m in here) + max(m.run_bytes for m in here)
@@ -109,13 +111,20 @@ def _admit(pool, cost: Cost, device: str, need: int, keep: set[str]) -> None:
     if headroom >= need:
         return
     room, evicts = headroom, []
+    # Models parked in host RAM go first on the CPU (Residency._make_room), then idle models.
+    for parked in pool.lot.droppable() if device == "cpu" else ():
+        if room >= need:
+            break
+        if parked.name not in keep:
+            room += parked.bytes
+            evicts.append(f"{parked.name} (parked)")
     for candidate in pool._eviction_candidates(device):
+        if room >= need:
+            break
         if candidate.spec.name in keep:
             continue
         room += candidate.bytes_on(device)
         evicts.append(candidate.spec.name)
-        if room >= need:
-            break
     if room >= need:
         cost.evicts += evicts
         if VERDICTS.index(cost.verdict) < VERDICTS.index("evicts"):
@@ -134,9 +143,10 @@ def _mib(n: int) -> str:
 # ------------------------------------------------------------------------ request sizes
 
 def request_size(values: Iterable[Any]) -> str | None:
-    """The size key of a request's inputs, one rule for every endpoint: pictures by their pixels
-    (the largest width times the largest height, 'px:N'), else audio and video files by their
-    length ('s:N'), else text by its characters ('chars:N'); None when nothing has a size.
+    """The size key of a request's inputs, one rule for every endpoint: audio and video files by
+    their length ('s:N'; a video's reference photo is an option of the video's work), else
+    pictures by their pixels (the largest width times the largest height, 'px:N'), else text by
+    its characters ('chars:N'); None when nothing has a size.
     `values` are the inputs' values as the app hands them over (arrays, file paths, text)."""
     widths, heights, seconds, chars = [], [], 0.0, 0
     for value in values:
@@ -148,10 +158,10 @@ def request_size(values: Iterable[Any]) -> str | None:
             seconds += media_seconds(value) or 0.0
         elif isinstance(value, str):
             chars += len(value.strip())
-    if widths:
-        return size_key("px", max(widths) * max(heights))
     if seconds:
         return size_key("s", round(seconds, 2))
+    if widths:
+        return size_key("px", max(widths) * max(heights))
     return size_key("chars", chars) if chars else None
 
 

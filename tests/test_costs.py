@@ -171,5 +171,7 @@ def test_request_size_reads_pictures_sound_and_text(tmp_path):
     assert request_size([{"background": np.zeros((64, 32, 3)), "layers": []}]) == "px:2048"
     seconds = float(request_size([str(MEDIA / "audio" / "cate_blanch.mp3")]).split(":")[1])
     assert 5 < seconds < 60
+    # A video's work follows its length; a photo sent with it (a person to keep) is an option.
+    assert request_size([str(MEDIA / "audio" / "cate_blanch.mp3"), str(photo)]) == f"s:{seconds:g}"
     assert request_size(["Hello there.  "]) == "chars:12"
     assert request_size([None, ""]) is None

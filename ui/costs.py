@@ -56,7 +56,8 @@ def cost_text(cost: Cost, last: dict | None = None) -> str:
     loading = [m for m in cost.models if not m.resident]
     if loading:
         parts.append("loading " + ", ".join(
-            f"{m.name} first ({_mib(m.load_bytes)}" + (f", {_seconds(m.load_s)})" if m.load_s else ")")
+            f"{m.name} first ({_mib(m.load_bytes)}" + (", a copy back from host RAM" if m.parked else "")
+            + (f", {_seconds(m.load_s)})" if m.load_s else ")")
             for m in loading))
     else:
         parts.append(", ".join(m.name for m in cost.models) + (" is" if len(cost.models) == 1 else " are")
