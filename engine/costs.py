@@ -5,8 +5,9 @@ engine/timings.py) and from the pool's state, changing nothing.
 
     cost = estimate(engine, "detect_faces", request_size([photo]))
 
-An endpoint's models are the ones its runs leased (learned): before its first run here nothing is
-known of it and estimate() says so (Cost.known is False). Memory on a device is what a run there
+An endpoint's models are the ones its runs leased (learned), or, for an endpoint whose input
+chooses among models (a model picker), the ones its caller names for this request: an endpoint
+neither ran here nor named any is not known (Cost.known is False), and estimate() says so. Memory on a device is what a run there
 adds: the load of each model not resident plus the largest predicted run peak of its models (a
 run's calls lease them one after another; a loaded model stays resident until evicted).
 """
@@ -61,12 +62,15 @@ class Cost:
         return asdict(self)
 
 
-def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None) -> Cost:
+def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
+             models: list[str] | None = None) -> Cost:
     """The cost of a request to `endpoint` whose inputs have this size key (request_size);
-    `bucket` is the size key the endpoint's runs open with where it differs (a chunk's length)."""
+    `bucket` is the size key the endpoint's runs open with where it differs (a chunk's length);
+    `models` the models this request will use where its inputs choose them (else those learned)."""
     bucket = bucket if bucket is not None else size
     pool, default = engine.pool, engine.devices.default
-    names = [n for n in engine.timings.models(endpoint, default) if n in engine.registry]
+    learned = engine.timings.models(endpoint, default) if models is None else models
+    names = [n for n in dict.fromkeys(learned) if n in engine.registry]
     cost = Cost(endpoint, size, known=bool(names))
     if not names:
         return cost

@@ -280,3 +280,31 @@ def test_the_store_kind_recognises_diffusion_models_and_registers_them_once(file
         "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"]
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in generate.store_repo_files(repo, "fp16", lambda name: index)
     assert generate.store_repo_files(["config.json", "model.safetensors"], None, lambda name: {}) is None
+
+
+def test_the_cost_of_a_generation_is_told_before_it_runs(engine):
+    """The txt2img button's cost line: its time follows pixels x images x steps, its memory the
+    pixels; after two runs of the tiny model the next request's cost is known before it runs."""
+    from engine.costs import estimate
+    from tabs.generate import tab
+    from tabs.generate.costs import chosen_model, txt2img_bucket, txt2img_size
+    from ui.costs import as_request, cost_text
+
+    def values(width, steps, batch=1):
+        return [NAME, "a photo of a cat", "", steps, 0.0, width, 64, 7, batch]
+
+    assert txt2img_size(*values(64, 2, 2)) == f"pxsteps:{64 * 64 * 2 * 2}"
+    assert txt2img_bucket(*values(64, 2, 2)) == "px:8192"   # as _run opens its run
+    run = as_request(tab.txt2img, "txt2img", [], size=txt2img_size)
+    for width, steps in ((64, 2), (128, 4)):
+        images, info = run(engine, *values(width, steps))
+        assert len(images) == 1
+    record = next(r for r in engine.runs.latest(5) if r.capability == "txt2img")
+    assert (record.endpoint, record.size, record.bucket) == ("txt2img", "pxsteps:32768", "px:8192")
+    # The endpoint may have run with other models (a test above adds a second one): this request
+    # uses the one picked.
+    cost = estimate(engine, "txt2img", txt2img_size(*values(96, 3)), txt2img_bucket(*values(96, 3)),
+                    chosen_model(*values(96, 3)))
+    assert cost.known and [m.name for m in cost.models] == [NAME]
+    assert cost.models[0].resident and cost.seconds is not None and cost.seconds > 0
+    assert "megapixel-steps" in cost_text(cost)

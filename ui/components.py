@@ -105,27 +105,28 @@ def run_button(label: str, **kw: Any) -> gr.Button:
 
 
 def on_click(engine, button: gr.Button, fn: Callable[..., Any], action: str, inputs: Components,
-             outputs: Components, api_name: str, bucket: Callable[..., str | None] | None = None) -> None:
+             outputs: Components, api_name: str, **cost: Callable[..., Any]) -> None:
     """Wire a button to a handler answered while the user waits (see the module's docstring).
-    `bucket(*values)`: the size key the handler's run opens with, where it is not the inputs' own
-    (costs.request_size), for the cost line."""
-    _wire(engine, button, fn, action, inputs, outputs, api_name, bucket, concurrency_limit=2)
+    `cost`, for the line under a run_button (ui/costs.wire): `bucket(*values)`, the size key the
+    handler's run opens with where it is not the inputs' own (costs.request_size); `models(*values)`,
+    the models a request uses where an input chooses them."""
+    _wire(engine, button, fn, action, inputs, outputs, api_name, cost, concurrency_limit=2)
 
 
 def on_click_queued(engine, button: gr.Button, fn: Callable[..., Any], action: str, inputs: Components,
-                    outputs: Components, api_name: str, bucket: Callable[..., str | None] | None = None) -> None:
+                    outputs: Components, api_name: str, **cost: Callable[..., Any]) -> None:
     """Wire a button to a handler that waits on the job queue or a model's lease (see the module's
-    docstring)."""
-    _wire(engine, button, fn, action, inputs, outputs, api_name, bucket, concurrency_limit=None)
+    docstring; `cost` as on_click's)."""
+    _wire(engine, button, fn, action, inputs, outputs, api_name, cost, concurrency_limit=None)
 
 
-def _wire(engine, button, fn, action, inputs, outputs, api_name, bucket, concurrency_limit) -> None:
+def _wire(engine, button, fn, action, inputs, outputs, api_name, cost, concurrency_limit) -> None:
     listed = inputs if isinstance(inputs, list) else [inputs]
     event = button.click(handler(engine, costs.as_request(fn, api_name, listed), action), inputs, outputs,
                          api_name=api_name, concurrency_limit=concurrency_limit)
     line = getattr(button, "cost_line", None)
     if line is not None:
-        costs.wire(engine, line, api_name, listed, event, bucket)
+        costs.wire(engine, line, api_name, listed, event, **cost)
 
 
 def texts_made(engine) -> gr.Dropdown:

@@ -34,6 +34,8 @@ def size_text(size: str | None) -> str:
         return f"a {n / 1e6:.2g} MP picture" if n >= 1e5 else f"a {int(n):,} pixel picture"
     if unit == "s":
         return f"{n:,.1f} s of audio or video"
+    if unit == "pxsteps":   # image generation: width x height x images x steps
+        return f"{n / 1e6:,.0f} megapixel-steps (width × height × images × steps)"
     return f"{int(n):,} {'characters' if unit == 'chars' else unit}"
 
 
@@ -99,42 +101,51 @@ def last_run(engine: Engine, endpoint: str) -> dict | None:
     return None
 
 
-def show_cost(engine: Engine, endpoint: str, sized: list[bool], bucket: Callable[..., str | None] | None,
-              *values: Any) -> str:
+Sizer = Callable[..., "str | None"]   # fn(*input values) -> a size key
+
+
+def show_cost(engine: Engine, endpoint: str, sized: list[bool], bucket: Sizer | None, size_of: Sizer | None,
+              models: Callable[..., list[str]] | None, *values: Any) -> str:
     """The cost line for these input values (page only: never in the API, never an error shown)."""
     try:
-        size = request_size(v for v, s in zip(values, sized) if s)
+        size = size_of(*values) if size_of else request_size(v for v, s in zip(values, sized) if s)
         if size is None:
             return ""
-        cost = estimate(engine, endpoint, size, bucket(*values) if bucket else None)
+        cost = estimate(engine, endpoint, size, bucket(*values) if bucket else None,
+                        models(*values) if models else None)
         return cost_text(cost, last_run(engine, endpoint))
     except Exception:   # a line of advice must never break the page; the log says what went wrong
         log.exception("could not estimate %s", endpoint)
         return ""
 
 
-def wire(engine: Engine, line: gr.Markdown, endpoint: str, inputs: list, event,
-         bucket: Callable[..., str | None] | None = None) -> None:
+def wire(engine: Engine, line: gr.Markdown, endpoint: str, inputs: list, event, bucket: Sizer | None = None,
+         size: Sizer | None = None, watch: list | None = None,
+         models: Callable[..., list[str]] | None = None) -> None:
     """Keep `line` telling the cost of `endpoint` for the current inputs: on each change of an
-    input with a size, and after each run (`event`, the button's click)."""
-
+    input with a size (or of the `watch` components, where `size(*values)` says the request's
+    size from options such as a width and a height), and after each run (`event`, the click).
+    `models(*values)`: the models this request uses, where an input chooses them."""
     sized = [isinstance(c, SIZED) for c in inputs]
-    update = functools.partial(show_cost, engine, endpoint, sized, bucket)
-    for component, has_size in zip(inputs, sized):
-        if has_size:
-            component.change(update, inputs, line, api_visibility="private", show_progress="hidden",
-                             trigger_mode="always_last")
+    update = functools.partial(show_cost, engine, endpoint, sized, bucket, size, models)
+    update.__name__ = "show_cost"   # events are found by their function's name (tests, Gradio's own names)
+    if watch is None:   # a model picked changes the cost as much as the input does
+        watch = [c for c, s in zip(inputs, sized) if s or models is not None]
+    for component in watch:
+        component.change(update, inputs, line, api_visibility="private", show_progress="hidden",
+                         trigger_mode="always_last")
     event.then(update, inputs, line, api_visibility="private", show_progress="hidden")
 
 
-def as_request(fn: Callable[..., Any], endpoint: str, inputs: list) -> Callable[..., Any]:
+def as_request(fn: Callable[..., Any], endpoint: str, inputs: list,
+               size: Sizer | None = None) -> Callable[..., Any]:
     """fn(engine, *values) run as a request to `endpoint`: the runs and jobs it starts carry the
     endpoint and its inputs' size (engine.runs.Request), so their time is learned for it."""
     sized = [isinstance(c, SIZED) for c in inputs]
 
     def request(values) -> Request:
         try:
-            return Request(endpoint, request_size(v for v, s in zip(values, sized) if s))
+            return Request(endpoint, size(*values) if size else request_size(v for v, s in zip(values, sized) if s))
         except Exception:   # a file the handler itself will refuse, in its own words
             return Request(endpoint)
 

@@ -44,6 +44,11 @@ def denoise(engine: Engine, media: str | None, model: str = "deepfilternet",
     return str(wav), str(result)
 
 
+def chosen_model(media, model, *_) -> list[str]:
+    """The model a denoise request uses (its model choice), for the cost line."""
+    return [dn.MODELS[dn.choice(model)]] if dn.choice(model) in dn.MODELS else []
+
+
 def build(engine: Engine) -> None:
     models = available_models()
     gr.Markdown("Speech with the noise taken out. **deepfilternet** (DeepFilterNet3) cleans best; "
@@ -60,4 +65,4 @@ def build(engine: Engine) -> None:
             result = gr.File(label="Result file (WAV, or the video with the cleaned sound)", interactive=False)
     # Long files wait in the job queue, which decides what runs when; short ones are one quick call.
     on_click_queued(engine, go, denoise, "denoise the audio", [media, model], [cleaned, result],
-                    api_name="denoise")
+                    api_name="denoise", models=chosen_model)

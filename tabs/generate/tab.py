@@ -15,8 +15,11 @@ from tabs.generate.batch import batch_capability, batch_images
 from tabs.generate.images import to_mask
 from tabs.generate.outputs import save_outputs
 from tabs.generate.pipeline import generate
+from tabs.generate.costs import (costed, img2img_bucket, img2img_size, inpaint_bucket, inpaint_size,
+                                  txt2img_bucket, txt2img_size)
 from tabs.generate.png_info import read_parameters
 from tabs.generate.request import MAX_BATCH, MAX_COUNT, MAX_SIDE, MAX_STEPS, Request, check_request
+from ui.components import run_button
 from ui.handlers import handler
 from ui.jobs import start_job
 from ui.safety import gate_output
@@ -319,22 +322,24 @@ def build(engine: Engine) -> None:
     with gr.Tabs():
         with gr.Tab("txt2img"):
             prompt, negative, steps, guidance, _, width, height, seed, batch = _controls(None)
-            go = gr.Button("Generate", variant="primary")
+            go = run_button("Generate")
             gallery, info = _outputs()
-            go.click(handler(engine, txt2img, "run txt2img"),
-                     [model, prompt, negative, steps, guidance, width, height, seed, batch],
-                     [gallery, info], api_name="txt2img", concurrency_limit=1, concurrency_id="generate")
+            t2i_in = [model, prompt, negative, steps, guidance, width, height, seed, batch]
+            run, cost = costed(engine, go, txt2img, "txt2img", t2i_in, txt2img_size, txt2img_bucket)
+            cost(go.click(run, t2i_in, [gallery, info], api_name="txt2img", concurrency_limit=1,
+                          concurrency_id="generate"))
             _batch_box(engine, model, "txt2img", prompt, negative, steps, guidance, width, height, seed, None)
             t2i_defaults = [steps, guidance, width, height]
         with gr.Tab("img2img"):
             image = gr.Image(label="Picture", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
             i_prompt, i_negative, i_steps, i_guidance, i_strength, i_width, i_height, i_seed, i_batch = _controls(0.75)
-            i_go = gr.Button("Generate", variant="primary")
+            i_go = run_button("Generate")
             i_gallery, i_info = _outputs()
-            i_go.click(handler(engine, img2img, "run img2img"),
-                       [model, image, i_prompt, i_negative, i_steps, i_guidance, i_strength, i_width,
-                        i_height, i_seed, i_batch], [i_gallery, i_info], api_name="img2img",
-                       concurrency_limit=1, concurrency_id="generate")
+            i2i_in = [model, image, i_prompt, i_negative, i_steps, i_guidance, i_strength, i_width, i_height,
+                      i_seed, i_batch]
+            run, cost = costed(engine, i_go, img2img, "img2img", i2i_in, img2img_size, img2img_bucket)
+            cost(i_go.click(run, i2i_in, [i_gallery, i_info], api_name="img2img", concurrency_limit=1,
+                            concurrency_id="generate"))
             _batch_box(engine, model, "img2img", i_prompt, i_negative, i_steps, i_guidance, i_width, i_height,
                        i_seed, i_strength, prepare=(handler(engine, picture_only, "read the picture"), [image]))
         with gr.Tab("inpaint"):
@@ -347,17 +352,18 @@ def build(engine: Engine) -> None:
                 uploaded_mask = gr.Image(label="Mask (optional)", type="numpy", image_mode="L",
                                          sources=["upload", "clipboard"])
             p_prompt, p_negative, p_steps, p_guidance, p_strength, p_width, p_height, p_seed, p_batch = _controls(1.0)
-            p_go = gr.Button("Generate", variant="primary")
+            p_go = run_button("Generate")
             p_gallery, p_info = _outputs()
             # The API takes the picture and the mask as two images; the editor is split into them here.
             p_image = gr.Image(type="numpy", visible=False)
             p_mask = gr.Image(type="numpy", image_mode="L", visible=False)
-            p_go.click(handler(engine, split_editor, "read the painted mask"), [editor, uploaded_mask],
-                       [p_image, p_mask], api_visibility="private").then(
-                handler(engine, inpaint, "run inpaint"),
-                [model, p_image, p_mask, p_prompt, p_negative, p_steps, p_guidance, p_strength, p_width,
-                 p_height, p_seed, p_batch], [p_gallery, p_info], api_name="inpaint",
-                concurrency_limit=1, concurrency_id="generate")
+            inpaint_in = [model, p_image, p_mask, p_prompt, p_negative, p_steps, p_guidance, p_strength, p_width,
+                          p_height, p_seed, p_batch]
+            run, cost = costed(engine, p_go, inpaint, "inpaint", inpaint_in, inpaint_size, inpaint_bucket)
+            cost(p_go.click(handler(engine, split_editor, "read the painted mask"), [editor, uploaded_mask],
+                            [p_image, p_mask], api_visibility="private").then(
+                run, inpaint_in, [p_gallery, p_info], api_name="inpaint", concurrency_limit=1,
+                concurrency_id="generate"))
             _batch_box(engine, model, "inpaint", p_prompt, p_negative, p_steps, p_guidance, p_width, p_height,
                        p_seed, p_strength,
                        prepare=(handler(engine, split_to_files, "read the painted mask"), [editor, uploaded_mask]))

@@ -56,6 +56,11 @@ def upscale_video(engine: Engine, video: str | None, scale: int, model: str, pro
     return start_job(engine, VIDEO_JOB, params, inputs, progress)
 
 
+def chosen_model(image, scale, model, *_) -> list[str]:
+    """The model an upscale request uses (its model choice), for the cost line."""
+    return [up.MODELS[model]] if model in up.MODELS else []
+
+
 def build(engine: Engine) -> None:
     with gr.Tabs():
         with sub_tab("Image", IMAGE_NOTE):
@@ -65,7 +70,8 @@ def build(engine: Engine) -> None:
                 model = gr.Radio(MODELS, value="fast", label="Model")
                 run = run_button("Upscale")
             result = image_output("Upscaled")
-            on_click(engine, run, upscale, "upscale the image", [image, scale, model], result, api_name="upscale")
+            on_click(engine, run, upscale, "upscale the image", [image, scale, model], result, api_name="upscale",
+                     models=chosen_model)
         with sub_tab("Video", "Videos use the **fast** model only (x4plus would take hours per minute of video). "
                      f"The result is capped at 4K (3840x2160). {VIDEO_JOB_NOTE} The sound is kept."):
             with gr.Column():
