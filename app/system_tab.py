@@ -46,22 +46,28 @@ def model_rows(status: dict) -> pd.DataFrame:
 
 def run_rows(status: dict) -> pd.DataFrame:
     columns = ["id", "time", "capability", "models", "device", "tier", "wait s", "load s", "compute s", "wall s",
-               "expected s", "run peak", "predicted peak", "peak device", "peak RSS", "evict / retry / OOM",
+               "work s (expected)", "run peak (predicted)", "peak device", "peak RSS", "evict / retry / OOM",
                "warnings", "status"]
     return pd.DataFrame([{
         "id": r["id"], "time": local_time(r["started"]), "capability": r["capability"],
         "models": ", ".join(r["models"]), "device": r["device"], "tier": r.get("tier") or "",
         "wait s": round(r["queue_wait_s"], 3),
         "load s": round(r["load_s"], 3), "compute s": round(r["compute_s"], 3), "wall s": round(r["wall_s"], 3),
-        # Predicted before the run against what it took: time less loading and waiting, and the
-        # largest run peak above a model (engine/costs.py, engine/timings.py).
-        "expected s": "" if r.get("seconds_predicted") is None else round(r["seconds_predicted"], 3),
-        "run peak": format_bytes(r.get("run_bytes_measured")),
-        "predicted peak": format_bytes(r.get("run_bytes_predicted")),
+        # What it took against what was predicted before it: time less loading and waiting, and
+        # the largest run peak above a model (engine/costs.py, engine/timings.py).
+        "work s (expected)": _against(round(max(r["wall_s"] - r["load_s"] - r["queue_wait_s"], 0), 3),
+                                      r.get("seconds_predicted") and round(r["seconds_predicted"], 3)),
+        "run peak (predicted)": _against(format_bytes(r.get("run_bytes_measured")),
+                                         r.get("run_bytes_predicted") is not None
+                                         and format_bytes(r["run_bytes_predicted"])),
         "peak device": format_bytes(r["peak_device_bytes"]), "peak RSS": format_bytes(r["peak_rss_bytes"]),
         "evict / retry / OOM": f"{len(r['evictions'])} / {r['retries']} / {r['ooms']}",
         "warnings": len(r["warnings"]), "status": r["status"] if not r["error"] else f"error: {r['error']}",
     } for r in status["runs"]], columns=columns)
+
+
+def _against(measured, predicted) -> str:
+    return f"{measured} ({predicted})" if predicted not in (None, False) else str(measured)
 
 
 def tier_table(status: dict) -> pd.DataFrame:
@@ -181,7 +187,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
                     "time it should take, models that load first and idle ones unloaded for room. Each tab "
                     "shows the same under its button.")
         with gr.Row():
-            endpoint = gr.Dropdown(public_endpoints(demo), label="Endpoint", allow_custom_value=True)
+            endpoint = gr.Dropdown(public_endpoints(demo), value=None, label="Endpoint", allow_custom_value=True)
             sample = gr.File(label="Input file (picture, audio or video)", type="filepath")
             sample_text = gr.Textbox(label="Or its text", lines=2)
         weigh = gr.Button("Estimate")

@@ -40,18 +40,24 @@ class Run:
     def __init__(self, engine: "Engine", record: RunRecord, bucket: str | None, profile: bool):
         self.engine, self.record, self.bucket, self.profile = engine, record, bucket, profile
 
+    def _predict(self, model: str, device: str) -> None:
+        """What this call should take, read before it (its own peak is learned after it) and kept
+        in the record beside what it took."""
+        engine, record = self.engine, self.record
+        predicted = engine.footprints.predict(engine.registry.get(model), device, self.bucket).bytes
+        record.run_bytes_predicted = max(record.run_bytes_predicted or 0, predicted)
+        if record.seconds_predicted is None:
+            record.seconds_predicted = engine.timings.seconds(endpoint_of(record), record.size or self.bucket, device)
+
     def call(self, model: str, fn: Callable[[Any], Any], *, degrade: Degrade | None = None) -> Any:
         """Lease `model`, run fn(model) with OOM recovery, measure its peak, give the model back."""
         engine, record = self.engine, self.record
         pool = engine.pool
         with pool.lease(model, bucket=self.bucket) as instance:
             device = record.device
-            # Predicted before the call (its own peak is learned after it), shown beside the measure.
-            predicted = engine.footprints.predict(engine.registry.get(model), device, self.bucket).bytes
-            record.run_bytes_predicted = max(record.run_bytes_predicted or 0, predicted)
-            if record.seconds_predicted is None:
-                record.seconds_predicted = engine.timings.seconds(endpoint_of(record), record.size or self.bucket,
-                                                                  device)
+            preload = record.capability.startswith("preload")   # runs nothing: nothing to predict
+            if not preload:
+                self._predict(model, device)
             probe = METER.probe(device)
             started = time.perf_counter()
             steps_before, ok = len(record.steps), False
@@ -67,7 +73,8 @@ class Run:
                 record.compute_s += time.perf_counter() - started
                 record.peak_rss_bytes = max(record.peak_rss_bytes or 0, peaks.rss_bytes)
                 record.peak_device_bytes = max(record.peak_device_bytes or 0, peaks.device_bytes or 0)
-                record.run_bytes_measured = max(record.run_bytes_measured or 0, peaks.device_delta_bytes)
+                if not preload:
+                    record.run_bytes_measured = max(record.run_bytes_measured or 0, peaks.device_delta_bytes)
                 degraded = any(s.startswith("degraded") for s in record.steps[steps_before:])
                 if ok and not degraded:
                     # A degraded call's peak belongs to the smaller plan, not to this bucket's. A
