@@ -5,15 +5,19 @@ background, upscale; audio: pitch, voice activity on real speech; text: language
 on inputs of several sizes (pixels, seconds, characters), in a seeded random order, half of the
 runs with the model resident and half with it unloaded first (so the load is part of it).
 
-- predicted: what admission reserves for the run from the learned footprints, read just before
-  it: the run peak predicted for the input's size (FootprintStore.predict: a fit over the sizes
-  measured so far, engine/predict.py), plus the model's load bytes when it is not resident. The
-  reserve (a fixed margin) is not counted.
+- predicted: the memory the run needs by the learned footprints, read just before it: the run
+  peak predicted for the input's size (FootprintStore.predict: a fit over the sizes measured so
+  far, engine/predict.py); when the model is not resident, the peak of a first call after a load
+  (predict(..., first_call=True): lazy set-up included) plus the model's load bytes. The reserve
+  (a fixed margin) is not counted.
 - measured: the process's peak RSS during the call (load included) above its RSS just before,
   with the heap trimmed (gc + malloc_trim) before each run. Peaks come from a 5 ms sampler and
   the kernel's high-water mark after the call. On the CPU this is what the run takes from the
-  rest of the machine; memory an allocator keeps from earlier runs (ONNX Runtime's arena, glibc)
-  is not taken again, so a warm run can measure far below its first.
+  rest of the machine. The engine learns the same quantity: its probe trims freed heap before a
+  call (engine/measure.py) and ONNX Runtime sessions run without their CPU arena
+  (engine/runtimes/onnx_runtime.py), so no allocator keeps a run's memory for the next to reuse
+  unseen. What still varies is the runtimes' own: the same call at the same size can measure
+  differently from one run to the next (ONNX Runtime plans a shape's memory on its second run).
 
 Each model runs once first (at its smallest size) so that its load has been measured: the
 footprint file persists, so this is the state of every start after the first. Those first runs
@@ -21,7 +25,8 @@ are reported apart (first_runs, first_median_abs_err): there the estimate is the
 
 Fields: runs, median_abs_err (median of |predicted - measured| / measured), underestimate_rate
 (share of runs whose measured peak went past the prediction), and the same split by cold / warm
-runs and by the prediction's basis ('fit' of 2+ sizes, 'one size', 'largest' legacy fallback);
+runs and by the prediction's basis ('fit' of 2+ sizes, 'one size', 'largest' legacy fallback;
+'first ...' for the first call after a load);
 old_*: what the store's earlier rule (the largest peak per factor-of-two size bucket, else the
 largest of any bucket) would have predicted from the same measurements, side by side.
 """
@@ -163,7 +168,7 @@ def child(seed: str = "11") -> None:
         spec, device = engine.registry.get(model), engine.devices.place(engine.registry.get(model).device)
         resident = model in engine.pool.loaded_models()
         seen = bucket in engine.footprints.get(model, device).run_peak_bytes
-        guess = engine.footprints.predict(spec, device, bucket)
+        guess = engine.footprints.predict(spec, device, bucket, first_call=not resident)
         load = 0 if resident else engine.footprints.load_bytes(spec, device)
         predicted = guess.bytes + load
         old = _old_prediction(engine.footprints.get(model, device).run_peak_bytes, bucket,

@@ -4,6 +4,15 @@ RSS peaks come from the kernel's high-water mark (VmHWM), reset through /proc/se
 when a probe starts with no other probe running: exact, whatever the sampling would miss. When
 probes overlap, the reset would corrupt the other's peak, so a sampler thread fills in instead.
 Device peaks on CUDA combine torch's allocator peak with the driver's used memory, sampled.
+
+On the CPU a peak is RSS growth, which is blind to memory the process already holds: a run that
+reuses heap an earlier load or run freed (glibc keeps it until trimmed) grows RSS by less than it
+needs, and the next run, after something else took that heap, needs the difference again. So a
+probe that starts alone on the CPU first gives such heap back (`settle`: malloc_trim once RSS
+outside malloc's use grew by TRIM_FREE_BYTES since the last trim): the peak is then what the run
+takes from the rest of the machine, the same after a load, a large run or a small one. ONNX
+Runtime's own arena would hide memory the same way; its CPU sessions run without it
+(engine/runtimes/onnx_runtime.py).
 """
 from __future__ import annotations
 
@@ -21,6 +30,9 @@ _PROC = psutil.Process()
 # Coarse on purpose: exact peaks come from VmHWM and torch.cuda.max_memory_allocated; the
 # sampler only fills in for overlapping probes, and a finer one costs compute time (GIL).
 _SAMPLE_S = 0.02
+# Resident free heap worth a malloc_trim before a probe (~0.1-4 ms, it walks the free chunks):
+# below it the error left in a peak is under what RESIDUAL_FLOOR (engine/predict.py) ignores.
+TRIM_FREE_BYTES = 8 << 20
 
 
 def rss() -> int:
@@ -45,6 +57,31 @@ def _mallinfo2():
 
 
 _MALLINFO2 = _mallinfo2()
+_LIBC = ctypes.CDLL(None) if _MALLINFO2 is not None else None
+
+
+def heap_free() -> int | None:
+    """Bytes free in malloc's arenas (kept by the process, not in use; resident or not), or None
+    off glibc."""
+    return None if _MALLINFO2 is None else int(_MALLINFO2().fordblks)
+
+
+_slack_after_trim: int | None = None   # RSS not in malloc's use, right after the last trim
+
+
+def settle() -> bool:
+    """Give freed heap back to the system (malloc_trim) once RSS not in malloc's use has grown by
+    TRIM_FREE_BYTES since the last trim (free heap that is resident: mallinfo2 cannot tell a
+    trimmed free chunk from a touched one, RSS can). True when it trimmed."""
+    global _slack_after_trim
+    in_use = heap_in_use()
+    if in_use is None:
+        return False
+    if _slack_after_trim is not None and rss() - in_use - _slack_after_trim < TRIM_FREE_BYTES:
+        return False
+    _LIBC.malloc_trim(0)
+    _slack_after_trim = rss() - heap_in_use()
+    return True
 
 
 def heap_in_use() -> int | None:
@@ -128,6 +165,8 @@ class Meter:
     def probe(self, device: str = "cpu") -> Probe:
         with self._lock:
             alone = not self._probes
+            if alone and device == "cpu":
+                settle()   # see the module docstring: the peak must not hide in freed heap
             # Reset the HWM before the probe reads its start, so the peak cannot predate it.
             reset = alone and _reset_hwm()
             for other in self._probes:

@@ -2,15 +2,19 @@
 
 A footprint starts as the spec's estimate and is replaced by measurement: the bytes a load added
 on its device, and the peak above that during runs, kept per input size ("px:921600", "s:12.5")
-and predicted for a size never seen by a fit over those (engine/predict.py). Footprints are
-persisted so that the next start admits work by numbers, not guesses.
+and predicted for a size never seen by a fit over those (engine/predict.py). The first sized call
+after a load is kept apart (first_peak_bytes): it also pays what the runtime sets up lazily
+(thread pools, kernels, buffers that then stay), measured at several times a later call's peak
+for small inputs, so it would inflate every warm prediction; a call on a model not yet resident
+is predicted from it (predict(..., first_call=True)). Footprints are persisted so that the next
+start admits work by numbers, not guesses.
 """
 from __future__ import annotations
 
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -117,6 +121,8 @@ class Footprint:
     # Buckets whose peak was measured while other calls ran (their allocations included): a
     # stand-in that the first clean measurement replaces.
     crowded: list[str] = field(default_factory=list)
+    # size key -> the largest clean peak of a first sized call after a load (see the docstring)
+    first_peak_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class FootprintStore:
@@ -126,10 +132,11 @@ class FootprintStore:
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
         self._data: dict[str, Footprint] = {}
+        self._fresh: set[str] = set()   # loaded, and no sized call recorded since
         if self.path and self.path.exists():
             raw = json.loads(self.path.read_text())
             self._data = {key: Footprint(value.get("load_bytes"), dict(value.get("run_peak_bytes", {})),
-                                         list(value.get("crowded", [])))
+                                         list(value.get("crowded", [])), dict(value.get("first_peak_bytes", {})))
                           for key, value in raw.items()}
 
     @staticmethod
@@ -139,7 +146,7 @@ class FootprintStore:
     def get(self, model: str, device: str) -> Footprint:
         with self._lock:
             fp = self._data.get(self._key(model, device), Footprint())
-            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded))
+            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded), dict(fp.first_peak_bytes))
 
     def load_bytes(self, spec: ModelSpec, device: str) -> int:
         measured = self.get(spec.name, device).load_bytes
@@ -148,23 +155,31 @@ class FootprintStore:
     def run_bytes(self, spec: ModelSpec, device: str, bucket: str | None) -> int:
         return self.predict(spec, device, bucket).bytes
 
-    def predict(self, spec: ModelSpec, device: str, bucket: str | None) -> Prediction:
+    def predict(self, spec: ModelSpec, device: str, bucket: str | None, first_call: bool = False) -> Prediction:
         """The run peak above the loaded model for an input of this size, with how it was got.
 
         A size key ("px:921600") is predicted from the measured sizes of its unit (clean ones;
-        peaks measured while other calls ran only when no clean one exists). Anything else, and
-        a unit with no measured size, falls back to the per-bucket rule of old footprint files:
-        that bucket's peak, else the largest peak seen, else the spec's estimate."""
+        peaks measured while other calls ran only when no clean one exists; first calls after a
+        load only when neither exists, as they bound a later call from above). first_call: the
+        call right after a load, predicted as the larger of that and the first calls' own fit
+        (basis 'first ...'). Anything else, and a unit with no measured size, falls back to the
+        per-bucket rule of old footprint files: that bucket's peak, else the largest peak seen,
+        else the spec's estimate."""
         fp = self.get(spec.name, device)
         sized = fitting.parse_key(bucket)
         if sized is not None:
             unit, size = sized
             points = _points(fp, unit)
+            firsts = [(s, p) for s, (p, _) in _points(fp, unit, fp.first_peak_bytes).items()]
             clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
-            if clean:
-                return fitting.predict(clean, size)
-            if points:
-                return fitting.predict([(s, p) for s, (p, _) in points.items()], size, crowded=True)
+            later = (fitting.predict(clean, size) if clean else
+                     fitting.predict([(s, p) for s, (p, _) in points.items()], size, crowded=True) if points else
+                     None)
+            first = fitting.predict(firsts, size) if firsts and (first_call or later is None) else None
+            if first is not None and (later is None or first.bytes > later.bytes):
+                return replace(first, basis=f"first {first.basis}")
+            if later is not None:
+                return later
         peaks = fp.run_peak_bytes
         key = bucket or "any"
         if key in peaks:
@@ -177,17 +192,31 @@ class FootprintStore:
     def record_load(self, model: str, device: str, nbytes: int) -> None:
         with self._lock:
             self._data.setdefault(self._key(model, device), Footprint()).load_bytes = int(nbytes)
+            self._fresh.add(self._key(model, device))
             self._save()
 
     def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False) -> None:
         """Keep the largest clean peak seen per size (or legacy bucket): admission must not
         under-reserve. A crowded measurement (other calls ran meanwhile) only fills a size with
-        nothing better. At most fitting.MAX_POINTS sizes per unit are kept."""
+        nothing better. The first sized call after a load goes to first_peak_bytes (clean ones
+        only; a crowded one counts as a later call's stand-in). At most fitting.MAX_POINTS sizes
+        per unit are kept."""
         sized = fitting.parse_key(bucket)
         # One spelling per size ('px:100', never also 'px:100.0'): one point per distinct size.
         bucket = size_key(*sized) if sized is not None else bucket or "any"
         with self._lock:
-            fp = self._data.setdefault(self._key(model, device), Footprint())
+            key = self._key(model, device)
+            fp = self._data.setdefault(key, Footprint())
+            # A preload's empty call (no size) leaves the lazy set-up to the first real call.
+            first = sized is not None and key in self._fresh
+            if first:
+                self._fresh.discard(key)
+            if first and not crowded:
+                if nbytes > fp.first_peak_bytes.get(bucket, -1):
+                    fp.first_peak_bytes[bucket] = int(nbytes)
+                    _bound(fp, sized[0], fp.first_peak_bytes, [])
+                    self._save()
+                return
             known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
             if crowded and known is not None:
                 return
@@ -198,7 +227,7 @@ class FootprintStore:
                 elif was_crowded:
                     fp.crowded.remove(bucket)
                 if sized is not None:
-                    _bound(fp, sized[0])
+                    _bound(fp, sized[0], fp.run_peak_bytes, fp.crowded)
                 self._save()
 
     def _save(self) -> None:
@@ -208,33 +237,33 @@ class FootprintStore:
         write_json(self.path, {k: vars(v) for k, v in self._data.items()}, indent=1)
 
 
-def _points(fp: Footprint, unit: str) -> dict[float, tuple[int, bool]]:
-    """size -> (peak, crowded) of one unit's measured sizes."""
+def _points(fp: Footprint, unit: str, peaks: dict[str, int] | None = None) -> dict[float, tuple[int, bool]]:
+    """size -> (peak, crowded) of one unit's measured sizes (of later calls unless `peaks` says)."""
     points = {}
-    for key, peak in fp.run_peak_bytes.items():
+    for key, peak in (fp.run_peak_bytes if peaks is None else peaks).items():
         sized = fitting.parse_key(key)
         if sized is not None and sized[0] == unit:
             points[sized[1]] = (peak, key in fp.crowded)
     return points
 
 
-def _bound(fp: Footprint, unit: str) -> None:
+def _bound(fp: Footprint, unit: str, peaks: dict[str, int], crowded_keys: list[str]) -> None:
     """Past MAX_POINTS sizes, the two closest in ratio merge into the larger size with the larger
     peak (and that peak's crowded flag): the fit can only move up."""
     keys = {}
-    for key in fp.run_peak_bytes:
+    for key in peaks:
         sized = fitting.parse_key(key)
         if sized is not None and sized[0] == unit:
             keys[sized[1]] = key
     while len(keys) > fitting.MAX_POINTS:
         small, large = fitting.closest_pair(list(keys))
         gone, kept = keys.pop(small), keys[large]
-        if fp.run_peak_bytes[gone] > fp.run_peak_bytes[kept]:
-            fp.run_peak_bytes[kept] = fp.run_peak_bytes[gone]
-            if kept in fp.crowded:
-                fp.crowded.remove(kept)
-            if gone in fp.crowded:
-                fp.crowded.append(kept)
-        del fp.run_peak_bytes[gone]
-        if gone in fp.crowded:
-            fp.crowded.remove(gone)
+        if peaks[gone] > peaks[kept]:
+            peaks[kept] = peaks[gone]
+            if kept in crowded_keys:
+                crowded_keys.remove(kept)
+            if gone in crowded_keys:
+                crowded_keys.append(kept)
+        del peaks[gone]
+        if gone in crowded_keys:
+            crowded_keys.remove(gone)

@@ -12,7 +12,9 @@ monotone envelope (`envelope`: a larger input never gets less than a smaller one
 the fit times (1 + margin), the margin being the largest relative amount by which a measured
 point lies above the fit, and never below MIN_MARGIN: every measured size is then predicted at or
 above its peak. With one size only: that peak for smaller inputs, the peak scaled by size / size0
-for larger ones (an upper bound whenever the truth is affine with a >= 0), plus MIN_MARGIN.
+for larger ones (an upper bound whenever the truth is affine with a >= 0), plus MIN_MARGIN. (Moving
+the one peak along the slope of the model's other calls instead, first calls after a load against
+later ones, was measured in bench estimate: 6 of 10 such predictions fell short; not kept.)
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class Prediction:
     bytes: int           # what admission reserves: the fit plus its margin
     fit_bytes: int       # the fit alone (or the one peak it scales)
     margin: float        # relative: bytes = fit_bytes * (1 + margin)
-    basis: str           # 'fit' (2+ sizes), 'one size', 'bucket' (legacy key), 'largest', 'estimate'
+    basis: str           # 'fit' (2+ sizes), 'one size', 'bucket' (legacy key), 'largest', 'estimate';
+                         # 'first fit' / 'first one size' for a first call after a load
     points: int = 0      # measured sizes behind it
     crowded: bool = False  # only peaks measured while other calls ran were there to use
 

@@ -78,13 +78,19 @@ def spec_device() -> str:
 
 
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
-            arena: bool = True, cuda_options: dict | None = None) -> Any:
+            arena: bool = False, cuda_options: dict | None = None) -> Any:
     """An InferenceSession on `device` ('cpu' or 'cuda:N').
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
-    thread, as the models here run sequentially. arena=False gives memory back after each run
-    (for rarely used models whose peak should not stay resident). cuda_options are added to the
-    CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose shape changes every call).
+    thread, as the models here run sequentially. arena: ONNX Runtime's CPU arena, off by default
+    so that a run's memory goes back to malloc when it ends (and to the system at the next trim,
+    engine/measure.py): with it on, a session keeps its largest run's peak for ever, out of every
+    footprint, and a later run reuses it without growing RSS, so it can be neither learned nor
+    budgeted (bench estimate). Measured cost (bench estimate's models at their largest size, warm,
+    median of 7, arena off / on): style 1.47x, faces 1.22x, nsfw 1.20x, the six others 0.90-1.08x
+    (the pages given back are faulted in again). arena=True where that speed matters more than
+    the memory truth. cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search
+    for inputs whose shape changes every call).
     """
     import onnxruntime
 

@@ -1,0 +1,44 @@
+"""The CPU probe's peak is what a run takes from the machine even where the heap already held
+freed memory (engine/measure.py: settle before a probe that starts alone)."""
+import pytest
+
+from engine.measure import METER, TRIM_FREE_BYTES, heap_free, rss, settle
+
+MiB = 1 << 20
+CHUNK = 64 * 1024   # below glibc's mmap threshold: these come from the heap and stay there when freed
+
+pytestmark = pytest.mark.skipif(heap_free() is None, reason="malloc statistics need glibc")
+
+
+def _freed_heap(total: int) -> bytearray:
+    """Allocate `total` bytes of heap in chunks and free them all but a guard allocated last, so
+    that glibc keeps the freed memory (the top of the heap stays in use). Returns the guard."""
+    chunks = [bytearray(CHUNK) for _ in range(total // CHUNK)]
+    guard = bytearray(CHUNK)
+    del chunks
+    return guard
+
+
+def test_settle_gives_freed_heap_back_and_only_when_there_is_enough_of_it():
+    guard = _freed_heap(96 * MiB)
+    assert heap_free() >= 64 * MiB
+    held = rss()
+    assert settle() is True
+    assert held - rss() >= 48 * MiB, "the freed heap went back to the system"
+    assert heap_free() >= 64 * MiB   # still free in malloc's arenas, but no longer resident
+    assert settle() is False          # nothing worth a trim left
+    reused = [bytearray(CHUNK) for _ in range(2 * TRIM_FREE_BYTES // CHUNK)]
+    del reused                        # touched again, freed again: resident once more
+    assert settle() is True
+    del guard
+
+
+def test_a_run_that_reuses_freed_heap_is_measured_at_what_it_allocates():
+    guard = _freed_heap(96 * MiB)
+    probe = METER.probe("cpu")
+    work = [bytearray(CHUNK) for _ in range(48 * MiB // CHUNK)]   # would fit in the freed heap
+    peaks = probe.stop()
+    # Without the trim the 48 MiB reuse the 96 freed ones and RSS hardly moves.
+    assert peaks.device_delta_bytes >= 40 * MiB
+    assert not peaks.overlapped
+    del work, guard
