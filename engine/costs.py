@@ -85,7 +85,8 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
             device = str(device) if isinstance(device, DeviceMap) else device
             resident = any(i.spec is spec for i in pool._instances)
             parked = not resident and device != "cpu" and any(p.name == name for p in pool.lot.droppable())
-            prediction = engine.footprints.predict(spec, device, bucket)
+            # A model that loads first pays its first call's lazy set-up too (FootprintStore.predict).
+            prediction = engine.footprints.predict(spec, device, bucket, first_call=not resident)
             load = 0 if resident else engine.footprints.load_bytes(spec, device)
             cost.models.append(ModelCost(name, device, resident, load, prediction.bytes, prediction.basis,
                                          None if resident else engine.timings.load_seconds(name, device), parked))
