@@ -40,7 +40,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="long jobs run at once (default 1; each model also has its own limit)")
     parser.add_argument("--chunk-frames", type=int, default=32,
                         help="video frames per chunk: a killed job resumes from its last chunk (default 32)")
+    parser.add_argument("--cluster", metavar="local|auto|HOST:PORT",
+                        help="run long jobs on Ray worker actors: 'local' starts Ray on this machine, 'auto' "
+                             "or an address joins a cluster (docs/cluster.md); without it all runs here")
+    parser.add_argument("--cluster-workers", type=int, default=2,
+                        help="CPU workers with --cluster (default 2), besides one per GPU")
     return parser.parse_args(argv)
+
+
+def attach_cluster(engine, args: argparse.Namespace) -> None:
+    """With --cluster: worker actors (each its own engine, built as the app builds one) run the long
+    jobs; the head keeps the app, the job queue and the data dir (docs/cluster.md)."""
+    import atexit
+
+    from engine.cluster import Cluster
+
+    cluster = Cluster.start(args.cluster, cpu_workers=args.cluster_workers,
+                            engine_factory="tabs.catalog:worker_engine",
+                            engine_kwargs={"budget": args.budget, "chunk_frames": args.chunk_frames},
+                            data_dir=Path(args.data_dir) / "cluster")
+    engine.jobs.attach(cluster)
+    engine.services["cluster"] = cluster
+    atexit.register(cluster.shutdown)
+    log.info("cluster %s: workers %s", args.cluster, [w["id"] for w in cluster.workers()])
 
 
 def login(args: argparse.Namespace) -> tuple[str, str] | None:
@@ -93,6 +115,8 @@ def main(argv=None) -> None:
     engine.history.start()
     gate = safety.configure(engine, args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)
+    if args.cluster:
+        attach_cluster(engine, args)
     engine.jobs.start()  # after every kind is registered: jobs a crash interrupted resume now
 
     def preload() -> None:

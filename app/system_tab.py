@@ -70,6 +70,19 @@ def _against(measured, predicted) -> str:
     return f"{measured} ({predicted})" if predicted not in (None, False) else str(measured)
 
 
+WORKER_COLUMNS = ["worker", "node", "device", "models resident", "memory used / budget", "job", "restarts", "alive"]
+
+
+def worker_rows(status: dict) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "worker": w["id"], "node": f"{w.get('node', '')} ({w.get('ip', '')})", "device": w.get("device", ""),
+        "models resident": ", ".join(w.get("models") or []),
+        "memory used / budget": ", ".join(f"{d}: {format_bytes(m.get('used'))} / {format_bytes(m.get('budget'))}"
+                                          for d, m in (w.get("memory") or {}).items()),
+        "job": w.get("job") or "", "restarts": w.get("restarts", 0), "alive": "yes" if w.get("alive") else "no",
+    } for w in status.get("workers", [])], columns=WORKER_COLUMNS)
+
+
 def tier_table(status: dict) -> pd.DataFrame:
     return pd.DataFrame(status.get("tiers", []), columns=["model", "device", "tier", "why"])
 
@@ -117,8 +130,11 @@ def system_status(engine: Engine) -> dict:
     """Devices with total / free / budget; every model with its function, networks, capability,
     runtime, device, weights source (and licence), whether it is offline (its weights installed
     with the app) or from the hub / your files (added in the Models tab), bytes (measured once
-    loaded) and load time, state; the count of networks; the latest runs."""
+    loaded) and load time, state; the count of networks; the latest runs; with --cluster, the
+    workers (id, node, ip, device, pid, resident models, memory per device, job, restarts, alive)."""
     status = engine.status()
+    cluster = engine.services.get("cluster")   # launch.py --cluster: the Ray workers that run long jobs
+    status["workers"] = cluster.workers() if cluster is not None else []
     shipped = capability_of()
     for row in status["models"]:
         row["capability"] = shipped.get(row["name"], "Models tab")
@@ -141,8 +157,9 @@ def render(engine: Engine, status: dict):
     ids = [str(r["id"]) for r in status["runs"]]
     models = gr.update(value=model_rows(status), label=f"Models: {status.get('networks', 0)} networks in "
                                                        f"{len(status['models'])} rows")
+    workers = gr.update(value=worker_rows(status), visible=bool(status.get("workers")))
     return (device_rows(status), models, run_rows(status), memory_frame(engine),
-            gr.update(choices=ids), warning_rows(status), tier_table(status))
+            gr.update(choices=ids), warning_rows(status), tier_table(status), workers)
 
 
 def profile_next(engine: Engine) -> str:
@@ -164,6 +181,8 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
     gr.Markdown("Memory on every device (all processes counted), the models the engine holds, "
                 "and what each run cost. Refreshes every 2 seconds.")
     devices = gr.Dataframe(label="Devices", interactive=False)
+    workers = gr.Dataframe(label="Cluster workers (long jobs run on them; launch.py --cluster)", interactive=False,
+                           wrap=True, visible=False)
     models = gr.Dataframe(label="Models", interactive=False, wrap=True)
     memory = gr.LinePlot(x="seconds ago", y="used GiB", color="device",
                          label="Memory used over time (whole device, every process)", height=260)
@@ -205,7 +224,7 @@ def build(engine: Engine, demo: gr.Blocks) -> None:
                   concurrency_limit=1).then(
         doctor_rows, report, findings, api_visibility="private", show_progress="hidden")
 
-    outputs = [devices, models, runs, memory, pick, warned, tiers]
+    outputs = [devices, models, runs, memory, pick, warned, tiers, workers]
     refresh.click(status_of, None, status, api_name="system_status", concurrency_limit=4).then(
         shown, status, outputs, api_visibility="private", show_progress="hidden")
     timer = gr.Timer(2.0)

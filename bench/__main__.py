@@ -30,6 +30,7 @@ SCENARIOS["networks"] = networks.run
 SCENARIOS["face-detectors"] = face_detectors.run
 # Issue 16: memory drift over 200 mixed runs (evicting, all resident, evicting with a trim after each run).
 SCENARIOS["drift"] = drift.run
+SCENARIOS["cluster"] = __import__("bench.cluster", fromlist=["run"]).run  # issue 17: jobs on Ray workers
 
 
 def main() -> None:

@@ -9,16 +9,16 @@ resumption from the last finished chunk after a crash.
 - Workers wait on a condition that every submit, finish and cancel signals: no polling sleeps.
 - On the CPU, job threads run torch with fewer threads than the machine has, so interactive
   calls still find a free core.
+- With a Ray cluster attached (engine.cluster), jobs run on its workers, routed by model; this
+  queue stays the truth, and a job whose worker dies resumes on another from its checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -27,16 +27,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserFacingError
+from .job_store import FIELDS, TERMINAL, WAITING, JobStore  # noqa: F401  (engine.jobs names)
 from .oom import NotEnoughMemory, OutOfMemory
 from .runs import Request, current_request
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("done", "failed", "cancelled")
-WAITING = ("queued", "interrupted")
-FIELDS = ("id", "seq", "capability", "model", "params", "state", "progress", "note", "created",
-          "started", "finished", "result", "error", "resumed_from_frame", "runs", "checkpoint",
-          "passed_over", "attempts", "resumed_from", "bug")
 RESUME_UNITS = ("frame", "s", "chunk")
 
 
@@ -46,6 +42,32 @@ class JobCancelled(Exception):
 
 class JobStateError(UserFacingError, ValueError):
     """Asked for something the job's state does not allow (retrying a job that is running)."""
+
+
+class WorkerLost(Exception):
+    """The cluster worker running a job died mid-job: the job goes back to the queue."""
+
+
+class JobFailed(Exception):
+    """A job failed on a cluster worker: the message as describe_failure gave it there."""
+
+    def __init__(self, message: str, plain: bool):
+        super().__init__(message)
+        self.message, self.plain = message, plain
+
+
+def describe_failure(exc: BaseException, root: Path) -> tuple[str, bool]:
+    """(message, plain) of a failed job. Our own verdicts read well as they are; anything else is
+    a bug: its type goes with it for the log and the API, and the UI says "something went wrong"
+    instead (job["bug"])."""
+    if isinstance(exc, JobFailed):
+        return exc.message, exc.plain
+    disk_full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if disk_full:
+        return (f"The disk is full: no space left to write in {root}. "
+                "Free some space, then retry the job."), True
+    plain = isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
+    return (str(exc) if plain else f"{type(exc).__name__}: {exc}"), plain
 
 
 @dataclass(frozen=True)
@@ -103,69 +125,10 @@ class JobContext:
         return self._queue.engine.registry.get(model)
 
 
-class JobStore:
-    """The jobs table. One connection, serialised by a lock; WAL so readers never block."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS jobs (
-            id TEXT PRIMARY KEY, seq INTEGER, capability TEXT, model TEXT, params TEXT, state TEXT,
-            progress REAL, note TEXT, created REAL, started REAL, finished REAL, result TEXT,
-            error TEXT, resumed_from_frame INTEGER, runs TEXT, checkpoint TEXT,
-            passed_over INTEGER, attempts INTEGER, resumed_from TEXT, bug INTEGER)""")
-        # A jobs.sqlite from before a column existed gets it (SQLite adds it as NULL).
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in (("resumed_from", "TEXT"), ("bug", "INTEGER")):
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _row(row) -> dict:
-        job = dict(zip(FIELDS, row))
-        for key in ("params", "runs", "checkpoint"):
-            job[key] = json.loads(job[key])
-        return job
-
-    def insert(self, job: dict) -> None:
-        values = [json.dumps(job[f]) if f in ("params", "runs", "checkpoint") else job[f] for f in FIELDS]
-        with self._lock:
-            self._db.execute(f"INSERT INTO jobs ({','.join(FIELDS)}) VALUES ({','.join('?' * len(FIELDS))})",
-                             values)
-
-    def update(self, job_id: str, **fields) -> None:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        values = [json.dumps(v) if k in ("params", "runs", "checkpoint") else v for k, v in fields.items()]
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", values + [job_id])
-
-    def get(self, job_id: str) -> dict | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {','.join(FIELDS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return self._row(row) if row else None
-
-    def all(self, states: tuple[str, ...] | None = None) -> list[dict]:
-        query = f"SELECT {','.join(FIELDS)} FROM jobs"
-        args: tuple = ()
-        if states:
-            query += f" WHERE state IN ({','.join('?' * len(states))})"
-            args = states
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
-        return [self._row(r) for r in rows]
-
-    def next_seq(self) -> int:
-        with self._lock:
-            return (self._db.execute("SELECT MAX(seq) FROM jobs").fetchone()[0] or 0) + 1
-
-
 class JobQueue:
     def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, max_passed_over: int = 4,
                  model_limits: dict[str, int] | None = None, job_threads: int | None = None,
-                 policy: str = "grouped", defaults: dict | None = None):
+                 policy: str = "grouped", defaults: dict | None = None, cluster=None):
         if policy not in ("grouped", "fifo"):
             raise ValueError("policy must be 'grouped' or 'fifo'")
         self.engine = engine
@@ -185,8 +148,21 @@ class JobQueue:
         self._last_model: str | None = None
         self._stop = False
         self._threads: list[threading.Thread] = []
+        # With a cluster (engine.cluster.Cluster) attached, jobs run on its workers, one job thread
+        # each, instead of in this process; None: in-process, `workers` threads.
+        self.cluster = None
+        self._free: set[str] = set()  # cluster workers whose thread waits for a job
+        if cluster is not None:
+            self.attach(cluster)
 
     # ---- set-up ----
+
+    def attach(self, cluster) -> None:
+        """Run jobs on the workers of a cluster (before start): routed by model, resumed on
+        another worker when theirs dies. This queue (SQLite, the job folders) stays the truth."""
+        if self._threads:
+            raise RuntimeError("attach the cluster before the job queue starts")
+        self.cluster = cluster
 
     def register(self, kind: JobKind) -> None:
         self.kinds[kind.capability] = kind
@@ -200,8 +176,11 @@ class JobQueue:
             log.warning("job %s was running when the process stopped: it resumes", job["id"])
             self.store.update(job["id"], state="interrupted", note="interrupted; resumes from its last chunk")
         self._stop = False
-        for i in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"wimmel-job-{i}", daemon=True)
+        # With a cluster: a thread per worker, and one here for the kinds no worker has (downloads).
+        names = self.cluster.worker_ids() + [None] if self.cluster is not None else [None] * self.workers
+        for i, worker in enumerate(names):
+            thread = threading.Thread(target=self._work, args=(worker,), name=f"wimmel-job-{worker or i}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -264,6 +243,8 @@ class JobQueue:
                 self.store.update(job_id, state="cancelled", finished=time.time(), note="cancelled")
             elif job["state"] == "running":
                 self._cancel.add(job_id)  # the job stops at its next chunk boundary
+                if self.cluster is not None:
+                    self.cluster.cancel(job_id)
         self._changed(job_id)
         return self.get(job_id)
 
@@ -309,9 +290,14 @@ class JobQueue:
             return self.model_limits[model]
         return self.engine.registry.get(model).max_instances if model in self.engine.registry else 1
 
-    def _pick(self) -> dict | None:
+    def _pick(self, worker: str | None = None) -> dict | None:
         """Choose the next job (lock held). Grouped: stay with a warm model unless a job starves."""
         waiting = self.store.all(WAITING)
+        if self.cluster is not None:  # routed by model among the free workers, grouped per worker
+            pick, passed = self.cluster.route(worker, waiting, self._free, self.policy, self.max_passed_over)
+            for job in passed:
+                self.store.update(job["id"], passed_over=job["passed_over"] + 1)
+            return pick
         busy: dict[str, int] = {}
         for model in self._running.values():
             busy[model] = busy.get(model, 0) + 1
@@ -335,65 +321,79 @@ class JobQueue:
                 self.store.update(job["id"], passed_over=job["passed_over"] + 1)
         return pick
 
-    def _work(self) -> None:
+    def _work(self, worker: str | None = None) -> None:
         try:
             import torch
 
-            if not any(d.startswith("cuda") for d in self.engine.devices.names):
+            if worker is None and not any(d.startswith("cuda") for d in self.engine.devices.names):
                 torch.set_num_threads(self.job_threads)  # per thread: interactive calls keep theirs
         except ImportError:
             pass
         while True:
+            # A worker Ray is restarting takes no job until it answers again.
+            if worker is not None and not self.cluster.wait_ready(worker, lambda: self._stop):
+                return
             with self._cond:
                 job = None
                 while not self._stop:
-                    job = self._pick()
+                    self._free.add(worker)
+                    job = self._pick(worker)
                     if job is not None:
                         break
                     self._cond.wait()
+                self._free.discard(worker)
                 if self._stop:
                     return
                 self._running[job["id"]] = job["model"]
                 self._last_model = job["model"]
                 self.store.update(job["id"], state="running", started=job["started"] or time.time(),
-                                  attempts=job["attempts"] + 1, note="running")
+                                  attempts=job["attempts"] + 1, note="running" if worker is None
+                                  else f"running on {worker}", **({"worker": worker} if worker else {}))
             self._changed(job["id"])
             try:
-                self._execute(self.get(job["id"]))
+                self._execute(self.get(job["id"]), worker)
             finally:
                 with self._cond:
                     self._running.pop(job["id"], None)
                     self._cancel.discard(job["id"])
                 self._changed(job["id"])
 
-    def _execute(self, job: dict) -> None:
+    def _execute(self, job: dict, worker: str | None = None) -> None:
         kind = self.kinds.get(job["capability"])
         if kind is None:
             self.store.update(job["id"], state="failed", finished=time.time(),
                               error=f"this server has no {job['capability']} capability")
             return
-        record = None
+        records: list = []   # this attempt's run records (a RunRecord here, a dict from a worker)
         try:
-            came_by = job["params"].get("_request")
-            with (Request(*came_by).current() if came_by else contextlib.nullcontext()), \
-                    self.engine.run(f"job {job['capability']}") as run:
-                record = run.record
-                result = kind.run(JobContext(self, job, run))
+            if worker is None:
+                result = self._run_here(kind, job, records)
+            else:
+                result = self.cluster.execute(worker, job, self, records)
             self.store.update(job["id"], state="done", progress=1.0, finished=time.time(), result=str(result),
-                              note="done", runs=job["runs"] + [record.to_dict()])
+                              note="done", runs=job["runs"] + _dicts(records))
+        except WorkerLost as exc:
+            # Its checkpoint stays: the next worker resumes from the last committed chunk.
+            log.warning("job %s lost its worker %s: it resumes elsewhere (%s)", job["id"], worker, exc)
+            self.store.update(job["id"], state="interrupted", moves=job["moves"] + 1,
+                              note=f"worker {worker} lost; resumes from its last chunk",
+                              runs=job["runs"] + _dicts(records))
         except JobCancelled:
             self.store.update(job["id"], state="cancelled", finished=time.time(), note="cancelled",
-                              runs=job["runs"] + ([record.to_dict()] if record else []))
+                              runs=job["runs"] + _dicts(records))
         except Exception as exc:
-            # Our own verdicts read well as they are; anything else is a bug: its type goes with it
-            # for the log and the API, and the UI says "something went wrong" instead (job["bug"]).
-            disk_full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-            plain = disk_full or isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
-            message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
-            if disk_full:
-                message = (f"The disk is full: no space left to write in {self.root}. "
-                           "Free some space, then retry the job.")
+            message, plain = describe_failure(exc, self.root)
             log.warning("job %s failed: %s", job["id"], message)
             self.store.update(job["id"], state="failed", finished=time.time(), error=message, note="failed",
-                              bug=int(not plain),
-                              runs=job["runs"] + ([record.to_dict()] if record else []))
+                              bug=int(not plain), runs=job["runs"] + _dicts(records))
+
+    def _run_here(self, kind: JobKind, job: dict, records: list):
+        came_by = job["params"].get("_request")
+        with (Request(*came_by).current() if came_by else contextlib.nullcontext()), \
+                self.engine.run(f"job {job['capability']}") as run:
+            records.append(run.record)
+            return kind.run(JobContext(self, job, run))
+
+
+def _dicts(records: list) -> list[dict]:
+    return [r if isinstance(r, dict) else r.to_dict() for r in records]

@@ -118,3 +118,16 @@ def _store_capabilities() -> list:
 def store_kinds() -> list[StoreKind]:
     """The kinds of user-added model the capabilities take, in tab order ("auto" tries them so)."""
     return [StoreKind.of(c) for c in _store_capabilities()]
+
+
+def worker_engine(data_dir: str, device: str = "auto", budget: str | dict | None = None,
+                  chunk_frames: int = CHUNK_FRAMES, models: list[str] | None = None) -> Engine:
+    """The engine of a Ray cluster worker (engine.cluster, engine_factory "tabs.catalog:worker_engine"):
+    the app's specs (or just `models`) and job kinds on its one device; its own queue never starts,
+    the head's sends it jobs. No model store: user-added models and downloads stay on the head."""
+    specs, kinds = default_specs(), default_job_kinds()
+    if models is not None:   # the kinds too: a worker says it runs only what it can load
+        specs = [spec for spec in specs if spec.name in models]
+        kinds = [kind for kind in kinds if kind.model in models]
+    return build_engine(EngineOptions(data_dir=data_dir, budget=budget, device=device, chunk_frames=chunk_frames,
+                                      specs=specs, job_kinds=kinds, store=False, start_jobs=False))
