@@ -17,7 +17,12 @@ with real out-of-memory errors injected at random points in 10 % of the runs.
 - peak_mb: peak RSS of the process above its RSS before the first model loaded (sampled every
   10 ms): what the models and their runs really took. budget_mb: the budget.
 Context: injected (OOMs raised), errors (other failures), models, engine_peak_mb (the pool's own
-accounting: resident models plus run reservations, sampled).
+accounting: resident models plus run reservations, sampled), jobs_per_s.
+Where a peak past the budget would come from: at_peak (at the process's RSS peak: its growth, the
+ledger, the overhang (what the process held beyond the ledger) and the busy instances as
+bytes+run reservation+load transient reserved, MiB), load_transients_mb (per model, how far its
+load went above what it kept, learned in step 1 and reserved while it loads: engine/load_peaks.py),
+ledger_only_admissions (admissions the pool made on its ledger alone, past the process's ceiling).
 
 `run(device="cuda:0")` (bench/gpu.py) runs it on a GPU: the models that go there ('auto' specs) are
 budgeted on it, each injected failure is a real CUDA allocation failure (torch's allocator refusing
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import sys
 import tempfile
@@ -113,17 +119,23 @@ def stress(folder: str, seed: str = "5", device: str = "cpu") -> None:
 
     engine = build_engine(data_dir=folder / "data", budget=f"{device}={budget}", store=False, device=device,
                           specs=[dataclasses.replace(s, loader=loader(s)) for s in specs.values()])
+    ledger_only = _Count("admitted on the ledger alone")
+    logging.getLogger("engine.pool").addHandler(ledger_only)
     process = psutil.Process()
     baseline = process.memory_info().rss
     device_base = engine.devices.memory(device).used
     peaks = {"rss": 0, "engine": 0, "device": 0}
     over: list = []  # the pool's instances the first time its own accounting passed the budget
+    at_peak: dict = {}  # what the pool held when the process's RSS peaked
     samples, stop, t0 = [], threading.Event(), time.monotonic()
 
     def sample():
         while not stop.wait(0.01):
             now = process.memory_info().rss - baseline
             held = engine.pool.engine_bytes(device)
+            if now > peaks["rss"]:
+                at_peak.clear()
+                at_peak.update(_state(engine.pool, device, process, baseline))
             peaks["rss"], peaks["engine"] = max(peaks["rss"], now), max(peaks["engine"], held)
             if device != "cpu":
                 peaks["device"] = max(peaks["device"], engine.devices.memory(device).used - device_base)
@@ -198,8 +210,34 @@ def stress(folder: str, seed: str = "5", device: str = "cpu") -> None:
         "injected": injected["count"], "injected_at": {p: injected["at"].count(p) for p in POINTS},
         "errors": [o for o in outcomes if o != "ok"][:5],
         "engine_peak_mb": round(peaks["engine"] / 2**20, 1), "over_budget_pool": over, "seconds": round(elapsed, 1),
+        "jobs_per_s": round(JOBS / elapsed, 3), "ledger_only_admissions": ledger_only.count, "at_peak": at_peak,
+        "load_transients_mb": {k: round(v / 2**20, 1) for k, v in (
+            engine.pool.load_peaks.items() if hasattr(engine.pool, "load_peaks") else {}).items()},
         "models": len(used), "footprints_mb": {m: round(v / 2**20, 1) for m, v in footprints.items()},
         "memory": samples}))
+
+
+class _Count(logging.Handler):
+    """Counts the log records that say `text` (the pool's admissions past its own ceiling)."""
+
+    def __init__(self, text: str):
+        super().__init__(logging.WARNING)
+        self.text, self.count = text, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += self.text in record.getMessage()
+
+
+def _state(pool, device: str, process, baseline: int) -> dict:
+    """The process against the ledger at one moment (read together, under the pool's lock):
+    where a peak past the budget comes from."""
+    with pool._cond:
+        instances = [f"{i.spec.name} {i.state} {i.bytes >> 20}+{i.run_reserved >> 20}+{getattr(i, 'load_extra', 0) >> 20}"
+                     for i in pool._instances if i.state != "idle"]
+        overhang, held = pool.overhang(device), pool.engine_bytes(device)
+        grown = process.memory_info().rss - baseline
+        return {"rss_mb": round(grown / 2**20, 1), "ledger_mb": round(held / 2**20, 1),
+                "overhang_mb": round(overhang / 2**20, 1), "busy": instances}
 
 
 def run(verbose: bool = True, device: str = "cpu") -> dict:

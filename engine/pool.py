@@ -2,7 +2,9 @@
 What is resident, how memory is accounted and what is evicted for room is engine/residency.py.
 
 - A second instance is loaded only where the spec allows it and it fits.
-- Admission: the learned footprint (load + run peak for the bucket) plus a reserve must fit both
+- Admission: the learned footprint (load + run peak for the bucket; a model not loaded yet its
+  first call's peak, and while it loads its learned load transient where that passes the run
+  peak, engine/load_peaks.py) plus a reserve must fit both
   the device's free memory (all processes) and the engine's budget there (a split model's share,
   on each of its devices). If not, idle models are evicted; if still short, the caller waits on a
   condition that every release and unload signals, up to a timeout.
@@ -25,7 +27,7 @@ from typing import Any, Iterator
 
 from .device_map import DeviceMap, tensor_shares
 from .devices import Devices, format_bytes
-from .measure import heap_in_use, rss
+from .measure import METER, heap_in_use, rss
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .parking import Parking
@@ -94,7 +96,10 @@ class Pool(Residency):
                 while True:
                     if waiter is None:  # placed again on each wake-up until queued for memory there
                         device = self._place(spec, bucket)
-                        run_bytes = self.footprints.run_bytes(spec, device, bucket)
+                        # A model not loaded yet runs its first call, which can need more (lazy
+                        # set-up): reserved as engine/costs.py predicts it for the user.
+                        first = not any(i.spec is spec for i in self._instances)
+                        run_bytes = self.footprints.predict(spec, device, bucket, first_call=first).bytes
                         load_bytes = self.footprints.load_bytes(spec, device)
                     if not self._must_yield(spec, device, run_bytes, waiter):
                         instance = self._try_take(spec, device, run_bytes, load_bytes)
@@ -130,7 +135,8 @@ class Pool(Residency):
             need = run_bytes
         elif len(mine) < spec.max_instances:
             load_here = device.shares[str(device)] if isinstance(device, DeviceMap) else load_bytes
-            need = min(load_here + run_bytes, self.devices.budget(str(device)))
+            extra = 0 if isinstance(device, DeviceMap) else self.load_reserve(spec, device, run_bytes)
+            need = min(load_here + run_bytes + extra, self.devices.budget(str(device)))
         else:
             return None
         waiter = _Waiter(str(device), need, since)
@@ -194,7 +200,8 @@ class Pool(Residency):
             return None
         if isinstance(device, DeviceMap):
             return self._take_split(spec, device, run_bytes)
-        need = load_bytes + run_bytes
+        extra = self.load_reserve(spec, device, run_bytes)
+        need = load_bytes + run_bytes + extra
         if self._never_fits(spec, device, need) and not self._never_fits(spec, device, load_bytes):
             # The weights fit; only the learned run peak does not (one unusual input can set
             # it). Make all the room there is and let OOM recovery handle the rest.
@@ -204,7 +211,7 @@ class Pool(Residency):
             raise NotEnoughMemory(reason)
         if not reason and self._make_room(device, need, f"room to load {spec.name}"):
             instance = Instance(spec, device, bytes=load_bytes, run_reserved=run_bytes, uses=1,
-                                parked=self.lot.claim(spec.name, device))
+                                load_extra=extra, parked=self.lot.claim(spec.name, device))
             self._instances.append(instance)
             return instance  # state 'loading': the caller loads (or restores) it outside the lock
         return None
@@ -225,6 +232,8 @@ class Pool(Residency):
         spec, device = instance.spec, instance.device
         before, heap_before = self._used(device), heap_in_use()
         alone = not self._others_busy(instance)
+        # A load alone on the CPU is probed for its transient (exact: the kernel's high-water mark).
+        probe = METER.probe("cpu") if alone and device == "cpu" and instance.parked is None else None
         instance_admitted = instance.bytes
         started = time.monotonic()
         run = current_run()
@@ -236,6 +245,8 @@ class Pool(Residency):
                 record=run, step_prefix=f"loading {spec.name}: ")
             fault_in(model)
         except BaseException as exc:
+            if probe is not None:
+                probe.stop()
             with self._cond:
                 self._instances.remove(instance)
                 if parked is not None:
@@ -256,6 +267,8 @@ class Pool(Residency):
         # footprint already learned cleanly is kept instead. When clean, what malloc handed out
         # counts too on the CPU: a load into heap that earlier work freed does not raise RSS.
         clean = alone and not self._others_busy(instance)
+        peaks = probe.stop() if probe is not None else None
+        stayed = rss() - probe.start_rss if probe is not None else 0   # what stayed in the process
         measured, trusted = tensor_bytes(model), True
         if isinstance(device, DeviceMap):
             measured = sum(device.shares.values())
@@ -269,7 +282,7 @@ class Pool(Residency):
         with self._cond:
             instance.model, instance.device, instance.bytes, instance.backend = model, device, measured, backend
             instance.load_s = time.monotonic() - started
-            instance.state = "leased"
+            instance.state, instance.load_extra = "leased", 0
             if parked is not None:
                 self.lot.remove(parked)  # its host RAM goes back: the module's tensors are on the GPU again
             if measured > instance_admitted:
@@ -280,6 +293,11 @@ class Pool(Residency):
             self._cond.notify_all()
         if trusted:
             self.footprints.record_load(spec.name, device, measured)
+        if peaks is not None and clean and not peaks.overlapped:
+            # Above what stayed: the model, and what its first load leaves for good (a library
+            # imported: the process's overhang from then on, not each load's transient).
+            extra = self.load_peaks.record(spec.name, device, peaks.device_delta_bytes, max(measured, stayed))
+            log.debug("%s: load transient %s above its %s", spec.name, format_bytes(extra), format_bytes(measured))
         restored = parked is not None and parked.restored_s is not None
         if run is not None:
             run.load_s += instance.load_s

@@ -3,7 +3,8 @@
 
 - Accounting: each instance holds bytes on its device, or, split over several GPUs
   (`engine/device_map.DeviceMap`), a share on each; a leased one also reserves its run peak, on
-  every device of a split (each runs layers, and a transformer's activation peak is per layer).
+  every device of a split (each runs layers, and a transformer's activation peak is per layer);
+  a loading one also its learned load transient beyond that run peak (engine/load_peaks.py).
 - Headroom on a device: free memory (every process counted, torch's own cache as free) less the
   reserve and what is promised but not yet visible, within the budget less what the engine holds.
 - Placement: an idle instance's device, else Devices.place by headroom; a spec that may be split
@@ -27,6 +28,7 @@ from typing import Any
 
 from .device_map import DeviceMap
 from .devices import Devices, format_bytes
+from .load_peaks import LoadPeaks
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory
 from .parking import Parked, Parking, ParkingLot
@@ -52,6 +54,7 @@ class Instance:
     model: Any = None
     bytes: int = 0  # measured after the load; the footprint estimate while loading (a split's: all shares)
     run_reserved: int = 0  # run-peak bytes reserved while leased (on each device of a split)
+    load_extra: int = 0  # while loading: its learned load transient beyond bytes + run_reserved
     last_used: float = field(default_factory=time.monotonic)
     load_s: float = 0.0
     uses: int = 0
@@ -85,19 +88,28 @@ class Residency:
         # While set, admission counts the ledger only (see _try_take's last resort).
         self._ledger_only = False
         self.lot = ParkingLot(parking)  # models parked in host RAM (None: never park)
+        path = getattr(footprints, "path", None)
+        self.load_peaks = LoadPeaks(path.with_name("load_peaks.json") if path else None)
 
     # ---- memory accounting (call with the lock held) ----
 
     def engine_bytes(self, device: str) -> int:
         """What the engine holds or has promised on a device: loaded models and run reservations,
-        and on the CPU the parked models."""
+        and on the CPU the parked models; a load in flight also its learned transient."""
         parked = self.lot.bytes() if device == "cpu" else 0
-        return parked + sum(i.bytes_on(device) + i.run_reserved for i in self._instances if i.on(device))
+        return parked + sum(i.bytes_on(device) + i.run_reserved + i.load_extra
+                            for i in self._instances if i.on(device))
 
     def _unreflected_bytes(self, device: str) -> int:
         # Loads in flight and run reservations are promised but not yet visible as used memory.
-        return sum((i.bytes_on(device) if i.state == "loading" else 0) + i.run_reserved
+        return sum((i.bytes_on(device) + i.load_extra if i.state == "loading" else 0) + i.run_reserved
                    for i in self._instances if i.on(device))
+
+    def load_reserve(self, spec: ModelSpec, device: str, run_bytes: int) -> int:
+        """What a new instance reserves beyond its bytes and run peak while it loads: the part of
+        its learned load transient (engine/load_peaks.py) that the run peak, reserved from
+        admission on and unused until the load ends, does not already cover."""
+        return max(0, self.load_peaks.extra(spec.name, str(device)) - run_bytes)
 
     def overhang(self, device: str) -> int:
         """What the process holds on `device` beyond the engine's ledger (models, their loads in
