@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from . import capabilities, compile, face_detectors, faces, grouping, networks, video  # noqa: E402
 from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
-from . import drift  # noqa: E402
+from . import cluster, drift  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
 # Issue 7's scenarios and issue 9's load test ('video' stays as the old name of video-memory).
@@ -30,7 +30,8 @@ SCENARIOS["networks"] = networks.run
 SCENARIOS["face-detectors"] = face_detectors.run
 # Issue 16: memory drift over 200 mixed runs (evicting, all resident, evicting with a trim after each run).
 SCENARIOS["drift"] = drift.run
-SCENARIOS["cluster"] = __import__("bench.cluster", fromlist=["run"]).run  # issue 17: jobs on Ray workers
+# Issue 17: long jobs on Ray worker actors, routed by model, one worker killed.
+SCENARIOS["cluster"] = cluster.run
 
 
 def main() -> None:
