@@ -172,6 +172,11 @@ class FootprintStore:
             points = _points(fp, unit)
             firsts = [(s, p) for s, (p, _) in _points(fp, unit, fp.first_peak_bytes).items()]
             clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
+            if len(clean) == 1 and firsts:
+                # One later size alone is scaled by size / size0 above it: from a 1-pixel run that is
+                # thousands of times its peak, and admission would wait for memory no run needs.
+                # First calls bound later calls from above, so with them the fit stays an upper bound.
+                clean = fitting.envelope(clean + [f for f in firsts if f[0] not in {c[0] for c in clean}])
             later = (fitting.predict(clean, size) if clean else
                      fitting.predict([(s, p) for s, (p, _) in points.items()], size, crowded=True) if points else
                      None)

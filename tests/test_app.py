@@ -91,6 +91,10 @@ def test_the_cost_of_a_request_before_it_runs(client, tmp_path):
     faces = client.predict("detect_faces", handle_file(photo), "", api_name="/estimate")
     assert faces["size"] == "px:262144" and faces["known"]
     assert [m["name"] for m in faces["models"]] == ["face-detector"]
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(Exception, match="could not be read as a picture, a sound or a video"):
+        client.predict("transcribe", handle_file(str(empty)), "", api_name="/estimate")
     with pytest.raises(Exception, match="There is no endpoint 'detect_fcaes'"):
         client.predict("detect_fcaes", None, "", api_name="/estimate")
 

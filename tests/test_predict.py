@@ -256,3 +256,22 @@ def test_style_network_memory_at_a_size_never_seen_is_within_the_margin(tmp_path
     assert actual <= before_bytes, f"{actual / MiB:.1f} MiB measured, {before_bytes / MiB:.1f} predicted"
     assert abs(actual - fit_bytes) <= margin * fit_bytes
     assert actual > 2 * got["peak_256"]
+
+
+def test_one_later_size_with_first_calls_is_not_scaled_past_all_reason(tmp_path):
+    """A model's first call at 512x512 (221 MB) and a later 1x1 run (4.7 MB): a 1x4000 picture
+    was predicted 4000 x 4.7 MB = 18.8 GB, and the app's admission waited for it until its
+    timeout (the bad-input walk hung on clean_up_photo). With the first call in the fit the
+    prediction stays between the two measured peaks (what the run then takes beyond it, OOM
+    recovery handles, as for any run past its prediction)."""
+    from engine.models import FootprintStore, ModelSpec
+
+    spec = ModelSpec(name="m", role="interactive", runtime="torch", loader=lambda d: None, source="-",
+                     estimate_bytes=0)
+    store = FootprintStore(tmp_path / "fp.json")
+    store.record_load("m", "cpu", 100 << 20)
+    store.record_run("m", "cpu", "px:262144", 221_376_512)   # the first call after the load
+    store.record_run("m", "cpu", "px:1", 4_702_208)
+    assert store.get("m", "cpu").first_peak_bytes == {"px:262144": 221_376_512}
+    predicted = store.predict(spec, "cpu", "px:4000").bytes
+    assert 4_702_208 + (221_376_512 - 4_702_208) * 4000 / 262144 <= predicted < 221_376_512

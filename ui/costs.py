@@ -195,6 +195,9 @@ def estimate_request(engine: Engine, endpoint: str, file: str | None = None, tex
     if known and endpoint not in known:
         raise UserFacingError(f"There is no endpoint {endpoint!r}. Endpoints: {', '.join(sorted(known))}.")
     size = request_size([file] if file else [text])
+    if file and size is None:
+        raise UserFacingError("The file could not be read as a picture, a sound or a video: its cost depends on "
+                              "its size, so upload one of those.")
     cost = estimate(engine, endpoint, size)
     last = last_run(engine, endpoint)
     return {**cost.to_dict(), "text": cost_text(cost, last), "last_run": last}
