@@ -78,12 +78,14 @@ def spec_device() -> str:
 
 
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
-            arena: bool = False, cuda_options: dict | None = None) -> Any:
+            arena: bool = True, cuda_options: dict | None = None) -> Any:
     """An InferenceSession on `device` ('cpu' or 'cuda:N').
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
-    thread, as the models here run sequentially. arena: ONNX Runtime's CPU arena, off by default
-    so that a run's memory goes back to malloc when it ends (and to the system at the next trim,
+    thread, as the models here run sequentially. arena: ONNX Runtime's CPU arena, on by default:
+    off, admission under a budget below two models' sum stalled (tests/test_bench_drift.py: the
+    memory the sessions gave back stayed in the process's heap, outside the ledger, so the
+    overhang kept admission short); to be solved before it goes off again. Off, a run's memory goes back to malloc when it ends (and to the system at the next trim,
     engine/measure.py): with it on, a session keeps its largest run's peak for ever, out of every
     footprint, and a later run reuses it without growing RSS, so it can be neither learned nor
     budgeted (bench estimate). Measured cost (bench estimate's models at their largest size, warm,
