@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from .common import ROOT, child_json, save_series
+from .oom_stress import _workloads, learn as learn_footprints
 
 RUNS = 200
 SEED = 16
@@ -54,25 +55,9 @@ GiB = 2**30
 MiB = 2**20
 
 
-def _workloads(models: list[str] | None = None) -> dict:
-    """spec name -> (fn(call, input), input) for every model with a standard input, or `models`."""
-    from .networks import standard_workloads
-    return standard_workloads(models)
-
-
 def learn(folder: str, models: str = "") -> None:
-    """Run each workload once, alone, learning footprints into folder/data (oom_stress.learn)."""
-    sys.path.insert(0, str(ROOT))
-    from tabs.catalog import build_engine
-
-    engine = build_engine(data_dir=Path(folder) / "data", store=False)
-    work = _workloads(models.split(",") if models else None)
-    for name, (fn, value) in work.items():
-        with engine.run(f"learn {name}") as run:
-            fn(run.call, value)
-        for model in engine.pool.loaded_models():
-            engine.pool.unload(model)
-    print(json.dumps({"models": sorted(work)}))
+    """Run each workload once, alone, learning footprints into folder/data (oom_stress.learn's)."""
+    learn_footprints(folder, "cpu", models)
 
 
 # ------------------------------------------------------------------------------ the numbers

@@ -50,20 +50,22 @@ BUDGET_SHARE = 0.60
 SENTENCE = "Many neural networks side by side on one machine, and none of them runs out of memory."
 
 
-def _workloads() -> dict:
-    """spec name -> (fn(call, input), input): every model with a standard input in bench/networks."""
+def _workloads(models: list[str] | None = None) -> dict:
+    """spec name -> (fn(call, input), input): every model with a standard input in bench/networks,
+    or `models`."""
     from .networks import standard_workloads
-    return standard_workloads()
+    return standard_workloads(models)
 
 
-def learn(folder: str, device: str = "cpu") -> None:
-    """Run every workload once, alone, learning footprints into folder/data."""
+def learn(folder: str, device: str = "cpu", models: str = "") -> None:
+    """Run every workload (or the comma-separated `models`') once, alone, learning footprints into
+    folder/data. bench drift learns its footprints here too."""
     sys.path.insert(0, str(ROOT))
     from tabs.catalog import build_engine
 
     folder = Path(folder)
     engine = build_engine(data_dir=folder / "data", store=False, device=device)
-    work = _workloads()
+    work = _workloads(models.split(",") if models else None)
     for name, (fn, value) in work.items():
         with engine.run(f"learn {name}") as run:
             fn(run.call, value)
