@@ -50,21 +50,23 @@ class TimingStore:
             return
         kind = device_kind(str(record.device))
         with self._lock:
-            known = (len(self._loads), len(self._endpoints), sum(len(e["seconds"]) + len(e["models"])
-                                                                 for e in self._endpoints.values()))
+            new = False   # a new model, endpoint or size is saved at once (SAVE_EVERY_S)
             for model, seconds in record.loads.items():
+                new |= f"{model}@{kind}" not in self._loads
                 _append(self._loads.setdefault(f"{model}@{kind}", []), seconds)
             if not record.capability.startswith("preload"):
-                entry = self._endpoints.setdefault(f"{endpoint_of(record)}@{kind}", {"models": [], "seconds": {}})
-                entry["models"] += [m for m in dict.fromkeys(record.models) if m not in entry["models"]]
+                name = f"{endpoint_of(record)}@{kind}"
+                new |= name not in self._endpoints
+                entry = self._endpoints.setdefault(name, {"models": [], "seconds": {}})
+                added = [m for m in dict.fromkeys(record.models) if m not in entry["models"]]
+                entry["models"] += added
                 spent = max(record.wall_s - record.load_s - record.queue_wait_s, 0.0)
                 sized = fitting.parse_key(record.size or record.bucket)
                 key = fitting.size_key(*sized) if sized else ANY
+                new |= bool(added) or key not in entry["seconds"]
                 _append(entry["seconds"].setdefault(key, []), spent)
                 _bound(entry["seconds"])
-            now = (len(self._loads), len(self._endpoints), sum(len(e["seconds"]) + len(e["models"])
-                                                               for e in self._endpoints.values()))
-            if now != known or time.monotonic() - self._saved > SAVE_EVERY_S:
+            if new or time.monotonic() - self._saved > SAVE_EVERY_S:
                 self._save()
 
     def models(self, endpoint: str, device: str) -> list[str]:
