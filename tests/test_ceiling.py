@@ -86,12 +86,18 @@ def _watched(spec, pool, seen):
     return dataclasses.replace(spec, loader=load)
 
 
-def test_a_learned_load_transient_is_reserved_while_the_model_loads(tmp_path):
+def _a_loaded_b_watched(tmp_path):
+    """An engine with 100 MiB models a (loaded) and b (its load notes the ledger), and b's notes."""
     seen, holder = [], []
     a, b = (block_spec(tmp_path, name, 100) for name in ("a", "b"))
     engine = _engine(tmp_path, [a, _watched(b, lambda: holder[0], seen)])
     holder.append(engine.pool)
     use(engine, "a")
+    return engine, seen
+
+
+def test_a_learned_load_transient_is_reserved_while_the_model_loads(tmp_path):
+    engine, seen = _a_loaded_b_watched(tmp_path)
     # b's load went 150 MiB above the 100 MiB it keeps: 100 (a) + 100 + 150 passes the 300 MiB budget.
     engine.pool.load_peaks.record("b", "cpu", 250 * MiB, 100 * MiB)
     use(engine, "b")
@@ -101,11 +107,7 @@ def test_a_learned_load_transient_is_reserved_while_the_model_loads(tmp_path):
 
 
 def test_the_run_reservation_covers_part_of_the_load_transient(tmp_path):
-    seen, holder = [], []
-    a, b = (block_spec(tmp_path, name, 100) for name in ("a", "b"))
-    engine = _engine(tmp_path, [a, _watched(b, lambda: holder[0], seen)])
-    holder.append(engine.pool)
-    use(engine, "a")
+    engine, seen = _a_loaded_b_watched(tmp_path)
     engine.footprints.record_run("b", "cpu", None, 60 * MiB)   # reserved from admission, unused while it loads
     engine.pool.load_peaks.record("b", "cpu", 180 * MiB, 100 * MiB)
     use(engine, "b")
