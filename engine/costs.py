@@ -103,8 +103,7 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
 
 
 def _admit(pool, cost: Cost, device: str, need: int, keep: set[str]) -> None:
-    """How admission would fare on `device` (pool lock held): the eviction order is the pool's
-    own (Residency._eviction_candidates), stopping once the need fits, as _make_room does."""
+    """How admission would fare on `device` (pool lock held), by the pool's own eviction plan."""
     headroom = pool.headroom(device)
     cost.headroom_bytes[device] = headroom
     capacity = pool._capacity(device)
@@ -113,31 +112,17 @@ def _admit(pool, cost: Cost, device: str, need: int, keep: set[str]) -> None:
         cost.reason = (f"needs about {_mib(need)} on {device}, more than the engine may ever hold there "
                        f"({_mib(capacity)}: the budget or the device, less the reserve)")
         return
-    if headroom >= need:
-        return
-    room, evicts = headroom, []
-    # Models parked in host RAM go first on the CPU (Residency._make_room), then idle models.
-    for parked in pool.lot.droppable() if device == "cpu" else ():
-        if room >= need:
-            break
-        if parked.name not in keep:
-            room += parked.bytes
-            evicts.append(f"{parked.name} (parked)")
-    for candidate in pool._eviction_candidates(device):
-        if room >= need:
-            break
-        if candidate.spec.name in keep:
-            continue
-        room += candidate.bytes_on(device)
-        evicts.append(candidate.spec.name)
-    if room >= need:
+    evicts = pool.eviction_plan(device, need, keep)
+    if evicts:
         cost.evicts += evicts
         if VERDICTS.index(cost.verdict) < VERDICTS.index("evicts"):
             cost.verdict = "evicts"
-    elif cost.verdict != "refused":
+    elif evicts is None and cost.verdict != "refused":
+        idle = (sum(c.bytes_on(device) for c in pool._eviction_candidates(device) if c.spec.name not in keep)
+                + sum(p.bytes for p in (pool.lot.droppable() if device == "cpu" else []) if p.name not in keep))
         cost.verdict = "waits"
         cost.reason = (f"needs about {_mib(need)} on {device}: {_mib(headroom)} is free for it now and idle "
-                       f"models hold {_mib(room - headroom)}; the rest is held by work in progress, "
+                       f"models hold {_mib(idle)}; the rest is held by work in progress, "
                        "so it waits for that to finish")
 
 

@@ -262,6 +262,23 @@ class Residency:
             release_cached_memory(collect=not freed)
         return self.headroom(device) >= need
 
+    def eviction_plan(self, device: str, need: int, keep: set[str] = frozenset()) -> list[str] | None:
+        """What _make_room would free for `need` on `device`, in its order, changing nothing (call
+        with the lock held; engine/costs.py tells it before a run): parked models ("name (parked)")
+        then idle ones, never those named in `keep`; [] when it fits now, None when evicting every
+        candidate would still leave it short."""
+        room, plan = self.headroom(device), []
+        candidates = [(p.bytes, f"{p.name} (parked)", p.name) for p in
+                      (self.lot.droppable() if device == "cpu" else [])]
+        candidates += [(c.bytes_on(device), c.spec.name, c.spec.name) for c in self._eviction_candidates(device)]
+        for size, label, name in candidates:
+            if room >= need:
+                break
+            if name not in keep:
+                room += size
+                plan.append(label)
+        return plan if room >= need else None
+
     def _drop_parked(self, parked: Parked, reason: str) -> None:
         """Give a parked model's host RAM back (the CPU needs the room)."""
         buffer = weakref.ref(parked.buffer) if parked.buffer is not None else None
