@@ -77,11 +77,24 @@ def settle() -> bool:
     in_use = heap_in_use()
     if in_use is None:
         return False
-    if _slack_after_trim is not None and rss() - in_use - _slack_after_trim < TRIM_FREE_BYTES:
-        return False
+    slack = rss() - in_use
+    if _slack_after_trim is not None:
+        # The rest of RSS (file mappings, Python's own arenas) shrinks too: the baseline follows
+        # it down, or heap freed meanwhile would hide under what those gave back.
+        _slack_after_trim = min(_slack_after_trim, slack)
+        if slack - _slack_after_trim < TRIM_FREE_BYTES:
+            return False
+    trim_heap()
+    return True
+
+
+def trim_heap() -> None:
+    """malloc_trim now, whatever is free (settle decides when it is worth it)."""
+    global _slack_after_trim
+    if _LIBC is None:
+        return
     _LIBC.malloc_trim(0)
     _slack_after_trim = rss() - heap_in_use()
-    return True
 
 
 def heap_in_use() -> int | None:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from .device_map import DeviceMap, tensor_shares
 from .devices import Devices, format_bytes
-from .measure import METER, heap_in_use, rss
+from .measure import METER, heap_in_use, rss, settle
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .parking import Parking
@@ -112,7 +112,7 @@ class Pool(Residency):
                         raise NotEnoughMemory(
                             f"{spec.name}: no instance and not enough memory on "
                             f"{getattr(device, 'label', device)} came free within {deadline - started:.0f} s "
-                            f"(headroom {format_bytes(self.headroom(device))})")
+                            f"({self.headroom_text(device)})")
                     # Woken by every release and unload; the bounded wait also notices memory that
                     # other processes give back, which sends no signal.
                     self._cond.wait(min(remaining, 1.0))
@@ -268,6 +268,8 @@ class Pool(Residency):
         # counts too on the CPU: a load into heap that earlier work freed does not raise RSS.
         clean = alone and not self._others_busy(instance)
         peaks = probe.stop() if probe is not None else None
+        if probe is not None:
+            settle()   # what the load freed may stay resident in the heap: not what it kept
         stayed = rss() - probe.start_rss if probe is not None else 0   # what stayed in the process
         measured, trusted = tensor_bytes(model), True
         if isinstance(device, DeviceMap):

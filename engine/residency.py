@@ -132,6 +132,13 @@ class Residency:
             within_budget -= self.overhang(device)
         return min(free, within_budget)
 
+    def headroom_text(self, device: str) -> str:
+        """headroom() with its parts, for a message that has to say what was short."""
+        device = str(device)
+        return (f"headroom {format_bytes(self.headroom(device))}: budget {format_bytes(self.devices.budget(device))}, "
+                f"engine holds {format_bytes(self.engine_bytes(device))}, process beyond that "
+                f"{format_bytes(self.overhang(device))}, free on the device {format_bytes(self.devices.memory(device).free)}")
+
     def _capacity(self, device: str) -> int:
         """The most the engine could ever hold there: its budget, or the device less the reserve."""
         return min(self.devices.budget(device), self.devices.memory(device).total - self.reserve_bytes)

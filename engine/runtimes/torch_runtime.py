@@ -1,10 +1,10 @@
 """PyTorch helpers: how many bytes a model holds, and giving freed memory back for real."""
 from __future__ import annotations
 
-import ctypes
 import gc
-import sys
 from typing import Any
+
+from ..measure import trim_heap
 
 
 def tensor_bytes(model: Any) -> int:
@@ -46,16 +46,6 @@ def fault_in(model: Any) -> None:
                 flat[::4096].sum()
 
 
-def _malloc_trim() -> None:
-    # glibc keeps freed small-block heap pages; trimming hands them to the OS so RSS (and every
-    # other process) sees the memory as free again.
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
 def cached_bytes(device: str) -> int:
     """Bytes torch's caching allocator holds on a CUDA device but no tensor uses (0 elsewhere)."""
     if not device.startswith("cuda"):
@@ -69,7 +59,7 @@ def release_cached_memory(collect: bool = True) -> list[str]:
     """Collect garbage (unless told it is not needed) and return cached allocator memory to the
     device. Returns what was done."""
     done = [f"gc.collect() freed {gc.collect()} objects"] if collect else []
-    _malloc_trim()
+    trim_heap()   # freed heap pages back to the OS, so RSS and other processes see them free
     try:
         import torch
     except ImportError:
