@@ -191,9 +191,15 @@ class Pool(Residency):
     def _take(self, spec: ModelSpec, device: str, run_bytes: int, load_bytes: int) -> Instance | None:
         mine = [i for i in self._instances if i.spec is spec]
         for instance in mine:
-            if instance.state == "idle" and instance.device == device and all(self._make_room(
-                    d, run_bytes, f"room to run {spec.name}", protect=instance) for d in instance.devices):
-                instance.state, instance.run_reserved = "leased", run_bytes
+            if instance.state != "idle" or instance.device != device:
+                continue
+            # A learned run peak that cannot fit beside the loaded model even with everything else
+            # gone gets all the room there is, as a new load does below (OOM recovery does the rest);
+            # asking for more would wait for memory that can never come.
+            run_here = {d: min(run_bytes, max(0, self._capacity(d) - instance.bytes_on(d))) for d in instance.devices}
+            if all(self._make_room(d, run_here[d], f"room to run {spec.name}", protect=instance)
+                   for d in instance.devices):
+                instance.state, instance.run_reserved = "leased", max(run_here.values())
                 instance.uses += 1
                 return instance
         if len(mine) >= spec.max_instances:

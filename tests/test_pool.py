@@ -333,3 +333,16 @@ def test_a_waiter_that_could_not_fit_even_in_all_the_engine_holds_does_not_hold_
         with pytest.raises(NotEnoughMemory, match="came free within"):
             with engine.pool.lease("small", timeout_s=1.5):
                 pass
+
+
+def test_a_resident_model_runs_when_its_learned_run_peak_cannot_fit_beside_it(tmp_path):
+    # Alone in the pool, nothing to evict: a run peak larger than the budget leaves must get all
+    # the room there is (OOM recovery covers the rest), not wait for memory that cannot come.
+    engine = make_engine(tmp_path, [block_spec(tmp_path, "m", 32)], budget="cpu=48MiB", wait_timeout_s=3)
+    use(engine, "m")
+    engine.footprints.record_run("m", "cpu", "any", 64 * MiB)
+    assert engine.footprints.predict(engine.registry.get("m"), "cpu", None).bytes >= 64 * MiB
+    started = time.monotonic()
+    use(engine, "m")
+    assert time.monotonic() - started < 2
+    assert [i.state for i in engine.pool._instances] == ["idle"]
