@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from . import capabilities, compile, face_detectors, faces, grouping, networks, video  # noqa: E402
 from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
-from . import cluster, drift  # noqa: E402
+from . import cluster, drift, onnx_arena  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
 # Issue 7's scenarios and issue 9's load test ('video' stays as the old name of video-memory).
@@ -32,6 +32,8 @@ SCENARIOS["face-detectors"] = face_detectors.run
 SCENARIOS["drift"] = drift.run
 # Issue 17: long jobs on Ray worker actors, routed by model, one worker killed.
 SCENARIOS["cluster"] = cluster.run
+# Issue 16: what ONNX Runtime's CPU arena keeps between runs, and what shrinking it costs.
+SCENARIOS["onnx-arena"] = onnx_arena.run
 
 
 def main() -> None:

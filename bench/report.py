@@ -21,7 +21,7 @@ from .goals import SERIES, fields_of as _f, goals as _goals, series as _series
 from .common import ROOT, machine
 
 ALL = ["swap", "grouping", "interactive", "video-memory", "estimate", "overhead", "startup", "oom-stress", "load",
-       "networks", "drift", "cluster"]
+       "networks", "drift", "cluster", "onnx-arena"]
 TAKES_BUDGET = ("interactive", "load")
 PAGE = ROOT / "docs" / "benchmarks.md"
 ASSETS = ROOT / "docs" / "benchmarks"
@@ -77,6 +77,10 @@ DESCRIPTIONS = {
               "`evicting-trim` as evicting with gc + `malloc_trim` after every run. RSS, glibc heap in use and the "
               "pool's ledger after every run; warm from `warm_from` (every model has run twice); slopes are least "
               "squares over the warm runs, drift_pct the fitted growth over them as % of the budget (goal < 1)."),
+    "onnx-arena": ("bench/onnx_arena.py", "Issue 16: ONNX Runtime's CPU arena kept (its default), shrunk after each "
+                   "run (the engine's choice) or off, each in a fresh process: the style preset network at four sizes "
+                   "and the NSFW classifier at batches 1 and 4, 4 rounds; heap trimmed and peak-RSS mark reset before "
+                   "each call. Peaks are listed round by round: the first is the first run at that size."),
     "cluster": ("bench/cluster.py", "Issue 17: a local Ray cluster, 24 chunked jobs over 3 torch models, each job "
                 "leasing its model per chunk. Side by side in one run: one worker; two workers routed by model "
                 "(a job goes to the free worker that holds its model); two workers round-robin; two workers by "

@@ -77,32 +77,45 @@ def spec_device() -> str:
     return "auto" if cuda_works() else "cpu"
 
 
+ARENA_MODES = ("shrink", "keep", "off")
+
+
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
-            arena: bool = True, cuda_options: dict | None = None) -> Any:
+            arena: str = "shrink", cuda_options: dict | None = None) -> Any:
     """An InferenceSession on `device` ('cpu' or 'cuda:N').
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
-    thread, as the models here run sequentially. arena: ONNX Runtime's CPU arena, on by default:
-    off, admission under a budget below two models' sum stalled (tests/test_bench_drift.py: the
-    memory the sessions gave back stayed in the process's heap, outside the ledger, so the
-    overhang kept admission short); to be solved before it goes off again. Off, a run's memory goes back to malloc when it ends (and to the system at the next trim,
-    engine/measure.py): with it on, a session keeps its largest run's peak for ever, out of every
-    footprint, and a later run reuses it without growing RSS, so it can be neither learned nor
-    budgeted (bench estimate). Measured cost (bench estimate's models at their largest size, warm,
-    median of 7, arena off / on): style 1.47x, faces 1.22x, nsfw 1.20x, the six others 0.90-1.08x
-    (the pages given back are faulted in again). arena=True where that speed matters more than
-    the memory truth. cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search
-    for inputs whose shape changes every call).
+    thread, as the models here run sequentially. arena: what ONNX Runtime's CPU arena does with a
+    run's memory once the run ends.
+    - "shrink" (default): the arena serves the run, then gives back every region it no longer
+      uses (run option memory.enable_memory_arena_shrinkage). A run's memory is then a peak that
+      the engine measures and learns like any other. Only the region that held the run's outputs
+      stays (the outputs are copied out after the shrink), until the next run or the session goes.
+      Measured on style at 1024x576 and nsfw (bench/onnx_arena.py): as fast as "keep" within
+      10 %, up to 2x faster than "off", and the process ends 555 MiB smaller than with "keep".
+    - "keep": ONNX Runtime's default; the session keeps its largest run's peak for ever, outside
+      every footprint, and a later run reuses it without growing RSS.
+    - "off": no arena; every buffer from malloc (freed heap stays resident until a trim).
+    cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose
+    shape changes every call).
     """
     import onnxruntime
 
+    if arena not in ARENA_MODES:
+        raise ValueError(f"arena must be one of {ARENA_MODES}, not {arena!r}")
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     # ONNX Runtime's own default counts the machine's cores, not the ones this process may use.
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = arena
+    options.enable_cpu_mem_arena = arena != "off"
+    if not device.startswith("cuda"):
+        # The memory pattern plans a shape's buffers after its first run and allocates the plan
+        # as one block from then on: a second run at a size measured 318 MiB against 178 MiB for
+        # the first (style, 1024x576), so a size learned once was under-predicted. Without it
+        # every run of a size peaks the same, and no slower here (bench estimate's notes).
+        options.enable_mem_pattern = False
     providers: list[Any] = [CPU]
     if device.startswith("cuda") and cuda_works():
         index = int(device.partition(":")[2] or 0)
@@ -112,7 +125,34 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
         raise RuntimeError(f"{device} was asked for, but no CUDA provider of onnxruntime loads here "
                            "(python launch.py doctor says why)")
     source = model if isinstance(model, bytes) else str(model)
-    return onnxruntime.InferenceSession(source, options, providers=providers)
+    if arena != "shrink":
+        return onnxruntime.InferenceSession(source, options, providers=providers)
+    return _shrinking_class()(source, options, providers=providers)
+
+
+@functools.lru_cache(maxsize=1)
+def _shrinking_class() -> type:
+    import onnxruntime
+
+    class ShrinkingSession(onnxruntime.InferenceSession):
+        """Runs with the CPU arena shrunk at the end of each run, unless the caller passes run
+        options of its own. Every call site stays `session.run(None, feed)`."""
+
+        def run(self, output_names, input_feed, run_options=None):
+            if run_options is None:
+                run_options = _shrink_options()
+            return super().run(output_names, input_feed, run_options)
+
+    return ShrinkingSession
+
+
+@functools.lru_cache(maxsize=1)
+def _shrink_options() -> Any:
+    import onnxruntime
+
+    options = onnxruntime.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def provider_of(session: Any) -> str:

@@ -115,8 +115,7 @@ def load(name: str, device: str = "cpu", accelerate: str | None = "onnx",
     gen = torch.Generator().manual_seed(0)
     examples = [(torch.rand(1, 3, h, w, generator=gen).to(device),) for h, w in _EXAMPLE_SIDES]
     # Tiles at the image's edges change shape: cuDNN's exhaustive search would rerun for each.
-    # x4plus's ~600 MiB run peak goes back after each run instead of staying in ONNX Runtime's arena.
-    options = {"cuda_options": {"cudnn_conv_algo_search": "HEURISTIC"}, "arena": name != UPSCALE_X4PLUS}
+    options = {"cuda_options": {"cudnn_conv_algo_search": "HEURISTIC"}}
     net = prepare_net(net, examples, accelerate, cache_dir, EXPORT_KEYS[name], session_options=options)
     return Upscaler(name, net, MARGIN[name], tuple(sorted(_FILES[name])))
 
