@@ -8,16 +8,16 @@ runs with the model resident and half with it unloaded first (so the load is par
 - predicted: the memory the run needs by the learned footprints, read just before it: the run
   peak predicted for the input's size (FootprintStore.predict: a fit over the sizes measured so
   far, engine/predict.py); when the model is not resident, the peak of a first call after a load
-  (predict(..., first_call=True): lazy set-up included) plus the model's load bytes. The reserve
-  (a fixed margin) is not counted.
+  (predict(..., first_call=True): lazy set-up included) plus the model's load bytes and the part
+  of its learned load transient beyond that peak (engine/load_peaks.py), as admission reserves
+  it. The reserve (a fixed margin) is not counted.
 - measured: the process's peak RSS during the call (load included) above its RSS just before,
   with the heap trimmed (gc + malloc_trim) before each run. Peaks come from a 5 ms sampler and
   the kernel's high-water mark after the call. On the CPU this is what the run takes from the
   rest of the machine. The engine learns the same quantity: its probe trims freed heap before a
-  call (engine/measure.py) and ONNX Runtime sessions run without their CPU arena
-  (engine/runtimes/onnx_runtime.py), so no allocator keeps a run's memory for the next to reuse
-  unseen. What still varies is the runtimes' own: the same call at the same size can measure
-  differently from one run to the next (ONNX Runtime plans a shape's memory on its second run).
+  call (engine/measure.py) and ONNX Runtime sessions shrink their CPU arena after each run, with
+  no memory pattern (engine/runtimes/onnx_runtime.py), so no allocator keeps a run's memory for
+  the next to reuse unseen, and a size's second run peaks as its first did.
 
 Each model runs once first (at its smallest size) so that its load has been measured: the
 footprint file persists, so this is the state of every start after the first. Those first runs
@@ -170,7 +170,9 @@ def child(seed: str = "11") -> None:
         seen = bucket in engine.footprints.get(model, device).run_peak_bytes
         guess = engine.footprints.predict(spec, device, bucket, first_call=not resident)
         load = 0 if resident else engine.footprints.load_bytes(spec, device)
-        predicted = guess.bytes + load
+        # What admission reserves (Pool._take): a load's learned transient beyond the run peak too.
+        extra = 0 if resident else engine.pool.load_reserve(spec, device, guess.bytes)
+        predicted = guess.bytes + load + extra
         old = _old_prediction(engine.footprints.get(model, device).run_peak_bytes, bucket,
                               spec.run_estimate_bytes) + load
         release_cached_memory()  # each run starts from a trimmed heap, as after an eviction

@@ -41,6 +41,7 @@ class ModelCost:
     basis: str             # how the run peak was predicted (engine/predict.Prediction.basis)
     load_s: float | None   # its last loads' median, when it has to load; None when unknown
     parked: bool = False   # evicted from a GPU into host RAM: its load is a copy back (engine/parking.py)
+    load_extra_bytes: int = 0   # its load's transient beyond the run peak, reserved while it loads
 
 
 @dataclass
@@ -88,11 +89,14 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
             # A model that loads first pays its first call's lazy set-up too (FootprintStore.predict).
             prediction = engine.footprints.predict(spec, device, bucket, first_call=not resident)
             load = 0 if resident else engine.footprints.load_bytes(spec, device)
+            extra = 0 if resident else pool.load_reserve(spec, device, prediction.bytes)
             cost.models.append(ModelCost(name, device, resident, load, prediction.bytes, prediction.basis,
-                                         None if resident else engine.timings.load_seconds(name, device), parked))
+                                         None if resident else engine.timings.load_seconds(name, device), parked,
+                                         extra))
         for device in dict.fromkeys(m.device for m in cost.models):
             here = [m for m in cost.models if m.device == device]
-            need = sum(m.load_bytes for m in here) + max(m.run_bytes for m in here)
+            # As admission reserves it (Pool._take): loads with their transients, then the largest run.
+            need = sum(m.load_bytes + m.load_extra_bytes for m in here) + max(m.run_bytes for m in here)
             cost.need_bytes[device] = need
             _admit(pool, cost, device, need, keep={m.name for m in here})
     device = cost.models[0].device
