@@ -11,7 +11,7 @@ from ui.times import local_time
 
 
 API_FIELDS = ("id", "capability", "state", "progress", "created", "started", "finished", "result", "error",
-              "resumed_from", "resumed_from_frame", "worker", "moves")
+              "resumed_from", "resumed_from_frame", "worker", "moves", "lane")
 
 
 def _public(job: dict) -> dict:
@@ -32,10 +32,10 @@ def _resumed(job: dict) -> str:
 
 
 def job_rows(jobs: list[dict]) -> pd.DataFrame:
-    columns = ["id", "capability", "state", "progress", "created", "started", "finished", "model",
+    columns = ["id", "capability", "lane", "state", "progress", "created", "started", "finished", "model",
                "peak memory", "resumed from", "worker (moves)", "note / error"]
     return pd.DataFrame([{
-        "id": j["id"], "capability": j["capability"], "state": j["state"],
+        "id": j["id"], "capability": j["capability"], "lane": j.get("lane", "compute"), "state": j["state"],
         "progress": f"{j['progress'] * 100:.0f}%", "created": local_time(j["created"]),
         "started": local_time(j["started"]), "finished": local_time(j["finished"]), "model": j["model"],
         "peak memory": _peak(j), "resumed from": _resumed(j),
@@ -51,7 +51,8 @@ def list_jobs(engine: Engine) -> dict:
     finished (unix time), result (file path), error, resumed_from (where a resumed job picked
     up: "frame 48", "120.0 s" or "chunk 2"), resumed_from_frame (video jobs: the frame), worker
     (the cluster worker that ran it last, null when it ran in the app's own process) and moves (how
-    often it moved to another worker after losing one)."""
+    often it moved to another worker after losing one) and lane ("compute", or "io" for model
+    downloads, which run on threads of their own)."""
     return {"jobs": [_public(j) for j in engine.jobs.list()]}
 
 

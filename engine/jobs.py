@@ -6,11 +6,14 @@ resumption from the last finished chunk after a crash.
 - A job kind names the model it needs. The scheduler prefers queued jobs whose model is already
   loaded or was just used, so a model loads once for a group instead of once per job; no job is
   passed over more than `max_passed_over` times. At most `model_limit` jobs per model run at once.
+- Jobs run in lanes (engine.job_lanes): downloads on io threads of their own, never holding the
+  compute jobs behind them; grouping and fairness hold within each lane.
 - Workers wait on a condition that every submit, finish and cancel signals: no polling sleeps.
 - On the CPU, job threads run torch with fewer threads than the machine has, so interactive
   calls still find a free core.
 - With a Ray cluster attached (engine.cluster), jobs run on its workers, routed by model; this
-  queue stays the truth, and a job whose worker dies resumes on another from its checkpoint.
+  queue stays the truth, and a job whose worker dies resumes on another from its checkpoint;
+  io jobs stay on the head.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import job_lanes as lanes
 from .errors import UserFacingError
 from .job_store import FIELDS, TERMINAL, WAITING, JobStore  # noqa: F401  (engine.jobs names)
 from .oom import NotEnoughMemory, OutOfMemory
@@ -79,6 +83,11 @@ class JobKind:
     # UserFacingError for a request the job could never run (a bad mode, a video without frames),
     # so the user hears it now, not after the queue.
     check: Callable[[dict, dict[str, Path]], None] | None = None
+    lane: str = lanes.COMPUTE  # engine.job_lanes: "io" (downloads) holds no compute job behind it
+
+    def __post_init__(self):
+        if self.lane not in lanes.LANES:
+            raise ValueError(f"lane must be one of {lanes.LANES}, not {self.lane!r}")
 
 
 class JobContext:
@@ -126,30 +135,35 @@ class JobContext:
 
 
 class JobQueue:
-    def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, max_passed_over: int = 4,
-                 model_limits: dict[str, int] | None = None, job_threads: int | None = None,
-                 policy: str = "grouped", defaults: dict | None = None, cluster=None):
+    def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, io_workers: int = 2,
+                 max_passed_over: int = 4, model_limits: dict[str, int] | None = None,
+                 job_threads: int | None = None, policy: str = "grouped", defaults: dict | None = None,
+                 cluster=None):
         if policy not in ("grouped", "fifo"):
             raise ValueError("policy must be 'grouped' or 'fifo'")
+        if io_workers < 1:
+            raise ValueError("io_workers must be at least 1: io jobs (downloads) have no other lane")
         self.engine = engine
         self.root = Path(data_dir)
         self.store = JobStore(self.root / "jobs.sqlite")
         self.kinds: dict[str, JobKind] = {}
-        self.workers, self.max_passed_over, self.policy = workers, max_passed_over, policy
+        # workers: the compute lane's threads (in-process); io_workers: the io lane's, always here.
+        self.workers, self.io_workers = workers, io_workers
+        self.max_passed_over, self.policy = max_passed_over, policy
         # Params every job sees unless it sets its own (the server's --chunk-frames, say), merged
         # under the job's params when it runs: its kind reads them from ctx.params.
         self.defaults = dict(defaults or {})
         self.model_limits = dict(model_limits or {})
         self.job_threads = job_threads or max(1, (os.cpu_count() or 2) - 1)
         self._cond = threading.Condition()
-        self._running: dict[str, str] = {}  # job id -> model
+        self._running: dict[str, tuple[str, str | None]] = {}  # job id -> (model, cluster worker or None)
         self._cancel: set[str] = set()
         self._versions: dict[str, int] = {}
-        self._last_model: str | None = None
+        self._last_model: dict[str, str] = {}  # lane -> the model its last job needed
         self._stop = False
         self._threads: list[threading.Thread] = []
-        # With a cluster (engine.cluster.Cluster) attached, jobs run on its workers, one job thread
-        # each, instead of in this process; None: in-process, `workers` threads.
+        # With a cluster (engine.cluster.Cluster) attached, compute jobs run on its workers, one job
+        # thread each, instead of in this process; None: in-process, `workers` threads.
         self.cluster = None
         self._free: set[str] = set()  # cluster workers whose thread waits for a job
         if cluster is not None:
@@ -176,11 +190,10 @@ class JobQueue:
             log.warning("job %s was running when the process stopped: it resumes", job["id"])
             self.store.update(job["id"], state="interrupted", note="interrupted; resumes from its last chunk")
         self._stop = False
-        # With a cluster: a thread per worker, and one here for the kinds no worker has (downloads).
-        names = self.cluster.worker_ids() + [None] if self.cluster is not None else [None] * self.workers
-        for i, worker in enumerate(names):
-            thread = threading.Thread(target=self._work, args=(worker,), name=f"wimmel-job-{worker or i}",
-                                      daemon=True)
+        # A thread per compute seat (per cluster worker with a cluster), and the io lane's here.
+        for i, seat in enumerate(lanes.seats(self.workers, self.io_workers, self.cluster)):
+            thread = threading.Thread(target=self._work, args=(seat,), daemon=True,
+                                      name=f"wimmel-job-{seat.worker or f'{seat.lane}-{i}'}")
             thread.start()
             self._threads.append(thread)
 
@@ -234,7 +247,8 @@ class JobQueue:
         return job
 
     def list(self) -> list[dict]:
-        return self.store.all()[::-1]
+        """Every job, newest first, with its lane ("compute" or "io")."""
+        return [{**j, "lane": lanes.lane_of(self.kinds, j)} for j in self.store.all()[::-1]]
 
     def cancel(self, job_id: str) -> dict:
         job = self.get(job_id)
@@ -290,38 +304,23 @@ class JobQueue:
             return self.model_limits[model]
         return self.engine.registry.get(model).max_instances if model in self.engine.registry else 1
 
-    def _pick(self, worker: str | None = None) -> dict | None:
-        """Choose the next job (lock held). Grouped: stay with a warm model unless a job starves."""
+    def _pick(self, seat: lanes.Seat) -> dict | None:
+        """Choose the next job for a thread of seat.lane (lock held): engine.job_lanes."""
         waiting = self.store.all(WAITING)
-        if self.cluster is not None:  # routed by model among the free workers, grouped per worker
-            pick, passed = self.cluster.route(worker, waiting, self._free, self.policy, self.max_passed_over)
-            for job in passed:
-                self.store.update(job["id"], passed_over=job["passed_over"] + 1)
-            return pick
-        busy: dict[str, int] = {}
-        for model in self._running.values():
-            busy[model] = busy.get(model, 0) + 1
-        ready = [j for j in waiting if busy.get(j["model"], 0) < self._limit(j["model"])]
-        if not ready:
-            return None
-        if self.policy == "fifo":
-            return ready[0]
-        # Jobs cut off by a crash go first: they already hold finished chunks and a place in line.
-        interrupted = [j for j in ready if j["state"] == "interrupted"]
-        starving = [j for j in ready if j["passed_over"] >= self.max_passed_over]
-        if interrupted or starving:
-            pick = (interrupted or starving)[0]
+        mine = lanes.waiting_for(seat, waiting, self.kinds, self.cluster)
+        if seat.worker is not None:  # routed by model among the free workers, grouped per worker
+            pick, passed = self.cluster.route(seat.worker, mine, self._free, self.policy, self.max_passed_over)
         else:
-            warm = set(self._running.values()) | set(self.engine.pool.loaded_models())
-            if self._last_model:
-                warm.add(self._last_model)
-            pick = next((j for j in ready if j["model"] in warm), ready[0])
-        for job in ready:
-            if job["seq"] < pick["seq"]:
-                self.store.update(job["id"], passed_over=job["passed_over"] + 1)
+            here = [model for model, worker in self._running.values() if worker is None]
+            busy = {model: here.count(model) for model in here}
+            warm = set(here) | set(self.engine.pool.loaded_models()) | {self._last_model.get(seat.lane)}
+            pick, passed = lanes.choose(mine, busy, self._limit, warm, self.policy, self.max_passed_over)
+        for job in passed:
+            self.store.update(job["id"], passed_over=job["passed_over"] + 1)
         return pick
 
-    def _work(self, worker: str | None = None) -> None:
+    def _work(self, seat: lanes.Seat) -> None:
+        worker = seat.worker
         try:
             import torch
 
@@ -337,15 +336,15 @@ class JobQueue:
                 job = None
                 while not self._stop:
                     self._free.add(worker)
-                    job = self._pick(worker)
+                    job = self._pick(seat)
                     if job is not None:
                         break
                     self._cond.wait()
                 self._free.discard(worker)
                 if self._stop:
                     return
-                self._running[job["id"]] = job["model"]
-                self._last_model = job["model"]
+                self._running[job["id"]] = (job["model"], worker)
+                self._last_model[seat.lane] = job["model"]
                 self.store.update(job["id"], state="running", started=job["started"] or time.time(),
                                   attempts=job["attempts"] + 1, note="running" if worker is None
                                   else f"running on {worker}", **({"worker": worker} if worker else {}))

@@ -40,4 +40,4 @@ def job_kind(store) -> JobKind:
         result.write_text(json.dumps(entry, indent=1))
         return str(result)
 
-    return JobKind(JOB_CAPABILITY, JOB_MODEL, run, check=check)
+    return JobKind(JOB_CAPABILITY, JOB_MODEL, run, check=check, lane="io")  # never holds a video job behind it

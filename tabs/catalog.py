@@ -63,6 +63,7 @@ class EngineOptions:
     budget: str | dict | None = None
     device: str = "auto"
     job_workers: int = 1
+    io_workers: int = 2                         # io lane threads: model downloads (engine/job_lanes.py)
     job_threads: int | None = None              # torch threads per job on the CPU (None: cores - 1)
     chunk_frames: int = CHUNK_FRAMES            # frames per chunk of video jobs (a job default)
     wait_timeout_s: float = 300.0
@@ -82,7 +83,8 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
     engine = Engine(options.data_dir, budget=options.budget, device=options.device,
                     specs=default_specs() if options.specs is None else options.specs,
                     wait_timeout_s=options.wait_timeout_s,
-                    job_options={"workers": options.job_workers, "job_threads": options.job_threads,
+                    job_options={"workers": options.job_workers, "io_workers": options.io_workers,
+                                 "job_threads": options.job_threads,
                                  "defaults": {"chunk_frames": options.chunk_frames}},
                     **options.extra)
     for kind in default_job_kinds() if options.job_kinds is None else options.job_kinds:
