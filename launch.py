@@ -37,7 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--nsfw-threshold", type=float, default=0.8,
                         help="NSFW score from which the gate blurs an output (default 0.8)")
     parser.add_argument("--job-workers", type=int, default=1,
-                        help="long jobs run at once (default 1; each model also has its own limit)")
+                        help="compute jobs (video, audio) run at once (default 1; each model also has its own limit)")
+    parser.add_argument("--io-workers", type=int, default=2,
+                        help="model downloads and other io jobs run at once, on threads of their own (default 2)")
     parser.add_argument("--chunk-frames", type=int, default=32,
                         help="video frames per chunk: a killed job resumes from its last chunk (default 32)")
     parser.add_argument("--cluster", metavar="local|auto|HOST:PORT",
@@ -45,7 +47,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "or an address joins a cluster (docs/cluster.md); without it all runs here")
     parser.add_argument("--cluster-workers", type=int, default=2,
                         help="CPU workers with --cluster (default 2), besides one per GPU")
-    return parser.parse_args(argv)
+    parser.add_argument("--mcp", action="store_true",
+                        help="also serve every API endpoint as an MCP tool (its docstring the tool's "
+                             "description) at /gradio_api/mcp/ (streamable HTTP; legacy SSE at "
+                             "/gradio_api/mcp/sse); needs gradio[mcp]; not with a login")
+    args = parser.parse_args(argv)
+    if args.mcp and (args.auth or args.share):
+        # Gradio 6.31's MCP server lists the tools without the login but runs each call through a
+        # client of its own that has no credentials: behind a login every call fails.
+        parser.error("--mcp cannot be combined with --auth or --share (which always has a login): "
+                     "Gradio's MCP server cannot call the app's endpoints behind a login")
+    return args
 
 
 def attach_cluster(engine, args: argparse.Namespace) -> None:
@@ -111,7 +123,8 @@ def main(argv=None) -> None:
     from ui import safety
 
     engine = build_engine(EngineOptions(data_dir=args.data_dir, budget=args.budget, device=args.device,
-                                        job_workers=args.job_workers, chunk_frames=args.chunk_frames))
+                                        job_workers=args.job_workers, io_workers=args.io_workers,
+                                        chunk_frames=args.chunk_frames))
     engine.history.start()
     gate = safety.configure(engine, args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)
@@ -143,7 +156,8 @@ def main(argv=None) -> None:
              time.perf_counter() - started)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=login(args),
                 max_file_size=args.max_file_size, show_error=True,
-                allowed_paths=[str(engine.jobs.root / "jobs")])  # job results, served for download
+                allowed_paths=[str(engine.jobs.root / "jobs")],  # job results, served for download
+                mcp_server=args.mcp or None)  # None: Gradio's GRADIO_MCP_SERVER variable decides
 
 
 if __name__ == "__main__":
