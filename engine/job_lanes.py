@@ -10,6 +10,10 @@ download never holds the video and audio jobs queued behind it.
 - Model limits still hold inside a lane: the store's downloads share one model key, so they run
   one at a time however many io threads there are; other io kinds run beside them.
 - Passed-over counts and the last model used are per lane: a job never waits on another lane's.
+- Within the compute lane, owners take turns (engine.job_shares); the io lane stays in order.
+- Paused (JobQueue.pause, an admin's control): no compute job starts, anywhere (not even on the
+  cluster head's io threads); running jobs finish. The io lane keeps going: downloads hold no GPU
+  or CPU that users share, and installing a model is what an admin may well do while paused.
 """
 from __future__ import annotations
 
@@ -45,12 +49,14 @@ def in_lane(lane: str, waiting: list[dict], kinds: dict) -> list[dict]:
     return [j for j in waiting if lane_of(kinds, j) == lane]
 
 
-def waiting_for(seat: Seat, waiting: list[dict], kinds: dict, cluster=None) -> list[dict]:
+def waiting_for(seat: Seat, waiting: list[dict], kinds: dict, cluster=None, paused: bool = False) -> list[dict]:
     """The waiting jobs (oldest first) a thread of `seat` may take: its lane's. On a cluster's head
     the io lane also takes the oldest compute job of a kind no worker has (cluster.route(None)),
-    as the head's one job thread did before lanes."""
+    as the head's one job thread did before lanes. Paused: no compute job at all."""
+    if paused and seat.lane == COMPUTE:
+        return []
     mine = in_lane(seat.lane, waiting, kinds)
-    if cluster is not None and seat.worker is None:
+    if cluster is not None and seat.worker is None and not paused:
         stranded, _ = cluster.route(None, in_lane(COMPUTE, waiting, kinds), set(), "grouped", 0)
         if stranded is not None:
             mine = sorted(mine + [stranded], key=lambda j: j["seq"])

@@ -13,10 +13,13 @@ WAITING = ("queued", "interrupted")
 # went back to the queue because its worker was lost mid-job (it resumes on a worker from there).
 FIELDS = ("id", "seq", "capability", "model", "params", "state", "progress", "note", "created",
           "started", "finished", "result", "error", "resumed_from_frame", "runs", "checkpoint",
-          "passed_over", "attempts", "resumed_from", "bug", "worker", "moves")
+          "passed_over", "attempts", "resumed_from", "bug", "worker", "moves", "owner")
+# owner: whose job it is (a login name, or a browser session id without logins; None: local use).
 _JSON = ("params", "runs", "checkpoint")
 # Columns added after the first release: a jobs.sqlite from before gets them (as NULL).
-_ADDED = (("resumed_from", "TEXT"), ("bug", "INTEGER"), ("worker", "TEXT"), ("moves", "INTEGER"))
+_ADDED = (("resumed_from", "TEXT"), ("bug", "INTEGER"), ("worker", "TEXT"), ("moves", "INTEGER"),
+          ("owner", "TEXT"))
+ANY = object()   # JobStore.all's owner when every owner's jobs are wanted (None is the local user)
 
 
 class JobStore:
@@ -36,6 +39,8 @@ class JobStore:
         for column, kind in _ADDED:
             if column not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        # The queue's own state that outlives the process (paused by an admin), as JSON values.
+        self._db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT)")
         self._lock = threading.Lock()
 
     @staticmethod
@@ -63,15 +68,31 @@ class JobStore:
             row = self._db.execute(f"SELECT {','.join(FIELDS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._row(row) if row else None
 
-    def all(self, states: tuple[str, ...] | None = None) -> list[dict]:
-        query = f"SELECT {','.join(FIELDS)} FROM jobs"
-        args: tuple = ()
+    def all(self, states: tuple[str, ...] | None = None, owner=ANY) -> list[dict]:
+        """The jobs in `states` (all: None), oldest first; only `owner`'s when given (None: the
+        jobs of local use, which have no owner)."""
+        where, args = [], []
         if states:
-            query += f" WHERE state IN ({','.join('?' * len(states))})"
-            args = states
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        if owner is None:
+            where.append("owner IS NULL")
+        elif owner is not ANY:
+            where.append("owner = ?")
+            args.append(owner)
+        query = f"SELECT {','.join(FIELDS)} FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         with self._lock:
             rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
         return [self._row(r) for r in rows]
+
+    def setting(self, key: str, default=None):
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     def next_seq(self) -> int:
         with self._lock:

@@ -8,6 +8,9 @@ resumption from the last finished chunk after a crash.
   passed over more than `max_passed_over` times. At most `model_limit` jobs per model run at once.
 - Jobs run in lanes (engine.job_lanes): downloads on io threads of their own, never holding the
   compute jobs behind them; grouping and fairness hold within each lane.
+- Jobs have owners (a login, a browser session; None: local use). In the compute lane owners take
+  turns, and an owner may have only so many jobs and bytes of input queued (engine.job_shares).
+  An admin can pause the compute lane and cancel everything one owner has queued.
 - Workers wait on a condition that every submit, finish and cancel signals: no polling sleeps.
 - On the CPU, job threads run torch with fewer threads than the machine has, so interactive
   calls still find a free core.
@@ -18,7 +21,6 @@ resumption from the last finished chunk after a crash.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -27,51 +29,22 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from . import job_lanes as lanes
+from . import job_shares as shares
 from .errors import UserFacingError
-from .job_store import FIELDS, TERMINAL, WAITING, JobStore  # noqa: F401  (engine.jobs names)
-from .oom import NotEnoughMemory, OutOfMemory
+from .job_context import (RESUME_UNITS, JobCancelled, JobContext, JobFailed,  # noqa: F401  (engine.jobs names)
+                          WorkerLost, describe_failure)
+from .job_shares import QueueLimit  # noqa: F401  (engine.jobs names)
+from .job_store import ANY, FIELDS, TERMINAL, WAITING, JobStore  # noqa: F401  (engine.jobs names)
 from .runs import Request, current_request
 
 log = logging.getLogger(__name__)
 
-RESUME_UNITS = ("frame", "s", "chunk")
-
-
-class JobCancelled(Exception):
-    pass
-
 
 class JobStateError(UserFacingError, ValueError):
     """Asked for something the job's state does not allow (retrying a job that is running)."""
-
-
-class WorkerLost(Exception):
-    """The cluster worker running a job died mid-job: the job goes back to the queue."""
-
-
-class JobFailed(Exception):
-    """A job failed on a cluster worker: the message as describe_failure gave it there."""
-
-    def __init__(self, message: str, plain: bool):
-        super().__init__(message)
-        self.message, self.plain = message, plain
-
-
-def describe_failure(exc: BaseException, root: Path) -> tuple[str, bool]:
-    """(message, plain) of a failed job. Our own verdicts read well as they are; anything else is
-    a bug: its type goes with it for the log and the API, and the UI says "something went wrong"
-    instead (job["bug"])."""
-    if isinstance(exc, JobFailed):
-        return exc.message, exc.plain
-    disk_full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    if disk_full:
-        return (f"The disk is full: no space left to write in {root}. "
-                "Free some space, then retry the job."), True
-    plain = isinstance(exc, (UserFacingError, NotEnoughMemory, OutOfMemory))
-    return (str(exc) if plain else f"{type(exc).__name__}: {exc}"), plain
 
 
 @dataclass(frozen=True)
@@ -90,55 +63,12 @@ class JobKind:
             raise ValueError(f"lane must be one of {lanes.LANES}, not {self.lane!r}")
 
 
-class JobContext:
-    """What a running job sees: its params and folder, progress, checkpoint, cancel, models."""
-
-    def __init__(self, queue: "JobQueue", job: dict, run):
-        # The queue stays private: a job reaches models through call/spec, never through the queue.
-        self._queue, self.id, self.run = queue, job["id"], run
-        self.params: dict = {**queue.defaults, **job["params"]}
-        self.checkpoint: dict = dict(job["checkpoint"])
-        self.work_dir = queue.job_dir(self.id)
-
-    def input(self, name: str) -> Path:
-        return self.work_dir / "input" / self.params["inputs"][name]
-
-    def progress(self, fraction: float, note: str = "") -> None:
-        self._queue._update(self.id, progress=max(0.0, min(1.0, fraction)), note=note)
-
-    def save_checkpoint(self, **values) -> None:
-        """Persist what the job has finished; called after the chunk's output is safely on disk."""
-        self.checkpoint.update(values)
-        self._queue._update(self.id, checkpoint=self.checkpoint)
-
-    def resumed_from(self, position: float, unit: str = "frame") -> None:
-        """Where a resumed attempt picked up, in the job's own unit: a video frame, seconds of
-        audio ("s"), or a chunk of work ("chunk"). Shown in the Jobs tab as "frame 48",
-        "120.0 s", "chunk 2"; `resumed_from_frame` is kept for video jobs (API)."""
-        if unit not in RESUME_UNITS:
-            raise ValueError(f"unit must be one of {RESUME_UNITS}, not {unit!r}")
-        text = f"{position:.1f} s" if unit == "s" else f"{unit} {int(position)}"
-        self._queue._update(self.id, resumed_from=text,
-                           resumed_from_frame=int(position) if unit == "frame" else None)
-
-    def check_cancelled(self) -> None:
-        if self._queue._cancel_requested(self.id):
-            raise JobCancelled()
-
-    def call(self, model: str, fn: Callable[[Any], Any], *, degrade=None) -> Any:
-        """Lease a model for one step of the job (a chunk), so interactive calls interleave."""
-        return self.run.call(model, fn, degrade=degrade)
-
-    def spec(self, model: str):
-        """The ModelSpec of a model the job uses (its max_pixels, say)."""
-        return self._queue.engine.registry.get(model)
-
-
 class JobQueue:
     def __init__(self, engine, data_dir: str | os.PathLike, *, workers: int = 1, io_workers: int = 2,
                  max_passed_over: int = 4, model_limits: dict[str, int] | None = None,
                  job_threads: int | None = None, policy: str = "grouped", defaults: dict | None = None,
-                 cluster=None):
+                 cluster=None, max_queued_per_owner: int | None = None,
+                 max_upload_bytes_per_owner: int | None = None):
         if policy not in ("grouped", "fifo"):
             raise ValueError("policy must be 'grouped' or 'fifo'")
         if io_workers < 1:
@@ -154,6 +84,9 @@ class JobQueue:
         # under the job's params when it runs: its kind reads them from ctx.params.
         self.defaults = dict(defaults or {})
         self.model_limits = dict(model_limits or {})
+        # Per owner: queued-or-running jobs, and bytes of their input files (None: no limit).
+        self.limits = shares.Limits(max_queued_per_owner, max_upload_bytes_per_owner)
+        self._turns = shares.Turns()   # which owner's job the compute lane offers first
         self.job_threads = job_threads or max(1, (os.cpu_count() or 2) - 1)
         self._cond = threading.Condition()
         self._running: dict[str, tuple[str, str | None]] = {}  # job id -> (model, cluster worker or None)
@@ -161,6 +94,7 @@ class JobQueue:
         self._versions: dict[str, int] = {}
         self._last_model: dict[str, str] = {}  # lane -> the model its last job needed
         self._stop = False
+        self._paused = bool(self.store.setting("paused", False))
         self._threads: list[threading.Thread] = []
         # With a cluster (engine.cluster.Cluster) attached, compute jobs run on its workers, one job
         # thread each, instead of in this process; None: in-process, `workers` threads.
@@ -208,8 +142,9 @@ class JobQueue:
     # ---- the API ----
 
     def submit(self, capability: str, params: dict | None = None,
-               inputs: dict[str, str | os.PathLike] | None = None) -> str:
-        """Queue a job. Input files are copied into the job's folder: uploads may be deleted."""
+               inputs: dict[str, str | os.PathLike] | None = None, owner: str | None = None) -> str:
+        """Queue a job for `owner` (a login or session id; None: local use). Input files are copied
+        into the job's folder: uploads may be deleted. QueueLimit: the owner has no room left."""
         if capability not in self.kinds:
             raise KeyError(f"no job kind {capability!r}; known: {sorted(self.kinds)}")
         params = dict(params or {})
@@ -218,14 +153,21 @@ class JobQueue:
             self.kinds[capability].check(dict(params), {name: Path(path) if path else None
                                                         for name, path in (inputs or {}).items()})
         job_id = uuid.uuid4().hex[:12]
+        given = {name: Path(path) for name, path in (inputs or {}).items() if path}
+        new_bytes = sum(os.path.getsize(path) for path in given.values())
+        with self.limits.admit(owner, job_id, new_bytes, self._active, self.job_dir):
+            self._store_new(job_id, capability, params, given, owner)
+        self._changed(job_id)
+        return job_id
+
+    def _store_new(self, job_id: str, capability: str, params: dict, inputs: dict[str, Path],
+                   owner: str | None) -> None:
         folder = self.job_dir(job_id) / "input"
         folder.mkdir(parents=True)
         names = {}
-        for name, path in (inputs or {}).items():
-            if not path:
-                continue
+        for name, path in inputs.items():
             # One folder per input: a video and a photo may well share a file name.
-            names[name] = f"{name}/{Path(path).name}"
+            names[name] = f"{name}/{path.name}"
             (folder / name).mkdir(exist_ok=True)
             shutil.copyfile(path, folder / names[name])
         job = {f: None for f in FIELDS}
@@ -235,10 +177,8 @@ class JobQueue:
         job.update(id=job_id, seq=self.store.next_seq(), capability=capability,
                    model=self.kinds[capability].model, params={**params, "inputs": names},
                    state="queued", progress=0.0, note="queued", created=time.time(), runs=[],
-                   checkpoint={}, passed_over=0, attempts=0)
+                   checkpoint={}, passed_over=0, attempts=0, owner=owner)
         self.store.insert(job)
-        self._changed(job_id)
-        return job_id
 
     def get(self, job_id: str) -> dict:
         job = self.store.get(job_id)
@@ -246,13 +186,14 @@ class JobQueue:
             raise KeyError(f"no job {job_id!r}")
         return job
 
-    def list(self) -> list[dict]:
-        """Every job, newest first, with its lane ("compute" or "io")."""
-        return [{**j, "lane": lanes.lane_of(self.kinds, j)} for j in self.store.all()[::-1]]
+    def list(self, owner: str | None = None) -> list[dict]:
+        """Every job (only `owner`'s when given), newest first, with its lane ("compute" or "io")."""
+        jobs = self.store.all(owner=ANY if owner is None else owner)
+        return [{**j, "lane": lanes.lane_of(self.kinds, j)} for j in jobs[::-1]]
 
     def cancel(self, job_id: str) -> dict:
-        job = self.get(job_id)
-        with self._cond:
+        with self._cond:   # read under the lock: a queued job cannot start meanwhile
+            job = self.get(job_id)
             if job["state"] in WAITING:
                 self.store.update(job_id, state="cancelled", finished=time.time(), note="cancelled")
             elif job["state"] == "running":
@@ -267,10 +208,40 @@ class JobQueue:
         job = self.get(job_id)
         if job["state"] not in ("failed", "cancelled"):
             raise JobStateError(f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried")
-        self.store.update(job_id, state="queued", error=None, bug=None, finished=None, note="queued again",
-                          passed_over=0)
+        # Back in the queue, it counts against its owner's limits again, with the files it holds.
+        with self.limits.admit(job["owner"], job_id, shares.folder_bytes(self.job_dir(job_id) / "input"),
+                               self._active, self.job_dir):
+            self.store.update(job_id, state="queued", error=None, bug=None, finished=None,
+                              note="queued again", passed_over=0)
         self._changed(job_id)
         return self.get(job_id)
+
+    # ---- admin controls ----
+
+    @property
+    def paused(self) -> bool:
+        """Paused: no compute job starts (running ones finish); the io lane goes on. Kept in
+        jobs.sqlite, so a restart does not undo an admin's pause."""
+        return self._paused
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self.store.set_setting("paused", True)
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self.store.set_setting("paused", False)
+            self._cond.notify_all()
+
+    def cancel_owner(self, owner: str | None) -> int:
+        """Cancel every queued or running job of `owner` (None: local use's); how many. Running
+        ones stop at their next chunk boundary."""
+        jobs = self._active(owner)
+        for job in jobs:
+            self.cancel(job["id"])
+        return len(jobs)
 
     def follow(self, job_id: str, timeout_s: float = 1.0) -> Iterator[dict]:
         """Yield the job each time it changes, until it ends (for progress bars)."""
@@ -295,6 +266,9 @@ class JobQueue:
         self.store.update(job_id, **fields)
         self._changed(job_id)
 
+    def _active(self, owner: str | None) -> list[dict]:
+        return self.store.all(WAITING + ("running",), owner=owner)
+
     def _cancel_requested(self, job_id: str) -> bool:
         with self._cond:
             return job_id in self._cancel
@@ -307,14 +281,22 @@ class JobQueue:
     def _pick(self, seat: lanes.Seat) -> dict | None:
         """Choose the next job for a thread of seat.lane (lock held): engine.job_lanes."""
         waiting = self.store.all(WAITING)
-        mine = lanes.waiting_for(seat, waiting, self.kinds, self.cluster)
+        mine = lanes.waiting_for(seat, waiting, self.kinds, self.cluster, self._paused)
         if seat.worker is not None:  # routed by model among the free workers, grouped per worker
-            pick, passed = self.cluster.route(seat.worker, mine, self._free, self.policy, self.max_passed_over)
+            def choose(jobs):
+                return self.cluster.route(seat.worker, jobs, self._free, self.policy, self.max_passed_over)
         else:
             here = [model for model, worker in self._running.values() if worker is None]
             busy = {model: here.count(model) for model in here}
             warm = set(here) | set(self.engine.pool.loaded_models()) | {self._last_model.get(seat.lane)}
-            pick, passed = lanes.choose(mine, busy, self._limit, warm, self.policy, self.max_passed_over)
+
+            def choose(jobs):
+                return lanes.choose(jobs, busy, self._limit, warm, self.policy, self.max_passed_over)
+        # Compute: owners take turns (engine.job_shares), the grouped rule within each one's jobs.
+        fair = seat.lane == lanes.COMPUTE
+        pick, passed = shares.first_pick(self._turns.order(mine) if fair else [mine], choose)
+        if pick is not None and fair:
+            self._turns.picked(pick["owner"])
         for job in passed:
             self.store.update(job["id"], passed_over=job["passed_over"] + 1)
         return pick

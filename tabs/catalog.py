@@ -64,6 +64,8 @@ class EngineOptions:
     device: str = "auto"
     job_workers: int = 1
     io_workers: int = 2                         # io lane threads: model downloads (engine/job_lanes.py)
+    max_queued_per_owner: int | None = None     # per login/session: queued+running jobs (None: no limit)
+    max_upload_bytes_per_owner: int | None = None  # per login/session: bytes of queued jobs' input files
     job_threads: int | None = None              # torch threads per job on the CPU (None: cores - 1)
     chunk_frames: int = CHUNK_FRAMES            # frames per chunk of video jobs (a job default)
     wait_timeout_s: float = 300.0
@@ -85,6 +87,8 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
                     wait_timeout_s=options.wait_timeout_s,
                     job_options={"workers": options.job_workers, "io_workers": options.io_workers,
                                  "job_threads": options.job_threads,
+                                 "max_queued_per_owner": options.max_queued_per_owner,
+                                 "max_upload_bytes_per_owner": options.max_upload_bytes_per_owner,
                                  "defaults": {"chunk_frames": options.chunk_frames}},
                     **options.extra)
     for kind in default_job_kinds() if options.job_kinds is None else options.job_kinds:
