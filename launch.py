@@ -22,7 +22,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true",
                         help="also serve on a public gradio.live link; always behind a login")
     parser.add_argument("--auth", metavar="USER:PASS",
-                        help="require this login; with --share and no --auth one is generated and printed")
+                        help="require this login (its user is the admin); with --share and no --auth or "
+                             "--auth-file one is generated and printed")
+    parser.add_argument("--auth-file", metavar="PATH",
+                        help="several logins: one user:hash a line (python launch.py hash-password prints "
+                             "them), # comments, and an 'admins: user1, user2' line; each user sees "
+                             "only their own jobs, admins see and manage all")
+    parser.add_argument("--admins", metavar="USER,...", default="",
+                        help="with --auth-file: these users are admins too (besides the file's admins line)")
     parser.add_argument("--budget", metavar="DEV=SIZE,...",
                         help="most memory the engine may hold per device, e.g. cpu=6GiB,cuda:0=10GiB "
                              "(default: each device's total, less what other processes use)")
@@ -40,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="compute jobs (video, audio) run at once (default 1; each model also has its own limit)")
     parser.add_argument("--io-workers", type=int, default=2,
                         help="model downloads and other io jobs run at once, on threads of their own (default 2)")
+    parser.add_argument("--max-jobs-per-user", type=int, metavar="N",
+                        help="queued and running jobs one login (or browser session) may have (default: no limit)")
+    parser.add_argument("--max-upload-per-user", metavar="SIZE",
+                        help="bytes of input files one login's queued jobs may hold, e.g. 2GiB (default: no limit)")
     parser.add_argument("--chunk-frames", type=int, default=32,
                         help="video frames per chunk: a killed job resumes from its last chunk (default 32)")
     parser.add_argument("--cluster", metavar="local|auto|HOST:PORT",
@@ -52,10 +63,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "description) at /gradio_api/mcp/ (streamable HTTP; legacy SSE at "
                              "/gradio_api/mcp/sse); needs gradio[mcp]; not with a login")
     args = parser.parse_args(argv)
-    if args.mcp and (args.auth or args.share):
+    if args.auth and args.auth_file:
+        parser.error("--auth and --auth-file exclude each other: put every login in the file")
+    if args.admins and not args.auth_file:
+        parser.error("--admins needs --auth-file (with --auth its one user is the admin)")
+    if args.mcp and (args.auth or args.auth_file or args.share):
         # Gradio 6.31's MCP server lists the tools without the login but runs each call through a
         # client of its own that has no credentials: behind a login every call fails.
-        parser.error("--mcp cannot be combined with --auth or --share (which always has a login): "
+        parser.error("--mcp cannot be combined with --auth, --auth-file or --share (which always has a login): "
                      "Gradio's MCP server cannot call the app's endpoints behind a login")
     return args
 
@@ -78,17 +93,70 @@ def attach_cluster(engine, args: argparse.Namespace) -> None:
 
 
 def login(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The one login of --auth, or --share's generated one; None otherwise."""
     if args.auth:
         user, sep, password = args.auth.partition(":")
         if not sep or not user or not password:
             sys.exit("--auth must be USER:PASS")
         return user, password
-    if args.share:
+    if args.share and not args.auth_file:
         # A public link is never open to whoever finds it.
         user, password = "wimmel", secrets.token_urlsafe(12)
         print(f"Public link login: user {user!r}, password {password!r}", flush=True)
         return user, password
     return None
+
+
+def logins(args: argparse.Namespace):
+    """The logins (ui.users.Logins) for these flags, or None for an app without a login: the
+    --auth-file's users, or login()'s one user, who is then the admin."""
+    from ui.users import AuthFileError, Logins
+
+    if args.auth_file:
+        admins = tuple(name.strip() for name in args.admins.split(",") if name.strip())
+        try:
+            return Logins.from_file(args.auth_file, admins)
+        except AuthFileError as exc:
+            sys.exit(f"--auth-file: {exc}")
+    single = login(args)
+    return Logins.single(*single) if single else None
+
+
+def auth_check(allowed):
+    """Gradio's auth callable for these logins. A coroutine: scrypt takes about 0.25 s on a small CPU,
+    which would hold up every other request if it ran on the server's event loop."""
+    import asyncio
+
+    async def check(user: str, password: str) -> bool:
+        return await asyncio.to_thread(allowed.check, user, password)
+
+    return check
+
+
+def hash_password(argv) -> int:
+    """`python launch.py hash-password [USER] [--stdin]`: print a `user:hash` line for --auth-file."""
+    import getpass
+
+    from ui.users import check_user_name, hash_password as scrypt_hash
+
+    parser = argparse.ArgumentParser(prog="launch.py hash-password",
+                                     description="Print a user:hash line to append to an --auth-file.")
+    parser.add_argument("user", nargs="?", help="the login name (asked for when left out)")
+    parser.add_argument("--stdin", action="store_true",
+                        help="read the password from the first line of stdin (for scripts), not the terminal")
+    args = parser.parse_args(argv)
+    try:
+        user = check_user_name(args.user if args.user is not None else input("User: ").strip())
+        if args.stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Password again: ") != password:
+                sys.exit("The passwords differ; nothing printed.")
+        print(f"{user}:{scrypt_hash(password)}")
+    except ValueError as exc:
+        sys.exit(f"hash-password: {exc}")
+    return 0
 
 
 def doctor(argv) -> int:
@@ -112,20 +180,31 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["doctor"]:
         sys.exit(doctor(argv[1:]))
+    if argv[:1] == ["hash-password"]:
+        sys.exit(hash_password(argv[1:]))
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request drowns the log
     started = time.perf_counter()
+    allowed = logins(args)   # a broken --auth-file stops here, before the engine loads anything
+    from engine import parse_size
+    try:
+        upload_limit = parse_size(args.max_upload_per_user) if args.max_upload_per_user else None
+    except ValueError as exc:
+        sys.exit(f"--max-upload-per-user: {exc}")
     from engine import doctor as doc
     from tabs import capabilities
     from tabs.catalog import EngineOptions, build_engine, doctor_checks
-    from app import build_app
-    from ui import safety
+    from app import build_app, job_files
+    from ui import safety, users
 
     engine = build_engine(EngineOptions(data_dir=args.data_dir, budget=args.budget, device=args.device,
                                         job_workers=args.job_workers, io_workers=args.io_workers,
-                                        chunk_frames=args.chunk_frames))
+                                        chunk_frames=args.chunk_frames,
+                                        max_queued_per_owner=args.max_jobs_per_user,
+                                        max_upload_bytes_per_owner=upload_limit))
     engine.history.start()
+    users.configure(allowed)   # before the app serves: who is admin decides what each user sees
     gate = safety.configure(engine, args.nsfw_gate, args.nsfw_threshold, shared=args.share)
     demo = build_app(engine)
     if args.cluster:
@@ -154,9 +233,11 @@ def main(argv=None) -> None:
     log.info("devices %s (default %s), data in %s, NSFW gate %s, built in %.1f s", engine.devices.names,
              engine.devices.default, engine.data_dir, "on" if gate.enabled else "off",
              time.perf_counter() - started)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=login(args),
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                auth=auth_check(allowed) if allowed else None,
                 max_file_size=args.max_file_size, show_error=True,
-                allowed_paths=[str(engine.jobs.root / "jobs")],  # job results, served for download
+                allowed_paths=[str(engine.jobs.root / "jobs")],  # job results, served for download...
+                app_kwargs={"middleware": [job_files.middleware(engine)]},  # ...to their owner only
                 mcp_server=args.mcp or None)  # None: Gradio's GRADIO_MCP_SERVER variable decides
 
 

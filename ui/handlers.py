@@ -8,16 +8,26 @@ A capability's tab writes its handlers as plain functions that take the engine f
 and wires them with `handler(engine, detect_faces, "detect faces")`. Gradio sees the same name,
 docstring and parameters (without `engine`), so the API and its documentation are those of the
 function; tests call the function itself, without a browser.
+
+Each call runs as its user (ui.users.current_user): the wrapper takes one more parameter, a
+gr.Request (named _wimmel_request so it never meets a handler's own), that Gradio fills in
+itself and leaves out of the API.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from typing import Any, Callable
+
+import gradio as gr
 
 from engine import Engine
 
+from . import users
 from .errors import user_errors
+
+REQUEST = "_wimmel_request"   # a name no handler's own parameter takes
 
 
 def handler(engine: Engine, fn: Callable[..., Any], action: str) -> Callable[..., Any]:
@@ -25,21 +35,60 @@ def handler(engine: Engine, fn: Callable[..., Any], action: str) -> Callable[...
     messages ("Could not <action>: ...", "Not enough memory to <action>: ...")."""
     signature = inspect.signature(fn)
     parameters = list(signature.parameters.values())[1:]
+    # Gradio passes the request at this parameter's position: after the positional parameters.
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    at = next((i for i, p in enumerate(parameters) if p.kind not in positional), len(parameters))
+
+    def split(args, kwargs):
+        """(user, args, kwargs) of a call: Gradio's request taken out; direct calls (tests) have none."""
+        request = kwargs.pop(REQUEST, None)
+        if len(args) > at:
+            request, args = args[at], args[:at] + args[at + 1:]
+        return users.user_of(request), args, kwargs
 
     if inspect.isgeneratorfunction(fn):
         def bound(*args, **kwargs):
+            user, args, kwargs = split(args, kwargs)
             with user_errors(action):
-                yield from fn(engine, *args, **kwargs)
+                # Gradio runs each step of a generator in a context of its own: the user is set
+                # for each step, not once around them all.
+                steps = fn(engine, *args, **kwargs)
+                try:
+                    while True:
+                        with users.acting_as(user):
+                            try:
+                                item = next(steps)
+                            except StopIteration as stop:
+                                return stop.value
+                        yield item
+                finally:
+                    steps.close()
     else:
         def bound(*args, **kwargs):
-            with user_errors(action):
+            user, args, kwargs = split(args, kwargs)
+            with user_errors(action), users.acting_as(user):
                 return fn(engine, *args, **kwargs)
 
     functools.update_wrapper(bound, fn)
     bound.__doc__ = one_line_entries(fn.__doc__)
     del bound.__wrapped__   # inspect.signature must read __signature__, not the engine's parameter
-    bound.__signature__ = signature.replace(parameters=parameters)
+    request = inspect.Parameter(REQUEST, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                annotation=gr.Request)
+    bound.__signature__ = signature.replace(parameters=[*parameters[:at], request, *parameters[at:]])
+    # Gradio reads the annotations through typing.get_type_hints(bound), in this module's globals:
+    # they are resolved here in fn's, or the request (and a gr.SelectData) would go unseen.
+    names = (*bound.__signature__.parameters, "return")
+    hints = {name: hint for name, hint in _hints(fn).items() if name in names}
+    bound.__annotations__ = {**hints, REQUEST: gr.Request}
     return bound
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):   # one unresolvable annotation: keep those that are not strings
+        hints = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if not isinstance(v, str)}
+    return hints
 
 
 _SECTIONS = ("Args:", "Parameters:", "Arguments:", "Returns:")

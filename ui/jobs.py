@@ -6,12 +6,15 @@ import gradio as gr
 from engine import Engine
 
 from .errors import job_error, user_errors
+from .users import current_user
 
 
 def start_job(engine: Engine, capability: str, params: dict, inputs: dict, progress: gr.Progress) -> str:
-    """Queue a job and follow it; an input the job could never use is refused before it queues."""
+    """Queue a job as the current user's and follow it; an input the job could never use is
+    refused before it queues."""
     with user_errors("start the job"):
-        job_id = engine.jobs.submit(capability, params, inputs=inputs)
+        # QueueLimit (the user has too much queued) is a UserFacingError: a plain message.
+        job_id = engine.jobs.submit(capability, params, inputs=inputs, owner=current_user())
     return follow_job(engine, job_id, progress)
 
 
