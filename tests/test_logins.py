@@ -166,7 +166,8 @@ def app(tmp_path_factory):
     lines = [hash_line(user, password) for user, password in PASSWORDS.items()]
     auth = folder / "logins.txt"
     auth.write_text("# test logins\n" + "\n".join(lines) + "\nadmins: root\n")
-    proc, url = start_app(folder / "data", "--auth-file", str(auth), "--chunk-frames", "8")
+    proc, url = start_app(folder / "data", "--auth-file", str(auth), "--chunk-frames", "8",
+                            "--max-jobs-per-user", "2")
     try:
         yield url.rstrip("/")
     finally:
@@ -349,3 +350,22 @@ def test_the_jobs_tab_shows_admin_controls_and_owners_to_the_admin_only(app, ses
                 context.close()
         finally:
             browser.close()
+
+
+def test_a_user_past_the_job_limit_is_told_and_loses_nothing(clients, video):
+    """--max-jobs-per-user 2: with the queue paused bob's third job is refused in plain words,
+    his two queued ones stay, and alice is not held to bob's count."""
+    bob, root = clients["bob"], clients["root"]
+    root.predict(api_name="/pause_queue")
+    try:
+        held = [bob.submit(handle_file(str(video)), "blur", api_name="/blur_faces_video") for _ in range(2)]
+        wait_for(lambda: len([j for j in bob.predict(api_name="/list_jobs")["jobs"] if j["state"] == "queued"]) == 2)
+        with pytest.raises(Exception, match="You already have 2 jobs queued; the limit is 2"):
+            bob.predict(handle_file(str(video)), "blur", api_name="/blur_faces_video")
+        assert [j["state"] for j in bob.predict(api_name="/list_jobs")["jobs"]] == ["queued", "queued"]
+    finally:
+        assert root.predict("bob", api_name="/cancel_user_jobs")["cancelled"] == 2
+        root.predict(api_name="/resume_queue")
+    for job in held:
+        with pytest.raises(Exception, match="cancelled"):
+            job.result(timeout=60)
