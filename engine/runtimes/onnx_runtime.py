@@ -81,12 +81,12 @@ ARENA_MODES = ("shrink", "keep", "off")
 
 
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
-            arena: str = "shrink", cuda_options: dict | None = None) -> Any:
+            arena: str | None = None, cuda_options: dict | None = None) -> Any:
     """An InferenceSession on `device` ('cpu' or 'cuda:N').
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
     thread, as the models here run sequentially. arena: what ONNX Runtime's CPU arena does with a
-    run's memory once the run ends.
+    run's memory once the run ends (None: WIMMEL_ORT_ARENA, default "shrink").
     - "shrink" (default): the arena serves the run, then gives back every region it no longer
       uses (run option memory.enable_memory_arena_shrinkage). A run's memory is then a peak that
       the engine measures and learns like any other. Only the region that held the run's outputs
@@ -101,6 +101,7 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
     """
     import onnxruntime
 
+    arena = arena or os.environ.get("WIMMEL_ORT_ARENA", "shrink")
     if arena not in ARENA_MODES:
         raise ValueError(f"arena must be one of {ARENA_MODES}, not {arena!r}")
     options = onnxruntime.SessionOptions()
