@@ -63,15 +63,17 @@ def _resumed(job: dict) -> str:
 
 
 def job_rows(jobs: list[dict], owners: bool = False) -> pd.DataFrame:
-    columns = ["id", *(["owner"] if owners else []), "capability", "lane", "state", "progress", "created",
+    # The lane is said only where it is not the usual one: one column fewer keeps the table readable.
+    columns = ["id", *(["owner"] if owners else []), "capability", "state", "progress", "created",
                "started", "finished", "model",
-               "peak memory", "resumed from", "worker (moves)", "note / error"]
+               "peak memory", "worker (moves)", "note / error"]
     return pd.DataFrame([{
-        "id": j["id"], "owner": j.get("owner") or "", "capability": j["capability"],
-        "lane": j.get("lane", "compute"), "state": j["state"],
+        "id": j["id"], "owner": j.get("owner") or "",
+        "capability": j["capability"] + (f" ({j['lane']} lane)" if j.get("lane", "compute") != "compute" else ""),
+        "state": j["state"] + (f", resumed at {_resumed(j)}" if _resumed(j) else ""),
         "progress": f"{j['progress'] * 100:.0f}%", "created": local_time(j["created"]),
         "started": local_time(j["started"]), "finished": local_time(j["finished"]), "model": j["model"],
-        "peak memory": _peak(j), "resumed from": _resumed(j),
+        "peak memory": _peak(j),
         "worker (moves)": f"{j['worker']} ({j.get('moves') or 0})" if j.get("worker") else "this process",
         "note / error": job_error(j) or j["note"] or "",
     } for j in jobs], columns=columns)
