@@ -15,9 +15,9 @@ runs with the model resident and half with it unloaded first (so the load is par
   with the heap trimmed (gc + malloc_trim) before each run. Peaks come from a 5 ms sampler and
   the kernel's high-water mark after the call. On the CPU this is what the run takes from the
   rest of the machine. The engine learns the same quantity: its probe trims freed heap before a
-  call (engine/measure.py) and ONNX Runtime sessions shrink their CPU arena after each run, with
-  no memory pattern (engine/runtimes/onnx_runtime.py), so no allocator keeps a run's memory for
-  the next to reuse unseen, and a size's second run peaks as its first did.
+  call (engine/measure.py). ONNX Runtime's CPU arena (kept by default,
+  engine/runtimes/onnx_runtime.py) holds a session's largest run, so its later runs grow RSS by
+  little: the first call after a load is learned apart for that reason.
 
 Each model runs once first (at its smallest size) so that its load has been measured: the
 footprint file persists, so this is the state of every start after the first. Those first runs

@@ -114,12 +114,13 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             why.append(f"{len(small)} runs measured under 10 MiB, where a MiB of allocator noise is a 10-100 % error "
                        f"({sum(r['under'] for r in small)} of them underestimates).")
         if not err_ok:
-            why.append("ONNX Runtime's CPU arena now shrinks after each run and runs without its memory pattern, so "
-                       "a size's repeated runs peak alike (bench onnx-arena: style 1024x576 178, 170, 170, 170 MiB; "
-                       "with the pattern its later runs took 318). What is left: the first run at a new size comes "
-                       "from a line through other sizes, and several nets are not affine in their input (the face "
-                       "detector's image pyramid, chunked audio); a margin wide enough for those is far over the "
-                       "rest. `old_*`: the power-of-two-bucket rule before issue 16, on the same runs.")
+            why.append("ONNX Runtime's CPU arena keeps a session's largest run (its default, the fastest; "
+                       "bench onnx-arena), so later runs grow RSS by little and the first call after a load, "
+                       "learned apart, carries the arena's growth. With the arena shrunk or off the peaks move "
+                       "with the heap or step in powers of two (engine/runtimes/onnx_runtime.py). Also left: "
+                       "the first run at a new size comes from a line through other sizes, and several nets "
+                       "are not affine in their input (the face detector's image pyramid, chunked audio). "
+                       "`old_*`: the power-of-two-bucket rule before issue 16, on the same runs.")
         rows.append(("`median_abs_err` < 0.10 and `underestimate_rate` < 0.01",
                      f"{e['median_abs_err']} and {e['underestimate_rate']} over {e['runs']} runs",
                      err_ok and under_ok, " ".join(why)))

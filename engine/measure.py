@@ -11,8 +11,7 @@ needs, and the next run, after something else took that heap, needs the differen
 probe that starts alone on the CPU first gives such heap back (`settle`: malloc_trim once RSS
 outside malloc's use grew by TRIM_FREE_BYTES since the last trim): the peak is then what the run
 takes from the rest of the machine, the same after a load, a large run or a small one. ONNX
-Runtime's own arena would hide memory the same way; its CPU sessions shrink it after each run
-(engine/runtimes/onnx_runtime.py).
+Runtime's own arena hides memory the same way (engine/runtimes/onnx_runtime.py weighs its modes).
 """
 from __future__ import annotations
 

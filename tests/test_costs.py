@@ -84,7 +84,10 @@ def test_it_names_the_load_first_and_the_models_evicted_for_it_as_the_run_then_d
     assert model.load_bytes == engine.footprints.get("a", "cpu").load_bytes >= 100 * MiB
     assert model.load_s is not None and model.load_s > 0          # learned from a's load
     assert cost.verdict == "evicts" and cost.evicts == ["b"]
-    assert cost.need_bytes["cpu"] == model.load_bytes + model.run_bytes
+    # As admission reserves it: the load, the part of its learned transient above the run, the run.
+    spec = engine.registry.get("a")
+    assert model.load_extra_bytes == engine.pool.load_reserve(spec, "cpu", model.run_bytes)
+    assert cost.need_bytes["cpu"] == model.load_bytes + model.load_extra_bytes + model.run_bytes
     assert "loading a first" in cost_text(cost) and "it unloads b (idle)" in cost_text(cost)
 
     ran = request(engine, "use_a", "a")

@@ -208,8 +208,8 @@ def _style_never_seen(folder: str) -> None:
     Each size runs on a fresh session and then twice warm: the store keeps the first call after
     a load apart and the larger of the two later ones (an ONNX Runtime session's second run can
     take more than its first). The heap is trimmed before each run, so a run's RSS growth is its
-    own. Measured here (arena off, engine/runtimes/onnx_runtime.py): a fit of 143.3 MiB at 512 px
-    against 144.0 MiB measured.
+    own. With the arena off or shrunk the warm peaks jump with the heap's state or the arena's
+    powers of two (engine/runtimes/onnx_runtime.py); this is the default mode's.
     Run in a fresh process (the test below): in the test process the heap that earlier tests
     left behind changed what a run's RSS growth measured.
     """

@@ -77,7 +77,7 @@ def spec_device() -> str:
     return "auto" if cuda_works() else "cpu"
 
 
-ARENA_MODES = ("shrink", "keep", "off")
+ARENA_MODES = ("keep", "shrink", "off")
 
 
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
@@ -86,22 +86,28 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
     thread, as the models here run sequentially. arena: what ONNX Runtime's CPU arena does with a
-    run's memory once the run ends (None: WIMMEL_ORT_ARENA, default "shrink").
-    - "shrink" (default): the arena serves the run, then gives back every region it no longer
-      uses (run option memory.enable_memory_arena_shrinkage). A run's memory is then a peak that
-      the engine measures and learns like any other. Only the region that held the run's outputs
-      stays (the outputs are copied out after the shrink), until the next run or the session goes.
-      Measured on style at 1024x576 and nsfw (bench/onnx_arena.py): as fast as "keep" within
-      10 %, up to 2x faster than "off", and the process ends 555 MiB smaller than with "keep".
-    - "keep": ONNX Runtime's default; the session keeps its largest run's peak for ever, outside
-      every footprint, and a later run reuses it without growing RSS.
-    - "off": no arena; every buffer from malloc (freed heap stays resident until a trim).
+    run's memory once the run ends (None: WIMMEL_ORT_ARENA, default "keep"). Measured in
+    bench/onnx_arena.py (style at four sizes, nsfw at two batches) and bench oom-stress; none of
+    the three is both fast and true to the budget yet:
+    - "keep" (default, ONNX Runtime's own): the fastest. A session keeps its largest run's peak
+      (555 MiB more at the end of the same runs than the others), outside every footprint: the
+      first call after a load learns it (FootprintStore's first-call peaks) and the pool counts
+      it in the process's overhang, so admission sees it, but it goes only with the session.
+    - "shrink": the arena gives back every region it no longer uses after each run (run option
+      memory.enable_memory_arena_shrinkage); about as fast, but it grows in powers of two, so a
+      peak steps with the size (style 512x512 142 MiB, 640x480 86 MiB): a size never seen was
+      predicted at 58 MiB and took 108 (tests/test_predict.py), and oom-stress passed its budget
+      by 11 %.
+    - "off": every buffer from malloc. Held the budget in oom-stress, but up to 2.2x slower, and
+      glibc's dynamic mmap threshold makes a run's RSS growth depend on what the heap held before
+      (style 384x384 194 MiB, 512x512 106). A fixed threshold (mallopt M_MMAP_THRESHOLD 128 KiB)
+      made every peak exact and affine (10, 18, 40, 70 MiB) but runs 1.4-3.6x slower: not taken.
     cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose
     shape changes every call).
     """
     import onnxruntime
 
-    arena = arena or os.environ.get("WIMMEL_ORT_ARENA", "shrink")
+    arena = arena or os.environ.get("WIMMEL_ORT_ARENA", "keep")
     if arena not in ARENA_MODES:
         raise ValueError(f"arena must be one of {ARENA_MODES}, not {arena!r}")
     options = onnxruntime.SessionOptions()
@@ -111,11 +117,11 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = arena != "off"
-    if not device.startswith("cuda"):
+    if arena != "keep" and not device.startswith("cuda"):
         # The memory pattern plans a shape's buffers after its first run and allocates the plan
-        # as one block from then on: a second run at a size measured 318 MiB against 178 MiB for
-        # the first (style, 1024x576), so a size learned once was under-predicted. Without it
-        # every run of a size peaks the same, and no slower here (bench estimate's notes).
+        # as one block from then on: without an arena to hold it, a second run at a size took
+        # 309 MiB against 194 for the first (style, 1024x576), so a size learned once was
+        # under-predicted. Without it every run of a size peaks the same.
         options.enable_mem_pattern = False
     providers: list[Any] = [CPU]
     if device.startswith("cuda") and cuda_works():
