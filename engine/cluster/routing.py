@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..job_lanes import choose
+
 
 @dataclass
 class View:
@@ -47,17 +49,10 @@ def pick(worker: str, waiting: list[dict], views: dict[str, View], free: set[str
          policy: str = "grouped", max_passed_over: int = 4) -> tuple[dict | None, list[dict]]:
     """(the job `worker` takes or None, the jobs it passed over to take it)."""
     mine = eligible(worker, waiting, views, free)
-    if not mine:
-        return None, []
-    if policy == "fifo":
-        return mine[0], []
-    interrupted = [j for j in mine if j["state"] == "interrupted"]
-    starving = [j for j in mine if j["passed_over"] >= max_passed_over]
-    if interrupted or starving:
-        chosen = (interrupted or starving)[0]
-    else:
-        chosen = next((j for j in mine if views[worker].warm(j["model"])), mine[0])
-    return chosen, [j for j in mine if j["seq"] < chosen["seq"]]
+    warm = {j["model"] for j in mine if views[worker].warm(j["model"])}
+    # The same grouped rule as a thread of this process (engine/job_lanes.choose); a worker runs
+    # one job at a time, so no model limit applies here.
+    return choose(mine, {}, lambda model: 1, warm, policy, max_passed_over)
 
 
 def head_only(waiting: list[dict], views: dict[str, View]) -> dict | None:
