@@ -246,7 +246,12 @@ def measure(name: str, standard: dict | None = None) -> dict:
     from tabs.catalog import build_engine
 
     standard = _standard() if standard is None else standard
+    from engine.runtimes.torch_runtime import release_cached_memory
+
     engine = build_engine(data_dir=Path(tempfile.mkdtemp(prefix="wimmel-bench-")), store=False)
+    # Garbage an earlier caller left (a test process) would otherwise be collected during the
+    # load, and the heap it frees would cancel the load's growth: a footprint of 0.
+    release_cached_memory()
     base = _read_hwm()   # Python, torch, the capabilities' modules and the engine: before any load
     started = time.perf_counter()
     engine.preload(name)
