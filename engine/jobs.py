@@ -243,6 +243,11 @@ class JobQueue:
             self.cancel(job["id"])
         return len(jobs)
 
+    def version(self, job_id: str) -> int:
+        """How many times the job changed in this process: a cheap look for followers that poll."""
+        with self._cond:
+            return self._versions.get(job_id, 0)
+
     def follow(self, job_id: str, timeout_s: float = 1.0) -> Iterator[dict]:
         """Yield the job each time it changes, until it ends (for progress bars)."""
         seen = -1

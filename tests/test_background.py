@@ -17,7 +17,7 @@ from tests.data.make_selfie_reference import read_reference
 from tests.video_helpers import (FACE_SIZE, decode_all, face_video, make_test_video, sharpness,
                                  smooth_background)
 from tabs.background import model as bg
-from ui.handlers import handler
+from app_calls import wired
 
 ASTRONAUT = skimage.data.astronaut()  # 512x512, a woman in an orange suit, a flag, a shuttle model
 COFFEE = skimage.data.coffee()
@@ -213,7 +213,7 @@ def tab_function(engine, api_name):
     (no browser, no Blocks)."""
     from tabs.background import tab
 
-    return handler(engine, getattr(tab, api_name), api_name.replace("_", " "))
+    return wired(engine, getattr(tab, api_name), api_name.replace("_", " "))
 
 
 def test_the_tab_turns_bad_input_into_short_messages_and_answers_good_input(engine):

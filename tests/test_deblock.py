@@ -250,14 +250,14 @@ def test_the_tab_handler_checks_then_cleans(engine):
     import gradio as gr
 
     from tabs.deblock import tab
-    from ui.handlers import handler
+    from app_calls import wired
 
     image = reference.read("photo")
     assert np.array_equal(tab.clean_up_photo(engine, image, 2), run_clean(engine, image, 2))
     with pytest.raises(gr.Error, match="Upload an image first"):
-        handler(engine, tab.clean_up_photo, "clean up the photo")(None, 2)
+        wired(engine, tab.clean_up_photo, "clean up the photo")(None, 2)
     with pytest.raises(gr.Error, match="Strength must be"):
-        handler(engine, tab.clean_up_photo, "clean up the photo")(image, 7)
+        wired(engine, tab.clean_up_photo, "clean up the photo")(image, 7)
 
 
 def test_clean_up_video_keeps_size_count_fps_and_audio(engine, tmp_path):

@@ -18,7 +18,7 @@ from capability_engine import capability_engine
 from tabs.document import layout
 from tabs.document import model as doc
 from tabs.document import page
-from ui.handlers import handler
+from app_calls import wired
 
 PAGE = skimage.data.page()   # a real scanned book page: a title, a paragraph, a line of code
 REFERENCE = Path(__file__).parent / "data" / "document" / "rapid_layout_reference.json"
@@ -222,8 +222,8 @@ def test_a_turned_page_gives_the_regions_of_the_upright_one(engine):
 def test_the_tab_answers_a_page_and_turns_bad_input_into_short_messages(engine):
     from tabs.document import tab
 
-    page_layout = handler(engine, tab.page_layout, "find the page layout")   # as build() wires it
-    orientation = handler(engine, tab.page_orientation, "find the page orientation")
+    page_layout = wired(engine, tab.page_layout, "find the page layout")   # as build() wires it
+    orientation = wired(engine, tab.page_orientation, "find the page orientation")
     cases = [((None,), "Upload a page first."),
              ((PAGE[:10, :40],), "too small"),
              ((PAGE.astype(np.float32),), "8-bit"),

@@ -13,7 +13,7 @@ import skimage.data
 from analysers import face_detector, face_emotion
 from analysers.face_emotion import FACE_EMOTION, LABELS
 from tabs.catalog import build_engine
-from ui.handlers import handler
+from app_calls import wired
 
 DATA = Path(__file__).parent / "data" / "emotion"
 REFERENCE = np.load(DATA / "reference.npz")
@@ -119,7 +119,7 @@ def api(tmp_path_factory):
 
     specs = [*face_detector.specs(), *face_emotion.specs()]
     engine = build_engine(data_dir=tmp_path_factory.mktemp("data"), store=False, specs=specs)
-    return handler(engine, faces.face_emotions, "read emotions")
+    return wired(engine, faces.face_emotions, "read emotions")
 
 
 def test_face_emotions_api(api):

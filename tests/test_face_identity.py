@@ -19,7 +19,7 @@ from analysers import face_identity
 from analysers.face_detector import FACE_DETECTOR
 from tabs.catalog import build_engine
 from analysers.face_identity import FACE_EMBEDDER, THRESHOLD
-from ui.handlers import handler
+from app_calls import wired
 
 ASTRONAUT = skimage.data.astronaut()
 CAMERAMAN = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
@@ -290,7 +290,7 @@ def api(engine):
     from tabs.faces import tab as faces
 
     names = ("detect_faces", "compare_faces", "blur_faces_image", "blur_faces_video")
-    return {name: handler(engine, getattr(faces, name), name.replace("_", " ")) for name in names}
+    return {name: wired(engine, getattr(faces, name), name.replace("_", " ")) for name in names}
 
 
 def test_compare_faces_api(api):

@@ -31,7 +31,7 @@ from tabs.hands import geometry as geo
 from tabs.hands import model as hm
 from tabs.hands.skeleton import FINGERS, NAMES, TIPS, finger_states, gesture, palm_size
 from tests.video_helpers import decode_all, make_test_video, smooth_background
-from ui.handlers import handler
+from app_calls import wired
 
 DATA = Path(__file__).parent / "data" / "hands"
 PHOTOS = ["handSrc.jpg", "handDst.jpg", "Back_Projection_Theory0.jpg", "Back_Projection1_Source_Image.jpg"]
@@ -235,7 +235,7 @@ def test_the_gesture_rules_on_edited_real_landmarks(found):
 def tab_function(engine, name):
     from tabs.hands import tab
 
-    return handler(engine, getattr(tab, name), name.replace("_", " "))
+    return wired(engine, getattr(tab, name), name.replace("_", " "))
 
 
 def test_the_tab_answers_with_a_drawing_and_named_points_and_refuses_bad_input(engine):

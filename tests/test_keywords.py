@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_calls import wired
 import soxr
 
 import tabs.keywords as capability
@@ -180,7 +181,7 @@ def test_a_long_file_runs_as_a_job_and_finds_each_keyword(engine, say, tmp_path)
     silence = np.zeros(25 * RATE, np.float32)
     audio = np.concatenate([samples, silence, samples, silence, samples])   # ~65 s, three chunks
     path = write_wav(tmp_path / "long.wav", audio, RATE)
-    result = tab.spot_keywords(engine, str(path), "computer, mobile", 0.7)[1]
+    result = wired(engine, tab.spot_keywords, "spot keywords")(str(path), "computer, mobile", 0.7)[1]
     assert result["duration_s"] > kw.INTERACTIVE_MAX_S
     starts = [d["start"] for d in result["detections"] if d["keyword"] == "computer"]
     period = (samples.size + silence.size) / RATE

@@ -26,7 +26,7 @@ from engine.media.video import probe
 from tabs.landmarks import geometry, model
 from tabs.landmarks.faces import NO_FACE, analyse
 from tests.video_helpers import decode_all, face_video
-from ui.handlers import handler
+from app_calls import wired
 
 ASTRONAUT = skimage.data.astronaut()
 COFFEE = skimage.data.coffee()
@@ -187,7 +187,7 @@ def test_eyes_are_open_in_the_photos(lfw, engine):
 def tab_function(engine, name):
     from tabs.landmarks import tab
 
-    return handler(engine, getattr(tab, name), name.replace("_", " "))
+    return wired(engine, getattr(tab, name), name.replace("_", " "))
 
 
 def test_the_tab_draws_and_answers_json_and_says_plainly_when_there_is_no_face(engine):

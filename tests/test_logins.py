@@ -14,6 +14,7 @@ from gradio_client import Client, handle_file
 from app.job_files import JobFilesGuard
 from app_process import ROOT, start_app, stop_app
 from ui import users
+from app_calls import wired
 from ui.handlers import handler
 from video_helpers import face_video
 
@@ -133,7 +134,7 @@ def logins():
 
 
 def test_each_call_runs_as_the_user_of_its_request(logins):
-    bound = handler(None, whoami, "say who")
+    bound = wired(None, whoami, "say who")
     # Gradio passes the request after the inputs; a logged-out request counts by its session.
     assert bound("hi", SimpleNamespace(username="alice", session_hash="s1")) == "hi alice False"
     assert bound("hi", SimpleNamespace(username="root", session_hash="s2")) == "hi root True"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_calls import wired
 
 import tabs.notes as capability
 import tabs.pitch as pitch_capability
@@ -146,7 +147,7 @@ def test_the_sax_melody_agrees_with_the_pitch_tracker(call):
 
 
 def test_cantina_gives_plausible_notes_and_a_midi_file_that_parses_back(engine):
-    table, midi, roll, result = tab.transcribe_notes(engine, str(CANTINA))
+    table, midi, roll, result = wired(engine, tab.transcribe_notes, "transcribe the notes")(str(CANTINA))
     notes = result["notes"]
     assert 20 <= len(notes) <= 30 and result["duration_s"] == pytest.approx(3.0, abs=0.01)
     assert 36 <= min(n["pitch"] for n in notes) and max(n["pitch"] for n in notes) <= 84   # C2 .. C6
@@ -186,10 +187,10 @@ def test_a_videos_sound_and_a_silent_file_through_the_tab(engine, tmp_path):
     from video_helpers import make_test_video
 
     video = make_test_video(tmp_path / "tone.mp4", frames=50, width=64, height=64)  # 2 s of 440 Hz
-    table, midi, _, result = tab.transcribe_notes(engine, str(video))
+    table, midi, _, result = wired(engine, tab.transcribe_notes, "transcribe the notes")(str(video))
     assert list(table["note"]) == ["A4"] and read_midi(Path(midi).read_bytes())[2][0][2] == 69
     silent = write_wav(tmp_path / "silent.wav", np.zeros(2 * RATE, np.float32), RATE)
-    table, midi, roll, result = tab.transcribe_notes(engine, str(silent))
+    table, midi, roll, result = wired(engine, tab.transcribe_notes, "transcribe the notes")(str(silent))
     assert result["notes"] == [] and len(table) == 0 and read_midi(Path(midi).read_bytes())[2] == []
     assert roll.shape[1] == 1000
 
@@ -239,7 +240,7 @@ def test_a_long_file_runs_as_a_job_with_the_notes_of_one_pass(engine, call, tmp_
     assert result == direct
     assert result["duration_s"] == pytest.approx(80.0, abs=0.01)
     assert len(read_midi(Path(job["result"]).with_name("notes.mid").read_bytes())[2]) == 299
-    _, midi, _, via_tab = tab.transcribe_notes(engine, str(path))   # the tab sends it to the queue too
+    _, midi, _, via_tab = wired(engine, tab.transcribe_notes, "transcribe the notes")(str(path))   # the tab sends it to the queue too
     assert via_tab == result and Path(midi).name == "notes.mid"
 
 

@@ -129,9 +129,9 @@ def test_runs_are_recorded_under_their_capabilities(engine):
 def test_the_tab_refuses_a_missing_or_empty_image(engine):
     import gradio as gr
     from tabs.nsfw.tab import nsfw_check
-    from ui.handlers import handler
+    from app_calls import wired
 
-    check = handler(engine, nsfw_check, "check the image")
+    check = wired(engine, nsfw_check, "check the image")
     with pytest.raises(gr.Error, match="Upload an image first"):
         check(None)
     with pytest.raises(gr.Error, match="This image is empty"):

@@ -248,13 +248,13 @@ def test_bad_requests_are_refused_clearly(caption_video):
 def test_the_tab_handlers_check_then_read(engine):
     import gradio as gr
     from tabs.ocr import tab
-    from ui.handlers import handler
+    from app_calls import wired
 
     image, _ = text_image(LINES[:1], size=(420, 300), origin=(30, 120))
     annotated, found = tab.read_text(engine, image)
     assert found == {"lines": infer(engine, image)}
     assert annotated.shape == image.shape
     with pytest.raises(gr.Error, match="Upload an image first"):
-        handler(engine, tab.read_text, "read the text")(None)
+        wired(engine, tab.read_text, "read the text")(None)
     with pytest.raises(gr.Error, match="Samples per second"):
-        handler(engine, tab.ocr_video, "make the subtitles")("any.mp4", 20)
+        wired(engine, tab.ocr_video, "make the subtitles")("any.mp4", 20)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_calls import wired
 
 import tabs.pitch as capability
 from capability_engine import capability_engine
@@ -95,7 +96,7 @@ def test_silence_and_noise_have_no_pitch(call):
 
 def test_the_tab_answers_a_short_file_at_once(engine, tmp_path):
     path = write_wav(tmp_path / "a4.wav", tone(440.0), RATE)
-    curve, result = tab.pitch(engine, str(path))
+    curve, result = wired(engine, tab.pitch, "track the pitch")(str(path))
     assert result["median_note"] == "A4" and len(curve) == len(result["f0"]) > 0
     assert list(curve.columns) == ["time (s)", "pitch (Hz)"]
 
@@ -140,5 +141,5 @@ def test_a_long_file_runs_as_a_job_with_the_frames_of_one_pass(engine, call, tmp
     assert result["median_hz"] == pytest.approx(direct["median_hz"], abs=0.02)
     assert 300 < result["median_hz"] < 330  # the glide's middle: 110 * 2 ** 1.5 = 311 Hz
     # The tab sends it to the queue too, and answers with the job's result.
-    _, via_tab = tab.pitch(engine, str(path))
+    _, via_tab = wired(engine, tab.pitch, "track the pitch")(str(path))
     assert via_tab == result

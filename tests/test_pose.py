@@ -32,7 +32,7 @@ from tabs.pose import geometry as geo
 from tabs.pose import model as pm
 from tabs.pose.skeleton import INDEX, NAMES
 from tests.video_helpers import decode_all, make_test_video, smooth_background
-from ui.handlers import handler
+from app_calls import wired
 
 ASTRONAUT = skimage.data.astronaut()
 CAMERA = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
@@ -159,7 +159,7 @@ def test_the_segmentation_output_covers_the_person():
 def tab_function(engine, name):
     from tabs.pose import tab
 
-    return handler(engine, getattr(tab, name), name.replace("_", " "))
+    return wired(engine, getattr(tab, name), name.replace("_", " "))
 
 
 def test_the_tab_answers_with_a_drawing_and_named_keypoints_and_refuses_bad_input(engine):

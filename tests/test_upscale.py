@@ -177,12 +177,12 @@ def test_bad_requests_are_refused_clearly(tmp_path):
 def test_the_tab_handler_checks_then_upscales(engine):
     import gradio as gr
     from tabs.upscale import tab
-    from ui.handlers import handler
+    from app_calls import wired
 
     image = shapes(64)
     assert np.array_equal(tab.upscale(engine, image, 2, "fast"), run_upscale(engine, image, 2))
     with pytest.raises(gr.Error, match="Upload an image first"):
-        handler(engine, tab.upscale, "upscale the image")(None, 2, "fast")
+        wired(engine, tab.upscale, "upscale the image")(None, 2, "fast")
 
 
 def moving_square(i, width=64, height=48):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from app_calls import wired
 
 import tabs.voices as capability
 from capability_engine import capability_engine
@@ -157,7 +158,7 @@ def test_diarize_finds_the_turns_of_two_alternating_voices(call, dialogue):
 def test_the_tab_handlers_answer_short_recordings_at_once(engine, dialogue, tmp_path):
     wav, truth = dialogue
     path = str(write_wav(tmp_path / "dialogue.wav", wav, vo.RATE))
-    result, picture = tab.diarize(engine, path, 2)
+    result, picture = wired(engine, tab.diarize, "tell the speakers apart")(path, 2)
     assert_turns_found(result["segments"], truth)
     assert picture.ndim == 3 and picture.shape[1] == 900
     same = tab.compare_voices(engine, path, path)

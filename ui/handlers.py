@@ -7,7 +7,9 @@ A capability's tab writes its handlers as plain functions that take the engine f
 
 and wires them with `handler(engine, detect_faces, "detect faces")`. Gradio sees the same name,
 docstring and parameters (without `engine`), so the API and its documentation are those of the
-function; tests call the function itself, without a browser.
+function; tests call the function itself, without a browser. A plain function becomes a
+coroutine (it runs in a worker thread; a job it queued is followed without one, ui.jobs), a
+generator stays a generator.
 
 Each call runs as its user (ui.users.current_user): the wrapper takes one more parameter, a
 gr.Request (named _wimmel_request so it never meets a handler's own), that Gradio fills in
@@ -20,12 +22,14 @@ import inspect
 import typing
 from typing import Any, Callable
 
+import anyio
 import gradio as gr
 
 from engine import Engine
 
 from . import users
 from .errors import user_errors
+from .jobs import JobStarted, follow_job
 
 REQUEST = "_wimmel_request"   # a name no handler's own parameter takes
 
@@ -64,10 +68,17 @@ def handler(engine: Engine, fn: Callable[..., Any], action: str) -> Callable[...
                 finally:
                     steps.close()
     else:
-        def bound(*args, **kwargs):
+        # A coroutine for Gradio: fn runs in a worker thread as before, but a job it started is
+        # followed on the event loop (ui.jobs), so waiting on the queue holds no thread.
+        async def bound(*args, **kwargs):
             user, args, kwargs = split(args, kwargs)
             with user_errors(action), users.acting_as(user):
-                return fn(engine, *args, **kwargs)
+                # anyio's default limiter: at most 40 handler threads, however many events Gradio
+                # lets run at once (app.EVENTS_AT_ONCE).
+                outcome = await anyio.to_thread.run_sync(functools.partial(fn, engine, *args, **kwargs))
+                if isinstance(outcome, JobStarted):
+                    outcome = await follow_job(engine, outcome)
+                return outcome
 
     functools.update_wrapper(bound, fn)
     bound.__doc__ = one_line_entries(fn.__doc__)

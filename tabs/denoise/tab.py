@@ -36,12 +36,15 @@ def denoise(engine: Engine, media: str | None, model: str = "deepfilternet",
     info = probe_audio(media)
     if info.duration_s is None or info.duration_s > dn.LONG_S:
         # Long results stay in their job's folder, beside the WAV the job wrote.
-        result = start_job(engine, dn.DENOISE_LONG, {"model": model}, {"media": media}, progress)
-        return str(Path(result).with_name("denoised.wav")), result
+        return start_job(engine, dn.DENOISE_LONG, {"model": model}, {"media": media}, progress, then=_with_wav)
     # Short results go to the temp folder, which Gradio serves.
     with engine.run("denoise") as run:
         wav, result = dn.denoise_file(run.call, media, new_output_dir("denoise"), model)
     return str(wav), str(result)
+
+
+def _with_wav(result: str):
+    return str(Path(result).with_name("denoised.wav")), result
 
 
 def chosen_model(media, model, *_) -> list[str]:

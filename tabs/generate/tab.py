@@ -184,7 +184,10 @@ def generate_batch(engine: Engine, model: str, mode: str, prompt: str, negative_
     request = Request(prompt, negative_prompt, steps, guidance, width, height, seed, 1, strength).resolved()
     params = {"model": name, "mode": mode, "count": int(count), "request": dataclasses.asdict(request)}
     inputs = {k: v for k, v in (("image", image), ("mask", mask)) if v}
-    result = start_job(engine, batch_capability(name), params, inputs, progress)
+    return start_job(engine, batch_capability(name), params, inputs, progress, then=_batch_shown)
+
+
+def _batch_shown(result: str):
     return [(path, None) for path in batch_images(result)], result
 
 

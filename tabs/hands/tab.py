@@ -69,7 +69,10 @@ def hands_video(engine: Engine, video: str | None, min_score: float = geo.MIN_SC
     params = {"min_score": hm.check_threshold(min_score)}
     inputs = {"video": video}
     check(params, inputs)
-    result = start_job(engine, VIDEO_JOB, params, inputs, progress)
+    return start_job(engine, VIDEO_JOB, params, inputs, progress, then=_with_files)
+
+
+def _with_files(result: str):
     return result, hand_files(result)
 
 

@@ -1,6 +1,7 @@
 """Keywords: where chosen words are spoken in an audio file or a video's sound (efficientword-net)."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -57,15 +58,23 @@ def spot_keywords(engine: Engine, media: str | None, keywords=("computer",), thr
     check(params, inputs)
     duration = probe_audio(media).duration_s
     if duration is None or duration > kw.INTERACTIVE_MAX_S:
-        result = json.loads(Path(start_job(engine, kw.KEYWORDS_LONG, params, inputs, progress)).read_text())
-    else:
-        with engine.run("spot_keywords", bucket=kw.seconds_bucket(duration)) as run:
-            chosen = kw.keywords_for(run.call, names, params["custom_name"], samples)
-            result = kw.spot_file(run.call, media, chosen, params["threshold"], params["step_s"])
+        return start_job(engine, kw.KEYWORDS_LONG, params, inputs, progress,
+                         then=functools.partial(_shown_file, params["threshold"]))
+    with engine.run("spot_keywords", bucket=kw.seconds_bucket(duration)) as run:
+        chosen = kw.keywords_for(run.call, names, params["custom_name"], samples)
+        result = kw.spot_file(run.call, media, chosen, params["threshold"], params["step_s"])
+    return _shown(params["threshold"], result)
+
+
+def _shown(threshold: float, result: dict):
     if not result["detections"]:
-        gr.Info(f"None of {', '.join(result['keywords'])} was found above {params['threshold']:g}.")
+        gr.Info(f"None of {', '.join(result['keywords'])} was found above {threshold:g}.")
     rows = [[d["keyword"], d["start"], d["end"], d["score"]] for d in result["detections"]]
     return pd.DataFrame(rows, columns=COLUMNS), result
+
+
+def _shown_file(threshold: float, path: str):
+    return _shown(threshold, json.loads(Path(path).read_text()))
 
 
 def run_bucket(media: str | None, *_options) -> str | None:

@@ -66,7 +66,10 @@ def face_landmarks_video(engine: Engine, video: str | None, progress=gr.Progress
     """
     inputs = {"video": video}
     check({}, inputs)
-    result = start_job(engine, VIDEO_JOB, {}, inputs, progress)
+    return start_job(engine, VIDEO_JOB, {}, inputs, progress, then=_with_values)
+
+
+def _with_values(result: str):
     return result, values_file(result)
 
 

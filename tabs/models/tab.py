@@ -108,7 +108,10 @@ def add_model(engine: Engine, source: str, kind: str = "auto", sha256: str = "",
     options["name"] = checked["name"]
     if not checked["remote"] or checked["cached"]:
         return _public(store.add(source, progress=lambda f, m: progress(f, desc=m), **options))
-    result = start_job(engine, JOB_CAPABILITY, {"source": source, **options}, {}, progress)
+    return start_job(engine, JOB_CAPABILITY, {"source": source, **options}, {}, progress, then=_added)
+
+
+def _added(result: str) -> dict:
     with open(result) as f:
         return _public(json.load(f))
 

@@ -48,12 +48,18 @@ def transcribe_notes(engine: Engine, media: str | None, onset_threshold: float =
     check(params, {"audio": media})
     duration = probe_audio(media).duration_s
     if duration is None or duration > nm.INTERACTIVE_MAX_S:
-        json_path = Path(start_job(engine, nm.NOTES_LONG, params, {"audio": media}, progress))
-        result, midi = json.loads(json_path.read_text()), json_path.with_name("notes.mid")
-    else:
-        with engine.run("transcribe_notes", bucket=nm.seconds_bucket(duration)) as run:
-            result = nm.transcribe_file(run.call, media, params)
-        _, midi = nm.save(result, new_output_dir("notes"))
+        return start_job(engine, nm.NOTES_LONG, params, {"audio": media}, progress, then=_shown_file)
+    with engine.run("transcribe_notes", bucket=nm.seconds_bucket(duration)) as run:
+        result = nm.transcribe_file(run.call, media, params)
+    _, midi = nm.save(result, new_output_dir("notes"))
+    return _shown(result, midi)
+
+
+def _shown_file(path: str):
+    return _shown(json.loads(Path(path).read_text()), Path(path).with_name("notes.mid"))
+
+
+def _shown(result: dict, midi: Path):
     if not result["notes"]:
         gr.Info("No notes found: the audio holds no clear pitched sound (silence, speech-like noise), "
                 "or the thresholds are too high.")

@@ -41,11 +41,18 @@ def pitch(engine: Engine, media: str | None, voicing: float = 0.5, progress=gr.P
     check({"voicing": voicing}, {"audio": media})
     duration = probe_audio(media).duration_s
     if duration is None or duration > pz.INTERACTIVE_MAX_S:
-        done = start_job(engine, pz.PITCH_LONG, {"voicing": float(voicing)}, {"audio": media}, progress)
-        result = json.loads(Path(done).read_text())
-    else:
-        with engine.run("pitch", bucket=pz.seconds_bucket(duration)) as run:
-            result = pz.pitch_file(run.call, media, float(voicing))
+        return start_job(engine, pz.PITCH_LONG, {"voicing": float(voicing)}, {"audio": media}, progress,
+                         then=_shown_file)
+    with engine.run("pitch", bucket=pz.seconds_bucket(duration)) as run:
+        result = pz.pitch_file(run.call, media, float(voicing))
+    return _shown(result)
+
+
+def _shown_file(path: str):
+    return _shown(json.loads(Path(path).read_text()))
+
+
+def _shown(result: dict):
     if result["median_hz"] is None:
         gr.Info("No voiced frames: the audio holds no clear pitch (silence, noise or whispering).")
     return _curve(result["f0"]), result

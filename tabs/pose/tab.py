@@ -68,7 +68,10 @@ def body_pose_video(engine: Engine, video: str | None, min_score: float = geo.MI
     params = {"min_score": pm.check_threshold(min_score)}
     inputs = {"video": video}
     check(params, inputs)
-    result = start_job(engine, VIDEO_JOB, params, inputs, progress)
+    return start_job(engine, VIDEO_JOB, params, inputs, progress, then=_with_keypoints)
+
+
+def _with_keypoints(result: str):
     return result, keypoint_files(result)
 
 

@@ -2,6 +2,7 @@
 text, timed segments, SRT and WebVTT subtitles, and a video with subtitles."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -38,16 +39,24 @@ def transcribe(engine: Engine, media: str | None, timestamps: str = "segment", b
     check(params, inputs)
     info = probe_audio(media)
     if info.duration_s is None or info.duration_s > stt.MAX_DIRECT_S:
-        files = long_input.job_outputs(start_job(engine, stt.LONG_JOB, params, inputs, progress))
-        transcript = json.loads(files["json"].read_text(encoding="utf-8"))
-    else:
-        samples = read_audio(media, stt.SAMPLE_RATE, max_seconds=stt.MAX_DIRECT_S)
-        with engine.run(stt.CAPABILITY, bucket=stt.duration_bucket(samples.size / stt.SAMPLE_RATE)) as run:
-            transcript = stt.transcribe(run.call, samples)
-        folder = new_output_dir("stt")
-        files = {**stt.write_outputs(transcript, folder, timestamps), "video": None}
-        if info.has_video:
-            files["video"] = stt.subtitled_video(Path(media), files["srt"], folder / "subtitled.mp4", bool(burn_in))
+        return start_job(engine, stt.LONG_JOB, params, inputs, progress,
+                         then=functools.partial(_shown_job, bool(burn_in)))
+    samples = read_audio(media, stt.SAMPLE_RATE, max_seconds=stt.MAX_DIRECT_S)
+    with engine.run(stt.CAPABILITY, bucket=stt.duration_bucket(samples.size / stt.SAMPLE_RATE)) as run:
+        transcript = stt.transcribe(run.call, samples)
+    folder = new_output_dir("stt")
+    files = {**stt.write_outputs(transcript, folder, timestamps), "video": None}
+    if info.has_video:
+        files["video"] = stt.subtitled_video(Path(media), files["srt"], folder / "subtitled.mp4", bool(burn_in))
+    return _shown(transcript, files, bool(burn_in))
+
+
+def _shown_job(burn_in: bool, result: str):
+    files = long_input.job_outputs(result)
+    return _shown(json.loads(files["json"].read_text(encoding="utf-8")), files, burn_in)
+
+
+def _shown(transcript: dict, files: dict, burn_in: bool):
     video = None
     if files["video"] is not None:
         # Soft subtitles need the player to be told about them; burned ones are in the picture.

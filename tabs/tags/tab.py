@@ -60,13 +60,19 @@ def tag_music(engine: Engine, media: str | None, top: int = tg.TOP, progress=gr.
     check(params, {"audio": media})
     duration = probe_audio(media).duration_s
     if duration is None or duration > tg.INTERACTIVE_MAX_S:
-        done = start_job(engine, tg.TAGS_LONG, params, {"audio": media}, progress)
-        result = json.loads(Path(done).read_text())
-    else:
-        with engine.run("tag_music", bucket=tg.seconds_bucket(duration)) as run:
-            result = tg.tag_file(run.call, media, params["top"])
+        return start_job(engine, tg.TAGS_LONG, params, {"audio": media}, progress, then=_shown_file)
+    with engine.run("tag_music", bucket=tg.seconds_bucket(duration)) as run:
+        result = tg.tag_file(run.call, media, params["top"])
+    return _shown(result)
+
+
+def _shown(result: dict):
     best = {t["tag"]: t["score"] for t in result["tags"]}
     return best, over_time(result), patch_table(result), result
+
+
+def _shown_file(path: str):
+    return _shown(json.loads(Path(path).read_text()))
 
 
 def run_bucket(media: str | None, *_options) -> str | None:

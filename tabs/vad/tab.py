@@ -2,6 +2,7 @@
 waveform and given as JSON; and the same file with its silences cut out, picture and sound in sync."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -112,11 +113,17 @@ def detect_speech(engine: Engine, media: str | None, threshold: float = 0.5, min
                "min_silence_s": float(min_silence_s), "pad_s": 0.03}
     check(options, {"audio": media})
     if _is_long(probe_audio(media).duration_s):
-        data = json.loads(Path(start_job(engine, DETECT_LONG, options, {"audio": media}, progress)).read_text())
-    else:
-        analysis = _analyse_short(engine, media)
-        data = vad.overview(analysis, vad.segments_of(analysis, **options))
+        return start_job(engine, DETECT_LONG, options, {"audio": media}, progress, then=_overview_file)
+    analysis = _analyse_short(engine, media)
+    return _overview(vad.overview(analysis, vad.segments_of(analysis, **options)))
+
+
+def _overview(data: dict):
     return draw_overview(data), {"segments": data["segments"]}
+
+
+def _overview_file(path: str):
+    return _overview(json.loads(Path(path).read_text()))
 
 
 def cut_silence(engine: Engine, media: str | None, min_silence_s: float = 0.5, progress=gr.Progress()) -> str:
@@ -136,10 +143,13 @@ def cut_silence(engine: Engine, media: str | None, min_silence_s: float = 0.5, p
     check(params, {"media": media})
     duration = probe_audio(media).duration_s
     if _is_long(duration):
-        result = start_job(engine, CUT_LONG, params, {"media": media}, progress)
-    else:
-        result = str(cut.cut_silence(_analyse_short(engine, media), media, params["min_silence_s"],
-                                     out_dir=new_output_dir("cut")))
+        return start_job(engine, CUT_LONG, params, {"media": media}, progress,
+                         then=functools.partial(_told_cut, duration))
+    return _told_cut(duration, str(cut.cut_silence(_analyse_short(engine, media), media, params["min_silence_s"],
+                                                   out_dir=new_output_dir("cut"))))
+
+
+def _told_cut(duration: float | None, result: str) -> str:
     try:
         after = probe_audio(result).duration_s
         if duration and after is not None:

@@ -1,6 +1,7 @@
 """Voices: how alike two voices are, and who speaks when in a recording (resemblyzer)."""
 from __future__ import annotations
 
+import functools
 import json
 
 import gradio as gr
@@ -88,13 +89,18 @@ def diarize(engine: Engine, media: str | None, speakers: int = 2,
     speakers = int(speakers)
     info = probe_audio(media)
     if info.duration_s is None or info.duration_s > vo.LONG_S:
-        with open(start_job(engine, vo.DIARIZE_LONG, {"speakers": speakers}, {"media": media}, progress)) as f:
-            result = json.load(f)
-    else:
-        samples = read_audio(media, vo.RATE, max_seconds=vo.LONG_S)
-        with engine.run("diarize") as run:
-            result = vo.diarize(run.call, samples, speakers, vo.RATE)
+        return start_job(engine, vo.DIARIZE_LONG, {"speakers": speakers}, {"media": media}, progress,
+                         then=functools.partial(_shown_file, info.duration_s))
+    samples = read_audio(media, vo.RATE, max_seconds=vo.LONG_S)
+    with engine.run("diarize") as run:
+        result = vo.diarize(run.call, samples, speakers, vo.RATE)
     return result, timeline(result["segments"], info.duration_s or 0.0)
+
+
+def _shown_file(duration_s: float | None, path: str):
+    with open(path) as f:
+        result = json.load(f)
+    return result, timeline(result["segments"], duration_s or 0.0)
 
 
 def build(engine: Engine) -> None:
