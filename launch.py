@@ -195,7 +195,7 @@ def main(argv=None) -> None:
     from engine import doctor as doc
     from tabs import capabilities
     from tabs.catalog import EngineOptions, build_engine, doctor_checks
-    from app import build_app, job_files
+    from app import EVENTS_AT_ONCE, build_app, job_files
     from ui import safety, users
 
     engine = build_engine(EngineOptions(data_dir=args.data_dir, budget=args.budget, device=args.device,
@@ -238,7 +238,8 @@ def main(argv=None) -> None:
                 max_file_size=args.max_file_size, show_error=True,
                 allowed_paths=[str(engine.jobs.root / "jobs")],  # job results, served for download...
                 app_kwargs={"middleware": [job_files.middleware(engine)]},  # ...to their owner only
-                mcp_server=args.mcp or None)  # None: Gradio's GRADIO_MCP_SERVER variable decides
+                mcp_server=args.mcp or None,  # None: Gradio's GRADIO_MCP_SERVER variable decides
+                max_threads=EVENTS_AT_ONCE)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,10 @@ def build_app(engine: Engine, tabs=None) -> gr.Blocks:
     # a burst of clicks from queueing more threads than the two cores can use.
     demo.queue(default_concurrency_limit=2)
     return demo
+
+
+# Gradio processes at most `max_threads` events at once (40 by default), async ones too: people
+# following their jobs (ui.jobs, no thread each) would fill those places and leave an interactive
+# click waiting. launch.py raises it to this; the threads our handlers use stay bounded by
+# anyio's own 40 (ui.handlers), the events' concurrency limits bound each endpoint.
+EVENTS_AT_ONCE = 1000

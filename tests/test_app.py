@@ -1,8 +1,11 @@
 """The real app in a subprocess, driven through gradio_client like any API user."""
+import asyncio
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,17 @@ AUTH = ("tester", "s3cret-pass")
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app(tmp_path_factory):
     proc, url = start_app(tmp_path_factory.mktemp("data"), "--auth", ":".join(AUTH), "--budget", "cpu=4GiB")
     try:
-        yield url
+        yield proc, url
     finally:
         stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def app_url(app):
+    return app[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +59,55 @@ def test_detect_faces_through_the_api(client, tmp_path):
     _, none = client.predict(handle_file(save(skimage.data.coffee(), tmp_path / "c.png")),
                              api_name="/detect_faces")
     assert none == {"faces": []}
+
+
+def threads_of(pid: int) -> int:
+    return int(next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("Threads:")))
+
+
+def settled_threads(pid: int, quiet_s: int = 5, seconds: float = 90) -> int:
+    """The process's thread count once it stays the same for quiet_s seconds (models still
+    preloading start threads; idle pool threads end 10 s after their last task)."""
+    deadline, counts = time.monotonic() + seconds, []
+    while len(counts) < quiet_s or len(set(counts[-quiet_s:])) > 1:
+        assert time.monotonic() < deadline, f"the thread count never settled: {counts}"
+        counts.append(threads_of(pid))
+        time.sleep(1)
+    return counts[-1]
+
+
+def test_sixty_people_waiting_on_jobs_hold_no_threads(app, client, tmp_path):
+    """Sixty sessions follow their queued jobs (the queue paused, so none ends) while another
+    person's interactive call answers; Gradio's pool has 40 threads, so a thread per follower
+    would leave the call waiting for ever."""
+    proc, url = app
+    text = "Every person waits for a job, and nobody holds a thread while waiting. " * 15  # a job
+    photo = handle_file(save(skimage.data.astronaut(), tmp_path / "a.png"))
+    client.predict(photo, api_name="/detect_faces")   # the threads a warm app keeps
+    client.predict(api_name="/pause_queue")
+    try:
+        idle = settled_threads(proc.pid)
+        with ThreadPoolExecutor(8) as pool:
+            sessions = list(pool.map(lambda _: Client(url, auth=AUTH, verbose=False), range(60)))
+        waiting = [session.submit(text, 1.0, api_name="/speak") for session in sessions]
+        deadline = time.monotonic() + 120
+        while sum(j["state"] == "queued" and j["capability"] == "speak_long"
+                  for j in client.submit(api_name="/list_jobs").result(timeout=60)["jobs"]) < 60:
+            assert time.monotonic() < deadline, "the sixty jobs did not all queue"
+            time.sleep(0.5)
+        # The sixty submissions ran at once in pool threads, which end after 10 s idle; a
+        # follower holding a thread would keep it for as long as it waits.
+        during = settled_threads(proc.pid, quiet_s=12)
+        _, found = client.submit(photo, api_name="/detect_faces").result(timeout=60)
+        assert len(found["faces"]) == 1
+        assert not any(job.done() for job in waiting)
+        assert during - idle < 15, (idle, during)   # a thread per follower would add 60
+    finally:
+        client.predict(AUTH[0], api_name="/cancel_user_jobs")
+        client.predict(api_name="/resume_queue")
+    for job in waiting:   # each follower hears of the cancel and lets go
+        with pytest.raises(Exception, match="cancelled"):
+            job.result(timeout=60)
 
 
 def test_system_status_reports_devices_models_and_runs(client, tmp_path):
@@ -151,7 +208,7 @@ def test_the_jobs_and_system_handlers_answer_without_a_browser(tmp_path):
 
     from app import jobs_tab, system_tab
     from engine import Engine, JobKind, UserFacingError
-    from ui.handlers import handler
+    from app_calls import wired
 
     engine = Engine(tmp_path / "data", job_options={"job_threads": 1})
     engine.jobs.register(JobKind("nothing", "no-model", lambda ctx: ""))
@@ -166,7 +223,7 @@ def test_the_jobs_and_system_handlers_answer_without_a_browser(tmp_path):
     assert jobs_tab.retry_job(engine, job_id)["state"] == "queued"
     # Wired as Gradio sees it: the engine bound, the same plain message as a gr.Error.
     with pytest.raises(gr.Error, match="There is no job 'nope'"):
-        handler(engine, jobs_tab.cancel_job, "cancel the job")("nope")
+        wired(engine, jobs_tab.cancel_job, "cancel the job")("nope")
 
     assert "next run will be profiled" in system_tab.profile_next(engine)
     engine.infer("test", *_a_model(engine))
@@ -190,7 +247,7 @@ def test_a_job_that_fails_from_a_bug_shows_no_exception_text(tmp_path):
 
     from app import jobs_tab
     from engine import Engine, JobKind, UserFacingError
-    from ui.jobs import follow_job
+    from ui.jobs import JobStarted, follow_job
 
     def crash(ctx):
         raise RuntimeError("/srv/wimmel/secret.py line 3")
@@ -205,9 +262,9 @@ def test_a_job_that_fails_from_a_bug_shows_no_exception_text(tmp_path):
     try:
         crashed, refused = engine.jobs.submit("crash"), engine.jobs.submit("refuse")
         with pytest.raises(gr.Error) as bug:
-            follow_job(engine, crashed, lambda *a, **k: None)
+            asyncio.run(follow_job(engine, JobStarted(crashed, lambda *a, **k: None)))
         with pytest.raises(gr.Error, match="This video has no frames."):
-            follow_job(engine, refused, lambda *a, **k: None)
+            asyncio.run(follow_job(engine, JobStarted(refused, lambda *a, **k: None)))
     finally:
         engine.jobs.stop()
     # The log and jobs.sqlite keep the exception for whoever runs the server ...
