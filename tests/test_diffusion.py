@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from app_calls import endpoints, named
 from PIL import Image
 
 from engine import Engine, UserFacingError
@@ -224,15 +225,15 @@ def test_the_tab_builds_with_and_without_models(engine, tmp_path):
     empty = Engine(tmp_path / "empty")
     with gr.Blocks() as demo:
         tab.build(empty)
-    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    apis = endpoints(demo)
     assert {"txt2img", "img2img", "inpaint", "generate_batch", "png_info"} <= set(apis)
     with pytest.raises(gr.Error, match="add one in the Models tab"):
-        apis["txt2img"].fn("", "a cat")
+        apis["txt2img"]("", "a cat")
     # The handlers are module-level functions: called with an engine, without Gradio.
     with pytest.raises(UserFacingError, match="add one in the Models tab"):
         tab.txt2img(empty, "", "a cat")
     # The inpaint editor's painted layer (alpha) and an uploaded mask become one mask for the API.
-    split = next(fn.fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "split_editor")
+    split = named(demo, "split_editor")
     background = np.full((32, 48, 3), 90, np.uint8)
     layer = np.zeros((32, 48, 4), np.uint8)
     layer[:, :10, 3] = 255
@@ -246,8 +247,8 @@ def test_the_tab_builds_with_and_without_models(engine, tmp_path):
 
     with gr.Blocks() as demo:
         tab.build(engine)
-    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
-    shown, info = apis["txt2img"].fn(NAME, "a photo of a cat", "blurry", 2, 7.0, 64, 64, 7, 1,
+    apis = endpoints(demo)
+    shown, info = apis["txt2img"](NAME, "a photo of a cat", "blurry", 2, 7.0, 64, 64, 7, 1,
                                      progress=lambda *a, **k: None)
     image, caption = shown[0]
     assert caption == "seed 7" and info["seeds"] == [7] and info["tier"] == "full (sdpa)"

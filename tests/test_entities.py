@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from app_calls import endpoint
 
 import tabs.entities as capability
 from capability_engine import capability_engine
@@ -72,7 +73,7 @@ def find_entities(engine):
 
     with gr.Blocks() as demo:
         tab.build(engine)
-    return next(f.fn for f in demo.fns.values() if f.api_name == "find_entities")
+    return endpoint(demo, "find_entities")
 
 
 def analyse(engine, text: str, parse: bool = True) -> dict:

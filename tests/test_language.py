@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from app_calls import endpoint
 import torch
 
 import tabs.language as capability
@@ -43,7 +44,7 @@ def detect_language(engine):
 
     with gr.Blocks() as demo:
         tab.build(engine)
-    return next(f.fn for f in demo.fns.values() if f.api_name == "detect_language")
+    return endpoint(demo, "detect_language")
 
 
 def test_the_weights_are_here_and_the_spec_is_torch_on_any_device():

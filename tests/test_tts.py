@@ -4,6 +4,7 @@ import re
 import gradio as gr
 import numpy as np
 import pytest
+from app_calls import endpoint
 import soundfile
 from scipy.signal import resample_poly
 
@@ -180,7 +181,7 @@ def tab_function(engine, api_name):
     assert tabs.tts.unavailable() is None and tabs.tts.TITLE == "Text to speech"
     with gr.Blocks() as demo:
         audio_tts.build(engine)
-    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+    return endpoint(demo, api_name)
 
 
 def test_the_speak_endpoint_returns_a_wav_and_plain_errors(engine):
