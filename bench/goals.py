@@ -192,4 +192,13 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
                      f"{ld['requests']} requests, {ld['errors']} errors, {ld['user_visible_oom']} OOM; peak RSS "
                      f"{ld['peak_rss_mb']} MiB of {ld['budget_mb']} MiB; {ld['long_jobs_ended']}/{ld['long_jobs']} "
                      "jobs ended", ok, " ".join(why)))
+        if "interactive_p95_ratio" in ld:
+            b = ld["baseline_clients"]
+            rows.append((f"load (issue 18): {ld['clients']} clients: 0 errors, interactive p95 <= 2x the same at {b}, "
+                         "every job ends, per-user share of finished jobs within 2x",
+                         f"errors {ld['errors']} ({ld[f'errors_{b}']} at {b}); interactive p95 {ld['interactive_p95_ms']} "
+                         f"ms vs {ld[f'interactive_p95_ms_{b}']} ms = {ld['interactive_p95_ratio']}x; jobs "
+                         f"{ld['long_jobs_ended']}/{ld['long_jobs']}; done per user {ld['jobs_per_user']} (ratio "
+                         f"{ld['share_ratio']}); threads idle {ld['threads_idle']}, max {ld['threads_max']}",
+                         ld["done"], ""))
     return rows

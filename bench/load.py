@@ -1,212 +1,155 @@
-"""load: 20 concurrent API clients mixing interactive and long endpoints for a bounded time.
+"""load: 50 API clients across several logins, against the same mix at 16 clients, side by side.
 
-The real app (launch.py --budget B) runs in a subprocess. CLIENTS gradio_client clients, each in
-its own thread with its own connection, call for SECONDS seconds:
-- 16 interactive clients, each going round detect_faces, nsfw_check, ocr, speak and
-  detect_speech (each client starts at a different one), one request after another;
-- 4 long clients (2 blur_faces_video, 2 stylize_video on a 1 s 480x360 video), each submitting
-  a job and waiting for its video before submitting the next.
-When the time is up no new request starts; the long jobs under way are waited for (every long
-job must end). Clients wait up to CLIENT_TIMEOUT_S for each HTTP exchange: gradio_client's
-default (httpx's 5 s) times out uploads while 20 requests land at once on two cores.
+The real app (launch.py --budget B --auth-file F --admins admin) runs in a subprocess with USERS
+logins (user1..user5) and an admin. One app, two phases: first BASELINE_CLIENTS (16) clients for
+SECONDS, then CLIENTS (50) for SECONDS. One app rather than two: both phases then share the same
+loaded models, caches and warm-up, so the ratio of their latencies is the load's alone, not two
+starts' (and it saves a start and preload, a minute or more on two cores). Between the phases every
+job has ended and the server's threads are left to go idle (bench/load_roles.settle_threads).
 
-- clients, seconds, requests, errors (requests that raised), user_visible_oom (errors that
-  speak of memory), long_jobs, long_jobs_ended (jobs in the app's list that reached done).
-- peak_rss_mb: the server process's peak RSS, whole process (Python, Gradio and every model):
-  the larger of its VmHWM and its RSS sampled every 0.25 s; peak_tree_mb: the samples with its
-  child processes (ffmpeg) added;
-  engine_peak_mb: the engine's resident models (system_status), sampled each second.
-  budget_mb: the --budget given; within_budget: peak_rss_mb <= budget_mb.
-- endpoints: per endpoint, n, p50_ms and p95_ms of the client-side latency (upload, queue, run,
-  answer; for long endpoints the whole job).
+In each phase (bench/load_roles.run_phase) each gradio_client client, in its own thread with its
+own connection and login (clients spread round-robin over the users), is one of:
+- a job client (a third of the clients, rounded down: 5 of 16, 16 of 50): submits a job, waits
+  for its video, submits the next, alternating blur_faces_video and stylize_video on a 1 s
+  480x360 video;
+- an interactive client (the rest): goes round detect_faces, nsfw_check, ocr, speak and
+  detect_speech, with a think time of 1-3 s (uniform) after each answer, as a person would.
+Clients arrive over the first 3 s. When the time is up no new request starts; every job under way
+is waited for (each must end). Clients wait up to 120 s per HTTP exchange.
+
+Fields (the 50-client phase; the same with `_16` for the 16-client one: `_N` for a baseline of N):
+- requests, errors (requests that raised, clients stuck past the drain, failed logins),
+  user_visible_oom (errors that speak of memory), long_jobs and long_jobs_ended (the phase's jobs
+  in the admin's list_jobs, and those done), jobs_per_user (done jobs per owner) and share_ratio
+  (largest / smallest of them over the users with job clients).
+- threads_idle (the server's thread count, idle, just before the phase), threads_max and
+  threads_median (sampled every 0.25 s from /proc/PID/status during the phase).
+- interactive_p95_ms: p95 over all interactive calls; endpoints: per endpoint n, p50_ms, p95_ms of
+  the client-side latency (upload, queue, run, answer; for jobs the whole job).
+- peak_rss_mb (server process, the larger of VmHWM and 0.25 s samples, both phases), peak_tree_mb
+  (with its ffmpeg children), engine_peak_mb (system_status, each second), budget_mb, within_budget.
+- interactive_p95_ratio = interactive_p95_ms / interactive_p95_ms_16; the issue's checks as
+  booleans: no_errors (both phases), p95_within_2x, every_job_ended (both phases),
+  share_within_2x (50 clients), and done (all four).
 
 `python -m bench load [--budget cpu=4GiB]`.
 """
 from __future__ import annotations
 
-import random
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
+from .common import App, mb, percentile, read_hwm, save_series
+from .load_roles import CLIENT_TIMEOUT_S, INTERACTIVE, JOBS, SENTENCE, THINK_S, call, connect, is_memory_error, \
+    make_inputs, roles, run_phase, write_logins
 
-from .common import App, RssSampler, mb, ms, percentile, read_hwm, save_series
-
-CLIENTS = 20
-LONG_CLIENTS = ("blur_faces_video", "blur_faces_video", "stylize_video", "stylize_video")
-INTERACTIVE = ("detect_faces", "nsfw_check", "ocr", "speak", "detect_speech")
-SECONDS = 75
-CLIENT_TIMEOUT_S = 120
+CLIENTS = 50
+BASELINE_CLIENTS = 16
+USERS = 5
+ADMIN = "admin"
+SECONDS = 120
 BUDGET = "cpu=4GiB"
-SENTENCE = "Twenty clients at once, and every one of them gets an answer."
 
 
-def _inputs(folder: Path) -> dict:
-    import skimage.data
-    from PIL import Image, ImageDraw, ImageFont
-
-    from tests.video_helpers import make_test_video
-
-    photo = folder / "astronaut.png"
-    Image.fromarray(skimage.data.astronaut()).save(photo)
-    text = Image.new("RGB", (512, 256), "white")
-    draw = ImageDraw.Draw(text)
-    for row, line in enumerate(["Load test", "twenty clients"]):
-        draw.text((20, 40 + row * 100), line, fill="black", font=ImageFont.load_default(size=48))
-    text.save(folder / "text.png")
-    face = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((200, 200)))
-
-    def frame(i: int) -> np.ndarray:
-        out = np.full((360, 480, 3), 90, np.uint8)
-        left = 20 + (4 * i) % 240
-        out[60:260, left:left + 200] = face
-        return out
-
-    video = make_test_video(folder / "faces.mp4", frames=24, width=480, height=360, fps=24, draw=frame)
-    return {"photo": str(photo), "text": str(folder / "text.png"), "video": str(video)}
+def _p(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q), 1) if values else None
 
 
-def _call(client, endpoint: str, files: dict):
-    from gradio_client import handle_file
+def _summary(phase: dict, jobs_before: set, jobs_after: list[dict]) -> dict:
+    """The fields of one phase from its requests and the jobs it left in the admin's list."""
+    results = phase["results"]
+    errors = [r["error"] for r in results if r["error"]] + phase["failed_logins"]
+    endpoints = {}
+    for name in INTERACTIVE + JOBS:
+        times = [r["ms"] for r in results if r["endpoint"] == name and not r["error"]]
+        endpoints[name] = {"n": len(times), "p50_ms": _p(times, 50), "p95_ms": _p(times, 95)}
+    interactive = [r["ms"] for r in results if r["role"] == "interactive" and not r["error"]]
+    jobs = [j for j in jobs_after if j["id"] not in jobs_before and j["capability"] in JOBS]
+    job_users = sorted({r["user"] for r in results if r["role"] == "job"})
+    per_user = {user: sum(j["state"] == "done" and j.get("owner") == user for j in jobs) for user in job_users}
+    counts = list(per_user.values())
+    states: dict[str, int] = {}
+    for j in jobs:
+        states[j["state"]] = states.get(j["state"], 0) + 1
+    return {"requests": len(results), "errors": len(errors) + phase["stuck"],
+            "user_visible_oom": sum(is_memory_error(e) for e in errors),
+            "long_jobs": len(jobs), "long_jobs_ended": states.get("done", 0), "job_states": states,
+            "jobs_per_user": per_user,
+            "share_ratio": round(max(counts) / min(counts), 2) if counts and min(counts) else None,
+            "threads_idle": phase["threads_idle"], "threads_max": phase["threads_max"],
+            "threads_median": phase["threads_median"],
+            "interactive_p95_ms": _p(interactive, 95), "interactive_p50_ms": _p(interactive, 50),
+            "wall_s": phase["wall_s"], "endpoints": endpoints, "error_samples": errors[:3]}
 
-    if endpoint == "detect_faces":
-        return client.predict(handle_file(files["photo"]), api_name="/detect_faces")
-    if endpoint == "nsfw_check":
-        return client.predict(handle_file(files["photo"]), api_name="/nsfw_check")
-    if endpoint == "ocr":
-        return client.predict(handle_file(files["text"]), api_name="/ocr")
-    if endpoint == "speak":
-        return client.predict(SENTENCE, 1.0, api_name="/speak")
-    if endpoint == "detect_speech":
-        return client.predict(handle_file(files["speech"]), 0.5, 0.1, api_name="/detect_speech")
-    if endpoint == "blur_faces_video":
-        return client.predict(handle_file(files["video"]), "blur", api_name="/blur_faces_video")
-    if endpoint == "stylize_video":
-        return client.predict(handle_file(files["video"]), "style 3", None, api_name="/stylize_video")
-    raise ValueError(endpoint)
 
-
-def _is_memory_error(message: str) -> bool:
-    message = message.lower()
-    return any(word in message for word in ("out of memory", "not enough memory", "memory"))
-
-
-def run(verbose: bool = True, budget: str | None = None, seconds: float = SECONDS, clients: int = CLIENTS) -> dict:
-    import httpx
-    from gradio_client import Client
-
+def run(verbose: bool = True, budget: str | None = None, seconds: float = SECONDS, clients: int = CLIENTS,
+        baseline_clients: int = BASELINE_CLIENTS, users: int = USERS) -> dict:
     from engine.devices import parse_budget
 
+    if baseline_clients >= clients:
+        raise ValueError(f"baseline_clients ({baseline_clients}) must be fewer than clients ({clients})")
     budget = budget or BUDGET
     budget_bytes = parse_budget(budget)["cpu"]
     folder = Path(tempfile.mkdtemp(prefix="wimmel-bench-load-"))
-    files = _inputs(folder)
-    app = App(folder / "data", "--budget", budget)
-    results: list[dict] = []
-    lock = threading.Lock()
-    engine_samples: list[tuple[float, float]] = []
+    files = make_inputs(folder)
+    names = [f"user{k + 1}" for k in range(users)]
+    auth_file, passwords = write_logins(folder, names, ADMIN)
+    app = App(folder / "data", "--budget", budget, "--auth-file", str(auth_file), "--admins", ADMIN)
+    phases, summaries = {}, {}
     try:
         app.wait_page()
-        first = Client(app.url, verbose=False)
-        app.wait_preloaded(first)
-        files["speech"] = first.predict(SENTENCE, 1.0, api_name="/speak")
+        admin = connect(app.url, ADMIN, passwords[ADMIN])
+        app.wait_preloaded(admin)
+        files["speech"] = admin.predict(SENTENCE, 1.0, api_name="/speak")
         for endpoint in INTERACTIVE:  # one of each first: nothing below measures a first call
-            _call(first, endpoint, files)
-
-        roles = list(LONG_CLIENTS[:min(len(LONG_CLIENTS), clients)])
-        roles += [INTERACTIVE[i % len(INTERACTIVE)] for i in range(clients - len(roles))]
-        connections: list = [None] * clients
-
-        def connect(i: int) -> None:
-            # read=600: the event stream of a long job may stay quiet for minutes.
-            timeout = httpx.Timeout(CLIENT_TIMEOUT_S, read=600)
-            connections[i] = Client(app.url, verbose=False, httpx_kwargs={"timeout": timeout})
-
-        threads = [threading.Thread(target=connect, args=(i,)) for i in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-        start = threading.Event()
-        state = {"end": 0.0}
-
-        def client_loop(i: int) -> None:
-            rng = random.Random(i)
-            start.wait()
-            n = 0
-            while time.monotonic() < state["end"]:
-                if roles[i] in INTERACTIVE:
-                    endpoint = INTERACTIVE[(INTERACTIVE.index(roles[i]) + n) % len(INTERACTIVE)]
-                else:
-                    endpoint = roles[i]
-                n += 1
-                began = time.perf_counter()
-                error = None
-                try:
-                    _call(connections[i], endpoint, files)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
-                    error = f"{type(exc).__name__}: {exc}"[:300]
-                with lock:
-                    results.append({"client": i, "endpoint": endpoint, "t": round(began - t0, 2),
-                                    "ms": ms(time.perf_counter() - began), "error": error})
-                if rng.random() < 0.1:
-                    time.sleep(rng.uniform(0, 0.5))  # now and then a client pauses, as people do
-
-        def watch_engine() -> None:
-            while not start.is_set() or time.monotonic() < state["end"] or any(t.is_alive() for t in workers):
-                try:
-                    status = first.predict(api_name="/system_status")
-                    cpu = next(d for d in status["devices"] if d["name"] == "cpu")
-                    engine_samples.append((round(time.perf_counter() - t0, 1), mb(cpu.get("engine", 0))))
-                except Exception:  # noqa: BLE001 - a missed sample is no result
-                    pass
-                time.sleep(1.0)
-
-        workers = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]
-        for worker in workers:
-            worker.start()
-        with RssSampler(app.proc.pid, every_s=0.25, children=True) as sampler:
-            t0 = time.perf_counter()
-            state["end"] = time.monotonic() + seconds
-            watcher = threading.Thread(target=watch_engine, daemon=True)
-            watcher.start()
-            start.set()
+            call(admin, endpoint, files)
+        for n in (baseline_clients, clients):
+            before = {j["id"] for j in admin.predict(api_name="/list_jobs")["jobs"]}
+            phases[n] = run_phase(app.url, app.proc.pid, roles(n, names), passwords, files, seconds, admin, verbose)
+            summaries[n] = _summary(phases[n], before, admin.predict(api_name="/list_jobs")["jobs"])
             if verbose:
-                print(f"{clients} clients for {seconds:.0f} s ...", flush=True)
-            for worker in workers:
-                worker.join(seconds + 600)  # long clients finish the job they have under way
-            stuck = sum(w.is_alive() for w in workers)
-            watcher.join(5)
+                s = summaries[n]
+                print(f"{n} clients: {s['requests']} requests, {s['errors']} errors, interactive p95 "
+                      f"{s['interactive_p95_ms']} ms, jobs {s['long_jobs_ended']}/{s['long_jobs']} "
+                      f"{s['jobs_per_user']}, threads idle {s['threads_idle']} max {s['threads_max']}",
+                      flush=True)
+                for name, row in s["endpoints"].items():
+                    print(f"  {name}: {row}", flush=True)
+                for error in s["error_samples"]:
+                    print(f"  error: {error}", flush=True)
         # VmHWM alone would miss peaks: the engine's probe resets it at each run it measures.
-        peak_rss = max(read_hwm(app.proc.pid) or 0, max(sampler.rss, default=0))
-        jobs = first.predict(api_name="/list_jobs")["jobs"]
+        peak_rss = max([read_hwm(app.proc.pid) or 0] + [max(p["memory"].rss, default=0) for p in phases.values()])
+        admin.close()
     finally:
         app.stop()
 
-    errors = [r for r in results if r["error"]]
-    endpoints = {}
-    for name in INTERACTIVE + tuple(sorted(set(LONG_CLIENTS))):
-        times = [r["ms"] for r in results if r["endpoint"] == name and not r["error"]]
-        endpoints[name] = {"n": len(times), "p50_ms": round(percentile(times, 50), 1) if times else None,
-                           "p95_ms": round(percentile(times, 95), 1) if times else None}
-    if verbose:
-        for name, row in endpoints.items():
-            print(f"{name}: {row}", flush=True)
-        for r in errors[:5]:
-            print(f"error: {r}", flush=True)
-    save_series("load", {"latencies_ms": {k: [r["ms"] for r in results if r["endpoint"] == k and not r["error"]]
-                                          for k in endpoints},
-                         "memory": {**sampler.series_mb(tree=True), "process_mb": sampler.series_mb()["mb"]},
-                         "engine": engine_samples, "budget_mb": mb(budget_bytes)})
-    long_jobs = [j for j in jobs if j["capability"] in LONG_CLIENTS]
-    return {"scenario": "load", "clients": clients, "seconds": seconds, "requests": len(results),
-            "errors": len(errors) + stuck, "user_visible_oom": sum(_is_memory_error(r["error"]) for r in errors),
-            "long_jobs": len(long_jobs), "long_jobs_ended": sum(j["state"] == "done" for j in long_jobs),
-            "peak_rss_mb": mb(peak_rss), "peak_tree_mb": mb(max(sampler.tree, default=0)),
-            "engine_peak_mb": max((v for _, v in engine_samples), default=None),
-            "budget_mb": mb(budget_bytes), "within_budget": peak_rss <= budget_bytes,
-            "endpoints": endpoints, "error_samples": [r["error"] for r in errors[:3]],
-            "client_timeout_s": CLIENT_TIMEOUT_S}
+    top, base = summaries[clients], summaries[baseline_clients]
+    memory = phases[clients]["memory"]
+    ratio = (round(top["interactive_p95_ms"] / base["interactive_p95_ms"], 2)
+             if top["interactive_p95_ms"] and base["interactive_p95_ms"] else None)
+    checks = {"no_errors": top["errors"] == 0 and base["errors"] == 0,
+              "p95_within_2x": ratio is not None and ratio <= 2,
+              "every_job_ended": all(s["long_jobs_ended"] == s["long_jobs"] for s in (top, base)),
+              "share_within_2x": top["share_ratio"] is not None and top["share_ratio"] <= 2}
+    tail = f"_{baseline_clients}"   # the baseline phase's fields: _16 by default
+    save_series("load", {
+        "latencies_ms": {k: [r["ms"] for r in phases[clients]["results"] if r["endpoint"] == k and not r["error"]]
+                         for k in top["endpoints"]},
+        f"latencies_ms{tail}": {k: [r["ms"] for r in phases[baseline_clients]["results"]
+                                if r["endpoint"] == k and not r["error"]] for k in base["endpoints"]},
+        "memory": {**memory.series_mb(tree=True), "process_mb": memory.series_mb()["mb"]},
+        "engine": phases[clients]["engine"], "budget_mb": mb(budget_bytes),
+        "threads": phases[clients]["threads_series"], f"threads{tail}": phases[baseline_clients]["threads_series"]})
+    fields = {"scenario": "load", "clients": clients, "baseline_clients": baseline_clients, "seconds": seconds,
+              "users": users, "job_clients": clients // 3, f"job_clients{tail}": baseline_clients // 3,
+              "think_s": list(THINK_S), "interactive_p95_ratio": ratio, **checks, "done": all(checks.values())}
+    fields.update({k: v for k, v in top.items() if k != "endpoints"})
+    peak_tree = max(max(p["memory"].tree, default=0) for p in phases.values())
+    fields.update({"peak_rss_mb": mb(peak_rss), "peak_tree_mb": mb(peak_tree),
+                   "engine_peak_mb": max((v for _, v in phases[clients]["engine"]), default=None),
+                   "budget_mb": mb(budget_bytes), "within_budget": peak_rss <= budget_bytes,
+                   "client_timeout_s": CLIENT_TIMEOUT_S})
+    fields.update({f"{k}{tail}": v for k, v in base.items() if k != "endpoints"})
+    fields["endpoints"] = top["endpoints"]
+    fields[f"endpoints{tail}"] = base["endpoints"]
+    return fields

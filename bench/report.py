@@ -57,14 +57,16 @@ DESCRIPTIONS = {
     "oom-stress": ("bench/oom_stress.py", "Every model with a standard input in bench/networks (all the engine "
                    "serves), footprints learned in a first process; then 100 jobs in random order, 3 at a time, under a budget of 60 % of the footprints' sum, with real "
                    "allocation failures injected in 10 % of the runs (during the load, before or after the model's call)."),
-    "load": ("bench/load.py", "Issue 9's load test: 20 gradio_client clients for 75 s against the real app "
-             "(`--budget`), 16 going round detect_faces, nsfw_check, ocr, speak and detect_speech, 4 submitting "
-             "blur_faces_video and stylize_video jobs; then every job under way is waited for. Latencies are the "
-             "client's: on two cores they are mostly waiting in Gradio's queue (two calls at a time per endpoint) "
-             "and one job at a time in the job queue. `peak_rss_mb` is the whole server process (Python, Gradio, "
-             "every model) against the engine's `--budget`; ffmpeg children (`peak_tree_mb`) are outside the "
-             "engine's accounting. Clients wait up to 120 s per HTTP exchange: with gradio_client's default "
-             "(httpx, 5 s) a first run here saw 5 uploads of the opening burst time out."),
+    "load": ("bench/load.py", "Issue 18's load test: the real app (`--budget`, `--auth-file` with 5 logins and an admin) "
+             "in one process, two phases side by side: 16 gradio_client clients for 120 s, then 50. Each client has its "
+             "own login (round-robin over the users); a third of them (rounded down: 5, 16) submit blur_faces_video "
+             "and stylize_video jobs one after another, the rest go round detect_faces, nsfw_check, ocr, speak and "
+             "detect_speech with 1-3 s of think time; every job under way is waited for. Fields are the 50-client "
+             "phase's, `_16` the 16-client one's; `interactive_p95_ratio` = p95 of all interactive calls at 50 / at 16; "
+             "`jobs_per_user` counts done jobs per owner (admin's list_jobs), `share_ratio` its largest / smallest; "
+             "threads: the server's `Threads:` idle before the phase and sampled every 0.25 s during it. "
+             "`peak_rss_mb` is the whole server process against `--budget`; ffmpeg children (`peak_tree_mb`) are "
+             "outside the engine's accounting. Clients wait up to 120 s per HTTP exchange."),
     "networks": ("bench/networks.py", "Every model of the catalog (tabs.catalog.default_specs()), each in a fresh process: "
                  "cold and median-of-3 load through the pool, the engine's measured footprint and run peak, latency of "
                  "the capability's own function on a standard input (512 px photo, a sentence, 5 s of Piper speech), "
@@ -239,7 +241,7 @@ def _plots(results: dict) -> dict[str, list[str]]:
     s = _series("load")
     if s:
         add("load", "load-latency.png", lambda p: plot.boxes(
-            p, "load: latency per endpoint (20 clients)", "milliseconds (log)", s["latencies_ms"], log=True))
+            p, "load: latency per endpoint (50 clients)", "milliseconds (log)", s["latencies_ms"], log=True))
         series = [("server process RSS", s["memory"]["t"], s["memory"]["process_mb"]),
                   ("with its ffmpeg children", s["memory"]["t"], s["memory"]["mb"])]
         if s.get("engine"):
@@ -312,13 +314,21 @@ def write_page(results: dict) -> None:
             lines += networks.render(entry["fields"])
             continue
         fields = {k: v for k, v in entry["fields"].items() if k != "scenario"}
-        nested = {k: v for k, v in fields.items() if k == "endpoints"}
+        nested = {k: v for k, v in fields.items() if k.startswith("endpoints")}
         lines += ["| field | value |", "| --- | --- |"]
         lines += [f"| `{k}` | {_cell(v)} |" for k, v in fields.items() if k not in nested]
         if "endpoints" in nested:
-            lines += ["", "| endpoint | requests | p50 ms | p95 ms |", "| --- | --- | --- | --- |"]
-            lines += [f"| `{k}` | {v['n']} | {_cell(v['p50_ms'])} | {_cell(v['p95_ms'])} |"
-                      for k, v in nested["endpoints"].items()]
+            base = nested.get(f"endpoints_{fields.get('baseline_clients')}")
+            if base:
+                b, n = fields["baseline_clients"], fields["clients"]
+                lines += ["", f"| endpoint | requests ({b}) | p50 ms ({b}) | p95 ms ({b}) | requests ({n}) | p50 ms ({n}) "
+                          f"| p95 ms ({n}) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+                lines += [f"| `{k}` | {base[k]['n']} | {_cell(base[k]['p50_ms'])} | {_cell(base[k]['p95_ms'])} | {v['n']} "
+                          f"| {_cell(v['p50_ms'])} | {_cell(v['p95_ms'])} |" for k, v in nested["endpoints"].items()]
+            else:
+                lines += ["", "| endpoint | requests | p50 ms | p95 ms |", "| --- | --- | --- | --- |"]
+                lines += [f"| `{k}` | {v['n']} | {_cell(v['p50_ms'])} | {_cell(v['p95_ms'])} |"
+                          for k, v in nested["endpoints"].items()]
         for note in _notes(results).get(name, []):
             lines += ["", note]
         for png in plots.get(name, []):
