@@ -69,11 +69,13 @@ def test_the_same_voice_scores_higher_than_two_different_voices(call):
     same_joe, same_us = similarity(call, *joe), similarity(call, *us)
     joe_us = similarity(call, joe[0], us[1])
     us_female = similarity(call, us[0], female)
-    # Measured: 0.92 and 0.87 for the same voice; 0.47 and 0.63 for different ones.
+    # Measured: 0.92 and 0.87 for the same voice; 0.47 and 0.63 for different ones. The line
+    # (0.70) is calibrated on real speech (tests/test_voice_quality.py); these synthetic voices
+    # fall clearly on either side of it.
     assert same_joe["similarity"] > 0.85 and same_joe["same_speaker"]
     assert same_us["similarity"] > 0.82 and same_us["same_speaker"]
     assert joe_us["similarity"] < 0.65 and not joe_us["same_speaker"]
-    assert us_female["similarity"] < 0.75 and not us_female["same_speaker"]
+    assert us_female["similarity"] < vo.SAME_SPEAKER - 0.03 and not us_female["same_speaker"]
     assert min(same_joe["similarity"], same_us["similarity"]) > max(joe_us["similarity"], us_female["similarity"]) + 0.1
     # Symmetric, and one recording against itself is the same voice exactly.
     assert similarity(call, us[1], joe[0])["similarity"] == pytest.approx(joe_us["similarity"], abs=1e-4)

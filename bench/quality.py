@@ -1,0 +1,234 @@
+"""Quality on real speech (issue 19, docs/quality.md): the voice code of tabs/voices on the AMI
+meeting excerpts that ./setup.sh installs (bench/quality_data.py).
+
+- voices: every clip embedded once as compare_voices does (tabs.voices.model.prepare, then
+  voice_print through the engine), every pair scored with compare_voices' own
+  tabs.voices.model.similarity. Clips: turn parts of at least 2 s where no one else speaks, cut
+  into equal clips of 2-4 s. Reports the equal error rate (EER), the threshold at the EER point,
+  and the false-accept / false-reject rates at the app's SAME_SPEAKER. Also: the same with
+  parts of 1.5 s and more (more speakers, shorter clips), and with the same-speaker pairs taken
+  across files only (no two clips from one recording session's minute).
+- diarization: tabs.voices.model.diarize on each 30 s file, told the true number of speakers;
+  diarization error rate against the RTTM (NIST definition, no collar, overlapped speech
+  scored: the diarizer gives one speaker at a time, so overlap counts as missed) and the median
+  turn-boundary error (below).
+
+DER is computed here, in 10 ms frames: pyannote.metrics is the usual library but is not
+installed, and it would bring pyannote.core and its dependencies for some 30 lines of counting.
+"""
+from __future__ import annotations
+
+import itertools
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from bench import quality_data as qd
+
+FRAME_S = 0.01  # DER frame
+
+
+# ---------------------------------------------------------------------------------- voices
+
+def clip_prints(call, clips: list[qd.Turn]) -> np.ndarray:
+    """compare_voices' voice print of each clip (unit vectors, one row each)."""
+    from tabs.voices import model as vo
+
+    audio = {uri: qd.ami_audio(uri) for uri in {c.uri for c in clips}}
+    wavs = [vo.prepare(audio[c.uri][round(c.start * qd.RATE):round(c.end * qd.RATE)], qd.RATE) for c in clips]
+    return np.stack(call(vo.VOICE_ENCODER, lambda enc: [vo.voice_print(enc, w) for w in wavs]))
+
+
+def pair_scores(prints: np.ndarray, clips: list[qd.Turn], across_files: bool = False):
+    """(scores, same) over every pair of clips; across_files: same-speaker pairs only from two files."""
+    from tabs.voices.model import similarity
+
+    scores, same = [], []
+    for i, j in itertools.combinations(range(len(clips)), 2):
+        is_same = clips[i].speaker == clips[j].speaker
+        if across_files and is_same and clips[i].uri == clips[j].uri:
+            continue
+        scores.append(similarity(prints[i], prints[j]))
+        same.append(is_same)
+    return np.array(scores), np.array(same, dtype=bool)
+
+
+def rates(scores: np.ndarray, same: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(false-reject rate, false-accept rate) of deciding 'same speaker' when score >= threshold."""
+    return float(np.mean(scores[same] < threshold)), float(np.mean(scores[~same] >= threshold))
+
+
+def equal_error(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold): over every score as a threshold, the one where the false-reject and
+    false-accept rates are closest; the EER is their mean there."""
+    best = min((abs(frr - far), (frr + far) / 2, t)
+               for t in np.unique(scores) for frr, far in [rates(scores, same, t)])
+    return float(best[1]), float(best[2])
+
+
+def voice_rows(call, threshold: float) -> dict:
+    rows = {}
+    for name, min_s, across in [("ami", 2.0, False), ("ami_across_files", 2.0, True), ("ami_1.5s", 1.5, False)]:
+        clips = qd.ami_clips(min_s, 4.0)
+        prints = clip_prints(call, clips)
+        scores, same = pair_scores(prints, clips, across)
+        eer, at = equal_error(scores, same)
+        frr, far = rates(scores, same, threshold)
+        rows[name] = {"clips": len(clips), "speakers": len({c.speaker for c in clips}),
+                      "same_pairs": int(same.sum()), "different_pairs": int((~same).sum()),
+                      "eer": round(eer, 4), "threshold_at_eer": round(at, 3),
+                      "app_threshold": threshold, "frr_at_app": round(frr, 4), "far_at_app": round(far, 4),
+                      "same_median": round(float(np.median(scores[same])), 3),
+                      "different_median": round(float(np.median(scores[~same])), 3)}
+    return rows
+
+
+# ---------------------------------------------------------------------------------- diarization
+
+def _frames(turns, speakers: list[str], span: tuple[float, float]) -> np.ndarray:
+    """(frames, speakers) bool: who speaks in each FRAME_S frame of span."""
+    n = round((span[1] - span[0]) / FRAME_S)
+    grid = np.zeros((n, len(speakers)), dtype=bool)
+    for start, end, speaker in turns:
+        a, b = (max(0, min(n, round((t - span[0]) / FRAME_S))) for t in (start, end))
+        grid[a:b, speakers.index(speaker)] = True
+    return grid
+
+
+def mapping(reference, hypothesis, span) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The one-to-one speaker mapping (hypothesis -> reference) with the most time in common
+    (Hungarian), and both frame grids."""
+    from scipy.optimize import linear_sum_assignment
+
+    ref_names = sorted({t[2] for t in reference})
+    hyp_names = sorted({t[2] for t in hypothesis})
+    ref, hyp = _frames(reference, ref_names, span), _frames(hypothesis, hyp_names, span)
+    common = ref.T.astype(np.int64) @ hyp.astype(np.int64)
+    rows, cols = linear_sum_assignment(-common)
+    return {hyp_names[c]: ref_names[r] for r, c in zip(rows, cols)}, ref, hyp
+
+
+def der(reference, hypothesis, span) -> dict:
+    """NIST diarization error rate, no collar: (missed + false alarm + confusion) / reference
+    speech, each counted per frame and per speaker (two people at once are two seconds a second)."""
+    names, ref, hyp = mapping(reference, hypothesis, span)
+    ref_names = sorted({t[2] for t in reference})
+    hyp_names = sorted({t[2] for t in hypothesis})
+    n_ref, n_hyp = ref.sum(axis=1), hyp.sum(axis=1)
+    correct = np.zeros(len(ref), dtype=np.int64)
+    for h, r in names.items():
+        correct += ref[:, ref_names.index(r)] & hyp[:, hyp_names.index(h)]
+    missed = np.maximum(0, n_ref - n_hyp).sum()
+    false_alarm = np.maximum(0, n_hyp - n_ref).sum()
+    confusion = (np.minimum(n_ref, n_hyp) - correct).sum()
+    total = max(1, int(n_ref.sum()))
+    # The part of `missed` a diarizer giving one speaker at a time cannot avoid.
+    overlapped = np.maximum(0, n_ref - 1).sum()
+    return {"der": (missed + false_alarm + confusion) / total, "missed": missed / total,
+            "overlapped": overlapped / total, "false_alarm": false_alarm / total,
+            "confusion": confusion / total, "speech_s": total * FRAME_S}
+
+
+def _edges(turns, speaker, gap_s: float):
+    """(starts, ends) of a speaker's turns, turns less than gap_s apart joined into one."""
+    spans = sorted((a, b) for a, b, s in turns if s == speaker)
+    joined: list[list[float]] = []
+    for a, b in spans:
+        if joined and a - joined[-1][1] < gap_s:
+            joined[-1][1] = max(joined[-1][1], b)
+        else:
+            joined.append([a, b])
+    return [a for a, _ in joined], [b for _, b in joined]
+
+
+def boundary_errors(reference, hypothesis, span, gap_s: float = 0.3) -> list[float]:
+    """For each start and end of a reference speaker's turn (a speaker's pauses under gap_s, the
+    diarizer's own, do not end a turn; the file's cut edges are left out): the distance in
+    seconds to the nearest start (or end) of the hypothesis speaker mapped to them; inf when that
+    speaker has none."""
+    names, _, _ = mapping(reference, hypothesis, span)
+    errors = []
+    for h, r in names.items():
+        for ref_edges, hyp_edges in zip(_edges(reference, r, gap_s), _edges(hypothesis, h, gap_s)):
+            for t in ref_edges:
+                if span[0] + FRAME_S < t < span[1] - FRAME_S:
+                    errors.append(min((abs(t - u) for u in hyp_edges), default=float("inf")))
+    unmapped = {t[2] for t in reference} - set(names.values())
+    for r in unmapped:
+        errors += [float("inf")] * sum(1 for e in _edges(reference, r, gap_s) for t in e
+                                       if span[0] + FRAME_S < t < span[1] - FRAME_S)
+    return errors
+
+
+def _median_s(errors: list[float]) -> float | None:
+    """Median in seconds; None when there is none or it is infinite (JSON has no inf)."""
+    median = float(np.median(errors)) if errors else float("inf")
+    return round(median, 3) if np.isfinite(median) else None
+
+
+def diarization_rows(call) -> dict:
+    from tabs.voices import model as vo
+
+    turns, uem = qd.ami_turns(), qd.ami_uem()
+    totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "overlapped": 0.0, "speech_s": 0.0}
+    files, edges, two = {}, [], []
+    for uri in qd.ami_uris():
+        reference = [(t.start, t.end, t.speaker) for t in turns[uri]]
+        speakers = len({t[2] for t in reference})
+        segments = vo.diarize(call, qd.ami_audio(uri), speakers, qd.RATE)["segments"]
+        hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments]
+        scored = der(reference, hypothesis, uem[uri])
+        errors = boundary_errors(reference, hypothesis, uem[uri])
+        edges += errors
+        two += errors if speakers == 2 else []
+        files[uri] = {"speakers": speakers, "der": round(scored["der"], 4), "boundary_median_s": _median_s(errors)}
+        for key in totals:
+            totals[key] += scored[key] * (scored["speech_s"] if key != "speech_s" else 1)
+    speech = totals.pop("speech_s")
+    finite = [e for e in edges if np.isfinite(e)]
+    return {"files": len(files), "speech_s": round(speech, 1),
+            "der": round((totals["missed"] + totals["false_alarm"] + totals["confusion"]) / speech, 4),
+            **{k: round(v / speech, 4) for k, v in totals.items()},
+            "boundaries": len(edges), "boundary_median_s": _median_s(edges),
+            "boundary_median_2_speakers_s": _median_s(two),
+            "boundaries_within_0_5s": round(sum(e <= 0.5 for e in finite) / len(edges), 3),
+            "per_file": files}
+
+
+def run(verbose: bool = True) -> dict:
+    from tabs.catalog import build_engine
+    from tabs.voices import model as vo
+    from tabs.voices import specs
+
+    missing = qd.ami_missing()
+    if missing:
+        raise SystemExit(missing)
+    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-"), specs=specs(), job_kinds=[],
+                          store=False)
+
+    def call(model, fn):
+        return engine.infer("bench quality", model, fn)
+
+    started = time.perf_counter()
+    voices = voice_rows(call, vo.SAME_SPEAKER)
+    voices_s = time.perf_counter() - started
+    diarization = diarization_rows(call)
+    diarization_s = time.perf_counter() - started - voices_s
+    result = {"data": "AMI excerpts (pyannote.audio 4.0.7 sdist tests/data, 14 x 30 s)", "voices": voices,
+              "diarization": diarization,
+              "seconds": {"voices": round(voices_s, 1), "diarization": round(diarization_s, 1)}}
+    if verbose:
+        for name, row in voices.items():
+            print(f"voices {name}: {row['clips']} clips / {row['speakers']} speakers, {row['same_pairs']} same / "
+                  f"{row['different_pairs']} different pairs: EER {row['eer']:.1%} at {row['threshold_at_eer']}; "
+                  f"at {row['app_threshold']}: FRR {row['frr_at_app']:.1%}, FAR {row['far_at_app']:.1%}")
+        d = diarization
+        print(f"diarization: {d['files']} files, DER {d['der']:.1%} (missed {d['missed']:.1%}, false alarm "
+              f"{d['false_alarm']:.1%}, confusion {d['confusion']:.1%}; overlapped speech {d['overlapped']:.1%}); "
+              f"median boundary error {d['boundary_median_s']} s over {d['boundaries']} edges "
+              f"({d['boundary_median_2_speakers_s']} s in the 2-speaker files), "
+              f"{d['boundaries_within_0_5s']:.0%} within 0.5 s; median DER per file "
+              f"{statistics.median(f['der'] for f in d['per_file'].values()):.1%}")
+    return result

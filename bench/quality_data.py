@@ -1,0 +1,166 @@
+"""Where the real-data sets of docs/quality.md live once ./setup.sh has installed them, and readers
+for them. Nothing here touches the network: a set that is missing is reported, not fetched.
+
+AMI (pyannote.audio 4.0.7 sdist, `tests/data/`): 14 meeting excerpts of 30 s, 16 kHz, with RTTM
+speaker turns (debug.{train,development,test}.rttm) and UEM (the scored span of each file).
+setup.sh stores `trñ00.wav` as `trn00.wav`, the uri its RTTM uses.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# WIMMEL_QUALITY_DATA moves every set (a shared or read-only copy); the default is git-ignored.
+DATA = Path(os.environ.get("WIMMEL_QUALITY_DATA", ROOT / "quality-data"))
+AMI = DATA / "ami"
+AMI_SPLITS = ("train", "development", "test")
+RATE = 16000
+AMI_SDIST = "pyannote.audio==4.0.7"
+AMI_SDIST_SHA256 = "3a903dfb5ca711d134cc2522561c9158b186836f5d62e8a57c46c6648e8a8229"  # from PyPI, Dec 2026
+_AMI_STAMP = ".installed"  # holds AMI_SDIST once every file is in place
+
+
+@dataclass(frozen=True)
+class Turn:
+    uri: str
+    start: float
+    end: float
+    speaker: str
+
+
+def ami_missing() -> str | None:
+    """Why the AMI set cannot be read (None: it is there)."""
+    wanted = [AMI / f"debug.{s}.{ext}" for s in AMI_SPLITS for ext in ("rttm", "uem")]
+    lost = [p.name for p in wanted if not p.is_file()]
+    if lost:
+        return f"the AMI excerpts are not installed in {AMI} (missing {', '.join(lost)}): run ./setup.sh"
+    lost = [f"{uri}.wav" for uri in ami_uris() if not (AMI / f"{uri}.wav").is_file()]
+    return f"AMI audio missing in {AMI}: {', '.join(lost)}; run ./setup.sh" if lost else None
+
+
+def _lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ami_turns() -> dict[str, list[Turn]]:
+    """uri -> its speaker turns (RTTM: SPEAKER uri channel start duration ... speaker ...), by start."""
+    turns: dict[str, list[Turn]] = {}
+    for split in AMI_SPLITS:
+        for f in _lines(AMI / f"debug.{split}.rttm"):
+            if f[0] == "SPEAKER":
+                start, duration = float(f[3]), float(f[4])
+                turns.setdefault(f[1], []).append(Turn(f[1], start, start + duration, f[7]))
+    return {uri: sorted(t, key=lambda t: (t.start, t.end)) for uri, t in sorted(turns.items())}
+
+
+def ami_uem() -> dict[str, tuple[float, float]]:
+    """uri -> (start, end) of the span its RTTM covers (all 30 s here)."""
+    return {f[0]: (float(f[2]), float(f[3])) for split in AMI_SPLITS for f in _lines(AMI / f"debug.{split}.uem")}
+
+
+def ami_uris() -> list[str]:
+    return sorted(ami_uem())
+
+
+def ami_audio(uri: str) -> np.ndarray:
+    """The file's samples, float32 mono at 16 kHz (as stored)."""
+    import soundfile as sf
+
+    samples, rate = sf.read(AMI / f"{uri}.wav", dtype="float32", always_2d=False)
+    if rate != RATE:
+        raise ValueError(f"{uri}.wav is at {rate} Hz, not {RATE}")
+    return samples
+
+
+def solo_parts(turns: list[Turn]) -> list[Turn]:
+    """The parts of each turn that overlap no other speaker's turn."""
+    parts = []
+    for t in turns:
+        others = sorted((o.start, o.end) for o in turns
+                        if o.speaker != t.speaker and o.end > t.start and o.start < t.end)
+        at = t.start
+        for a, b in others:
+            if a > at:
+                parts.append(Turn(t.uri, at, a, t.speaker))
+            at = max(at, b)
+        if at < t.end:
+            parts.append(Turn(t.uri, at, t.end, t.speaker))
+    return parts
+
+
+def ami_clips(min_s: float = 2.0, max_s: float = 4.0) -> list[Turn]:
+    """Speech of one speaker alone: each solo turn part of at least min_s, cut into equal clips of
+    min_s..max_s (a 2 s part is one clip, a 9 s part three of 3 s). A speaker's own turns on the
+    same file overlap as RTTM lists them, so parts are merged per speaker first."""
+    clips = []
+    for uri, turns in ami_turns().items():
+        merged: dict[str, list[list[float]]] = {}
+        for p in sorted(solo_parts(turns), key=lambda p: p.start):
+            runs = merged.setdefault(p.speaker, [])
+            if runs and p.start <= runs[-1][1] + 1e-3:
+                runs[-1][1] = max(runs[-1][1], p.end)
+            else:
+                runs.append([p.start, p.end])
+        for speaker, runs in merged.items():
+            for a, b in runs:
+                if b - a < min_s:
+                    continue
+                n = math.ceil((b - a) / max_s)
+                step = (b - a) / n
+                clips += [Turn(uri, a + k * step, a + (k + 1) * step, speaker) for k in range(n)]
+    return sorted(clips, key=lambda c: (c.speaker, c.uri, c.start))
+
+
+def install_ami() -> str:
+    """Fetch the pyannote.audio sdist (13.6 MB, metadata build ~5 s) into a temporary folder and
+    extract its tests/data into AMI; nothing when the stamp says it is done. pyannote itself is
+    never installed: it pulls torch and lightning. Raises SystemExit with the reason on failure."""
+    stamp = AMI / _AMI_STAMP
+    if stamp.is_file() and stamp.read_text().strip() == AMI_SDIST and ami_missing() is None:
+        return f"AMI excerpts already in {AMI}"
+    with tempfile.TemporaryDirectory(prefix="wimmel-ami-") as tmp:
+        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                              AMI_SDIST, "-d", tmp], capture_output=True, text=True)
+        sdists = sorted(Path(tmp).glob("pyannote?audio-*.tar.gz"))
+        if got.returncode or not sdists:
+            raise SystemExit(f"could not download the {AMI_SDIST} sdist for the AMI excerpts:\n{got.stderr[-2000:]}")
+        digest = hashlib.sha256(sdists[0].read_bytes()).hexdigest()
+        if digest != AMI_SDIST_SHA256:
+            raise SystemExit(f"{sdists[0].name}: sha256 {digest}, expected {AMI_SDIST_SHA256}")
+        staging = Path(tmp) / "ami"
+        staging.mkdir()
+        with tarfile.open(sdists[0]) as tar:
+            for member in tar.getmembers():
+                parts = Path(member.name).parts
+                if len(parts) != 4 or parts[1:3] != ("tests", "data") or not member.isfile():
+                    continue
+                name = parts[3]
+                if not (name.startswith("debug.") or name.endswith(".wav")) or name == "empty.wav":
+                    continue
+                # trñ00.wav holds what the RTTM, UEM and our readers call trn00.
+                (staging / name.replace("ñ", "n")).write_bytes(tar.extractfile(member).read())
+        AMI.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(AMI, ignore_errors=True)
+        shutil.copytree(staging, AMI)
+    missing = ami_missing()
+    if missing:
+        raise SystemExit(missing)
+    stamp.write_text(AMI_SDIST + "\n")
+    return f"AMI excerpts installed in {AMI} ({len(ami_uris())} files)"
+
+
+if __name__ == "__main__":  # ./setup.sh: python -m bench.quality_data install
+    if sys.argv[1:] != ["install"]:
+        raise SystemExit("usage: python -m bench.quality_data install")
+    print(install_ami())

@@ -1,0 +1,130 @@
+"""compare_voices on real meeting speech (the AMI excerpts ./setup.sh installs, docs/quality.md),
+and the diarization error rate that bench/quality.py computes itself.
+
+Measured (bench/quality.py, resemblyzer 0.1.4 on CPU): 46 clips of 2-4 s from 11 speakers,
+143 same- / 892 different-speaker pairs; EER 7.0 % at 0.702; at the app's 0.70 6.3 % of
+same-speaker pairs are called different and 7.5 % of different-speaker pairs the same.
+Margins: a bootstrap over the clips (200 draws) gave the EER a spread (sd) of 3.0 points and the
+EER threshold 0.013 (5-95 %: 0.675-0.721). The scores themselves are deterministic, so the
+assertions allow one sd of the set's sampling spread for the EER and two for the threshold:
+they fail when the voice code gets worse by more than this small set can tell apart.
+"""
+import numpy as np
+import pytest
+
+import tabs.voices as capability
+from bench import quality as q
+from bench import quality_data as qd
+from capability_engine import capability_engine
+from engine.media.audio import write_wav
+from tabs.voices import model as vo
+from tabs.voices import tab
+
+EER_MEASURED, EER_SD = 0.070, 0.030
+THRESHOLD_SD = 0.013
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    if qd.ami_missing():
+        pytest.fail(qd.ami_missing())  # setup.sh installs the set: its absence is a broken install
+    with capability_engine(tmp_path_factory.mktemp("voice-quality"), capability.specs(), []) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def ami(call):
+    """The clips and their voice prints, embedded once for the module (about 4 s)."""
+    clips = qd.ami_clips()
+    return clips, q.clip_prints(call, clips)
+
+
+def test_the_ami_set_is_installed_as_setup_sh_leaves_it():
+    assert qd.ami_missing() is None
+    turns, uem = qd.ami_turns(), qd.ami_uem()
+    assert len(uem) == 14 and set(turns) == set(uem) and "trn00" in turns  # trñ00.wav stored as trn00
+    assert len({t.speaker for ts in turns.values() for t in ts}) == 27
+    assert qd.ami_audio("trn00").shape == (480001,)  # 30 s at 16 kHz, float
+
+
+def test_the_equal_error_rate_on_real_meeting_speech(ami):
+    clips, prints = ami
+    scores, same = q.pair_scores(prints, clips)
+    assert (len(clips), len({c.speaker for c in clips}), int(same.sum()), int((~same).sum())) == (46, 11, 143, 892)
+    eer, at = q.equal_error(scores, same)
+    assert eer <= EER_MEASURED + EER_SD, f"EER {eer:.1%} on AMI (measured {EER_MEASURED:.1%})"
+    assert abs(at - vo.SAME_SPEAKER) <= 2 * THRESHOLD_SD, f"the EER point moved to {at:.3f}"
+    # Medians measured 0.795 (same speaker) and 0.607 (different): near the line, apart on the whole.
+    assert np.median(scores[same]) - np.median(scores[~same]) > 0.15
+
+
+def test_the_app_threshold_separates_real_pairs_at_about_the_eer(ami):
+    clips, prints = ami
+    scores, same = q.pair_scores(prints, clips)
+    frr, far = q.rates(scores, same, vo.SAME_SPEAKER)
+    limit = EER_MEASURED + EER_SD
+    assert frr <= limit and far <= limit, f"at {vo.SAME_SPEAKER}: FRR {frr:.1%}, FAR {far:.1%}"
+    # What the tab tells the user is what the set shows (to the percent it states).
+    assert (frr, far) == pytest.approx((vo.SAME_SPEAKER_FRR, vo.SAME_SPEAKER_FAR), abs=0.01)
+    # The old threshold, calibrated on synthetic voices, rejected half of the real same-speaker pairs.
+    assert q.rates(scores, same, 0.80)[0] > 0.4
+
+
+def test_the_tab_calls_a_real_pair_the_same_voice_that_080_rejected(engine, ami, tmp_path):
+    """The symptom of issue 19, through the tab's handler and files: two clips of one AMI speaker
+    from two different meetings' minutes, scoring between the new and the old threshold."""
+    clips, prints = ami
+    pairs = [(i, j) for i in range(len(clips)) for j in range(i + 1, len(clips))
+             if clips[i].speaker == clips[j].speaker and clips[i].uri != clips[j].uri
+             and vo.SAME_SPEAKER + 0.02 < vo.similarity(prints[i], prints[j]) < 0.78]
+    assert pairs
+    i, j = pairs[0]
+    paths = []
+    for k in (i, j):
+        c = clips[k]
+        path = tmp_path / f"clip{k}.wav"
+        write_wav(path, qd.ami_audio(c.uri)[round(c.start * qd.RATE):round(c.end * qd.RATE)], qd.RATE)
+        paths.append(str(path))
+    result = tab.compare_voices(engine, *paths)
+    assert result["same_speaker"] is True
+    assert result["similarity"] == pytest.approx(vo.similarity(prints[i], prints[j]), abs=2e-3)
+
+
+def test_diarization_of_the_two_speaker_meetings(call):
+    """dev00, dev01, trn03 (2 speakers each): measured DER 48.8, 42.5, 29.2 % (39.6 % pooled, of it
+    6.8 points confusion) and a median turn-boundary error of 0.36 s over 35 edges. Margin on the
+    DER: the per-file spread over the square root of the files (10 / 1.7 = 6 points). The
+    boundary error is held to issue 19's goal, 0.5 s. (All 14 files: bench/quality.py.)"""
+    turns, uem = qd.ami_turns(), qd.ami_uem()
+    totals, edges = np.zeros(4), []
+    for uri in ("dev00", "dev01", "trn03"):
+        reference = [(t.start, t.end, t.speaker) for t in turns[uri]]
+        segments = vo.diarize(call, qd.ami_audio(uri), 2, qd.RATE)["segments"]
+        hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments]
+        scored = q.der(reference, hypothesis, uem[uri])
+        speech = scored["speech_s"]
+        totals += [scored["missed"] * speech, scored["false_alarm"] * speech, scored["confusion"] * speech, speech]
+        edges += q.boundary_errors(reference, hypothesis, uem[uri])
+    missed, false_alarm, confusion = totals[:3] / totals[3]
+    assert missed + false_alarm + confusion <= 0.396 + 0.06
+    assert confusion <= 0.068 + 0.06
+    assert len(edges) == 35 and np.median(edges) < 0.5
+
+
+def test_the_diarization_error_rate_counts_as_nist_defines_it():
+    span = (0.0, 10.0)
+    reference = [(0.0, 4.0, "A"), (4.0, 8.0, "B"), (7.0, 8.0, "A")]  # 9 s of speech, 1 s overlapped
+    renamed = [(a, b, {"A": "speaker 2", "B": "speaker 1"}[s]) for a, b, s in reference]
+    assert q.der(reference, renamed, span)["der"] == pytest.approx(0.0)
+    one_at_a_time = [(0.0, 4.0, "x"), (4.0, 8.0, "y")]
+    scored = q.der(reference, one_at_a_time, span)
+    assert (scored["missed"], scored["false_alarm"], scored["confusion"]) == pytest.approx((1 / 9, 0, 0))
+    assert scored["overlapped"] == pytest.approx(1 / 9)
+    # 1 s given to the wrong voice, 1 s of silence called speech:
+    late = [(0.0, 5.0, "x"), (5.0, 8.0, "y"), (9.0, 10.0, "y")]
+    scored = q.der(late, late, span)
+    assert scored["der"] == pytest.approx(0.0)
+    scored = q.der(one_at_a_time, late, span)
+    assert (scored["confusion"], scored["false_alarm"], scored["der"]) == pytest.approx((1 / 8, 1 / 8, 2 / 8))
+    # x ends at 4 (said 5), y starts at 4 (said 5) and ends at 8 (said 8); the cut edge at 0 is not counted.
+    assert q.boundary_errors(one_at_a_time, late, span) == pytest.approx([1.0, 1.0, 0.0])
