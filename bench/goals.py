@@ -200,5 +200,23 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
                          f"ms vs {ld[f'interactive_p95_ms_{b}']} ms = {ld['interactive_p95_ratio']}x; jobs "
                          f"{ld['long_jobs_ended']}/{ld['long_jobs']}; done per user {ld['jobs_per_user']} (ratio "
                          f"{ld['share_ratio']}); threads idle {ld['threads_idle']}, max {ld['threads_max']}",
-                         ld["done"], ""))
+                         ld["done"], _load_why(ld, b)))
     return rows
+
+
+def _load_why(ld: dict, b: int) -> str:
+    """Why issue 18's load row missed, in the run's own numbers."""
+    why = []
+    if not ld["p95_within_2x"]:
+        why.append(f"The machine's cores were full in both phases: {ld[f'requests_{b}']} requests in "
+                   f"{ld['seconds']} s with {b} clients, {ld['requests']} with {ld['clients']} "
+                   f"({ld['requests'] / max(ld[f'requests_{b}'], 1) - 1:+.0%} for {ld['clients'] / b:.1f}x the clients), "
+                   "so the extra clients wait in the queues (Gradio's per-endpoint limits, one job worker); the "
+                   f"server's threads stayed at most {ld['threads_max']}.")
+    if not ld["no_errors"]:
+        why.append(f"{ld['errors']} errors at {ld['clients']}, {ld[f'errors_{b}']} at {b}.")
+    if not ld["every_job_ended"]:
+        why.append("Some jobs did not end.")
+    if not ld["share_within_2x"]:
+        why.append(f"Per-user share ratio {ld['share_ratio']}.")
+    return " ".join(why)
