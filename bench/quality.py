@@ -11,7 +11,8 @@ meeting excerpts that ./setup.sh installs (bench/quality_data.py).
 - diarization: tabs.voices.model.diarize on each 30 s file, told the true number of speakers;
   diarization error rate against the RTTM (NIST definition, no collar, overlapped speech
   scored: the diarizer gives one speaker at a time, so overlap counts as missed) and the median
-  turn-boundary error (below).
+  turn-boundary error (below). The same again with the diarizer's later steps switched off
+  (DIARIZER_STEPS), so that what each step gives is measured side by side in one run.
 
 DER is computed here, in 10 ms frames: pyannote.metrics is the usual library but is not
 installed, and it would bring pyannote.core and its dependencies for some 30 lines of counting.
@@ -168,6 +169,43 @@ def _median_s(errors: list[float]) -> float | None:
     return round(median, 3) if np.isfinite(median) else None
 
 
+# The diarizer as first measured, then step by step as it is now (switches in tabs/voices/diarize.py).
+DIARIZER_STEPS = {"first measured": {"VAD_MAX_GAIN_DB": 0.0},
+                  "VAD on the recording raised to -30 dBFS": {"VAD_MAX_GAIN_DB": 99.0, "GROUP_ON_UNRAISED": False},
+                  "raised by at most 6 dB": {"VAD_MAX_GAIN_DB": 6.0, "GROUP_ON_UNRAISED": False},
+                  "+ voices grouped on the unraised VAD's windows (the app)": {}}
+
+
+def diarization_steps(call) -> dict:
+    """diarization_rows for each of DIARIZER_STEPS, the app's settings restored after. The steps
+    differ only after the encoder, so each file's window prints are computed once."""
+    from tabs.voices import diarize as dz
+
+    embed, prints = dz.window_prints, {}
+
+    def once(encoder, wav, *args):
+        key = (wav.size, hash(wav.tobytes()), args)
+        if key not in prints:
+            prints[key] = embed(encoder, wav, *args)
+        return prints[key]
+
+    rows = {}
+    dz.window_prints = once
+    try:
+        for name, switches in DIARIZER_STEPS.items():
+            saved = {key: getattr(dz, key) for key in switches}
+            try:
+                for key, value in switches.items():
+                    setattr(dz, key, value)
+                rows[name] = diarization_rows(call)
+            finally:
+                for key, value in saved.items():
+                    setattr(dz, key, value)
+    finally:
+        dz.window_prints = embed
+    return rows
+
+
 def diarization_rows(call) -> dict:
     from tabs.voices import model as vo
 
@@ -214,21 +252,24 @@ def run(verbose: bool = True) -> dict:
     started = time.perf_counter()
     voices = voice_rows(call, vo.SAME_SPEAKER)
     voices_s = time.perf_counter() - started
-    diarization = diarization_rows(call)
+    steps = diarization_steps(call)
+    diarization = steps[list(DIARIZER_STEPS)[-1]]
     diarization_s = time.perf_counter() - started - voices_s
     result = {"data": "AMI excerpts (pyannote.audio 4.0.7 sdist tests/data, 14 x 30 s)", "voices": voices,
               "diarization": diarization,
+              "diarization_steps": {name: {k: v for k, v in row.items() if k != "per_file"}
+                                    for name, row in steps.items()},
               "seconds": {"voices": round(voices_s, 1), "diarization": round(diarization_s, 1)}}
     if verbose:
         for name, row in voices.items():
             print(f"voices {name}: {row['clips']} clips / {row['speakers']} speakers, {row['same_pairs']} same / "
                   f"{row['different_pairs']} different pairs: EER {row['eer']:.1%} at {row['threshold_at_eer']}; "
                   f"at {row['app_threshold']}: FRR {row['frr_at_app']:.1%}, FAR {row['far_at_app']:.1%}")
-        d = diarization
-        print(f"diarization: {d['files']} files, DER {d['der']:.1%} (missed {d['missed']:.1%}, false alarm "
-              f"{d['false_alarm']:.1%}, confusion {d['confusion']:.1%}; overlapped speech {d['overlapped']:.1%}); "
-              f"median boundary error {d['boundary_median_s']} s over {d['boundaries']} edges "
-              f"({d['boundary_median_2_speakers_s']} s in the 2-speaker files), "
-              f"{d['boundaries_within_0_5s']:.0%} within 0.5 s; median DER per file "
-              f"{statistics.median(f['der'] for f in d['per_file'].values()):.1%}")
+        for name, d in steps.items():
+            print(f"diarization, {name}: {d['files']} files, DER {d['der']:.1%} (missed {d['missed']:.1%}, "
+                  f"false alarm {d['false_alarm']:.1%}, confusion {d['confusion']:.1%}; overlapped speech "
+                  f"{d['overlapped']:.1%}); median boundary error {d['boundary_median_s']} s over "
+                  f"{d['boundaries']} edges ({d['boundary_median_2_speakers_s']} s in the 2-speaker files), "
+                  f"{d['boundaries_within_0_5s']:.0%} within 0.5 s; median DER per file "
+                  f"{statistics.median(f['der'] for f in d['per_file'].values()):.1%}")
     return result

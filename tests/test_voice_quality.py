@@ -17,6 +17,7 @@ from bench import quality as q
 from bench import quality_data as qd
 from capability_engine import capability_engine
 from engine.media.audio import write_wav
+from tabs.voices import diarize as dz
 from tabs.voices import model as vo
 from tabs.voices import tab
 
@@ -91,10 +92,14 @@ def test_the_tab_calls_a_real_pair_the_same_voice_that_080_rejected(engine, ami,
 
 
 def test_diarization_of_the_two_speaker_meetings(call):
-    """dev00, dev01, trn03 (2 speakers each): measured DER 48.8, 42.5, 29.2 % (39.6 % pooled, of it
-    6.8 points confusion) and a median turn-boundary error of 0.36 s over 35 edges. Margin on the
-    DER: the per-file spread over the square root of the files (10 / 1.7 = 6 points). The
-    boundary error is held to issue 19's goal, 0.5 s. (All 14 files: bench/quality.py.)"""
+    """dev00, dev01, trn03 (2 speakers each), with the VAD on the recording raised by up to 6 dB
+    and voices grouped on the unraised VAD's windows: measured DER 35.4, 36.5, 28.8 % (33.0 %
+    pooled: missed 25.8, false alarm 1.9, confusion 5.2 points) and a median turn-boundary error
+    of 0.24 s over 35 edges. First measured (VAD at the recording's own volume): 48.8, 42.5,
+    29.2 % (39.6 % pooled: missed 31.6, confusion 6.8) and 0.36 s. Margin: the per-file spread
+    of the DER over the square root of the files (4.2 / 1.7 = 2.5 points), which still fails at
+    the first measured figures. The boundary error is held to issue 19's goal, 0.5 s. (All 14
+    files: bench/quality.py.)"""
     turns, uem = qd.ami_turns(), qd.ami_uem()
     totals, edges = np.zeros(4), []
     for uri in ("dev00", "dev01", "trn03"):
@@ -106,9 +111,20 @@ def test_diarization_of_the_two_speaker_meetings(call):
         totals += [scored["missed"] * speech, scored["false_alarm"] * speech, scored["confusion"] * speech, speech]
         edges += q.boundary_errors(reference, hypothesis, uem[uri])
     missed, false_alarm, confusion = totals[:3] / totals[3]
-    assert missed + false_alarm + confusion <= 0.396 + 0.06
-    assert confusion <= 0.068 + 0.06
+    margin = 0.025
+    assert missed + false_alarm + confusion <= 0.330 + margin
+    assert missed <= 0.258 + margin and false_alarm <= 0.019 + margin and confusion <= 0.052 + margin
     assert len(edges) == 35 and np.median(edges) < 0.5
+
+
+def test_a_near_silent_meeting_is_not_raised_into_speech():
+    """AMI trn02 (-51 dBFS, 0.6 s of speech in 30 s): raised the 21 dB to -30 dBFS, webrtcvad
+    calls 56 % of its 30 ms windows speech (4 % unraised, 16.5 % raised by 6 dB); that step alone
+    took the pooled false alarm from 5.5 to 17.0 % (bench/quality.py). The diarizer raises it 6 dB."""
+    wav = qd.ami_audio("trn02")
+    assert dz.vad_gain_db(wav) == pytest.approx(6.0)
+    flags = dz.both_flags(wav)
+    assert flags["unraised"].mean() < flags["flags"].mean() < 0.25 < dz.speech_flags(wav, 21.0).mean()
 
 
 def test_the_diarization_error_rate_counts_as_nist_defines_it():

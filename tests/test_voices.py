@@ -1,6 +1,7 @@
 """Voice similarity and speaker turns through a real engine and resemblyzer's real weights, on
 speech from espeak-ng and the project's Piper voice."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from engine import JobContext, UserFacingError
 from engine.media.audio import write_wav
 from tabs.tts import espeak
 from tabs.tts import model as tts
+from tabs.voices import diarize as dz
 from tabs.voices import model as vo
 from tabs.voices import tab
 
@@ -133,14 +135,37 @@ def test_blips_at_the_start_of_a_turn_join_the_turn_they_lead_into():
     # A turn that opens with blips of both speakers (6 flags of speaker 1, 9 of speaker 0, a
     # 4-flag stop) before its long run: every blip takes the speaker of the run it leads into.
     owner = owners((0, 100), (-1, 8), (1, 6), (0, 9), (-1, 4), (1, 76))
-    fixed = vo._absorb_short_turns(owner, min_len=10, bridge=7)
+    fixed = dz._absorb_short_turns(owner, min_len=10, bridge=7)
     assert (fixed == owners((0, 100), (-1, 8), (1, 6), (1, 9), (-1, 4), (1, 76))).all()
     # A blip between two long runs of different speakers joins the longer one ...
     owner = owners((0, 40), (1, 3), (2, 60))
-    assert (vo._absorb_short_turns(owner, 10, 7) == owners((0, 40), (2, 63))).all()
+    assert (dz._absorb_short_turns(owner, 10, 7) == owners((0, 40), (2, 63))).all()
     # ... a chain between them is split at its middle, and a long pause separates turns.
     owner = owners((0, 40), (1, 4), (2, 4), (0, 4), (1, 50), (-1, 8), (0, 5))
-    assert (vo._absorb_short_turns(owner, 10, 7) == owners((0, 44), (1, 58), (-1, 8), (0, 5))).all()
+    assert (dz._absorb_short_turns(owner, 10, 7) == owners((0, 44), (1, 58), (-1, 8), (0, 5))).all()
+
+
+def test_quiet_speech_is_heard_raised_by_at_most_6_db():
+    """Real speech (gradio's cate_blanch.mp3, -21.8 dBFS) played at other volumes: the diarizer's
+    VAD hears a recording under -30 dBFS raised towards it, by 6 dB at most."""
+    import librosa
+
+    wav, _ = librosa.load(Path(__import__("gradio").__file__).parent / "media_assets" / "audio" / "cate_blanch.mp3",
+                          sr=vo.RATE)
+    level = 20 * np.log10(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+
+    def at(dbfs):
+        return wav * 10 ** ((dbfs - level) / 20)
+
+    assert dz.vad_gain_db(wav) == 0.0 and dz.vad_gain_db(at(-30)) == 0.0
+    # At -36 dBFS it is heard as at -30: measured 80 % of the 30 ms windows speech, 65 % unraised.
+    quiet = dz.both_flags(at(-36))
+    assert dz.vad_gain_db(at(-36)) == pytest.approx(6.0)
+    assert (quiet["flags"] == dz.speech_flags(at(-30))).mean() > 0.98
+    assert quiet["flags"].mean() > quiet["unraised"].mean() + 0.1
+    # A near-silent recording is not raised 30 dB: hiss would become speech.
+    assert dz.vad_gain_db(at(-60)) == pytest.approx(6.0)
+    assert dz.vad_gain_db(np.zeros(vo.RATE, np.float32)) == 0.0
 
 
 def test_diarize_finds_the_turns_of_two_alternating_voices(call, dialogue):

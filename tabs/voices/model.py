@@ -3,33 +3,25 @@
 
 - compare_voices: the cosine of two voice prints (resemblyzer's own recipe: volume normalised,
   long silences cut by webrtcvad, 1.6 s windows averaged).
-- diarize: voice prints of 1.6 s windows every WINDOW_STEP_S, grouped into the requested number
-  of speakers (Ward clustering); each 30 ms of speech (webrtcvad) goes to the speaker whose
-  centroid the windows around it resemble most (each window's score placed at the middle of
-  its speech), so a turn lands between windows. On two voices taking turns the turns came out
-  within 0.12 s with pauses between them, within 0.43 s with none.
-  Inputs over LONG_S run as a diarize_long job that embeds the file chunk by chunk.
+- diarize, diarize_job (the diarize_long job): who speaks when, in diarize.py (re-exported
+  here, where the package and the tab find them).
 
 Requests are checked by the package's check() before they get here.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 
-from engine import Call, JobContext, ModelSpec, UserFacingError
-from engine.files import save_arrays, write_json
-from engine.media.audio import probe_audio, stream_audio
+from engine import Call, ModelSpec, UserFacingError
 from engine.package_files import package_folder, reason_if_missing
+
+from .diarize import (CHUNK_GRID, DIARIZE_LONG, LONG_S, MAX_SPEAKERS, RATE, VOICE_ENCODER,  # noqa: F401
+                      mono16k, diarize, diarize_job, one_thread)
 
 MiB = 1024**2
 
-VOICE_ENCODER = "voice-encoder"
-DIARIZE_LONG = "diarize_long"
-
-RATE = 16000  # the encoder's rate
 # The equal-error point on real meeting speech (AMI, `python -m bench quality`: 46 clips of 2-4 s,
 # 11 speakers, 143 same- / 892 different-speaker pairs): EER 7 % at 0.702 (0.69-0.70 over other
 # clip cuts), rounded to 0.70. The 0.80 calibrated before on synthetic voices (same voice
@@ -37,25 +29,7 @@ RATE = 16000  # the encoder's rate
 SAME_SPEAKER = 0.70
 SAME_SPEAKER_FRR, SAME_SPEAKER_FAR = 0.06, 0.08  # at SAME_SPEAKER on AMI (6.3 %, 7.5 %): what the tab says
 MIN_SPEECH_S = 0.5  # less speech than this gives no usable voice print
-LONG_S = 60.0  # longer recordings are diarized as a job
 COMPARE_S = 60.0  # compare_voices listens to the first minute of each file
-MAX_SPEAKERS = 8
-
-WINDOW_S = 1.6  # the encoder's partial utterance (160 mel frames of 10 ms)
-WINDOW_STEP_S = 0.25  # 6.4 windows per second of audio: the main cost of diarization
-_MEL_HOP = 160  # samples per mel frame (10 ms)
-_WINDOW_FRAMES = 160
-_STEP_FRAMES = int(WINDOW_STEP_S * 100)
-_VAD_WINDOW = 480  # webrtcvad takes 10, 20 or 30 ms: 30 ms at 16 kHz
-_MIN_GAP_S = 0.3  # a pause shorter than this does not split one speaker's segment
-_MIN_SPEECH_RUN_S = 0.15  # speech shorter than this is a click, not speech
-_MIN_TURN_S = 0.3  # a speaker's run shorter than this next to another's speech is a blip
-_BLIP_BRIDGE_S = 0.2  # a pause shorter than this is a stop inside speech, not between turns
-_MAX_CLUSTERED = 3000  # windows clustered directly (Ward is quadratic); the rest are assigned
-CHUNK_S = 60.0  # a diarize_long job's unit of decoding and resumption (a multiple of 0.75 s)
-# Chunks hold whole 30 ms speech flags and whole window steps: a multiple of 12,000 samples (0.75 s).
-CHUNK_GRID = int(np.lcm(_VAD_WINDOW, _STEP_FRAMES * _MEL_HOP))
-
 
 _MISSING = ("resemblyzer is not installed: run ./setup.sh "
             "(it installs resemblyzer==0.1.4 --no-deps for pretrained.pt, plus webrtcvad-wheels and librosa)")
@@ -85,78 +59,9 @@ def load(device: str):
     return encoder.eval()
 
 
-# ---------------------------------------------------------------------------------- audio
-
-def _mono16k(samples: np.ndarray, sr: int) -> np.ndarray:
-    """float32 samples at 16 kHz, stereo mixed down."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if int(sr) != RATE and samples.size:
-        import librosa
-
-        samples = librosa.resample(samples, orig_sr=int(sr), target_sr=RATE, res_type="soxr_hq").astype(np.float32)
-    return samples
-
-
-def speech_flags(wav: np.ndarray) -> np.ndarray:
-    """webrtcvad's speech / no speech per 30 ms window (the last partial window is dropped)."""
-    import webrtcvad
-
-    vad = webrtcvad.Vad(3)  # most aggressive: noise and breaths are not speech
-    n = len(wav) // _VAD_WINDOW
-    pcm = (np.clip(wav[: n * _VAD_WINDOW], -1, 1) * 32767).astype("<i2").tobytes()
-    step = _VAD_WINDOW * 2
-    return np.array([vad.is_speech(pcm[i * step:(i + 1) * step], RATE) for i in range(n)], dtype=bool)
-
-
-def _runs(values: np.ndarray) -> list[tuple[int, int, int]]:
-    """(start, end, value) of each run of equal values."""
-    if values.size == 0:
-        return []
-    edges = np.flatnonzero(np.diff(values.astype(np.int64))) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [values.size]])
-    return [(int(a), int(b), int(values[a])) for a, b in zip(starts, ends)]
-
-
-def drop_clicks(flags: np.ndarray) -> np.ndarray:
-    """Speech flags without runs too short to be speech."""
-    flags = flags.copy()
-    for a, b, speech in _runs(flags):
-        if speech and (b - a) * _VAD_WINDOW / RATE < _MIN_SPEECH_RUN_S:
-            flags[a:b] = False
-    return flags
-
-
-# ---------------------------------------------------------------------------------- embedding
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run the encoder on one torch thread (per calling thread, as the job workers do): the
-    small LSTM gains nothing from a second one, and a second thread spinning on a busy machine
-    slows every call several times over."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _embed_mels(encoder, mels: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad(), _one_thread():
-        device = next(encoder.parameters()).device
-        return encoder(torch.from_numpy(np.ascontiguousarray(mels)).to(device)).cpu().numpy()
-
-
 def voice_print(encoder, wav16k: np.ndarray) -> np.ndarray:
     """resemblyzer's utterance embedding (unit length) of preprocessed speech."""
-    with _one_thread():
+    with one_thread():
         return encoder.embed_utterance(wav16k)
 
 
@@ -165,7 +70,7 @@ def prepare(samples: np.ndarray, sr: int) -> np.ndarray:
     when less than MIN_SPEECH_S of speech is left."""
     from resemblyzer import preprocess_wav
 
-    wav = _mono16k(samples, sr)
+    wav = mono16k(samples, sr)
     if wav.size < MIN_SPEECH_S * RATE or float(np.sqrt(np.mean(wav**2))) < 1e-4:
         raise UserFacingError("This recording holds no speech, or too little (under half a second).")
     wav = preprocess_wav(wav)
@@ -186,180 +91,6 @@ def compare_voices(call: Call, a: np.ndarray, b: np.ndarray, sr: int = RATE) -> 
 def similarity(print_a: np.ndarray, print_b: np.ndarray) -> float:
     """compare_voices' score of two voice prints (bench/quality.py scores all pairs with it)."""
     return float(np.clip(np.dot(print_a, print_b), -1.0, 1.0))
-
-
-def window_prints(encoder, wav16k: np.ndarray, offset: int = 0, min_start: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(start mel frame of each window, its voice print) for every whole 1.6 s window of
-    `wav16k` on the WINDOW_STEP_S grid. Frames are counted from the recording's start:
-    `wav16k` begins at frame `offset`, and windows starting before `min_start` are skipped.
-    Volume is normalised as resemblyzer does; silences stay in place."""
-    from resemblyzer import audio
-
-    frames = offset + len(wav16k) // _MEL_HOP
-    first = -(-max(min_start, offset) // _STEP_FRAMES) * _STEP_FRAMES  # the grid point at or after
-    starts = np.arange(first, frames - _WINDOW_FRAMES + 1, _STEP_FRAMES)
-    if starts.size == 0:
-        return starts, np.zeros((0, 256), np.float32)
-    if float(np.sqrt(np.mean(wav16k**2))) > 1e-6:
-        wav16k = audio.normalize_volume(wav16k, audio.audio_norm_target_dBFS, increase_only=True)
-    mel = audio.wav_to_mel_spectrogram(wav16k)
-    mels = np.stack([mel[s - offset:s - offset + _WINDOW_FRAMES] for s in starts])
-    prints = [_embed_mels(encoder, mels[i:i + 64]) for i in range(0, len(mels), 64)]
-    return starts, np.concatenate(prints)
-
-
-def _cluster(prints: np.ndarray, speakers: int) -> np.ndarray:
-    """Centroids (unit length) of `speakers` groups of voice prints."""
-    if speakers == 1 or len(prints) == 1:
-        centroid = prints.mean(axis=0)
-        return (centroid / np.linalg.norm(centroid))[None]
-    from sklearn.cluster import AgglomerativeClustering
-
-    # Ward on unit vectors (euclidean ~ cosine) makes groups of similar size: a single odd window
-    # (one straddling a turn) does not become a "speaker" of its own, as it can with average linkage.
-    picked = prints[np.linspace(0, len(prints) - 1, min(len(prints), _MAX_CLUSTERED)).astype(int)]
-    labels = AgglomerativeClustering(n_clusters=speakers, linkage="ward").fit_predict(picked)
-    centroids = np.stack([picked[labels == k].mean(axis=0) for k in range(speakers)])
-    return centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
-
-
-def segments_from(starts: np.ndarray, prints: np.ndarray, flags: np.ndarray, speakers: int) -> list[dict]:
-    """Speaker turns from window prints (start mel frames) and raw 30 ms speech flags."""
-    speech = drop_clicks(flags)
-    per_flag = _VAD_WINDOW // _MEL_HOP  # 3 mel frames per 30 ms flag
-    spans = [speech[s // per_flag:(s + _WINDOW_FRAMES) // per_flag] for s in starts]
-    # Windows mostly of speech carry a voice; the rest would only blur the groups.
-    voiced = np.array([span.size > 0 and span.mean() >= 0.5 for span in spans], dtype=bool)
-    if not speech.any() or not voiced.any():
-        return []
-    centroids = _cluster(prints[voiced], min(speakers, int(voiced.sum())))
-    scores = prints[voiced] @ centroids.T  # (windows, speakers)
-    # A window's voice is where its speech is: place its scores at the middle of its speech,
-    # not of the window, so that a window half silence does not reach across the pause.
-    centres = np.array([(s // per_flag + np.flatnonzero(span).mean() + 0.5) * _VAD_WINDOW / RATE
-                        for s, span, v in zip(starts, spans, voiced) if v])
-    centres = np.maximum.accumulate(centres)
-    # Each 30 ms of speech goes to the speaker its neighbouring windows resemble most.
-    times = (np.arange(speech.size) + 0.5) * _VAD_WINDOW / RATE
-    curves = np.stack([np.interp(times, centres, scores[:, k]) for k in range(len(centroids))], axis=1)
-    owner = np.where(speech, curves.argmax(axis=1), -1)
-    owner = _absorb_short_turns(owner, int(round(_MIN_TURN_S * RATE / _VAD_WINDOW)),
-                                int(round(_BLIP_BRIDGE_S * RATE / _VAD_WINDOW)))
-    return _segments(owner)
-
-
-def _absorb_short_turns(owner: np.ndarray, min_len: int, bridge: int) -> np.ndarray:
-    """Runs of a speaker shorter than min_len are blips at the edge of a turn, not turns: each
-    consecutive chain of them takes the speaker of the nearest long run it is joined to (pauses
-    under `bridge` flags join; longer ones separate turns). A chain at the start of speech that
-    leads into one long run becomes all that run's speaker, whatever order its blips came in."""
-    runs = [r for r in _runs(owner) if r[2] >= 0]
-    if not runs:
-        return owner
-    owner = owner.copy()
-    joined = [b[0] - a[1] < bridge for a, b in zip(runs, runs[1:])]  # run i joined to run i+1
-    long = [b - a >= min_len for a, b, _ in runs]
-    i = 0
-    while i < len(runs):
-        if long[i]:
-            i += 1
-            continue
-        j = i  # the chain of short runs i..j, each joined to the next
-        while j + 1 < len(runs) and joined[j] and not long[j + 1]:
-            j += 1
-        left = runs[i - 1] if i > 0 and joined[i - 1] else None
-        right = runs[j + 1] if j + 1 < len(runs) and joined[j] else None
-        for a, b, _ in runs[i:j + 1]:
-            middle = (a + b) / 2
-            sides = [r for r in (left, right) if r is not None]
-            if sides:
-                nearest = min(sides, key=lambda r: (min(abs(middle - r[0]), abs(middle - r[1])), r[0] - r[1]))
-                owner[a:b] = nearest[2]
-        i = j + 1
-    return owner
-
-
-def _segments(owner: np.ndarray) -> list[dict]:
-    """Runs of one speaker as segments; a pause under _MIN_GAP_S inside one speaker's speech does
-    not end the segment. Speakers are named in order of first appearance."""
-    step = _VAD_WINDOW / RATE
-    names: dict[int, str] = {}
-    segments: list[dict] = []
-    last = None
-    for a, b, k in _runs(owner):
-        if k < 0:
-            continue
-        if last is not None and last[0] == k and (a - last[1]) * step < _MIN_GAP_S:
-            segments[-1]["end"] = round(b * step, 2)
-        else:
-            label = names.setdefault(k, f"speaker {len(names) + 1}")
-            segments.append({"start": round(a * step, 2), "end": round(b * step, 2), "speaker": label})
-        last = (k, b)
-    return segments
-
-
-def diarize(call: Call, samples: np.ndarray, speakers: int, sr: int = RATE) -> dict:
-    """{"segments": [{"start", "end", "speaker"}]}: who speaks when (seconds), silence left out,
-    for a recording with `speakers` voices. Speakers are named "speaker 1", "speaker 2", ... in
-    order of first appearance."""
-    wav = _mono16k(samples, sr)
-    # A recording shorter than one window is padded: it still gets one voice print.
-    padded = np.pad(wav, (0, max(0, int(WINDOW_S * RATE) - wav.size)))
-    starts, prints = call(VOICE_ENCODER, lambda enc: window_prints(enc, padded))
-    return {"segments": segments_from(starts, prints, speech_flags(wav), int(speakers))}
-
-
-# ---------------------------------------------------------------------------------- long job
-
-def _chunk_file(ctx: JobContext, index: int) -> Path:
-    return ctx.work_dir / f"prints_{index:05d}.npz"
-
-
-def diarize_job(ctx: JobContext) -> str:
-    """Job kind diarize_long: params speakers, chunk_s; input 'media' (audio or video). Each chunk
-    of CHUNK_S is embedded with the last 1.6 s of the one before (so windows run across chunk
-    edges) and saved; the grouping runs once at the end. Result: diarization.json."""
-    speakers = int(ctx.params.get("speakers", 2))
-    path = ctx.input("media")
-    info = probe_audio(path)
-    chunk_s = float(ctx.params.get("chunk_s", CHUNK_S))
-    chunk = int(round(chunk_s * RATE))
-    done = int(ctx.checkpoint.get("chunks", 0))
-    if done:
-        ctx.resumed_from(done * chunk / RATE, "s")
-    keep = int(WINDOW_S * RATE)
-    tail = np.zeros(0, np.float32)
-    # The chunk before the first one to do supplies the overlap; it is decoded again, not stored.
-    first = max(0, done - 1)
-    for index, (_, samples) in enumerate(stream_audio(path, RATE, chunk_s, start_s=first * chunk_s), start=first):
-        if index >= done:
-            buffer = np.concatenate([tail, samples])
-            offset = (index * chunk - len(tail)) // _MEL_HOP  # frame of buffer[0]
-            # Windows that fitted in the previous chunk's buffer were embedded with it.
-            min_start = offset + 1 if len(tail) else 0
-            starts, prints = ctx.call(VOICE_ENCODER, lambda enc: window_prints(enc, buffer, offset, min_start))
-            save_arrays(_chunk_file(ctx, index), starts=starts, prints=prints, flags=speech_flags(samples))
-            ctx.save_checkpoint(chunks=index + 1)
-            if info.duration_s:
-                ctx.progress(0.95 * min(1.0, (index + 1) * chunk_s / info.duration_s),
-                             f"{(index + 1) * chunk_s:.0f} s listened to")
-            ctx.check_cancelled()
-        tail = np.concatenate([tail, samples])[-keep:]
-    total = int(ctx.checkpoint.get("chunks", 0))
-    if total == 0:
-        raise UserFacingError("The audio could not be read: it is empty or corrupt.")
-    parts = [np.load(_chunk_file(ctx, i)) for i in range(total)]
-    starts = np.concatenate([p["starts"] for p in parts])
-    prints = np.concatenate([p["prints"] for p in parts])
-    flags = np.concatenate([p["flags"] for p in parts])
-    if starts.size == 0:  # shorter than one window: the short path handles that case
-        raise UserFacingError("The recording is too short to tell speakers apart.")
-    ctx.progress(0.97, "grouping voices")
-    result = {"segments": segments_from(starts, prints, flags, speakers)}
-    out = ctx.work_dir / "diarization.json"
-    write_json(out, result, indent=1)
-    return str(out)
 
 
 def specs() -> list[ModelSpec]:
