@@ -7,8 +7,10 @@ to what the loaded models hold, so that the rule is tested exactly (the bench oo
 measures it on real models)."""
 import dataclasses
 import logging
+import mmap
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,9 +138,13 @@ def test_a_load_alone_learns_its_transient_from_the_process(tmp_path, monkeypatc
     def load(device):
         model = spec.loader(device)
         sum(float(p.detach().sum()) for p in model.parameters())   # its (memory-mapped) weights resident
-        scratch = torch.ones(16 * MiB)   # 64 MiB, written: a file buffer the load lets go
+        # 64 MiB, written: a file buffer the load lets go. Mapped by hand, so its pages are new
+        # whatever the heap holds: a malloc'd buffer can land on freed heap that earlier tests
+        # left resident, and then raises no RSS at all (full-suite runs learned 16 KiB).
+        scratch = mmap.mmap(-1, 64 * MiB)
+        np.frombuffer(scratch, np.uint8)[:] = 1
         time.sleep(0.1)
-        del scratch
+        scratch.close()
         return model
 
     engine = Engine(tmp_path / "data", budget=f"cpu={1024 * MiB}", reserve=0,
