@@ -117,7 +117,8 @@ def read_hwm(pid: int | str = "self") -> int | None:
 
 
 class RssSampler:
-    """RSS of a process (and, with children=True, of its child processes too) every `every_s`."""
+    """RSS of a process (and, with children=True, of its child processes too) and its thread
+    count every `every_s`."""
 
     def __init__(self, pid: int | None = None, every_s: float = 0.1, children: bool = False):
         self.process = psutil.Process(pid)
@@ -127,6 +128,7 @@ class RssSampler:
         self.times: list[float] = []
         self.rss: list[int] = []  # the process alone
         self.tree: list[int] = []  # with its children
+        self.threads: list[int] = []  # the process's threads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
 
@@ -146,6 +148,7 @@ class RssSampler:
         while True:
             try:
                 own = self.process.memory_info().rss
+                threads = self.process.num_threads()
                 tree = own
                 if self.children:
                     for child in self.process.children(recursive=True):
@@ -161,6 +164,7 @@ class RssSampler:
             self.times.append(round(time.monotonic() - self.t0, 3))
             self.rss.append(own)
             self.tree.append(tree)
+            self.threads.append(threads)
             if self._stop.wait(self.every_s):
                 return
 

@@ -141,40 +141,6 @@ def settle_threads(pid: int, quiet_s: float = 11.0, most_s: float = 30.0) -> int
     return count
 
 
-class ThreadSampler:
-    """The process's thread count (/proc/PID/status Threads:) every `every_s`."""
-
-    def __init__(self, pid: int, every_s: float = 0.25):
-        self.pid, self.every_s = pid, every_s
-        self.counts: list[int] = []
-        self.times: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-threads", daemon=True)
-
-    def __enter__(self):
-        self.t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        while True:
-            count = threads_of(self.pid)
-            if count is None:
-                return
-            self.times.append(round(time.monotonic() - self.t0, 2))
-            self.counts.append(count)
-            if self._stop.wait(self.every_s):
-                return
-
-    def summary(self) -> dict:
-        return {"threads_max": max(self.counts, default=None),
-                "threads_median": statistics.median(self.counts) if self.counts else None}
-
-
 # ---- one phase ----
 
 def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict, seconds: float, admin,
@@ -241,7 +207,7 @@ def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict
     for worker in workers:
         worker.start()
     threads_idle = settle_threads(pid)
-    with RssSampler(pid, every_s=0.25, children=True) as memory, ThreadSampler(pid) as server_threads:
+    with RssSampler(pid, every_s=0.25, children=True) as memory:
         state["t0"] = time.perf_counter()
         state["end"] = time.monotonic() + seconds
         watcher = threading.Thread(target=watch_engine, daemon=True)
@@ -262,5 +228,7 @@ def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict
             if client is not None:
                 client.close()
     return {"results": results, "stuck": stuck, "failed_logins": failed_logins, "engine": engine_samples,
-            "wall_s": wall_s, "memory": memory, "threads_idle": threads_idle, **server_threads.summary(),
-            "threads_series": {"t": server_threads.times, "threads": server_threads.counts}}
+            "wall_s": wall_s, "memory": memory, "threads_idle": threads_idle,
+            "threads_max": max(memory.threads, default=None),
+            "threads_median": statistics.median(memory.threads) if memory.threads else None,
+            "threads_series": {"t": memory.times, "threads": memory.threads}}

@@ -16,6 +16,7 @@ from PIL import Image
 
 import launch
 from app_process import ROOT, start_app, stop_app
+from bench.load_roles import threads_of
 
 AUTH = ("tester", "s3cret-pass")
 
@@ -59,10 +60,6 @@ def test_detect_faces_through_the_api(client, tmp_path):
     _, none = client.predict(handle_file(save(skimage.data.coffee(), tmp_path / "c.png")),
                              api_name="/detect_faces")
     assert none == {"faces": []}
-
-
-def threads_of(pid: int) -> int:
-    return int(next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("Threads:")))
 
 
 def settled_threads(pid: int, quiet_s: int = 5, seconds: float = 90) -> int:
