@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file
 
 from app.job_files import JobFilesGuard
 from app_process import ROOT, start_app, stop_app
-from ui import users
+from ui import shown_files, users
 from app_calls import wired
 from ui.handlers import handler
 from video_helpers import face_video
@@ -159,6 +159,26 @@ def test_the_guard_maps_paths_to_jobs(tmp_path):
     assert guard.job_of("/gradio_api/info") is None
 
 
+def test_the_cache_notes_who_was_shown_each_folder(tmp_path):
+    cache = tmp_path / "gradio"
+    shown = {"path": str(cache / "abc" / "image.webp"), "url": "http://x/gradio_api/file=...",
+             "meta": {"_type": "gradio.FileData"}}
+    outputs = [[shown, "caption"], {"path": "https://example.org/x.png", "meta": {"_type": "gradio.FileData"}}]
+    try:
+        assert shown_files.paths_in(outputs) == [shown["path"]]
+        assert shown_files.record("alice", outputs, cache) == 1
+        assert shown_files.record("bob", {"path": str(tmp_path / "elsewhere.png"),
+                                          "meta": {"_type": "gradio.FileData"}}, cache) == 0
+        assert shown_files.users_of(cache / "abc" / "other-name.png", cache) == {"alice"}  # by folder
+        assert shown_files.users_of(cache / "abc" / ".." / "abc" / "image.webp", cache) == {"alice"}
+        assert shown_files.users_of(cache / "abd" / "image.webp", cache) is None   # shown to nobody
+        assert shown_files.users_of(cache / "abc", cache) is None                   # the folder itself
+        shown_files.record("bob", outputs, cache)                                  # same content, both
+        assert shown_files.users_of(shown["path"], cache) == {"alice", "bob"}
+    finally:
+        shown_files.forget()
+
+
 # ---------------------------------------------------------------------------------- the real app
 
 @pytest.fixture(scope="module")
@@ -251,6 +271,24 @@ def test_a_result_file_goes_to_its_owner_and_the_admin_only(app, sessions, alice
     assert sessions["alice"].get(detour).content == content
     for path in (url, detour):
         assert sessions["bob"].get(path).status_code == 404, path
+    with httpx.Client(base_url=app, timeout=30) as anonymous:
+        assert anonymous.get(url).status_code in (401, 404)
+
+
+def test_a_shown_result_in_gradios_cache_goes_to_its_user_and_the_admin_only(app, sessions, tmp_path):
+    """Gradio copies a returned picture into its cache and serves it at /file=<cache path>: that
+    URL, passed on, must not show Bob what Alice's call returned."""
+    photo = tmp_path / "astronaut.png"
+    from skimage import data
+    from PIL import Image
+    Image.fromarray(data.astronaut()).save(photo)
+    alice = Client(app, auth=("alice", PASSWORDS["alice"]), verbose=False, download_files=False)
+    shown = alice.predict(handle_file(str(photo)), "pixelate", None, api_name="/blur_faces_image")
+    url = shown["url"][shown["url"].index("/gradio_api/file="):]
+    picture = sessions["alice"].get(url)
+    assert picture.status_code == 200 and len(picture.content) > 10_000
+    assert sessions["root"].get(url).content == picture.content
+    assert sessions["bob"].get(url).status_code == 404
     with httpx.Client(base_url=app, timeout=30) as anonymous:
         assert anonymous.get(url).status_code in (401, 404)
 

@@ -17,13 +17,19 @@
    rename it into place, as Gradio's own save_file_to_cache already does: a reader keeps the
    whole old file, a writer that fails leaves nothing behind.
 
-Both patch Gradio's classes and module for the whole process (see each function for why), and
-both are idempotent: `patch_gradio(demo)` applies them.
+3. Shown files (`note_shown_files`): gr.Blocks.process_api, which runs every event, hands the
+   event's processed outputs to ui.shown_files.record with the user the event ran for, so that
+   app.job_files can serve a result copied into Gradio's cache to that user only.
+
+All patch Gradio's classes and module for the whole process (see each function for why), and
+all are idempotent: `patch_gradio(demo)` applies them.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import inspect
 import logging
 import os
 import tempfile
@@ -37,6 +43,8 @@ from PIL import Image
 from engine.files import atomic_write
 from engine.media.image import ImageError, convert, describe, open_image
 
+from . import shown_files, users
+
 log = logging.getLogger(__name__)
 
 GRADIO_CHECKED = "6.31.0"
@@ -46,6 +54,7 @@ def patch_gradio(demo: gr.Blocks | None = None) -> None:
     """Apply every patch of this module (app.build_app calls it once the app is built)."""
     guard_image_inputs(demo)
     make_cache_writes_atomic()
+    note_shown_files()
 
 
 # ---------------------------------------------------------------------------------- image uploads
@@ -181,3 +190,25 @@ def make_cache_writes_atomic() -> None:
     pu.save_pil_to_cache = save_pil_to_cache
     pu.save_bytes_to_cache = save_bytes_to_cache
     pu.save_audio_to_cache = save_audio_to_cache
+
+
+# ---------------------------------------------------------------------------------- shown files
+
+_PROCESS_API = gr.Blocks.process_api
+_PROCESS_API_PARAMETERS = inspect.signature(_PROCESS_API)
+
+
+async def _process_api(self, *args, **kwargs):
+    result = await _PROCESS_API(self, *args, **kwargs)
+    if users.logins_required() and isinstance(result, dict):
+        request = _PROCESS_API_PARAMETERS.bind(self, *args, **kwargs).arguments.get("request")
+        # A batched event carries one request per input; its outputs went to all of them.
+        for one in request if isinstance(request, list) else [request]:
+            shown_files.record(users.user_of(one), result.get("data"), self.GRADIO_CACHE)
+    return result
+
+
+def note_shown_files() -> None:
+    """Wrap gr.Blocks.process_api (every event of every Blocks passes through it, streamed steps
+    included) to note who was shown which cached file. Idempotent."""
+    gr.Blocks.process_api = functools.wraps(_PROCESS_API)(_process_api)
