@@ -12,7 +12,8 @@ meeting excerpts that ./setup.sh installs (bench/quality_data.py).
   diarization error rate against the RTTM (NIST definition, no collar, overlapped speech
   scored: the diarizer gives one speaker at a time, so overlap counts as missed) and the median
   turn-boundary error (below). The same again with the diarizer's later steps switched off
-  (DIARIZER_STEPS), so that what each step gives is measured side by side in one run.
+  (DIARIZER_STEPS, settings of tabs.voices.diarize.turns), so that what each step gives is
+  measured side by side in one run.
 
 DER is computed here, in 10 ms frames: pyannote.metrics is the usual library but is not
 installed, and it would bring pyannote.core and its dependencies for some 30 lines of counting.
@@ -171,53 +172,32 @@ def _median_s(errors: list[float]) -> float | None:
     return round(median, 3) if np.isfinite(median) else None
 
 
-# The diarizer as first measured, then step by step as it is now (switches in tabs/voices/diarize.py).
-DIARIZER_STEPS = {"first measured": {"VAD_MAX_GAIN_DB": 0.0},
-                  "VAD on the recording raised to -30 dBFS": {"VAD_MAX_GAIN_DB": 99.0, "GROUP_ON_UNRAISED": False},
-                  "raised by at most 6 dB": {"VAD_MAX_GAIN_DB": 6.0, "GROUP_ON_UNRAISED": False},
+# The diarizer as first measured, then step by step as it is now (tabs.voices.diarize.turns' settings).
+DIARIZER_STEPS = {"first measured": {"vad_max_gain_db": 0.0},
+                  "VAD on the recording raised to -30 dBFS": {"vad_max_gain_db": 99.0, "group_on_unraised": False},
+                  "raised by at most 6 dB": {"vad_max_gain_db": 6.0, "group_on_unraised": False},
                   "+ voices grouped on the unraised VAD's windows (the app)": {}}
 
 
 def diarization_steps(call) -> dict:
-    """diarization_rows for each of DIARIZER_STEPS, the app's settings restored after. The steps
-    differ only after the encoder, so each file's window prints are computed once."""
+    """diarization_rows for each of DIARIZER_STEPS. The steps differ only after the encoder, so
+    each file is listened to once."""
     from tabs.voices import diarize as dz
 
-    embed, prints = dz.window_prints, {}
-
-    def once(encoder, wav, *args):
-        key = (wav.size, hash(wav.tobytes()), args)
-        if key not in prints:
-            prints[key] = embed(encoder, wav, *args)
-        return prints[key]
-
-    rows = {}
-    dz.window_prints = once
-    try:
-        for name, switches in DIARIZER_STEPS.items():
-            saved = {key: getattr(dz, key) for key in switches}
-            try:
-                for key, value in switches.items():
-                    setattr(dz, key, value)
-                rows[name] = diarization_rows(call)
-            finally:
-                for key, value in saved.items():
-                    setattr(dz, key, value)
-    finally:
-        dz.window_prints = embed
-    return rows
+    heard = {uri: dz.listen(call, qd.ami_audio(uri), qd.RATE) for uri in qd.ami_uris()}
+    return {name: diarization_rows(lambda uri, speakers: dz.turns(*heard[uri], speakers, **settings))
+            for name, settings in DIARIZER_STEPS.items()}
 
 
-def diarization_rows(call) -> dict:
-    from tabs.voices import model as vo
-
+def diarization_rows(diarize) -> dict:
+    """DER and boundary errors over the AMI files; diarize(uri, speakers) -> {"segments": [...]}."""
     turns, uem = qd.ami_turns(), qd.ami_uem()
     totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "overlapped": 0.0, "speech_s": 0.0}
     files, edges, two = {}, [], []
     for uri in qd.ami_uris():
         reference = [(t.start, t.end, t.speaker) for t in turns[uri]]
         speakers = len({t[2] for t in reference})
-        segments = vo.diarize(call, qd.ami_audio(uri), speakers, qd.RATE)["segments"]
+        segments = diarize(uri, speakers)["segments"]
         hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments]
         scored = der(reference, hypothesis, uem[uri])
         errors = boundary_errors(reference, hypothesis, uem[uri])

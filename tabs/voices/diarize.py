@@ -4,7 +4,7 @@ which re-exports what this module offers; this one holds the audio helpers both 
 - diarize: voice prints of 1.6 s windows every WINDOW_STEP_S; the windows mostly of speech (by
   webrtcvad on the recording as it is) grouped into the requested number of speakers (Ward
   clustering); each 30 ms of speech (webrtcvad on the recording raised towards resemblyzer's
-  -30 dBFS, by at most VAD_MAX_GAIN_DB) goes to the speaker whose centroid the windows around it
+  -30 dBFS, by at most VAD_MAX_GAIN_DB dB) goes to the speaker whose centroid the windows around it
   resemble most (each window's score placed at the middle of its speech), so a turn lands
   between windows. Inputs over LONG_S run as a diarize_long job that embeds the file chunk by
   chunk.
@@ -47,9 +47,9 @@ CHUNK_GRID = int(np.lcm(_VAD_WINDOW, _STEP_FRAMES * _MEL_HOP))
 # full raise cost more in false alarms than it found (bench/quality.py, docs/quality.md).
 VAD_TARGET_DBFS = -30.0
 VAD_MAX_GAIN_DB = 6.0
-# Voices are grouped on the windows the VAD calls speech at the recording's own volume: the
-# raised VAD's extra speech is fainter, and grouping it too moved whole turns to the wrong voice.
-GROUP_ON_UNRAISED = True
+# Voices are grouped on the windows the VAD calls speech at the recording's own volume
+# (group_on_unraised): the raised VAD's extra speech is fainter, and grouping it too moved whole
+# turns to the wrong voice. Both are parameters so that bench quality measures each step.
 
 
 # ---------------------------------------------------------------------------------- audio
@@ -66,10 +66,10 @@ def mono16k(samples: np.ndarray, sr: int) -> np.ndarray:
     return samples
 
 
-def vad_gain_db(wav: np.ndarray) -> float:
-    """How many dB speech_flags raises this recording by (VAD_TARGET_DBFS, VAD_MAX_GAIN_DB)."""
+def vad_gain_db(wav: np.ndarray, max_gain_db: float = VAD_MAX_GAIN_DB) -> float:
+    """How many dB speech_flags raises this recording by (towards VAD_TARGET_DBFS)."""
     rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if wav.size else 0.0
-    return 0.0 if rms <= 1e-6 else min(VAD_MAX_GAIN_DB, max(0.0, VAD_TARGET_DBFS - 20 * np.log10(rms)))
+    return 0.0 if rms <= 1e-6 else min(max_gain_db, max(0.0, VAD_TARGET_DBFS - 20 * np.log10(rms)))
 
 
 def speech_flags(wav: np.ndarray, gain_db: float = 0.0) -> np.ndarray:
@@ -84,9 +84,9 @@ def speech_flags(wav: np.ndarray, gain_db: float = 0.0) -> np.ndarray:
     return np.array([vad.is_speech(pcm[i * step:(i + 1) * step], RATE) for i in range(n)], dtype=bool)
 
 
-def both_flags(wav: np.ndarray) -> dict:
+def both_flags(wav: np.ndarray, max_gain_db: float = VAD_MAX_GAIN_DB) -> dict:
     """{"flags": the raised VAD's, "unraised": the VAD's at the recording's own volume}."""
-    gain = vad_gain_db(wav)
+    gain = vad_gain_db(wav, max_gain_db)
     unraised = speech_flags(wav)
     return {"flags": speech_flags(wav, gain) if gain > 0 else unraised, "unraised": unraised}
 
@@ -174,10 +174,10 @@ def _cluster(prints: np.ndarray, speakers: int) -> np.ndarray:
 
 
 def segments_from(starts: np.ndarray, prints: np.ndarray, flags: np.ndarray, speakers: int,
-                  unraised: np.ndarray | None = None) -> list[dict]:
+                  unraised: np.ndarray | None = None, group_on_unraised: bool = True) -> list[dict]:
     """Speaker turns from window prints (start mel frames) and raw 30 ms speech flags (those of
     the raised recording; `unraised`: the VAD's at its own volume, which choose the windows
-    that are grouped)."""
+    that are grouped unless group_on_unraised is False)."""
     speech = drop_clicks(flags)
     per_flag = _VAD_WINDOW // _MEL_HOP  # 3 mel frames per 30 ms flag
 
@@ -192,7 +192,7 @@ def segments_from(starts: np.ndarray, prints: np.ndarray, flags: np.ndarray, spe
     voiced = mostly_speech(spans)
     if not speech.any() or not voiced.any():
         return []
-    grouped = mostly_speech(spans_of(drop_clicks(unraised))) if unraised is not None and GROUP_ON_UNRAISED else voiced
+    grouped = mostly_speech(spans_of(drop_clicks(unraised))) if unraised is not None and group_on_unraised else voiced
     grouped = grouped if grouped.any() else voiced  # quiet throughout: the raised VAD's windows
     centroids = _cluster(prints[grouped], min(speakers, int(grouped.sum())))
     scores = prints[voiced] @ centroids.T  # (windows, speakers)
@@ -264,11 +264,23 @@ def diarize(call: Call, samples: np.ndarray, speakers: int, sr: int = RATE) -> d
     """{"segments": [{"start", "end", "speaker"}]}: who speaks when (seconds), silence left out,
     for a recording with `speakers` voices. Speakers are named "speaker 1", "speaker 2", ... in
     order of first appearance."""
+    return turns(*listen(call, samples, sr), speakers)
+
+
+def listen(call: Call, samples: np.ndarray, sr: int = RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """diarize's first half, the encoder's work: (16 kHz samples, window starts, window prints)."""
     wav = mono16k(samples, sr)
     # A recording shorter than one window is padded: it still gets one voice print.
     padded = np.pad(wav, (0, max(0, int(WINDOW_S * RATE) - wav.size)))
     starts, prints = call(VOICE_ENCODER, lambda enc: window_prints(enc, padded))
-    return {"segments": segments_from(starts, prints, speakers=int(speakers), **both_flags(wav))}
+    return wav, starts, prints
+
+
+def turns(wav: np.ndarray, starts: np.ndarray, prints: np.ndarray, speakers: int,
+          vad_max_gain_db: float = VAD_MAX_GAIN_DB, group_on_unraised: bool = True) -> dict:
+    """diarize's second half: the VAD and the grouping, on what listen() gave."""
+    return {"segments": segments_from(starts, prints, speakers=int(speakers), group_on_unraised=group_on_unraised,
+                                      **both_flags(wav, vad_max_gain_db))}
 
 
 # ---------------------------------------------------------------------------------- long job
