@@ -7,7 +7,9 @@ meeting excerpts that ./setup.sh installs (bench/quality_data.py).
   into equal clips of 2-4 s. Reports the equal error rate (EER), the threshold at the EER point,
   and the false-accept / false-reject rates at the app's SAME_SPEAKER. Also: the same with
   parts of 1.5 s and more (more speakers, shorter clips), and with the same-speaker pairs taken
-  across files only (no two clips from one recording session's minute).
+  across files only (no two clips from one recording session's minute). Then the same on two
+  other microphones and kinds of speech: KDE's klettres and ktuberling voices (one volunteer per
+  language reading letters, syllables, words), each voice's clips joined into pieces of 3 s.
 - diarization: tabs.voices.model.diarize on each 30 s file, told the true number of speakers;
   diarization error rate against the RTTM (NIST definition, no collar, overlapped speech
   scored: the diarizer gives one speaker at a time, so overlap counts as missed) and the median
@@ -64,10 +66,13 @@ def rates(scores: np.ndarray, same: np.ndarray, threshold: float) -> tuple[float
 
 def equal_error(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(EER, threshold): over every score as a threshold, the one where the false-reject and
-    false-accept rates are closest; the EER is their mean there."""
-    best = min((abs(frr - far), (frr + far) / 2, t)
-               for t in np.unique(scores) for frr, far in [rates(scores, same, t)])
-    return float(best[1]), float(best[2])
+    false-accept rates (as rates() counts them) are closest; the EER is their mean there."""
+    thresholds = np.unique(scores)
+    same_sorted, different_sorted = np.sort(scores[same]), np.sort(scores[~same])
+    frr = np.searchsorted(same_sorted, thresholds, side="left") / same_sorted.size
+    far = (different_sorted.size - np.searchsorted(different_sorted, thresholds, side="left")) / different_sorted.size
+    best = np.lexsort((thresholds, (frr + far) / 2, np.abs(frr - far)))[0]
+    return float((frr[best] + far[best]) / 2), float(thresholds[best])
 
 
 def voice_rows(call, threshold: float) -> dict:
@@ -77,16 +82,58 @@ def voice_rows(call, threshold: float) -> dict:
             clips = qd.ami_clips(min_s, 4.0)
             embedded[min_s] = clips, clip_prints(call, clips)
         clips, prints = embedded[min_s]
-        scores, same = pair_scores(prints, clips, across)
-        eer, at = equal_error(scores, same)
-        frr, far = rates(scores, same, threshold)
-        rows[name] = {"clips": len(clips), "speakers": len({c.speaker for c in clips}),
-                      "same_pairs": int(same.sum()), "different_pairs": int((~same).sum()),
-                      "eer": round(eer, 4), "threshold_at_eer": round(at, 3),
-                      "app_threshold": threshold, "frr_at_app": round(frr, 4), "far_at_app": round(far, 4),
-                      "same_median": round(float(np.median(scores[same])), 3),
-                      "different_median": round(float(np.median(scores[~same])), 3)}
+        rows[name] = _rates_row(clips, *pair_scores(prints, clips, across), threshold)
     return rows
+
+
+# Debian voice sets: each voice's clips (words, letters) joined in file order into pieces of at
+# least JOINED_S, at most this many pieces per voice (the first look's cut, docs/quality.md).
+JOINED_S = 3.0
+PIECES_PER_VOICE = {"klettres": 12, "ktuberling": 8}
+
+
+def joined_pieces(name: str) -> list[tuple[qd.Turn, np.ndarray]]:
+    """(a Turn naming the voice, 16 kHz samples) for each piece of the Debian voice set."""
+    import soundfile as sf
+    from tabs.voices import model as vo
+
+    pieces = []
+    for voice, files in qd.voice_files(name).items():
+        taken, buffer = 0, []
+        for path in files:
+            samples, rate = sf.read(path, dtype="float32", always_2d=False)
+            buffer.append(vo.mono16k(samples, rate))
+            if sum(b.size for b in buffer) >= JOINED_S * qd.RATE:
+                pieces.append((qd.Turn(f"{name}/{voice}", taken, taken + 1, voice), np.concatenate(buffer)))
+                taken, buffer = taken + 1, []
+                if taken == PIECES_PER_VOICE[name]:
+                    break
+    return pieces
+
+
+def voice_set_rows(call, threshold: float) -> dict:
+    """EER and the rates at the app's threshold on each Debian voice set, scored as AMI is."""
+    from tabs.voices import model as vo
+
+    rows = {}
+    for name in qd.DEBIAN_VOICES:
+        pieces = joined_pieces(name)
+        clips = [clip for clip, _ in pieces]
+        wavs = [vo.prepare(samples, qd.RATE) for _, samples in pieces]
+        prints = np.stack(call(vo.VOICE_ENCODER, lambda enc: [vo.voice_print(enc, w) for w in wavs]))
+        rows[name] = _rates_row(clips, *pair_scores(prints, clips), threshold)
+    return rows
+
+
+def _rates_row(clips, scores: np.ndarray, same: np.ndarray, threshold: float) -> dict:
+    eer, at = equal_error(scores, same)
+    frr, far = rates(scores, same, threshold)
+    return {"clips": len(clips), "speakers": len({c.speaker for c in clips}),
+            "same_pairs": int(same.sum()), "different_pairs": int((~same).sum()),
+            "eer": round(eer, 4), "threshold_at_eer": round(at, 3),
+            "app_threshold": threshold, "frr_at_app": round(frr, 4), "far_at_app": round(far, 4),
+            "same_median": round(float(np.median(scores[same])), 3),
+            "different_median": round(float(np.median(scores[~same])), 3)}
 
 
 # ---------------------------------------------------------------------------------- diarization
@@ -222,7 +269,7 @@ def run(verbose: bool = True) -> dict:
     from tabs.voices import model as vo
     from tabs.voices import specs
 
-    missing = qd.ami_missing()
+    missing = qd.ami_missing() or next(filter(None, map(qd.voices_missing, qd.DEBIAN_VOICES)), None)
     if missing:
         raise SystemExit(missing)
     engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-"), specs=specs(), job_kinds=[],
@@ -232,12 +279,13 @@ def run(verbose: bool = True) -> dict:
         return engine.infer("bench quality", model, fn)
 
     started = time.perf_counter()
-    voices = voice_rows(call, vo.SAME_SPEAKER)
+    voices = {**voice_rows(call, vo.SAME_SPEAKER), **voice_set_rows(call, vo.SAME_SPEAKER)}
     voices_s = time.perf_counter() - started
     steps = diarization_steps(call)
     diarization = steps[list(DIARIZER_STEPS)[-1]]
     diarization_s = time.perf_counter() - started - voices_s
-    result = {"data": "AMI excerpts (pyannote.audio 4.0.7 sdist tests/data, 14 x 30 s)", "voices": voices,
+    result = {"data": "AMI excerpts (pyannote.audio 4.0.7 sdist tests/data, 14 x 30 s); voices also on "
+                      "Debian's klettres-data and ktuberling-data", "voices": voices,
               "diarization": diarization,
               "diarization_steps": {name: {k: v for k, v in row.items() if k != "per_file"}
                                     for name, row in steps.items()},

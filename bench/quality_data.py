@@ -4,6 +4,11 @@ for them. Nothing here touches the network: a set that is missing is reported, n
 AMI (pyannote.audio 4.0.7 sdist, `tests/data/`): 14 meeting excerpts of 30 s, 16 kHz, with RTTM
 speaker turns (debug.{train,development,test}.rttm) and UEM (the scored span of each file).
 setup.sh stores `trñ00.wav` as `trn00.wav`, the uri its RTTM uses.
+
+klettres and ktuberling (Debian's klettres-data and ktuberling-data, GPL-2+): words, letters and
+syllables read by one volunteer per language folder, for the voice EER on other microphones and
+languages. Fetched with `apt-get download` and unpacked with `dpkg -x`, never installed; only
+where apt-get exists (Debian, Ubuntu): elsewhere `install` says so and goes on.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ AMI_SPLITS = ("train", "development", "test")
 RATE = 16000
 AMI_SDIST = "pyannote.audio==4.0.7"
 AMI_SDIST_SHA256 = "3a903dfb5ca711d134cc2522561c9158b186836f5d62e8a57c46c6648e8a8229"  # from PyPI, Dec 2026
-_AMI_STAMP = ".installed"  # holds AMI_SDIST once every file is in place
+_AMI_STAMP = ".installed"  # holds the source (AMI_SDIST, a Debian package) once every file is in place
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,69 @@ def ami_clips(min_s: float = 2.0, max_s: float = 4.0) -> list[Turn]:
     return sorted(clips, key=lambda c: (c.speaker, c.uri, c.start))
 
 
+# Debian voice sets: package=version, sha256 of the .deb (bookworm, Dec 2026), the folder of
+# language folders inside it, the clips' suffixes (at any depth of a language folder), folders
+# left out and why.
+DEBIAN_VOICES = {
+    "klettres": ("klettres-data=4:22.12.3-1", "1186d257a19e84230856baea0b0b1ded8be9195080fcdb2588970b5cd937f5a8",
+                 "usr/share/klettres", (".ogg",),
+                 {"de": "its clips agree with each other far less than any other folder's: more than one voice",
+                  "nn": "no sound files (its sounds.xml says CereVoice made them)"}),
+    "ktuberling": ("ktuberling-data=4:22.12.3-1", "fba44c875bfa31ea488dadd9263e87a4dcaea0bd47d28817f6c0dc6d2af970ed",
+                   "usr/share/ktuberling/sounds", (".ogg", ".wav"),
+                   {"sr@ijekavian": "the recordings of sr", "sr@ijekavianlatin": "the recordings of sr",
+                    "sr@latin": "the recordings of sr", "nn": "opus files that may be synthetic"}),
+}
+
+
+def voices_missing(name: str) -> str | None:
+    """Why the Debian voice set `name` cannot be read (None: it is there)."""
+    stamp = DATA / name / _AMI_STAMP
+    if not stamp.is_file() or stamp.read_text().strip() != DEBIAN_VOICES[name][0]:
+        return f"the {name} voices are not installed in {DATA / name}: run ./setup.sh (it needs Debian's apt-get)"
+    return None
+
+
+def voice_files(name: str) -> dict[str, list[Path]]:
+    """voice (language folder) -> its clips, sorted by path."""
+    return {folder.name: _clips(folder, DEBIAN_VOICES[name][3])
+            for folder in sorted((DATA / name).iterdir()) if folder.is_dir()}
+
+
+def _clips(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in suffixes and p.is_file())
+
+
+def install_debian_voices(name: str) -> str:
+    """apt-get download the package into a temporary folder, check its sha256, dpkg -x it there
+    and copy the kept language folders' .ogg files into DATA/name."""
+    package, sha256, inside, suffixes, left_out = DEBIAN_VOICES[name]
+    if voices_missing(name) is None:
+        return f"{name} voices already in {DATA / name}"
+    if not (shutil.which("apt-get") and shutil.which("dpkg")):
+        return f"{name} voices skipped: apt-get and dpkg are needed (Debian, Ubuntu); bench quality and its tests need them"
+    with tempfile.TemporaryDirectory(prefix=f"wimmel-{name}-") as tmp:
+        got = subprocess.run(["apt-get", "download", "-q", package], cwd=tmp, capture_output=True, text=True)
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if got.returncode or not debs:
+            raise SystemExit(f"could not download {package} for the {name} voices:\n{got.stderr[-2000:]}")
+        digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
+        if digest != sha256:
+            raise SystemExit(f"{debs[0].name}: sha256 {digest}, expected {sha256}")
+        subprocess.run(["dpkg", "-x", str(debs[0]), str(Path(tmp) / "x")], check=True)
+        staging = Path(tmp) / name
+        for folder in sorted((Path(tmp) / "x" / inside).iterdir()):
+            if folder.is_dir() and folder.name not in left_out:
+                for clip in _clips(folder, suffixes):
+                    target = staging / folder.name / clip.relative_to(folder)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(clip, target)
+        shutil.rmtree(DATA / name, ignore_errors=True)
+        shutil.copytree(staging, DATA / name)
+    (DATA / name / _AMI_STAMP).write_text(package + "\n")
+    return f"{name} voices installed in {DATA / name} ({len(voice_files(name))} voices)"
+
+
 def install_ami() -> str:
     """Fetch the pyannote.audio sdist (13.6 MB, metadata build ~5 s) into a temporary folder and
     extract its tests/data into AMI; nothing when the stamp says it is done. pyannote itself is
@@ -164,3 +232,5 @@ if __name__ == "__main__":  # ./setup.sh: python -m bench.quality_data install
     if sys.argv[1:] != ["install"]:
         raise SystemExit("usage: python -m bench.quality_data install")
     print(install_ami())
+    for name in DEBIAN_VOICES:
+        print(install_debian_voices(name))

@@ -144,3 +144,34 @@ def test_the_diarization_error_rate_counts_as_nist_defines_it():
     assert (scored["confusion"], scored["false_alarm"], scored["der"]) == pytest.approx((1 / 8, 1 / 8, 2 / 8))
     # x ends at 4 (said 5), y starts at 4 (said 5) and ends at 8 (said 8); the cut edge at 0 is not counted.
     assert q.boundary_errors(one_at_a_time, late, span) == pytest.approx([1.0, 1.0, 0.0])
+
+
+# Other microphones and speech: KDE's klettres and ktuberling voices (one volunteer per language
+# reading letters, syllables or words; pieces of 3 s). Measured (bench quality): klettres 220
+# pieces / 19 voices, EER 9.2 % at 0.616, at 0.70 FRR 25.4 % and FAR 1.0 %; ktuberling 124 / 22,
+# EER 6.9 % at 0.643, FRR 9.6 %, FAR 1.5 %. Bootstrap over the pieces (200 draws), sd: EER 2.0 /
+# 2.9 points, FRR 4.1 / 3.9, FAR 0.23 / 0.38. The EER may rise by one sd; the false accepts,
+# which the tab promises stay at 1-2 % on such recordings, by two.
+MEASURED = {"klettres": {"pieces": 220, "voices": 19, "eer": (0.092, 0.020), "frr": (0.254, 0.041), "far": (0.010, 0.0023)},
+            "ktuberling": {"pieces": 124, "voices": 22, "eer": (0.069, 0.029), "frr": (0.096, 0.039), "far": (0.015, 0.0038)}}
+
+
+@pytest.mark.parametrize("name", sorted(MEASURED))
+def test_the_threshold_on_words_read_by_other_voices(call, name):
+    if qd.voices_missing(name):
+        pytest.fail(qd.voices_missing(name))
+    pieces = q.joined_pieces(name)
+    clips = [clip for clip, _ in pieces]
+    wavs = [vo.prepare(samples, qd.RATE) for _, samples in pieces]
+    prints = np.stack(call(vo.VOICE_ENCODER, lambda enc: [vo.voice_print(enc, w) for w in wavs]))
+    scores, same = q.pair_scores(prints, clips)
+    want = MEASURED[name]
+    assert (len(clips), len({c.speaker for c in clips})) == (want["pieces"], want["voices"])
+    eer, at = q.equal_error(scores, same)
+    frr, far = q.rates(scores, same, vo.SAME_SPEAKER)
+    assert eer <= sum(want["eer"]), f"{name}: EER {eer:.1%}"
+    assert frr <= sum(want["frr"]), f"{name}: FRR {frr:.1%} at {vo.SAME_SPEAKER}"
+    assert far <= want["far"][0] + 2 * want["far"][1], f"{name}: FAR {far:.1%} at {vo.SAME_SPEAKER}"
+    # Read words sit lower than meeting speech: their EER point is under the app's threshold,
+    # which was set where AMI's meeting room lifts different voices (0.70).
+    assert at < vo.SAME_SPEAKER
