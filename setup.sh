@@ -20,9 +20,11 @@ fi
 # Runs the plan's pip steps and the librosa warm-up (numba compiles ~15 s on first use: paid here,
 # not in a user's request), then writes the stamp .venv/.wimmel-requirements; nothing if it matches.
 "$PY" engine/install_plan.py --apply
-# Real meeting speech for the voice quality bench and tests (docs/quality.md, AMI): tests/data of the
-# pyannote.audio 4.0.7 sdist (13.6 MB, ~5 s, sha256 checked) into quality-data/ami (git-ignored);
-# pyannote itself is never installed (torch, lightning). A stamp makes a second run instant.
+# Real recordings, photos and videos for `python -m bench quality` and its tests (docs/quality.md):
+# files taken from pinned wheels, sdists and Debian packages (about 150 MB fetched, 30 s, every
+# archive's sha256 checked) into quality-data/ (git-ignored, 141 MB); none of those packages is
+# installed. Debian's sets need apt-get and are skipped, with a note, elsewhere. Stamps make a
+# second run instant.
 .venv/bin/python -m bench.quality_data install
 # The end-to-end tests (tests/test_browser.py) drive a real Chromium: Debian's package, since
 # Playwright's own browser download needs more than the package registries.

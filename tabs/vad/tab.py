@@ -102,6 +102,11 @@ def detect_speech(engine: Engine, media: str | None, threshold: float = 0.5, min
         media: the audio file (WAV, MP3, M4A, OGG, FLAC...) or video file (MP4, MKV, WebM...).
         threshold: speech probability (0-1) from which a 32 ms frame counts as speech; speech
             ends once it falls 0.15 below. Lower finds quieter speech, higher ignores more noise.
+            Measured on real recordings (docs/quality.md): at 0.5, 97-98 % of the speech of close
+            microphone and telephone recordings is found, with 92-99.5 % of what is called speech
+            being speech; quiet meeting recordings (AMI) lose a quarter of their speech (77 %
+            found, 99.7 % right), which 0.2 brings to 87 % (98 % right) at the cost of calling
+            more pauses speech in close-microphone recordings (86 % right there instead of 92 %).
         min_silence_s: a pause must last this long (seconds) to split two segments.
 
     Returns:
@@ -167,7 +172,9 @@ def build(engine: Engine) -> None:
             with gr.Column():
                 media = media_input()
                 microphone_for(media)
-                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Speech threshold")
+                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Speech threshold",
+                                      info="0.5 suits close or telephone recordings; for quiet, distant "
+                                           "speech (a meeting room) 0.2 finds more of it")
                 min_silence = gr.Slider(0.05, 2.0, value=0.1, step=0.05, label="Shortest pause that splits (s)")
                 run = run_button("Find speech")
             with gr.Column():
