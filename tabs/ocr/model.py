@@ -5,7 +5,8 @@ recognise), built in our loader so the engine measures and leases it. RapidOCR 1
 downloads anything: it only opens the three .onnx files inside its package folder.
 
 Known quirk of the recogniser: the space between two ALL-CAPS words is sometimes dropped
-("HELLOWORLD"); mixed-case text keeps its spaces far more reliably.
+("HELLOWORLD"); mixed-case text keeps its spaces far more reliably. The detector misses a word
+cropped to its edges, so read_text adds a border of the edge colour first.
 
 Video: ocr_video samples a few frames a second, reads each, and merges consecutive samples
 showing the same text into one subtitle; the result is an SRT file.
@@ -103,19 +104,31 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1])
 
 
-def read_text(ocr, image: np.ndarray) -> list[dict]:
+# The text detector misses words that touch the image's edges (a photo cropped to one word):
+# a border of the edge colour gives them a margin (real crops: docs/quality.md, OCR).
+BORDER = 64
+
+
+def read_text(ocr, image: np.ndarray, border: int = BORDER) -> list[dict]:
     """Lines of text in `image` (RGB uint8), top to bottom, left to right.
 
     Each line: {"box": [[x, y] x4] (corners clockwise from top-left, input pixels),
-    "text": str, "score": float (0-1)}. An image without text gives [].
+    "text": str, "score": float (0-1)}. An image without text gives []. The model sees the image
+    inside `border` px of its edge colour (at most half its short side).
     """
-    found, _elapsed = ocr(_as_bgr(image))
+    bgr = _as_bgr(image)
+    height, width = bgr.shape[:2]
+    pad = min(min(height, width) // 2, border)
+    if pad:
+        bgr = np.pad(bgr, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    found, _elapsed = ocr(bgr)
     lines = []
     for box, text, score in found or []:
         text = text.strip()
         if text:
-            lines.append({"box": [[round(float(x), 1), round(float(y), 1)] for x, y in box],
-                          "text": text, "score": round(float(score), 4)})
+            corners = [[round(float(np.clip(x - pad, 0, width)), 1), round(float(np.clip(y - pad, 0, height)), 1)]
+                       for x, y in box]
+            lines.append({"box": corners, "text": text, "score": round(float(score), 4)})
     return lines
 
 

