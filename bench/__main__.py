@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from . import capabilities, compile, face_detectors, faces, grouping, networks, video  # noqa: E402
 from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
 from . import cluster, drift, onnx_arena, quality  # noqa: E402
+from . import quality_faces, quality_ocr, quality_pitch, quality_speech  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
 # Issue 7's scenarios and issue 9's load test ('video' stays as the old name of video-memory).
@@ -30,9 +31,18 @@ SCENARIOS["networks"] = networks.run
 SCENARIOS["face-detectors"] = face_detectors.run
 # Issue 16: memory drift over 200 mixed runs (evicting, all resident, evicting with a trim after each run).
 SCENARIOS["drift"] = drift.run
-# Issue 19: quality on real speech (AMI): compare_voices' EER and threshold, diarize's DER and
-# boundary error (docs/quality.md; not part of 'all', whose page is docs/benchmarks.md).
-SCENARIOS["quality"] = quality.run
+# Issue 19: quality on real recordings, photos and videos (docs/quality.md; not part of 'all',
+# whose page is docs/benchmarks.md): each capability alone, or all of them as 'quality'.
+QUALITY = {"quality-voices": quality.run, "quality-speech": quality_speech.run, "quality-faces": quality_faces.run,
+           "quality-ocr": quality_ocr.run, "quality-pitch": quality_pitch.run}
+SCENARIOS.update(QUALITY)
+
+
+def quality_all(verbose: bool = True) -> dict:
+    return {name.removeprefix("quality-"): run(verbose=verbose) for name, run in QUALITY.items()}
+
+
+SCENARIOS["quality"] = quality_all
 # Issue 17: long jobs on Ray worker actors, routed by model, one worker killed.
 SCENARIOS["cluster"] = cluster.run
 # Issue 16: what ONNX Runtime's CPU arena keeps between runs, and what shrinking it costs.
