@@ -16,7 +16,7 @@ from ui.safety import gate_output
 IMAGE_NOTE = ("Every line of printed text gets a box, its reading and a confidence. "
               "Latin letters (accents dropped: ü is read as u), digits and Chinese are read; "
               "a space between two words in capitals is sometimes lost. Measured on real "
-              "images: about 1 character in 100 wrong on printed pages, 1 in 4 on photos of "
+              "images: about 1 character in 100 wrong on printed pages, 1 in 7 on photos of "
               "signs.")
 
 
