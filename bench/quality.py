@@ -220,10 +220,14 @@ def _median_s(errors: list[float]) -> float | None:
 
 
 # The diarizer as first measured, then step by step as it is now (tabs.voices.diarize.turns' settings).
-DIARIZER_STEPS = {"first measured": {"vad_max_gain_db": 0.0},
-                  "VAD on the recording raised to -30 dBFS": {"vad_max_gain_db": 99.0, "group_on_unraised": False},
-                  "raised by at most 6 dB": {"vad_max_gain_db": 6.0, "group_on_unraised": False},
-                  "+ voices grouped on the unraised VAD's windows (the app)": {}}
+_LONG = {"assign_on_short": False, "min_turn_s": 0.3}  # before issue 19 item 4: 1.6 s prints, 0.3 s turns
+DIARIZER_STEPS = {"first measured": {"vad_max_gain_db": 0.0, **_LONG},
+                  "VAD on the recording raised to -30 dBFS": {"vad_max_gain_db": 99.0, "group_on_unraised": False,
+                                                              **_LONG},
+                  "raised by at most 6 dB": {"vad_max_gain_db": 6.0, "group_on_unraised": False, **_LONG},
+                  "+ voices grouped on the unraised VAD's windows": _LONG,
+                  "+ speech assigned by the 0.8 s prints": {"min_turn_s": 0.3},
+                  "+ turns down to 0.25 s kept (the app)": {}}
 
 
 def diarization_steps(call) -> dict:

@@ -11,7 +11,7 @@ for its EER: the model is deterministic here, so this is the sampling spread of 
 and fails when transcription gets worse by more than the set can tell apart.
 Voice activity at the app's settings, frame F1: AMI 0.867, pyannote sample 0.988, mfa 0.949,
 pooled 0.892; margins one sd of a bootstrap over 5 s blocks. Diarization of the pyannote sample:
-DER 18.5 %, margin the per-file spread of the DER over AMI's three two-speaker files (4.2 points,
+DER 19.2 %, margin the per-file spread of the DER over AMI's three two-speaker files (4.2 points,
 tests/test_voice_quality.py), since this is one 30 s two-speaker file.
 """
 import pytest
@@ -31,7 +31,7 @@ WER_MEASURED = {"pyannote-sample": (81, 0.161, 0.050), "mfa": (191, 0.068, 0.031
 # set: (F1 at the app's settings, bootstrap sd over 5 s blocks)
 F1_MEASURED = {"ami": (0.867, 0.016), "pyannote-sample": (0.988, 0.006), "mfa": (0.949, 0.007),
                "pooled": (0.892, 0.011)}
-DER_MEASURED, DER_SPREAD = 0.185, 0.042
+DER_MEASURED, DER_SPREAD = 0.192, 0.042
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,9 @@ def test_the_vad_threshold_trade_off_the_tab_describes(vad):
 
 
 def test_diarization_of_the_pyannote_sample(call):
-    """Diane and Sheila, 30 s, 10 RTTM turns: DER 18.5 % measured (missed 9.3, of which overlap
-    7.8 points; false alarm 1.4; confusion 7.8), median boundary error 0.45 s over 17 edges."""
+    """Diane and Sheila, 30 s, 10 RTTM turns: DER 19.2 % measured (missed 8.7, false alarm 1.4,
+    confusion 9.1), median boundary error 0.26 s over 17 edges (76 % within 0.5 s); with the 1.6 s
+    prints and 0.3 s turns 18.5 % and 0.45 s."""
     row = qs.diarization_row(call)
     assert row["der"] <= DER_MEASURED + DER_SPREAD, row
     assert row["missed"] >= row["overlapped"] - 1e-9  # one speaker at a time: overlap is missed
