@@ -12,6 +12,10 @@ fetched or accepted (safetensors.py). The store knows no model family: kinds com
 capabilities (kinds.py), and whoever turns entries into engine models subscribes with
 `connect(kind, added, removed)` (registry.py). build_engine makes one store per engine, keeps it
 as engine.services["store"] and registers its download_model job kind (job.py).
+
+Hub ONNX files (issue 20) are not registered models: each is declared by a capability as a HubFile
+(manifest.py) and kept at manifest.local_path once its sha256, licence and graph are checked
+(hub_files.py: status, fetch, bring, require; the download_hub_file job kind in hub_job.py).
 """
 from __future__ import annotations
 
@@ -24,10 +28,11 @@ from typing import Any, Callable
 
 from engine import JobCancelled, format_bytes
 
-from . import disk, http, hub
+from . import disk, http, hub, hub_files
 from .disk import folder_bytes
 from .errors import ChecksumMismatch, DownloadInterrupted, ModelStoreError, Offline, Refused
 from .job import JOB_CAPABILITY, JOB_MODEL, job_kind
+from .hub_job import JOB_CAPABILITY as HUB_JOB_CAPABILITY, job_kind as hub_file_job_kind
 from .kinds import CONFIG, CONFIG_PATTERNS, Kinds, StoreKind
 from .network import CONNECT_TIMEOUT_S, reachable
 from .progress import Progress, Reporter
@@ -37,7 +42,7 @@ from .sources import Source, parse_source
 
 __all__ = ["ModelStore", "StoreKind", "ModelStoreError", "Offline", "Refused", "ChecksumMismatch",
            "DownloadInterrupted", "JOB_CAPABILITY", "JOB_MODEL", "CONFIG_PATTERNS", "job_kind", "folder_bytes",
-           "parse_source", "of"]
+           "parse_source", "of", "hub_files", "HUB_JOB_CAPABILITY", "hub_file_job_kind"]
 
 log = logging.getLogger(__name__)
 

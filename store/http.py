@@ -85,8 +85,9 @@ def add_url(store, source: Source, name: str, kind: str, expected: str | None, r
 
 
 def _stream(url: str, part: Path, meta_path: Path, expected: str | None, report: Reporter,
-            downloads: Path) -> tuple[str | None, str]:
-    """Download url into part, resuming what is there; returns (file name from the server, sha256)."""
+            downloads: Path, check_names: bool = True) -> tuple[str | None, str]:
+    """Download url into part, resuming what is there; returns (file name from the server, sha256).
+    check_names: refuse a server file name that is not safetensors (hub_files fetches .onnx)."""
     import httpx
 
     meta = {}
@@ -119,7 +120,8 @@ def _stream(url: str, part: Path, meta_path: Path, expected: str | None, report:
                 raise ModelStoreError(f"{url}: the server answered {response.status_code} "
                                       f"{response.reason_phrase}.")
             disposition = _disposition_name(response.headers.get("Content-Disposition"))
-            if disposition and Path(disposition).suffix.lower() in PICKLE_SUFFIXES + NOT_SAFETENSORS:
+            if check_names and disposition and \
+                    Path(disposition).suffix.lower() in PICKLE_SUFFIXES + NOT_SAFETENSORS:
                 check_single_file_name(disposition)
             meta.update(etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified"),
                         filename=disposition or meta.get("filename"))

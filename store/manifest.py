@@ -23,9 +23,9 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int6
 
 @dataclass(frozen=True)
 class Tensor:
-    """One input or output of a graph: its name, shape (an int per fixed axis, a name or None
-    for a free one) and element type."""
-    name: str
+    """One input or output of a graph: its name (None: no source names it, so it is matched by
+    position), shape (an int per fixed axis, a name or None for a free one) and element type."""
+    name: str | None
     shape: tuple[int | str | None, ...]
     dtype: str = "float32"
 
@@ -81,20 +81,20 @@ def signature_problems(path: str | os.PathLike, entry: HubFile) -> list[str]:
         found = {t.name: t for t in have}
         if len(have) != len(want):
             problems.append(f"{entry.file} should have {len(want)} {side}(s) "
-                            f"({', '.join(t.name for t in want)}); this file has {len(have)} "
+                            f"({', '.join(t.name or '(any name)' for t in want)}); this file has {len(have)} "
                             f"({', '.join(t.name for t in have)}).")
-        for t in want:
-            got = found.get(t.name)
+        for at, t in enumerate(want):
+            got = found.get(t.name) if t.name is not None else (have[at] if at < len(have) else None)
             if got is None:
                 if len(have) == len(want):
                     problems.append(f"{entry.file} should have an {side} named '{t.name}'; this file's "
                                     f"{side}s are {', '.join(h.name for h in have)}.")
                 continue
             if got.dtype != t.dtype:
-                problems.append(f"{side} '{t.name}' should be {t.dtype}; this file's is {got.dtype}.")
+                problems.append(f"{side} '{got.name}' should be {t.dtype}; this file's is {got.dtype}.")
             if len(got.shape) != len(t.shape) or any(
                     isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(got.shape, t.shape)):
-                problems.append(f"{side} '{t.name}' should have shape {_shape(t.shape)}; "
+                problems.append(f"{side} '{got.name}' should have shape {_shape(t.shape)}; "
                                 f"this file's is {_shape(got.shape)}.")
     return problems
 
