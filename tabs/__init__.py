@@ -2,7 +2,9 @@
 
 A capability is a package `tabs/<name>/` whose __init__ holds the contract (no Gradio):
 TITLE, GROUP (a tab that groups several, or None), specs(), job_kinds(), unavailable() and
-check(...); its model code sits beside it, and `tab.py` builds its tab from module-level handlers.
+check(...), and hub_files() where it loads ONNX files users download (store/manifest.py; its
+specs(data_dir) then look for them in the engine's data dir); its model code sits beside it, and
+`tab.py` builds its tab from module-level handlers.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "landmarks", "pose", "hands",   # GROUP "People"
+    "faces", "face_restore", "landmarks", "pose", "hands",   # GROUP "People"
     "background", "style", "upscale", "deblock", "segment", "nsfw",   # GROUP "Images"
     "ocr", "document", "language", "search", "entities",   # GROUP "Text"
     "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords", "tags",   # GROUP "Audio"
@@ -22,7 +24,8 @@ CAPABILITIES = [
 ]
 # A tab that groups several capabilities (a sub-tab each; members are consecutive above), and the
 # line it opens with. Eight tabs in all, so the tab bar fits a laptop's width without a menu.
-GROUPS = {"People": "Faces, face landmarks, body pose and hands, in photos and videos. Videos run as jobs on the queue.",
+GROUPS = {"People": "Faces, face restoration, face landmarks, body pose and hands, in photos and videos. "
+                    "Videos run as jobs on the queue.",
           "Images": "Photos in, photos out: background, style, upscaling, clean-up, segmentation and the NSFW check.",
           "Audio": "Audio files, or the sound of a video. Long clips run as jobs on the queue.",
           "Text": "Text in pictures and pages, text you paste, and what the app has transcribed or read."}

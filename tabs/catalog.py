@@ -12,15 +12,20 @@ from engine.doctor import Check
 from engine.media.video_job import CHUNK_FRAMES
 
 from store import ModelStore, StoreKind
+from store import hub_file_job_kind
 from store import job_kind as download_job_kind
 
 from . import capabilities
 
 
-def _sources() -> list:
-    """(specs, why unavailable) of every shared analyser and capability."""
+def _sources(data_dir: str | None = None) -> list:
+    """(specs, why unavailable) of every shared analyser and capability; a capability that loads
+    hub files (hub_files() in its contract) looks for them in data_dir (None: the app's default)."""
+    def specs_of(c):
+        return functools.partial(c.specs, data_dir) if data_dir is not None and hasattr(c, "hub_files") else c.specs
+
     return ([(a.specs, a.unavailable_reason) for a in analysers.ANALYSERS]
-            + [(c.specs, c.unavailable) for c in capabilities()])
+            + [(specs_of(c), c.unavailable) for c in capabilities()])
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,8 +40,13 @@ def capability_of() -> dict[str, str]:
     return named
 
 
-def default_specs() -> list[ModelSpec]:
-    return [spec for specs, _ in _sources() for spec in specs()]
+def default_specs(data_dir: str | None = None) -> list[ModelSpec]:
+    return [spec for specs, _ in _sources(data_dir) for spec in specs()]
+
+
+def hub_file_entries() -> list:
+    """Every hub file (store.manifest.HubFile) the capabilities declare."""
+    return [entry for c in capabilities() if hasattr(c, "hub_files") for entry in c.hub_files()]
 
 
 def default_job_kinds() -> list[JobKind]:
@@ -83,7 +93,7 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
     for key, value in overrides.items():
         setattr(options, key, value)
     engine = Engine(options.data_dir, budget=options.budget, device=options.device,
-                    specs=default_specs() if options.specs is None else options.specs,
+                    specs=default_specs(str(options.data_dir)) if options.specs is None else options.specs,
                     wait_timeout_s=options.wait_timeout_s,
                     job_options={"workers": options.job_workers, "io_workers": options.io_workers,
                                  "job_threads": options.job_threads,
@@ -111,6 +121,7 @@ def connect_store(engine: Engine, **store_options) -> ModelStore:
     store = ModelStore(engine.data_dir, kinds=store_kinds(), **store_options)
     engine.services["store"] = store
     engine.jobs.register(download_job_kind(store))
+    engine.jobs.register(hub_file_job_kind(engine.data_dir, hub_file_entries))
     for capability in _store_capabilities():
         store.connect(capability.STORE_KIND, functools.partial(capability.store_added, engine),
                       functools.partial(capability.store_removed, engine))
@@ -131,7 +142,7 @@ def worker_engine(data_dir: str, device: str = "auto", budget: str | dict | None
     """The engine of a Ray cluster worker (engine.cluster, engine_factory "tabs.catalog:worker_engine"):
     the app's specs (or just `models`) and job kinds on its one device; its own queue never starts,
     the head's sends it jobs. No model store: user-added models and downloads stay on the head."""
-    specs, kinds = default_specs(), default_job_kinds()
+    specs, kinds = default_specs(data_dir), default_job_kinds()
     if models is not None:   # the kinds too: a worker says it runs only what it can load
         specs = [spec for spec in specs if spec.name in models]
         kinds = [kind for kind in kinds if kind.model in models]
