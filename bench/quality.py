@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import tempfile
 import time
 
 import numpy as np
@@ -269,18 +268,13 @@ def diarization_rows(diarize) -> dict:
 
 
 def run(verbose: bool = True) -> dict:
-    from tabs.catalog import build_engine
     from tabs.voices import model as vo
     from tabs.voices import specs
 
     missing = qd.ami_missing() or next(filter(None, map(qd.voices_missing, qd.DEBIAN_VOICES)), None)
     if missing:
         raise SystemExit(missing)
-    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-"), specs=specs(), job_kinds=[],
-                          store=False)
-
-    def call(model, fn):
-        return engine.infer("bench quality", model, fn)
+    call = qd.bench_call(specs())
 
     started = time.perf_counter()
     voices = {**voice_rows(call, vo.SAME_SPEAKER), **voice_set_rows(call, vo.SAME_SPEAKER)}

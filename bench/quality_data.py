@@ -45,6 +45,20 @@ class Turn:
     speaker: str
 
 
+def bench_engine(specs: list):
+    """A fresh engine with only these specs (no store, no job kinds), as each quality bench runs
+    the app's model code: the engine's own leases and admission, nothing else."""
+    from tabs.catalog import build_engine
+
+    return build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-"), specs=specs, job_kinds=[], store=False)
+
+
+def bench_call(specs: list):
+    """`call(model, fn)` on a bench_engine: fn runs with the model leased."""
+    engine = bench_engine(specs)
+    return lambda model, fn: engine.infer("bench quality", model, fn)
+
+
 def ami_missing() -> str | None:
     """Why the AMI set cannot be read (None: it is there)."""
     wanted = [AMI / f"debug.{s}.{ext}" for s in AMI_SPLITS for ext in ("rttm", "uem")]

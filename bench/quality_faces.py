@@ -21,12 +21,12 @@ rejects a box on half a face or on the neck. At 0.5 every number here is the sam
 from __future__ import annotations
 
 import itertools
-import tempfile
 import time
 
 import numpy as np
 
 from bench import sets_faces as sf
+from bench.quality_data import bench_engine
 
 MATCH_IOU = 0.4
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -249,14 +249,12 @@ def specs() -> list:
 
 def run(verbose: bool = True) -> dict:
     from analysers import face_identity
-    from tabs.catalog import build_engine
     from ui.safety import GatePolicy
 
     missing = sf.missing()
     if missing:
         raise SystemExit(missing)
-    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-faces-"), specs=specs(), job_kinds=[],
-                          store=False)
+    engine = bench_engine(specs())
     truth = sf.truth()
     names = [*truth["faces"], *truth["no_faces"]]
     seconds = {}

@@ -23,12 +23,13 @@ reported on their own, as is the mean over images.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import unicodedata
 from pathlib import Path
 
 import numpy as np
+
+from bench.quality_data import bench_call
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "tests" / "data" / "ocr_real"
@@ -135,14 +136,9 @@ def summary(rows: dict[str, dict]) -> dict:
 
 
 def run(verbose: bool = True) -> dict:
-    from tabs.catalog import build_engine
     from tabs.ocr import specs
 
-    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-"), specs=specs(), job_kinds=[],
-                          store=False)
-
-    def call(model, fn):
-        return engine.infer("bench quality", model, fn)
+    call = bench_call(specs())
 
     typed = truth()
     started = time.perf_counter()

@@ -25,7 +25,6 @@ Reported per speaker and pooled (frames of all clips added), with a bootstrap ov
 """
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,17 +228,12 @@ def summary(parts: list[dict]) -> dict:
 
 
 def run(verbose: bool = True) -> dict:
-    from tabs.catalog import build_engine
     from tabs.pitch import specs
 
     missing = qd.ami_missing()
     if missing:
         raise SystemExit(missing)
-    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-"), specs=specs(), job_kinds=[],
-                          store=False)
-
-    def call(model, fn):
-        return engine.infer("bench quality", model, fn)
+    call = qd.bench_call(specs())
 
     started = time.perf_counter()
     chosen = clips()

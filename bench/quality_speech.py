@@ -23,7 +23,6 @@ and diarization of the pyannote sample, through the app's own model functions on
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 
 import numpy as np
@@ -251,16 +250,11 @@ def diarization_row(call) -> dict:
 
 def run(verbose: bool = True) -> dict:
     from tabs import stt, vad, voices
-    from tabs.catalog import build_engine
 
     for lost in (qd.ami_missing(), ss.missing()):
         if lost:
             raise SystemExit(lost)
-    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-quality-speech-"),
-                          specs=stt.specs() + vad.specs() + voices.specs(), job_kinds=[], store=False)
-
-    def call(model, fn):
-        return engine.infer("bench quality speech", model, fn)
+    call = qd.bench_call(stt.specs() + vad.specs() + voices.specs())
 
     seconds, started = {}, time.perf_counter()
     result = {}
