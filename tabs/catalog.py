@@ -49,8 +49,10 @@ def hub_file_entries() -> list:
     return [entry for c in capabilities() if hasattr(c, "hub_files") for entry in c.hub_files()]
 
 
-def default_job_kinds() -> list[JobKind]:
-    return [kind for c in capabilities() for kind in c.job_kinds()]
+def default_job_kinds(data_dir: str | None = None) -> list[JobKind]:
+    """Every capability's job kinds; one that loads hub files checks them in data_dir at submit."""
+    return [kind for c in capabilities()
+            for kind in (c.job_kinds(data_dir) if data_dir is not None and hasattr(c, "hub_files") else c.job_kinds())]
 
 
 def doctor_checks() -> list:
@@ -101,7 +103,7 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
                                  "max_upload_bytes_per_owner": options.max_upload_bytes_per_owner,
                                  "defaults": {"chunk_frames": options.chunk_frames}},
                     **options.extra)
-    for kind in default_job_kinds() if options.job_kinds is None else options.job_kinds:
+    for kind in default_job_kinds(str(options.data_dir)) if options.job_kinds is None else options.job_kinds:
         engine.jobs.register(kind)
     if options.store:
         connect_store(engine)
@@ -142,7 +144,7 @@ def worker_engine(data_dir: str, device: str = "auto", budget: str | dict | None
     """The engine of a Ray cluster worker (engine.cluster, engine_factory "tabs.catalog:worker_engine"):
     the app's specs (or just `models`) and job kinds on its one device; its own queue never starts,
     the head's sends it jobs. No model store: user-added models and downloads stay on the head."""
-    specs, kinds = default_specs(data_dir), default_job_kinds()
+    specs, kinds = default_specs(data_dir), default_job_kinds(data_dir)
     if models is not None:   # the kinds too: a worker says it runs only what it can load
         specs = [spec for spec in specs if spec.name in models]
         kinds = [kind for kind in kinds if kind.model in models]

@@ -11,7 +11,9 @@ from engine import Engine, UserFacingError, pixel_bucket
 from store import HUB_JOB_CAPABILITY, hub_files
 from tabs.face_restore import check
 from tabs.face_restore import model as fr
-from ui.components import image_output, on_click, page_only, photo_input, run_button
+from tabs.face_restore.video import kind_name
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
+                           run_button, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -58,6 +60,28 @@ def restore_faces(engine: Engine, image: np.ndarray | None, model_name: str = "G
     with engine.run("restore_faces", bucket=pixel_bucket(width, height)) as run:
         restored, count = fr.restore_photo(run.call, image, entry.name, float(fidelity), max_pixels)
     return gate_output(engine, restored), {"faces": count, "model": model_name}
+
+
+def restore_faces_video(engine: Engine, video: str | None, model_name: str = "GFPGAN 1.4",
+                        fidelity: float = fr.DEFAULT_FIDELITY, progress=gr.Progress()) -> str:
+    """Restore every face in every frame of a video with GFPGAN v1.4 or CodeFormer; the sound is
+    kept. Runs as a job on the queue (jobs of one model run one after another).
+
+    Args:
+        video: the video file.
+        model_name: "GFPGAN 1.4" or "CodeFormer".
+        fidelity: CodeFormer's weight w, 0 to 1 (default 0.5). GFPGAN ignores it.
+
+    Returns:
+        The video with its faces restored (H.264 MP4, same frames, size, fps and sound). Without
+        the model's file, a message says which file to download first.
+    """
+    check({"model": model_name, "fidelity": fidelity}, {"video": video})
+    entry = fr.entry_named(model_name)
+    missing = fr.problem(engine.registry.get(entry.name).loader.data_dir, entry, model_name)
+    if missing:   # refused now, not after the queue
+        raise UserFacingError(missing)
+    return start_job(engine, kind_name(model_name), {"fidelity": float(fidelity)}, {"video": video}, progress)
 
 
 def download_model_file(engine: Engine, model_name: str = "GFPGAN 1.4", accept_licence: bool = False,
@@ -129,6 +153,14 @@ def build(engine: Engine) -> None:
         with gr.Column():
             result = image_output("Restored")
             found = gr.JSON(label="Faces (JSON)")
+    gr.Markdown(f"### In a video\n{VIDEO_JOB_NOTE} Every frame is searched and its faces restored with the "
+                "model chosen above; the sound is kept.")
+    with gr.Row():
+        with gr.Column():
+            clip = video_input()
+            go = run_button("Restore faces in the video")
+        restored_clip = video_output("Restored")
+
     def show_model(model_name: str) -> tuple[str, dict]:
         return model_status(engine, model_name)
 
@@ -139,6 +171,8 @@ def build(engine: Engine) -> None:
              api_name="restore_faces_bring")
     on_click(engine, run, restore_faces, "restore the faces", [image, model, fidelity], [result, found],
              api_name="restore_faces", models=chosen_model)
+    on_click_queued(engine, go, restore_faces_video, "restore the faces in the video", [clip, model, fidelity],
+                    restored_clip, api_name="restore_faces_video", models=chosen_model)
 
 
 def chosen_model(image, model_name, *_) -> list[str]:
