@@ -34,7 +34,7 @@ from .safetensors import sha256_file
 from .hub_state import accept_licence as remember_licence, licence_accepted, licence_ok, licence_refusal
 
 __all__ = ["fetch", "bring", "status", "require", "check_fetch", "how_to_get", "licence_accepted", "licence_ok",
-           "remember_licence", "partial_path"]
+           "remember_licence", "partial_path", "explain", "short_problem", "HubLoader"]
 
 PARTIAL, BRINGING = ".partial", ".bringing"
 _locks: dict[str, threading.Lock] = {}   # per local file: one fetch or bring at a time in this process
@@ -332,6 +332,44 @@ def status(entry: HubFile, data_dir, *, check: bool = True) -> dict:
             "licence_ok": allowed, "partial_bytes": part.stat().st_size if part.exists() else 0,
             "urls": list(entry.urls), "ready": state == "ready", "state": state,
             "how_to_get": how_to_get(entry, data_dir)}
+
+
+def explain(entry: HubFile, data_dir) -> str | None:
+    """What a tab shows about the file (None: ready): how to get it while it is missing, else why
+    the file in place cannot be used."""
+    found = status(entry, data_dir)
+    if found["ready"]:
+        return None
+    if not found["present"]:
+        return found["how_to_get"]
+    return (f"The file at {found['path']} cannot be used ({found['state']}). Get {entry.file} from "
+            f"{' or '.join(entry.urls)}, or bring your copy again in the tab.")
+
+
+def short_problem(entry: HubFile, data_dir, needs: str, section: str, apis: str) -> str | None:
+    """The same as a one-line error for a request (None: ready), e.g. needs "Face swap", section
+    "Get the model files", apis "swap_faces_download, swap_faces_bring"."""
+    found = status(entry, data_dir)
+    if found["ready"]:
+        return None
+    if not found["present"]:
+        return (f"{needs} needs the file {entry.file}, which is not here yet: download it or use your copy "
+                f"under \"{section}\" in its tab (API: {apis}).")
+    return f"The {entry.file} in place cannot be used: {found['state']}."
+
+
+class HubLoader:
+    """A ModelSpec loader for a hub file: opens the checked file (require) with open(path, device)."""
+
+    def __init__(self, entry: HubFile, data_dir, open: Callable[[Path, str], object]):
+        self.entry, self.data_dir, self.open = entry, Path(data_dir), open
+
+    @property
+    def path(self) -> Path:
+        return local_path(self.data_dir, self.entry)
+
+    def __call__(self, device: str):
+        return self.open(require(self.entry, self.data_dir), device)
 
 
 def require(entry: HubFile, data_dir) -> Path:

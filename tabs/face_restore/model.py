@@ -10,16 +10,14 @@ import functools
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from analysers import face_detector
+from analysers import face_align, face_detector
 from analysers.face_detector import FACE_DETECTOR
 from engine import Call, ModelSpec, UserFacingError
-from engine.media.video import limit_pixels
 from engine.runtimes import onnx_runtime
 from store import hub_files
-from store.manifest import HubFile, local_path
+from store.manifest import HubFile
 
 from .manifest import ACTIVATIONS, CODEFORMER, ENTRIES, GFPGAN
 
@@ -58,39 +56,17 @@ class Restorer:
 def problem(data_dir: str | os.PathLike, entry: HubFile, label: str) -> str | None:
     """None when the file is ready, else a short message for an error (status() has the details
     the tab shows: URLs, the exact path, hashes, the licence)."""
-    found = hub_files.status(entry, data_dir)
-    if found["ready"]:
-        return None
-    if not found["present"]:
-        return (f"{label} needs the file {entry.file}, which is not here yet: download it or use your copy "
-                "under \"Get the model file\" in this tab (API: restore_faces_download, restore_faces_bring).")
-    return f"The {label} file in place cannot be used: {found['state']}."
+    return hub_files.short_problem(entry, data_dir, label, "Get the model file",
+                                   "restore_faces_download, restore_faces_bring")
 
 
 def status(data_dir: str | os.PathLike, entry: HubFile) -> str | None:
-    """None when the file is in place and checked (hash, graph, licence), else what to do, in
-    plain words (the store's state and how to get the file)."""
-    found = hub_files.status(entry, data_dir)
-    if found["ready"]:
-        return None
-    if not found["present"]:
-        return found["how_to_get"]
-    return (f"The file at {found['path']} cannot be used ({found['state']}). Get {entry.file} from "
-            f"{' or '.join(entry.urls)}, or bring your copy again in this tab.")
+    """None when the file is in place and checked (hash, graph, licence), else what to do."""
+    return hub_files.explain(entry, data_dir)
 
 
-class HubLoader:
-    """A spec's loader: opens the entry's file under one data dir, once the store has checked it."""
-
-    def __init__(self, entry: HubFile, data_dir: str | os.PathLike):
-        self.entry, self.data_dir = entry, Path(data_dir)
-
-    @property
-    def path(self) -> Path:
-        return local_path(self.data_dir, self.entry)
-
-    def __call__(self, device: str) -> Restorer:
-        return Restorer(self.entry, onnx_runtime.session(hub_files.require(self.entry, self.data_dir), device))
+def open_restorer(entry: HubFile, path: Path, device: str) -> Restorer:
+    return Restorer(entry, onnx_runtime.session(path, device))
 
 
 def specs(data_dir: str | os.PathLike = "data") -> list[ModelSpec]:
@@ -100,12 +76,14 @@ def specs(data_dir: str | os.PathLike = "data") -> list[ModelSpec]:
                   runtime="onnxruntime", device=onnx_runtime.spec_device(), unloader=Restorer.close,
                   run_estimate_bytes=ACTIVATIONS, networks=1)
     return [
-        ModelSpec(name=GFPGAN.name, loader=HubLoader(GFPGAN, data_dir),
+        ModelSpec(name=GFPGAN.name,
+                  loader=hub_files.HubLoader(GFPGAN, data_dir, functools.partial(open_restorer, GFPGAN)),
                   source=f"hub file {GFPGAN.file} ({GFPGAN.urls[0]})",
                   estimate_bytes=GFPGAN.size, function="face restoration (GFPGAN 1.4)",
                   description="GFPGAN v1.4 (FaceFusion's ONNX): restores every face of a photo at 512 px",
                   **common),
-        ModelSpec(name=CODEFORMER.name, loader=HubLoader(CODEFORMER, data_dir),
+        ModelSpec(name=CODEFORMER.name,
+                  loader=hub_files.HubLoader(CODEFORMER, data_dir, functools.partial(open_restorer, CODEFORMER)),
                   source=f"hub file {CODEFORMER.file} ({CODEFORMER.urls[0]})",
                   estimate_bytes=CODEFORMER.size, function="face restoration with a fidelity weight (CodeFormer)",
                   description="CodeFormer (FaceFusion's ONNX): face restoration, fidelity weight w in [0, 1]",
@@ -116,51 +94,18 @@ def specs(data_dir: str | os.PathLike = "data") -> list[ModelSpec]:
 # ------------------------------------------------------------------ align, restore, paste back
 
 def align(image: np.ndarray, landmarks) -> tuple[np.ndarray, np.ndarray]:
-    """The 512x512 ffhq_512 crop of one face and its 2x3 affine (image -> crop). A similarity
-    (rotation, uniform scale, shift) fitted as FaceFusion does: RANSAC with a 100 px threshold,
-    which keeps all five points."""
-    points = np.asarray(landmarks, np.float32).reshape(5, 2)
-    matrix, _ = cv2.estimateAffinePartial2D(points, FFHQ_512, method=cv2.RANSAC, ransacReprojThreshold=100)
-    if matrix is None:
-        raise ValueError("the landmarks do not define a similarity")
-    crop = cv2.warpAffine(image, matrix, (CROP, CROP), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_AREA)
-    return crop, matrix
+    """The 512x512 crop of one face on ffhq_512 and its 2x3 affine (image -> crop)."""
+    return face_align.align(image, landmarks, FFHQ_512, CROP)
 
 
-@functools.lru_cache(maxsize=4)
-def box_mask(size: int = CROP, blur: float = MASK_BLUR) -> np.ndarray:
-    """FaceFusion's create_box_mask with zero padding: ones, a border of blur_area zeroed, then a
-    Gaussian of sigma blur_amount / 4 (float32 [size, size] in [0, 1])."""
-    blur_amount = int(size * 0.5 * blur)
-    blur_area = max(blur_amount // 2, 1)
-    mask = np.ones((size, size), np.float32)
-    mask[:blur_area], mask[-blur_area:], mask[:, :blur_area], mask[:, -blur_area:] = 0, 0, 0, 0
-    if blur_amount > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), blur_amount * 0.25)
-    mask.flags.writeable = False
-    return mask
+def box_mask() -> np.ndarray:
+    return face_align.box_mask(CROP, MASK_BLUR)
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
                blend: float = BLEND) -> np.ndarray:
-    """frame with crop warped back by the inverse of matrix under mask (times blend), only inside
-    the box the crop covers (FaceFusion's paste_back, then its enhancer blend)."""
-    height, width = frame.shape[:2]
-    inverse = cv2.invertAffineTransform(matrix)
-    corners = np.array([[0, 0], [CROP, 0], [CROP, CROP], [0, CROP]], np.float32)
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
-    x1, y1 = np.clip(np.floor(mapped.min(axis=0)).astype(int), 0, [width, height])
-    x2, y2 = np.clip(np.ceil(mapped.max(axis=0)).astype(int), 0, [width, height])
-    if x2 <= x1 or y2 <= y1:
-        return frame
-    inverse[:, 2] -= (x1, y1)
-    size = (int(x2 - x1), int(y2 - y1))
-    alpha = np.clip(cv2.warpAffine(mask, inverse, size), 0, 1)[..., None] * blend
-    face = cv2.warpAffine(crop, inverse, size, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    out = frame.copy()
-    region = out[y1:y2, x1:x2].astype(np.float32)
-    out[y1:y2, x1:x2] = np.clip(np.round(region * (1 - alpha) + face * alpha), 0, 255).astype(frame.dtype)
-    return out
+    """face_align.paste_back with FaceFusion's enhancer blend (80 % restored) by default."""
+    return face_align.paste_back(frame, crop, mask, matrix, blend)
 
 
 def restore(model: Restorer, image: np.ndarray, faces: list[dict], fidelity: float = DEFAULT_FIDELITY) -> np.ndarray:
@@ -172,12 +117,7 @@ def restore(model: Restorer, image: np.ndarray, faces: list[dict], fidelity: flo
     return out
 
 
-def find_faces(detector, image: np.ndarray, max_pixels: int | None) -> list[dict]:
-    """Faces of image (detected on a copy shrunk to the detector's limit), landmarks in its pixels."""
-    small, scale = limit_pixels(image, max_pixels) if max_pixels else (image, 1.0)
-    faces = face_detector.detect_faces(detector, small)
-    return [{**f, "landmarks": [[x / scale, y / scale] for x, y in f["landmarks"]],
-             "box": [v / scale for v in f["box"]]} for f in faces]
+find_faces = face_align.find_faces
 
 
 def restore_photo(call: Call, image: np.ndarray, model_name: str, fidelity: float,
