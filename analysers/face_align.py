@@ -72,3 +72,19 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np
     region = out[y1:y2, x1:x2].astype(np.float32)
     out[y1:y2, x1:x2] = np.clip(np.round(region * (1 - alpha) + face * alpha), 0, 255).astype(frame.dtype)
     return out
+
+
+def match_colour(face: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """face (uint8 RGB) with the colour statistics of reference (the same crop before the network
+    changed it): Reinhard et al.'s colour transfer, per channel mean and standard deviation in
+    L*a*b*, measured where mask > 0.5, the way DeepFaceLab's "rct" mode limits them to the face."""
+    inside = mask > 0.5
+    lab = [cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB) for image in (face, reference)]
+    (f_mean, f_std), (r_mean, r_std) = ((x[inside].mean(axis=0), x[inside].std(axis=0)) for x in lab)
+    # A flat channel (a one-colour face; float32 sums leave it a std of ~0.01) has nothing to
+    # stretch: it only takes the reference's mean. 0.1 is a tenth of a just visible difference.
+    scale = np.where(f_std > 0.1, r_std / np.maximum(f_std, 0.1), 1.0)
+    moved = (lab[0] - f_mean) * scale + r_mean
+    moved[..., 0] = np.clip(moved[..., 0], 0, 100)
+    rgb = cv2.cvtColor(moved.astype(np.float32), cv2.COLOR_LAB2RGB)
+    return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)

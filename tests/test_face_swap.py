@@ -14,7 +14,7 @@ import skimage.data
 from onnx import TensorProto, helper, numpy_helper, save
 
 import gradio as gr
-from analysers import face_detector
+from analysers import face_align, face_detector
 from app_calls import wired
 from capability_engine import capability_engine
 from store import hub_files
@@ -192,6 +192,38 @@ def test_a_constant_colour_swapper_changes_only_the_face(engine, folder, photo, 
     assert np.array_equal(swapped[~inside], photo[~inside])
     changed = np.abs(swapped.astype(int) - photo).max(axis=2) > 8
     assert changed[inside].mean() > 0.7   # measured: 0.88 (the mask's soft border is the rest)
+
+
+def test_colour_match_is_reinhards_transfer_inside_the_mask(photo, face):
+    crop, _ = fs.align(photo, face["landmarks"], fs.ARCFACE_128, 128)
+    mask = fs.box_mask()
+    inside = mask > 0.5
+
+    def lab_stats(image):
+        lab = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[inside]
+        return lab.mean(axis=0), lab.std(axis=0)
+
+    # A blue-tinted, flattened copy of the face: its statistics come back to the face's own.
+    tinted = np.clip(crop * 0.5 + [0, 0, 110], 0, 255).astype(np.uint8)
+    matched = face_align.match_colour(tinted, crop, mask)
+    (mean, std), (want_mean, want_std) = lab_stats(matched), lab_stats(crop)
+    # L* 0-100, a* b* about -128-127: measured within 0.5 (uint8 rounding and clipping).
+    assert np.abs(mean - want_mean).max() < 1.0 and np.abs(std - want_std).max() < 1.0
+    assert np.abs(lab_stats(tinted)[0] - want_mean).max() > 20   # the tint was far off
+    # A one-colour face only takes the mean colour.
+    flat = face_align.match_colour(np.full_like(crop, (0, 0, 255)), crop, mask)
+    assert np.abs(lab_stats(flat)[0] - want_mean).max() < 1.0 and lab_stats(flat)[1].max() < 0.5
+
+
+def test_colour_match_reaches_the_pasted_face(engine, photo, grace, face):
+    swapped, _ = wired(engine, tab.swap_faces, "swap the faces")(grace, photo, "every face", True)
+    x1, y1, x2, y2 = (int(v) for v in face["box"])
+    centre = swapped[(y1 + y2) // 2 - 8:(y1 + y2) // 2 + 8, (x1 + x2) // 2 - 8:(x1 + x2) // 2 + 8].reshape(-1, 3)
+    plain, _ = wired(engine, tab.swap_faces, "swap the faces")(grace, photo, "every face", False)
+    # The latent graph paints one colour; matched, the face keeps the astronaut's skin tones.
+    skin = photo[(y1 + y2) // 2 - 8:(y1 + y2) // 2 + 8, (x1 + x2) // 2 - 8:(x1 + x2) // 2 + 8].reshape(-1, 3)
+    assert np.abs(centre.mean(0) - skin.mean(0)).max() < np.abs(plain[(y1 + y2) // 2, (x1 + x2) // 2] - skin.mean(0)).max()
+    assert not np.array_equal(swapped, plain)
 
 
 def test_the_source_face_reaches_the_swapper(engine, photo, grace):

@@ -1,17 +1,23 @@
 """Face swap: the largest face of a source photo put onto every face, or one chosen face, of a
-target photo, with InsightFace's inswapper_128 fed by its ArcFace w600k_r50 embedder; faces found by
+target photo or of every frame of a video (a job), with InsightFace's inswapper_128 fed by its ArcFace w600k_r50 embedder; faces found by
 the one face detector, aligned to arcface_128 and pasted back. Both networks are hub files users
 download (tabs/face_swap/manifest.py), non-commercial; without them the tab says which file to
 fetch and where to put it."""
 from __future__ import annotations
 
+import functools
+import os
+from pathlib import Path
+
 import numpy as np
 
 from analysers import face_detector
-from engine import UserFacingError
+from engine import JobKind, UserFacingError
+from engine.media.image import read_image
+from engine.media.video_job import readable_video
 from engine.requests import given
 
-from . import model
+from . import model, video
 
 TITLE = "Swap faces"
 GROUP = "People"  # shown as a sub-tab of People, after Restore faces
@@ -27,8 +33,20 @@ def hub_files() -> list:
     return list(model.ENTRIES.values())
 
 
-def job_kinds(data_dir=None) -> list:
-    return []   # photos only for now (data_dir: as tabs.catalog passes it to capabilities with hub files)
+def job_kinds(data_dir: str | os.PathLike | None = None) -> list[JobKind]:
+    """swap_faces_video, grouped by the swapper. With data_dir (where the engine's specs look for
+    the files), a missing or unusable file refuses the job at submit; without it, the tab's handler
+    says so and the job itself at its start."""
+    return [video.job_kind(functools.partial(_check_job, data_dir))]
+
+
+def _check_job(data_dir, params: dict, inputs: dict) -> None:
+    check(params, {"source": inputs.get("source"), "video": inputs.get("video")})
+    if data_dir is not None:
+        for label, entry in model.ENTRIES.items():
+            missing = model.problem(data_dir, entry, label)
+            if missing:
+                raise UserFacingError(missing)
 
 
 def unavailable() -> str | None:
@@ -39,12 +57,19 @@ def unavailable() -> str | None:
 
 def check(params: dict, inputs: dict) -> None:
     """One swap: params which ("every face", or the number of one target face, 1 = the largest;
-    default "every face"); inputs "source" and "target", RGB arrays."""
-    for key, what in (("source", "a source photo (the face to put in)"), ("target", "a target photo")):
+    default "every face"); inputs "source" and "target", RGB arrays, or for a video job "source"
+    and "video", files (read now: a file that is not a picture or a video is refused before it
+    queues)."""
+    targets = (("video", "a video"),) if "video" in inputs else (("target", "a target photo"),)
+    for key, what in (("source", "a source photo (the face to put in)"),) + targets:
         image = inputs.get(key)
         if not given(image):
             raise UserFacingError(f"Upload {what} first.")
-        if np.ndim(image) < 2 or 0 in np.shape(image)[:2]:
+        if key == "video":
+            readable_video({"video": Path(image)})
+        elif isinstance(image, (str, Path)):
+            read_image(image, video.SOURCE)
+        elif np.ndim(image) < 2 or 0 in np.shape(image)[:2]:
             raise UserFacingError(f"The {key} image is empty.")
     which = params.get("which", model.EVERY)
     if str(which).strip().lower() == model.EVERY:

@@ -151,13 +151,19 @@ def box_mask(size: int = SWAP_SIZE, blur: float = MASK_BLUR) -> np.ndarray:
     return face_align.box_mask(size, blur)
 
 
-def swap(model: Swapper, image: np.ndarray, faces: list[dict], embedding: np.ndarray) -> np.ndarray:
-    """Every face in faces swapped to the embedding's identity, one after the other on the updated frame."""
+def swap(model: Swapper, image: np.ndarray, faces: list[dict], embedding: np.ndarray,
+         colour_match: bool = False) -> np.ndarray:
+    """Every face in faces swapped to the embedding's identity, one after the other on the updated
+    frame; with colour_match, each new face takes the colours of the face it replaces (skin tone,
+    light) before it is pasted back."""
     latent = model.latent(embedding)
     out = np.ascontiguousarray(image)
     for face in faces:
         crop, matrix = align(out, face["landmarks"], ARCFACE_128, SWAP_SIZE)
-        out = paste_back(out, model.run(crop, latent), box_mask(), matrix)
+        swapped = model.run(crop, latent)
+        if colour_match:
+            swapped = face_align.match_colour(swapped, crop, box_mask())
+        out = paste_back(out, swapped, box_mask(), matrix)
     return out
 
 
@@ -172,20 +178,27 @@ def chosen(which, count: int) -> list[int]:
     return [number - 1]
 
 
-def swap_photo(call: Call, source: np.ndarray, target: np.ndarray, which, max_pixels: int | None
-               ) -> tuple[np.ndarray, dict]:
+NOT_FOUND = "Faces smaller than about 20 pixels, or turned far away, are not found."
+
+
+def source_embedding(call: Call, source: np.ndarray, max_pixels: int | None) -> np.ndarray:
+    """ArcFace's raw embedding of the source photo's largest face (aligned to arcface_112_v2)."""
+    faces = call(FACE_DETECTOR, lambda d: find_faces(d, source, max_pixels))
+    if not faces:
+        raise UserFacingError(f"No face was found in the source photo, so there is no face to put in. {NOT_FOUND}")
+    crop, _ = align(source, faces[0]["landmarks"], ARCFACE_112_V2, EMBED_SIZE)
+    return call(ARCFACE.name, lambda m: m.embed(crop))
+
+
+def swap_photo(call: Call, source: np.ndarray, target: np.ndarray, which, max_pixels: int | None,
+               colour_match: bool = False) -> tuple[np.ndarray, dict]:
     """(the target photo with the chosen faces given the source's face, what was done)."""
     source, target = face_detector.as_rgb(source), face_detector.as_rgb(target)
-    found = call(FACE_DETECTOR, lambda d: (find_faces(d, source, max_pixels), find_faces(d, target, max_pixels)))
-    sources, targets = found
-    hint = "Faces smaller than about 20 pixels, or turned far away, are not found."
-    if not sources:
-        raise UserFacingError(f"No face was found in the source photo, so there is no face to put in. {hint}")
+    embedding = source_embedding(call, source, max_pixels)
+    targets = call(FACE_DETECTOR, lambda d: find_faces(d, target, max_pixels))
     if not targets:
-        raise UserFacingError(f"No face was found in the target photo, so there is nothing to swap. {hint}")
+        raise UserFacingError(f"No face was found in the target photo, so there is nothing to swap. {NOT_FOUND}")
     picked = chosen(which, len(targets))
-    crop, _ = align(source, sources[0]["landmarks"], ARCFACE_112_V2, EMBED_SIZE)
-    embedding = call(ARCFACE.name, lambda m: m.embed(crop))
-    out = call(INSWAPPER.name, lambda m: swap(m, target, [targets[i] for i in picked], embedding))
+    out = call(INSWAPPER.name, lambda m: swap(m, target, [targets[i] for i in picked], embedding, colour_match))
     return out, {"faces": len(targets), "swapped": [i + 1 for i in picked],
                  "boxes": [[round(v) for v in f["box"][:4]] for f in targets]}

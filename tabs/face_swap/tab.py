@@ -11,7 +11,9 @@ from engine import Engine, UserFacingError, pixel_bucket
 from store import HUB_JOB_CAPABILITY, hub_files
 from tabs.face_swap import check
 from tabs.face_swap import model as fs
-from ui.components import image_output, on_click, page_only, photo_input, run_button
+from tabs.face_swap.video import VIDEO_JOB
+from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
+                           picture_file_input, run_button, video_input, video_output)
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -20,7 +22,8 @@ WHICH = [fs.EVERY] + [str(n) for n in range(1, 11)]
 NOTE = ("Puts the largest face of the **source** photo onto every face of the **target** photo, or onto "
         "one (1 is the largest face, 2 the next...). The faces are found by the face detector; the "
         "source face's identity comes from ArcFace, and InsightFace's **inswapper_128** redraws each "
-        "target face at 128x128 with it, pasted back under a soft mask. Both networks are InsightFace's, "
+        "target face at 128x128 with it, pasted back under a soft mask; **match colours** gives the new "
+        "face the skin tone and light of the face it replaces. Both networks are InsightFace's, "
         "**for non-commercial use only**, and are files you download once; no package ships them. "
         "Swap only faces you have the right to use.")
 
@@ -32,8 +35,16 @@ def file_status(engine: Engine, name: str) -> str | None:
     return fs.status(engine.registry.get(entry.name).loader.data_dir, entry)
 
 
+def missing_files(engine: Engine) -> None:
+    """Raises the plain message of the first file not in place (refused now, not after the queue)."""
+    for label, entry in fs.ENTRIES.items():
+        missing = fs.problem(engine.registry.get(entry.name).loader.data_dir, entry, label)
+        if missing:
+            raise UserFacingError(missing)
+
+
 def swap_faces(engine: Engine, source: np.ndarray | None, target: np.ndarray | None,
-               which: str | int = fs.EVERY) -> tuple[np.ndarray, dict]:
+               which: str | int = fs.EVERY, colour_match: bool = False) -> tuple[np.ndarray, dict]:
     """Put the face of one photo onto the faces of another (InsightFace inswapper_128, non-commercial).
 
     Args:
@@ -41,6 +52,7 @@ def swap_faces(engine: Engine, source: np.ndarray | None, target: np.ndarray | N
         target: the photo whose faces are replaced, RGB.
         which: "every face", or the number of one face of the target, 1 being the largest
             (the numbers follow face size; the JSON lists the boxes in that order).
+        colour_match: give each new face the colours (skin tone, light) of the face it replaces.
 
     Returns:
         The target photo with the chosen faces swapped, and JSON {"faces": n, "swapped": [numbers],
@@ -48,15 +60,33 @@ def swap_faces(engine: Engine, source: np.ndarray | None, target: np.ndarray | N
         which file to download, from where, and where to put it.
     """
     check({"which": which}, {"source": source, "target": target})
-    for label, entry in fs.ENTRIES.items():
-        missing = fs.problem(engine.registry.get(entry.name).loader.data_dir, entry, label)
-        if missing:
-            raise UserFacingError(missing)
+    missing_files(engine)
     height, width = target.shape[:2]
     max_pixels = engine.registry.get(FACE_DETECTOR).max_pixels
     with engine.run("swap_faces", bucket=pixel_bucket(width, height)) as run:
-        swapped, info = fs.swap_photo(run.call, source, target, which, max_pixels)
+        swapped, info = fs.swap_photo(run.call, source, target, which, max_pixels, bool(colour_match))
     return gate_output(engine, swapped), info
+
+
+def swap_faces_video(engine: Engine, source: str | None, video: str | None, which: str | int = fs.EVERY,
+                     colour_match: bool = False, progress=gr.Progress()) -> str:
+    """Put the face of one photo onto the faces in every frame of a video; the sound is kept.
+    Runs as a job on the queue (face swap jobs run one after another while the swapper is loaded).
+
+    Args:
+        source: the photo whose (largest) face is put in.
+        video: the video file.
+        which: "every face", or the number of one face in each frame, 1 being the largest.
+        colour_match: give each new face the colours (skin tone, light) of the face it replaces.
+
+    Returns:
+        The video with its faces swapped (H.264 MP4, same frames, size, fps and sound). Without
+        the model files, a message says which file to download first.
+    """
+    check({"which": which}, {"source": source, "video": video})
+    missing_files(engine)
+    return start_job(engine, VIDEO_JOB, {"which": which, "colour_match": bool(colour_match)},
+                     {"source": source, "video": video}, progress)
 
 
 def download_model_file(engine: Engine, name: str = FILES[0], accept_licence: bool = False,
@@ -118,6 +148,7 @@ def build(engine: Engine) -> None:
             source = photo_input("Source photo (the face to put in)")
             target = photo_input("Target photo (the faces to replace)")
             which = gr.Dropdown(WHICH, value=fs.EVERY, label="Which target face (1 = the largest)")
+            colours = gr.Checkbox(label="Match colours (the new face takes the skin tone and light of the old)")
             run = run_button("Swap faces")
             status = gr.Markdown(first)
             with gr.Accordion("Get the model files", open="file missing" in first):
@@ -130,6 +161,14 @@ def build(engine: Engine) -> None:
         with gr.Column():
             result = image_output("Swapped")
             found = gr.JSON(label="Faces (JSON)")
+    gr.Markdown(f"### In a video\n{VIDEO_JOB_NOTE} The source photo's face goes onto the face chosen above in "
+                "every frame (the numbers follow face size in each frame); the sound is kept.")
+    with gr.Row():
+        with gr.Column():
+            clip_source = picture_file_input("Source photo (the face to put in)")
+            clip = video_input()
+            go = run_button("Swap faces in the video")
+        swapped_clip = video_output("Swapped")
 
     def show_files(_name: str) -> str:
         return model_status(engine)
@@ -139,8 +178,10 @@ def build(engine: Engine) -> None:
              api_name="swap_faces_download")
     on_click(engine, use, bring_model_file, "use the model file", [name, upload, accept, trust], status,
              api_name="swap_faces_bring")
-    on_click(engine, run, swap_faces, "swap the faces", [source, target, which], [result, found],
+    on_click(engine, run, swap_faces, "swap the faces", [source, target, which, colours], [result, found],
              api_name="swap_faces", models=used_models)
+    on_click_queued(engine, go, swap_faces_video, "swap the faces in the video", [clip_source, clip, which, colours],
+                    swapped_clip, api_name="swap_faces_video", models=used_models)
 
 
 def used_models(*_) -> list[str]:

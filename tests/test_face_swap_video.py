@@ -1,0 +1,199 @@
+"""Face swap in a video as a job (tabs/face_swap/video.py): Grace Hopper's photo as the source, the
+real astronaut moving across a background as the video (video_helpers.face_video), the one face
+detector, and ONNX graphs with the real files' signatures brought through store.hub_files.bring
+(tests/test_face_swap.py): a swapper that paints every face red, so that where a face was swapped can
+be seen in the decoded frames, and the ArcFace stand-in. Real ffmpeg, a real job queue."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import gradio as gr
+from analysers import face_detector
+from analysers.face_detector import FACE_DETECTOR
+from app_calls import endpoint, wired
+from engine import UserFacingError
+from engine.job_context import JobContext
+from engine.media.video import probe
+from store.manifest import local_path
+from tabs.catalog import build_engine
+from tabs.face_swap import job_kinds, manifest
+from tabs.face_swap import model as fs
+from tabs.face_swap import tab
+from test_face_swap import GRACE, arcface_graph, bring, swapper_graph
+from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
+
+FRAMES, CHUNK = 24, 8   # three chunks
+SWAPPER, EMBEDDER = manifest.INSWAPPER.name, manifest.ARCFACE.name
+
+
+def engine_on(data):
+    """An engine as the app builds one, with the detector, the swapper, its embedder and the job
+    kind (told the data dir, so a missing file is refused at submit), 8 frames per chunk."""
+    return build_engine(data_dir=data, specs=face_detector.specs() + fs.specs(data), job_kinds=job_kinds(data),
+                        store=False, start_jobs=True, chunk_frames=CHUNK)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("face_swap_video")
+
+
+@pytest.fixture(scope="module")
+def engine(folder):
+    data = folder / "data"
+    bring(data, manifest.INSWAPPER, swapper_graph(folder / "graphs" / "red.onnx", "constant", colour=(1.0, 0.0, 0.0)))
+    bring(data, manifest.ARCFACE, arcface_graph(folder / "graphs" / "arcface.onnx"))
+    engine = engine_on(data)
+    yield engine
+    engine.jobs.stop()
+
+
+@pytest.fixture(scope="module")
+def video(folder):
+    return face_video(folder / "faces.mp4", frames=FRAMES, fps=24)
+
+
+def finish(engine, job_id):
+    return list(engine.jobs.follow(job_id))[-1]
+
+
+@pytest.fixture(scope="module")
+def centres(engine):
+    """The centre of the detector's box of the astronaut's face in a few source frames."""
+    frames = {i: face_frame(i) for i in (0, 11, FRAMES - 1)}
+    found = engine.infer("detect", FACE_DETECTOR, lambda d: {i: fs.find_faces(d, f, None) for i, f in frames.items()})
+    assert all(len(faces) == 1 for faces in found.values())
+    return {i: (int((f[0]["box"][0] + f[0]["box"][2]) / 2), int((f[0]["box"][1] + f[0]["box"][3]) / 2))
+            for i, f in found.items()}
+
+
+def centre_colours(result, centres) -> dict[int, np.ndarray]:
+    frames = decode_all(result).astype(int)
+    return {i: frames[i][cy - 4:cy + 4, cx - 4:cx + 4].reshape(-1, 3).mean(axis=0) for i, (cx, cy) in centres.items()}
+
+
+def test_the_job_swaps_every_frames_face_and_keeps_frames_size_and_sound(engine, video, centres):
+    # Through the tab's handler, as the app calls it: the job is queued and followed to its file.
+    result = wired(engine, tab.swap_faces_video, "swap the faces in the video")(GRACE, str(video), "every face", False)
+    job = next(j for j in engine.jobs.list() if j["result"] == result)
+    assert job["state"] == "done" and job["capability"] == "swap_faces_video" and job["model"] == SWAPPER
+    before, after = probe(video), probe(result)
+    assert (after.frames, after.width, after.height, after.fps) == (FRAMES, 480, 360, before.fps)
+    assert after.has_audio and abs(after.duration_s - before.duration_s) <= 1 / 24
+    # The source photo's face once (detector, embedder), then per chunk the detector and the swapper.
+    models = job["runs"][0]["models"]
+    assert models.count(EMBEDDER) == 1
+    assert models.count(FACE_DETECTOR) == FRAMES // CHUNK + 1 and models.count(SWAPPER) == FRAMES // CHUNK
+    for i, colour in centre_colours(result, centres).items():
+        assert colour[0] > 200 and colour[1:].max() < 50, (i, colour)   # red, but for the codec
+    frames_in, frames_out = decode_all(video).astype(int), decode_all(result).astype(int)
+    # Far below the face (the astronaut's picture ends at row 260) only the codec touches.
+    assert np.abs(frames_out[:, 280:] - frames_in[:, 280:]).mean() < 2.0
+
+
+def test_colour_match_gives_the_new_face_the_old_ones_colours(engine, video, centres):
+    job = finish(engine, engine.jobs.submit("swap_faces_video", {"colour_match": True},
+                                            inputs={"source": GRACE, "video": video}))
+    assert job["state"] == "done", job["error"]
+    for i, colour in centre_colours(job["result"], centres).items():
+        # A one-colour face takes the mean colour of the face it replaces, over the mask of its
+        # aligned crop (hair and helmet in it too): that colour, but for the codec (measured 1-3).
+        frame = face_frame(i)
+        face = engine.infer("detect", FACE_DETECTOR, lambda d: fs.find_faces(d, frame, None))[0]
+        crop, _ = fs.align(frame, face["landmarks"], fs.ARCFACE_128, fs.SWAP_SIZE)
+        mean = cv2.cvtColor(crop.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[fs.box_mask() > 0.5].mean(axis=0)
+        expected = cv2.cvtColor(mean.reshape(1, 1, 3), cv2.COLOR_LAB2RGB)[0, 0] * 255
+        assert np.abs(colour - expected).max() < 8, (i, colour, expected)
+
+
+def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engine, video, monkeypatch):
+    params = {"which": "1"}
+    whole = finish(engine, engine.jobs.submit("swap_faces_video", params, inputs={"source": GRACE, "video": video}))
+    assert whole["state"] == "done", whole["error"]
+    save = JobContext.save_checkpoint
+
+    def save_then_crash(ctx, **values):
+        save(ctx, **values)   # the first chunk's segment and checkpoint are on disk, then it dies
+        if values.get("chunks_done") == 1:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(JobContext, "save_checkpoint", save_then_crash)
+    job_id = engine.jobs.submit("swap_faces_video", params, inputs={"source": GRACE, "video": video})
+    cut = finish(engine, job_id)
+    assert cut["state"] == "failed" and "simulated crash" in cut["error"]
+    assert cut["checkpoint"]["chunks_done"] == 1
+    monkeypatch.setattr(JobContext, "save_checkpoint", save)
+    engine.jobs.retry(job_id)
+    resumed = finish(engine, job_id)
+    assert resumed["state"] == "done", resumed["error"]
+    assert resumed["resumed_from_frame"] == CHUNK
+    assert resumed["runs"][1]["models"].count(SWAPPER) == FRAMES // CHUNK - 1   # only the chunks left
+    assert np.array_equal(decode_all(resumed["result"]), decode_all(whole["result"]))
+
+
+def test_a_face_number_past_a_frames_faces_leaves_that_frame_alone(engine, video):
+    job = finish(engine, engine.jobs.submit("swap_faces_video", {"which": "2"}, inputs={"source": GRACE, "video": video}))
+    assert job["state"] == "done", job["error"]
+    assert SWAPPER not in job["runs"][0]["models"]   # one face a frame: nothing to swap
+    assert np.abs(decode_all(job["result"]).astype(int) - decode_all(video)).mean() < 2.0   # the codec only
+
+
+def test_a_video_without_faces_never_loads_the_swapper(engine, tmp_path):
+    empty = make_test_video(tmp_path / "empty.mp4", frames=CHUNK, width=320, height=240, fps=24,
+                            draw=lambda i: smooth_background(320, 240))
+    job = finish(engine, engine.jobs.submit("swap_faces_video", {}, inputs={"source": GRACE, "video": empty}))
+    assert job["state"] == "done" and probe(job["result"]).frames == CHUNK
+    assert SWAPPER not in job["runs"][0]["models"]
+
+
+def test_a_source_photo_without_a_face_fails_the_job_plainly(engine, video, tmp_path):
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), smooth_background(320, 240))
+    job = finish(engine, engine.jobs.submit("swap_faces_video", {}, inputs={"source": blank, "video": video}))
+    assert job["state"] == "failed"
+    assert job["error"].startswith("No face was found in the source photo") and "Traceback" not in job["error"]
+
+
+def test_bad_requests_are_refused_at_submit(engine, video, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    handler = wired(engine, tab.swap_faces_video, "swap the faces in the video")
+    before = len(engine.jobs.list())
+    with pytest.raises(UserFacingError, match="(?i)video"):
+        engine.jobs.submit("swap_faces_video", {}, inputs={"source": GRACE, "video": text})
+    with pytest.raises(UserFacingError, match="source photo"):
+        engine.jobs.submit("swap_faces_video", {}, inputs={"source": text, "video": video})
+    with pytest.raises(gr.Error, match="Upload a source photo"):
+        handler(None, str(video), "every face", False)
+    with pytest.raises(gr.Error, match="Upload a video first"):
+        handler(GRACE, None, "every face", False)
+    with pytest.raises(gr.Error, match="Which face must be"):
+        handler(GRACE, str(video), "the left one", False)
+    assert len(engine.jobs.list()) == before
+
+
+def test_missing_model_files_refuse_the_job_at_submit(folder, video):
+    data = folder / "bare" / "data"   # no file brought here
+    engine = engine_on(data)
+    try:
+        said = "needs the file inswapper_128.onnx, which is not here yet"
+        with pytest.raises(UserFacingError, match=said):
+            engine.jobs.submit("swap_faces_video", {}, inputs={"source": GRACE, "video": video})
+        with pytest.raises(gr.Error, match=said):
+            wired(engine, tab.swap_faces_video, "swap the faces in the video")(GRACE, str(video), "every face", False)
+        assert engine.jobs.list() == [] and not local_path(data, manifest.INSWAPPER).exists()
+    finally:
+        engine.jobs.stop()
+
+
+def test_the_job_kind_groups_by_the_swapper():
+    assert {k.capability: k.model for k in job_kinds()} == {"swap_faces_video": SWAPPER}
+
+
+def test_the_built_tab_serves_swap_faces_video(engine, video):
+    with gr.Blocks() as demo:
+        tab.build(engine)
+    result = endpoint(demo, "swap_faces_video")(GRACE, str(video), "every face", True)
+    assert probe(result).frames == FRAMES and probe(result).has_audio
