@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from . import capabilities, compile, face_detectors, faces, grouping, networks, video  # noqa: E402
 from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
-from . import cluster, drift, onnx_arena, quality  # noqa: E402
+from . import cluster, drift, hub_footprints, onnx_arena, quality  # noqa: E402
 from . import quality_faces, quality_ocr, quality_pitch, quality_speech  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
@@ -36,6 +36,8 @@ SCENARIOS["drift"] = drift.run
 QUALITY = {"quality-voices": quality.run, "quality-speech": quality_speech.run, "quality-faces": quality_faces.run,
            "quality-ocr": quality_ocr.run, "quality-pitch": quality_pitch.run}
 SCENARIOS.update(QUALITY)
+# Issue 20: the hub networks' footprints on random-weight graphs of their real size.
+SCENARIOS["hub-footprints"] = hub_footprints.run
 
 
 def quality_all(verbose: bool = True) -> dict:

@@ -47,6 +47,17 @@ class HubFile:
     notes: tuple[str, ...] = field(default=())
 
 
+# What an ONNX Runtime session holds beyond its file's bytes (its graph, kernels, the arena's first
+# block): measured 10 MiB for the GFPGAN- and inswapper-sized graphs in `python -m bench hub-footprints`.
+SESSION_BYTES = 16 * 2**20
+
+
+def load_estimate(entry: HubFile) -> int:
+    """The bytes a loaded session of entry's file is expected to hold, before the engine has
+    measured it: the file, and the session around it."""
+    return (entry.size or 0) + SESSION_BYTES
+
+
 def local_path(data_dir: str | os.PathLike, entry: HubFile) -> Path:
     """Where the file of `entry` lives once the store has it."""
     return Path(data_dir) / HUB_FOLDER / entry.name / entry.file

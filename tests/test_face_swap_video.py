@@ -134,7 +134,8 @@ def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engin
 
 
 def test_a_face_number_past_a_frames_faces_leaves_that_frame_alone(engine, video):
-    job = finish(engine, engine.jobs.submit("swap_faces_video", {"which": "2"}, inputs={"source": GRACE, "video": video}))
+    job = finish(engine, engine.jobs.submit("swap_faces_video", {"which": "2"},
+                                            inputs={"source": GRACE, "video": video}))
     assert job["state"] == "done", job["error"]
     assert SWAPPER not in job["runs"][0]["models"]   # one face a frame: nothing to swap
     assert np.abs(decode_all(job["result"]).astype(int) - decode_all(video)).mean() < 2.0   # the codec only

@@ -17,7 +17,7 @@ from analysers.face_detector import FACE_DETECTOR
 from engine import Call, ModelSpec, UserFacingError
 from engine.runtimes import onnx_runtime
 from store import hub_files
-from store.manifest import HubFile
+from store.manifest import HubFile, load_estimate
 
 from .manifest import ACTIVATIONS, CODEFORMER, ENTRIES, GFPGAN
 
@@ -79,13 +79,14 @@ def specs(data_dir: str | os.PathLike = "data") -> list[ModelSpec]:
         ModelSpec(name=GFPGAN.name,
                   loader=hub_files.HubLoader(GFPGAN, data_dir, functools.partial(open_restorer, GFPGAN)),
                   source=f"hub file {GFPGAN.file} ({GFPGAN.urls[0]})",
-                  estimate_bytes=GFPGAN.size, function="face restoration (GFPGAN 1.4)",
+                  estimate_bytes=load_estimate(GFPGAN), function="face restoration (GFPGAN 1.4)",
                   description="GFPGAN v1.4 (FaceFusion's ONNX): restores every face of a photo at 512 px",
                   **common),
         ModelSpec(name=CODEFORMER.name,
                   loader=hub_files.HubLoader(CODEFORMER, data_dir, functools.partial(open_restorer, CODEFORMER)),
                   source=f"hub file {CODEFORMER.file} ({CODEFORMER.urls[0]})",
-                  estimate_bytes=CODEFORMER.size, function="face restoration with a fidelity weight (CodeFormer)",
+                  estimate_bytes=load_estimate(CODEFORMER),
+                  function="face restoration with a fidelity weight (CodeFormer)",
                   description="CodeFormer (FaceFusion's ONNX): face restoration, fidelity weight w in [0, 1]",
                   **common),
     ]

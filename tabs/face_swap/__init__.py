@@ -1,6 +1,7 @@
 """Face swap: the largest face of a source photo put onto every face, or one chosen face, of a
-target photo or of every frame of a video (a job), with InsightFace's inswapper_128 fed by its ArcFace w600k_r50 embedder; faces found by
-the one face detector, aligned to arcface_128 and pasted back. Both networks are hub files users
+target photo or of every frame of a video (a job), with InsightFace's inswapper_128 fed by its
+ArcFace w600k_r50 embedder; faces found by the one face detector, aligned to arcface_128 and pasted
+back, optionally colour-matched. Both networks are hub files users
 download (tabs/face_swap/manifest.py), non-commercial; without them the tab says which file to
 fetch and where to put it."""
 from __future__ import annotations

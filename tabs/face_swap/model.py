@@ -20,7 +20,7 @@ from analysers.face_detector import FACE_DETECTOR
 from engine import Call, ModelSpec, UserFacingError
 from engine.runtimes import onnx_runtime
 from store import hub_files
-from store.manifest import HubFile
+from store.manifest import HubFile, load_estimate
 
 from .manifest import ARCFACE, EMBED_ACTIVATIONS, ENTRIES, INSWAPPER, SWAP_ACTIVATIONS
 
@@ -120,12 +120,12 @@ def specs(data_dir: str | os.PathLike = "data") -> list[ModelSpec]:
     common = dict(role="heavy", runtime="onnxruntime", device=onnx_runtime.spec_device(), networks=1)
     return [
         ModelSpec(name=INSWAPPER.name, loader=HubLoader(INSWAPPER, data_dir), unloader=Swapper.close,
-                  source=f"hub file {INSWAPPER.file} ({INSWAPPER.urls[0]})", estimate_bytes=INSWAPPER.size,
+                  source=f"hub file {INSWAPPER.file} ({INSWAPPER.urls[0]})", estimate_bytes=load_estimate(INSWAPPER),
                   run_estimate_bytes=SWAP_ACTIVATIONS, function="face swap (inswapper_128)",
                   description="InsightFace inswapper_128: puts a source identity onto a 128 px aligned face",
                   **common),
         ModelSpec(name=ARCFACE.name, loader=HubLoader(ARCFACE, data_dir), unloader=Embedder.close,
-                  source=f"hub file {ARCFACE.file} ({ARCFACE.urls[0]})", estimate_bytes=ARCFACE.size,
+                  source=f"hub file {ARCFACE.file} ({ARCFACE.urls[0]})", estimate_bytes=load_estimate(ARCFACE),
                   run_estimate_bytes=EMBED_ACTIVATIONS, function="face identity for face swap (ArcFace w600k_r50)",
                   description="InsightFace ArcFace w600k_r50 (buffalo_l): the source face's 512-d identity",
                   **common),
