@@ -16,7 +16,7 @@ import types
 log = logging.getLogger(__name__)
 
 CAPABILITIES = [
-    "faces", "face_restore", "face_swap", "landmarks", "pose", "hands",   # GROUP "People"
+    "faces", "face_restore", "face_swap", "lip_sync", "portrait_animation", "landmarks", "pose", "hands",   # GROUP "People"
     "background", "style", "upscale", "deblock", "segment", "nsfw",   # GROUP "Images"
     "ocr", "document", "language", "search", "entities",   # GROUP "Text"
     "stt", "tts", "vad", "denoise", "pitch", "notes", "voices", "keywords", "tags",   # GROUP "Audio"
@@ -24,7 +24,7 @@ CAPABILITIES = [
 ]
 # A tab that groups several capabilities (a sub-tab each; members are consecutive above), and the
 # line it opens with. Eight tabs in all, so the tab bar fits a laptop's width without a menu.
-GROUPS = {"People": "Faces, face restoration, face swap, face landmarks, body pose and hands, in photos and videos. "
+GROUPS = {"People": "Faces, face restoration, face swap, lip sync, portrait animation, face landmarks, body pose and hands, in photos and videos. "
                     "Videos run as jobs on the queue.",
           "Images": "Photos in, photos out: background, style, upscaling, clean-up, segmentation and the NSFW check.",
           "Audio": "Audio files, or the sound of a video. Long clips run as jobs on the queue.",
