@@ -7,7 +7,8 @@ an index the input decides (so the weights cannot be folded away), then broadcas
 first input to each output's shape: the weights' share of the memory is real, the activations are
 not (they stay the manifest's estimate until a real run).
 
-- file_mib: the graph's size on disk (the real file's size, from the manifest).
+- file_mib: the graph's size on disk (the real file's size, from the manifest; where no source
+  gives it, the size the spec expects).
 - footprint_mib: the load bytes the engine measured; estimate_mib: what the spec declares (the
   file size), which admission reserves before the first measurement.
 - run_peak_mib: the engine's measured peak of one forward pass on the signature's shapes (free
@@ -90,14 +91,16 @@ def measure(name: str) -> dict:
     """One entry's numbers, measured in this process (run it in a fresh one: `child`)."""
     from engine.runtimes.torch_runtime import release_cached_memory
     from store import hub_files
+    from store.manifest import SESSION_BYTES
     from tabs.catalog import build_engine, hub_file_entries
 
     entry = next(e for e in hub_file_entries() if e.name == name)
     data = Path(tempfile.mkdtemp(prefix="wimmel-hub-"))
-    graph = same_size_graph(entry, data / "graphs" / entry.file)
-    hub_files.bring(entry, graph, data, accept_licence=True, trust_unlisted=True)
     engine = build_engine(data_dir=data, store=False)
     spec = engine.registry.get(name)
+    # A file whose size no source gives (Wav2Lip's) weighs what its spec expects.
+    graph = same_size_graph(entry, data / "graphs" / entry.file, entry.size or spec.estimate_bytes - SESSION_BYTES)
+    hub_files.bring(entry, graph, data, accept_licence=True, trust_unlisted=True)
     release_cached_memory()
     started = time.perf_counter()
     engine.preload(name)

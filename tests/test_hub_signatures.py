@@ -34,7 +34,8 @@ def test_the_catalog_declares_the_face_studios_networks():
 def test_a_graph_of_the_manifests_signature_loads_and_runs_through_its_spec(engine, name):
     entry = ENTRIES[name]
     spec = engine.registry.get(name)
-    assert spec.runtime == "onnxruntime" and spec.estimate_bytes == load_estimate(entry) > (entry.size or 0)
+    # The file and its session (a file whose size no source gives is expected at some size).
+    assert spec.runtime == "onnxruntime" and spec.estimate_bytes >= load_estimate(entry) > (entry.size or 0)
     outputs = engine.infer("test", name, lambda model: model.session.run(None, feeds(entry)))
     assert len(outputs) == len(entry.outputs)
     for got, want in zip(outputs, entry.outputs):
