@@ -334,30 +334,6 @@ def status(entry: HubFile, data_dir, *, check: bool = True) -> dict:
             "how_to_get": how_to_get(entry, data_dir)}
 
 
-def explain(entry: HubFile, data_dir) -> str | None:
-    """What a tab shows about the file (None: ready): how to get it while it is missing, else why
-    the file in place cannot be used."""
-    found = status(entry, data_dir)
-    if found["ready"]:
-        return None
-    if not found["present"]:
-        return found["how_to_get"]
-    return (f"The file at {found['path']} cannot be used ({found['state']}). Get {entry.file} from "
-            f"{' or '.join(entry.urls)}, or bring your copy again in the tab.")
-
-
-def short_problem(entry: HubFile, data_dir, needs: str, section: str, apis: str) -> str | None:
-    """The same as a one-line error for a request (None: ready), e.g. needs "Face swap", section
-    "Get the model files", apis "swap_faces_download, swap_faces_bring"."""
-    found = status(entry, data_dir)
-    if found["ready"]:
-        return None
-    if not found["present"]:
-        return (f"{needs} needs the file {entry.file}, which is not here yet: download it or use your copy "
-                f"under \"{section}\" in its tab (API: {apis}).")
-    return f"The {entry.file} in place cannot be used: {found['state']}."
-
-
 class HubLoader:
     """A ModelSpec loader for a hub file: opens the checked file (require) with open(path, device)."""
 

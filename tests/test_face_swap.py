@@ -298,7 +298,8 @@ def bare(tmp_path_factory):
 
 
 def test_a_missing_file_gets_what_to_fetch_and_where_to_put_it(bare, photo, grace):
-    with pytest.raises(gr.Error, match=r"Face swapper \(inswapper_128\) needs the file inswapper_128.onnx, which is not here"):
+    said = r"Face swap needs 2 files not here yet \(inswapper_128.onnx, arcface_w600k_r50.onnx\)"
+    with pytest.raises(gr.Error, match=said):
         wired(bare, tab.swap_faces, "swap the faces")(grace, photo, "every face")
     line = tab.model_status(bare)
     for entry in (manifest.INSWAPPER, manifest.ARCFACE):

@@ -179,7 +179,7 @@ def test_missing_model_files_refuse_the_job_at_submit(folder, video):
     data = folder / "bare" / "data"   # no file brought here
     engine = engine_on(data)
     try:
-        said = "needs the file inswapper_128.onnx, which is not here yet"
+        said = r"Face swap needs 2 files not here yet \(inswapper_128.onnx, arcface_w600k_r50.onnx\)"
         with pytest.raises(UserFacingError, match=said):
             engine.jobs.submit("swap_faces_video", {}, inputs={"source": GRACE, "video": video})
         with pytest.raises(gr.Error, match=said):

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import store as ms
 from engine import Engine, JobCancelled
-from store import hub_files
+from store import hub_files, hub_messages
 from store.manifest import HubFile, Tensor, local_path
 from test_model_store import Server   # the Range-capable local server with a cut switch
 
@@ -274,6 +274,24 @@ def test_a_file_put_at_the_local_path_by_hand_is_checked_once_on_first_look(tmp_
         hub_files.require(gfpgan, data)
     assert hub_files.bring(gfpgan, target, data, trust_unlisted=True)["ready"]   # in place, trusted
     assert hub_files.require(gfpgan, data) == target
+
+
+def test_a_request_hears_every_file_that_is_missing_or_unusable_in_one_short_line(tmp_path):
+    data = tmp_path / "data"
+    files = [entry(["https://example.invalid/a.onnx"], ["0" * 64], name=f"net-{n}", file=f"net_{n}.onnx")
+             for n in "abc"]
+    said = hub_messages.short_problems(files, data, "Portrait animation", "Get the model files", "x_download")
+    assert said == ("Portrait animation needs 3 files not here yet (net_a.onnx, net_b.onnx, net_c.onnx): "
+                    "get them under \"Get the model files\" in its tab (API: x_download).")
+    damaged = local_path(data, files[0])
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a graph")
+    said = hub_messages.short_problems(files, data, "Portrait animation", "Get the model files", "x_download")
+    assert said.startswith("The net_a.onnx in place cannot be used: wrong file: net_a.onnx is not a readable ONNX")
+    assert "needs 2 files not here yet (net_b.onnx, net_c.onnx)" in said
+    # One file: the sentence each capability's tests know.
+    assert hub_messages.short_problem(files[1], data, "Lip sync", "Get the model file", "y").startswith(
+        "Lip sync needs the file net_b.onnx, which is not here yet: download it or use your copy")
 
 
 # ---------------------------------------------------------------------------------- the job

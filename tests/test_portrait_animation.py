@@ -234,8 +234,8 @@ def bare(tmp_path_factory):
 def test_missing_files_are_listed_with_where_to_put_them(bare, astronaut):
     with pytest.raises(gr.Error) as refused:
         wired(bare, tab.animate_portrait, "animate the portrait")(astronaut, astronaut)
-    for entry in manifest.ENTRIES.values():
-        assert f"Portrait animation needs the file {entry.file}, which is not here yet" in str(refused.value)
+    names = ", ".join(entry.file for entry in manifest.ENTRIES.values())
+    assert f"Portrait animation needs 4 files not here yet ({names})" in str(refused.value)
     line = tab.model_status(bare)
     for label, entry in manifest.ENTRIES.items():
         assert f"**{label}: file missing.**" in line
@@ -339,7 +339,7 @@ def test_the_built_tab_serves_animate_portrait_and_says_what_is_missing(engine, 
     assert tab.model_status(engine).count("file in place, but its sha256 could not be checked") == 4
     with gr.Blocks() as empty:
         tab.build(bare)
-    with pytest.raises(gr.Error, match="needs the file live_portrait_generator.onnx"):
+    with pytest.raises(gr.Error, match=r"needs 4 files not here yet \(live_portrait_feature_extractor.onnx"):
         endpoint(empty, "animate_portrait")(astronaut, grace)
 
 

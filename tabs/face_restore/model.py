@@ -16,7 +16,7 @@ from analysers import face_align, face_detector
 from analysers.face_detector import FACE_DETECTOR
 from engine import Call, ModelSpec, UserFacingError
 from engine.runtimes import onnx_runtime
-from store import hub_files
+from store import hub_files, hub_messages
 from store.manifest import HubFile, load_estimate
 
 from .manifest import ACTIVATIONS, CODEFORMER, ENTRIES, GFPGAN
@@ -56,13 +56,13 @@ class Restorer:
 def problem(data_dir: str | os.PathLike, entry: HubFile, label: str) -> str | None:
     """None when the file is ready, else a short message for an error (status() has the details
     the tab shows: URLs, the exact path, hashes, the licence)."""
-    return hub_files.short_problem(entry, data_dir, label, "Get the model file",
+    return hub_messages.short_problem(entry, data_dir, label, "Get the model file",
                                    "restore_faces_download, restore_faces_bring")
 
 
 def status(data_dir: str | os.PathLike, entry: HubFile) -> str | None:
     """None when the file is in place and checked (hash, graph, licence), else what to do."""
-    return hub_files.explain(entry, data_dir)
+    return hub_messages.explain(entry, data_dir)
 
 
 def open_restorer(entry: HubFile, path: Path, device: str) -> Restorer:

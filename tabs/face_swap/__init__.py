@@ -43,11 +43,8 @@ def job_kinds(data_dir: str | os.PathLike | None = None) -> list[JobKind]:
 
 def _check_job(data_dir, params: dict, inputs: dict) -> None:
     check(params, {"source": inputs.get("source"), "video": inputs.get("video")})
-    if data_dir is not None:
-        for label, entry in model.ENTRIES.items():
-            missing = model.problem(data_dir, entry, label)
-            if missing:
-                raise UserFacingError(missing)
+    if data_dir is not None and (missing := model.problems(data_dir)):
+        raise UserFacingError(missing)
 
 
 def unavailable() -> str | None:

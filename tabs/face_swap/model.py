@@ -19,7 +19,7 @@ from analysers import face_align, face_detector
 from analysers.face_detector import FACE_DETECTOR
 from engine import Call, ModelSpec, UserFacingError
 from engine.runtimes import onnx_runtime
-from store import hub_files
+from store import hub_files, hub_messages
 from store.manifest import HubFile, load_estimate
 
 from .manifest import ARCFACE, EMBED_ACTIVATIONS, ENTRIES, INSWAPPER, SWAP_ACTIVATIONS
@@ -91,14 +91,15 @@ class Swapper:
 
 # ------------------------------------------------------------------ files, specs
 
-def problem(data_dir: str | os.PathLike, entry: HubFile, label: str = "Face swap") -> str | None:
-    """None when the file is ready, else a short message for an error (status() has the details)."""
-    return hub_files.short_problem(entry, data_dir, label, "Get the model files", "swap_faces_download, swap_faces_bring")
+def problems(data_dir: str | os.PathLike) -> str | None:
+    """None when both files are ready, else one short line for an error (status() has the details)."""
+    return hub_messages.short_problems(ENTRIES.values(), data_dir, "Face swap", "Get the model files",
+                                       "swap_faces_download, swap_faces_bring")
 
 
 def status(data_dir: str | os.PathLike, entry: HubFile) -> str | None:
     """None when the file is in place and checked, else what to do, in plain words."""
-    return hub_files.explain(entry, data_dir)
+    return hub_messages.explain(entry, data_dir)
 
 
 def open_swapper(path: Path, device: str) -> Swapper:

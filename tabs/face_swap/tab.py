@@ -36,11 +36,10 @@ def file_status(engine: Engine, name: str) -> str | None:
 
 
 def missing_files(engine: Engine) -> None:
-    """Raises the plain message of the first file not in place (refused now, not after the queue)."""
-    for label, entry in fs.ENTRIES.items():
-        missing = fs.problem(engine.registry.get(entry.name).loader.data_dir, entry, label)
-        if missing:
-            raise UserFacingError(missing)
+    """Raises a plain message naming the files not in place (refused now, not after the queue)."""
+    missing = fs.problems(engine.registry.get(fs.INSWAPPER.name).loader.data_dir)
+    if missing:
+        raise UserFacingError(missing)
 
 
 def swap_faces(engine: Engine, source: np.ndarray | None, target: np.ndarray | None,

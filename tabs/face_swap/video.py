@@ -18,7 +18,7 @@ from engine.media.image import read_image
 from engine.media.video_job import process_video
 
 from . import model as fs
-from .manifest import ENTRIES, INSWAPPER
+from .manifest import INSWAPPER
 
 VIDEO_JOB = "swap_faces_video"
 SOURCE = "source photo"
@@ -48,11 +48,10 @@ def video_job(ctx: JobContext) -> str:
     """Job kind swap_faces_video: params which ("every face" or a face's number, 1 = the largest
     in each frame), colour_match and chunk_frames; inputs 'source' (a photo) and 'video'. The result
     keeps the frame count, size, fps and sound."""
-    for label, entry in ENTRIES.items():
-        # Checked again here: a file may have gone since the job was queued.
-        missing = fs.problem(ctx.spec(entry.name).loader.data_dir, entry, label)
-        if missing:
-            raise UserFacingError(missing)
+    # Checked again here: a file may have gone since the job was queued.
+    missing = fs.problems(ctx.spec(INSWAPPER.name).loader.data_dir)
+    if missing:
+        raise UserFacingError(missing)
     max_pixels = ctx.spec(FACE_DETECTOR).max_pixels
     source = face_detector.as_rgb(read_image(ctx.input("source"), SOURCE))
     embedding = fs.source_embedding(ctx.call, source, max_pixels)

@@ -25,7 +25,7 @@ import numpy as np
 from analysers import face_align
 from engine import ModelSpec, UserFacingError
 from engine.runtimes import onnx_runtime
-from store import hub_files
+from store import hub_files, hub_messages
 from store.manifest import SESSION_BYTES, HubFile
 
 from .manifest import ACTIVATIONS, ENTRIES, WAV2LIP_BYTES, WAV2LIP_GAN
@@ -59,12 +59,12 @@ def open_syncer(path: Path, device: str) -> LipSyncer:
 
 def problem(data_dir: str | os.PathLike, entry: HubFile = WAV2LIP_GAN) -> str | None:
     """None when the file is ready, else a short message for an error (status() has the details)."""
-    return hub_files.short_problem(entry, data_dir, LABEL, SECTION, APIS)
+    return hub_messages.short_problem(entry, data_dir, LABEL, SECTION, APIS)
 
 
 def status(data_dir: str | os.PathLike, entry: HubFile = WAV2LIP_GAN) -> str | None:
     """None when the file is in place and checked (graph, licence, trusted), else what to do."""
-    return hub_files.explain(entry, data_dir)
+    return hub_messages.explain(entry, data_dir)
 
 
 def specs(data_dir: str | os.PathLike = "data") -> list[ModelSpec]:

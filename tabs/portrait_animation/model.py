@@ -27,7 +27,7 @@ import numpy as np
 from analysers import face_align, face_detector
 from engine import ModelSpec, UserFacingError
 from engine.runtimes import onnx_runtime
-from store import hub_files
+from store import hub_files, hub_messages
 from store.manifest import HubFile, load_estimate
 
 from . import motion
@@ -86,11 +86,9 @@ def entry_named(name: str) -> HubFile:
 
 
 def problems(data_dir: str | os.PathLike) -> str | None:
-    """None when all four files are ready, else one line per file that is not (for an error)."""
-    lines = [hub_files.short_problem(entry, data_dir, "Portrait animation", SECTION, APIS)
-             for entry in ENTRIES.values()]
-    lines = [line for line in lines if line]
-    return " ".join(lines) or None
+    """None when all four files are ready, else one short line for an error: the files missing,
+    and why any file in place cannot be used."""
+    return hub_messages.short_problems(ENTRIES.values(), data_dir, "Portrait animation", SECTION, APIS)
 
 
 # ------------------------------------------------------------------ crop, networks, paste back

@@ -10,7 +10,7 @@ from PIL import Image
 
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, UserFacingError, pixel_bucket
-from store import HUB_JOB_CAPABILITY, hub_files
+from store import HUB_JOB_CAPABILITY, hub_files, hub_messages
 from tabs.portrait_animation import check
 from tabs.portrait_animation import model as pa
 from tabs.portrait_animation.manifest import ENTRIES
@@ -142,7 +142,7 @@ def file_line(engine: Engine, label: str) -> str:
     if found["ready"]:
         return (f"**{label}**: file in place, but its sha256 could not be checked: no source gives a good "
                 f"copy's ({found['sha256']}). Taken because you trusted it; its inputs and outputs fit.")
-    return f"**{label}: file missing.**\n\n{hub_files.explain(entry, _data_dir(engine))}"
+    return f"**{label}: file missing.**\n\n{hub_messages.explain(entry, _data_dir(engine))}"
 
 
 def model_status(engine: Engine) -> str:
