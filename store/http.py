@@ -60,7 +60,7 @@ def add_url(store, source: Source, name: str, kind: str, expected: str | None, r
     attempt = 0
     while True:
         try:
-            final_name, sha = _stream(source.url, part, meta_path, expected, report, downloads)
+            final_name, sha = stream_to_part(source.url, part, meta_path, expected, report, downloads)
             break
         except DownloadInterrupted:
             attempt += 1
@@ -84,8 +84,8 @@ def add_url(store, source: Source, name: str, kind: str, expected: str | None, r
             "path": str(target), "bytes": target.stat().st_size, "sha256": sha, "owned": True}
 
 
-def _stream(url: str, part: Path, meta_path: Path, expected: str | None, report: Reporter,
-            downloads: Path, check_names: bool = True) -> tuple[str | None, str]:
+def stream_to_part(url: str, part: Path, meta_path: Path, expected: str | None, report: Reporter,
+                   downloads: Path, check_names: bool = True) -> tuple[str | None, str]:
     """Download url into part, resuming what is there; returns (file name from the server, sha256).
     check_names: refuse a server file name that is not safetensors (hub_files fetches .onnx)."""
     import httpx

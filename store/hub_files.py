@@ -13,7 +13,7 @@ whose hash is not listed is taken only from bring(trust_unlisted=True) or, where
 lists no hash at all, fetch(trust_unlisted=True), and only when its graph fits), then the graph's
 inputs and outputs against the manifest (manifest.signature_problems, in plain sentences).
 Downloads go to <data_dir>/hub-files/<name>/.partial/<file> and resume there with HTTP Range
-(http._stream); the download_hub_file job (hub_job.py) runs fetch on the io lane.
+(http.stream_to_part); the download_hub_file job (hub_job.py) runs fetch on the io lane.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from engine import format_bytes
 
 from . import hub_state
 from .errors import ChecksumMismatch, DownloadInterrupted, ModelStoreError, Offline, Refused
-from .http import _stream
+from .http import stream_to_part
 from .manifest import HubFile, local_path, signature_problems
 from .network import CONNECT_TIMEOUT_S, reachable
 from .progress import Progress, Reporter
@@ -212,7 +212,7 @@ def _download(entry: HubFile, data_dir, part: Path, meta: Path, report: Reporter
         attempt = 0
         while True:
             try:
-                _, sha = _stream(url, part, meta, None, report, part.parent, check_names=False)
+                _, sha = stream_to_part(url, part, meta, None, report, part.parent, check_names=False)
                 return url, sha
             except DownloadInterrupted:
                 attempt += 1
