@@ -8,6 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 
 import gradio as gr
 from analysers import face_detector
@@ -131,6 +132,74 @@ def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engin
     assert resumed["resumed_from_frame"] == CHUNK
     assert resumed["runs"][1]["models"].count(SWAPPER) == FRAMES // CHUNK - 1   # only the chunks left
     assert np.array_equal(decode_all(resumed["result"]), decode_all(whole["result"]))
+
+
+def two_people(i: int, frames: int) -> np.ndarray:
+    """The astronaut on the left shrinking, Grace Hopper on the right growing: the larger face at
+    the start is the smaller one at the end (their square crops around the face, 220 -> 140 px and
+    140 -> 220 px; the face is about 0.38 of its crop in both)."""
+    frame = np.asarray(smooth_background(640, 360))
+    astronaut = skimage.data.astronaut()[3:233, 109:339]
+    grace = cv2.cvtColor(cv2.imread(GRACE), cv2.COLOR_BGR2RGB)[0:456, 30:486]
+    t = i / (frames - 1)
+    for picture, size, left in ((astronaut, round(220 - 80 * t), 20), (grace, round(140 + 80 * t), 400)):
+        frame[60:60 + size, left:left + size] = cv2.resize(picture, (size, size), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def centred_arcface_graph(path, crops):
+    """ArcFace's signature: 16 px average pools of the crop less those of the given crops' mean
+    (the two people's), through a fixed random projection: the two embed apart (cosine -1, the
+    centre being their midpoint), one person in two frames alike (measured 0.96 to 0.99)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+    pools = [((c.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1).reshape(3, 7, 16, 7, 16).mean((2, 4))
+             for c in crops]
+    centre = np.mean(pools, axis=0).reshape(1, 147).astype(np.float32)
+    weights = [numpy_helper.from_array(np.random.default_rng(7).normal(size=(147, 512)).astype(np.float32), "w"),
+               numpy_helper.from_array(centre, "centre")]
+    nodes = [helper.make_node("AveragePool", ["input.1"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Sub", ["flat", "centre"], ["centred"]),
+             helper.make_node("MatMul", ["centred", "w"], ["683"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, str(path))
+    return path
+
+
+def test_one_chosen_face_is_one_person_followed_through_the_video(folder):
+    frames = 24
+    clip = make_test_video(folder / "two.mp4", frames=frames, width=640, height=360, fps=24,
+                           draw=lambda i: two_people(i, frames))
+    data = folder / "people" / "data"
+    start = two_people(0, frames)
+    detector = face_detector.load_mtcnn("cpu")
+    crops = [fs.align(start, f["landmarks"], fs.ARCFACE_112_V2, fs.EMBED_SIZE)[0]
+             for f in fs.find_faces(detector, start, None)]
+    bring(data, manifest.INSWAPPER, swapper_graph(folder / "graphs" / "red2.onnx", "constant", colour=(1.0, 0.0, 0.0)))
+    bring(data, manifest.ARCFACE, centred_arcface_graph(folder / "graphs" / "centred.onnx", crops))
+    engine = engine_on(data)
+    try:
+        faces = {i: fs.find_faces(detector, two_people(i, frames), None) for i in (0, frames - 1)}
+        assert all(len(found) == 2 for found in faces.values())
+        # The astronaut's is the larger face at the start and the smaller at the end.
+        assert faces[0][0]["box"][0] < 320 and faces[frames - 1][0]["box"][0] > 320
+        job = finish(engine, engine.jobs.submit("swap_faces_video", {"which": "1"}, inputs={"source": GRACE, "video": clip}))
+        assert job["state"] == "done", job["error"]
+        out = decode_all(job["result"]).astype(int)
+        for i, found in faces.items():
+            for face in found:
+                x1, y1, x2, y2 = (int(v) for v in face["box"][:4])
+                colour = out[i][(y1 + y2) // 2 - 3:(y1 + y2) // 2 + 3, (x1 + x2) // 2 - 3:(x1 + x2) // 2 + 3].mean((0, 1))
+                red = colour[0] > 200 and colour[1:].max() < 60
+                # Only the astronaut, followed by identity, in the first frame and the last.
+                assert red == (x1 < 320), (i, x1, colour)
+        assert len(job["checkpoint"]["person"]) == 512
+    finally:
+        engine.jobs.stop()
 
 
 def test_a_face_number_past_a_frames_faces_leaves_that_frame_alone(engine, video):

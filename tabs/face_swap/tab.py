@@ -75,7 +75,8 @@ def swap_faces_video(engine: Engine, source: str | None, video: str | None, whic
     Args:
         source: the photo whose (largest) face is put in.
         video: the video file.
-        which: "every face", or the number of one face in each frame, 1 being the largest.
+        which: "every face", or one person: the face with this number (1 = the largest) in the
+            first frame that shows that many faces, followed through the video by identity.
         colour_match: give each new face the colours (skin tone, light) of the face it replaces.
 
     Returns:
@@ -160,8 +161,9 @@ def build(engine: Engine) -> None:
         with gr.Column():
             result = image_output("Swapped")
             found = gr.JSON(label="Faces (JSON)")
-    gr.Markdown(f"### In a video\n{VIDEO_JOB_NOTE} The source photo's face goes onto the face chosen above in "
-                "every frame (the numbers follow face size in each frame); the sound is kept.")
+    gr.Markdown(f"### In a video\n{VIDEO_JOB_NOTE} The source photo's face goes onto every face, or onto one "
+                "person: the face numbered as chosen above in the first frame that shows that many faces, "
+                "then followed by who it is (not by size), as people move; the sound is kept.")
     with gr.Row():
         with gr.Column():
             clip_source = picture_file_input("Source photo (the face to put in)")
