@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 
 import gradio as gr
-from analysers import face_detector
 from analysers.face_detector import FACE_DETECTOR
 from app_calls import wired
 from engine import UserFacingError
-from engine.job_context import JobContext
 from engine.media.video import probe
 from store.manifest import local_path
-from tabs.catalog import build_engine
 from tabs.face_restore import job_kinds, manifest
 from tabs.face_restore import model as fr
 from tabs.face_restore import tab
 from test_face_restore import bring, codeformer_graph, gfpgan_graph
+from face_jobs import cut_then_resume, engine_with, finish
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK = 24, 8   # three chunks
@@ -29,8 +27,7 @@ FRAMES, CHUNK = 24, 8   # three chunks
 def engine_on(data):
     """An engine as the app builds one, with the detector, the two restorers and their job kinds
     (told the data dir, so a missing file is refused at submit), 8 frames per chunk."""
-    return build_engine(data_dir=data, specs=face_detector.specs() + fr.specs(data), job_kinds=job_kinds(data),
-                        store=False, start_jobs=True, chunk_frames=CHUNK)
+    return engine_with(data, fr.specs(data), job_kinds(data), CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +48,6 @@ def engine(folder):
 @pytest.fixture(scope="module")
 def video(folder):
     return face_video(folder / "faces.mp4", frames=FRAMES, fps=24)
-
-
-def finish(engine, job_id):
-    return list(engine.jobs.follow(job_id))[-1]
 
 
 @pytest.fixture(scope="module")
@@ -104,22 +97,9 @@ def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engin
     whole = finish(engine, engine.jobs.submit("restore_faces_video:codeformer", params, inputs={"video": video}))
     assert whole["state"] == "done", whole["error"]
 
-    save = JobContext.save_checkpoint
-
-    def save_then_crash(ctx, **values):
-        save(ctx, **values)   # the first chunk's segment and checkpoint are on disk, then it dies
-        if values.get("chunks_done") == 1:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(JobContext, "save_checkpoint", save_then_crash)
-    job_id = engine.jobs.submit("restore_faces_video:codeformer", params, inputs={"video": video})
-    cut = finish(engine, job_id)
-    assert cut["state"] == "failed" and "simulated crash" in cut["error"]
-    assert cut["checkpoint"]["chunks_done"] == 1
-    monkeypatch.setattr(JobContext, "save_checkpoint", save)
-    engine.jobs.retry(job_id)
-    resumed = finish(engine, job_id)
-    assert resumed["state"] == "done", resumed["error"]
+    inputs = {"video": video}
+    _, resumed = cut_then_resume(engine, monkeypatch,
+                                 lambda: engine.jobs.submit("restore_faces_video:codeformer", params, inputs=inputs))
     assert resumed["resumed_from_frame"] == CHUNK
     second = resumed["runs"][1]["models"]   # only the chunks left
     assert second.count(FACE_DETECTOR) == second.count("codeformer") == FRAMES // CHUNK - 1

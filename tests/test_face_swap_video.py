@@ -15,14 +15,13 @@ from analysers import face_detector
 from analysers.face_detector import FACE_DETECTOR
 from app_calls import endpoint, wired
 from engine import UserFacingError
-from engine.job_context import JobContext
 from engine.media.video import probe
 from store.manifest import local_path
-from tabs.catalog import build_engine
 from tabs.face_swap import job_kinds, manifest
 from tabs.face_swap import model as fs
 from tabs.face_swap import tab
 from test_face_swap import GRACE, arcface_graph, bring, swapper_graph
+from face_jobs import cut_then_resume, engine_with, finish
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK = 24, 8   # three chunks
@@ -32,8 +31,7 @@ SWAPPER, EMBEDDER = manifest.INSWAPPER.name, manifest.ARCFACE.name
 def engine_on(data):
     """An engine as the app builds one, with the detector, the swapper, its embedder and the job
     kind (told the data dir, so a missing file is refused at submit), 8 frames per chunk."""
-    return build_engine(data_dir=data, specs=face_detector.specs() + fs.specs(data), job_kinds=job_kinds(data),
-                        store=False, start_jobs=True, chunk_frames=CHUNK)
+    return engine_with(data, fs.specs(data), job_kinds(data), CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +52,6 @@ def engine(folder):
 @pytest.fixture(scope="module")
 def video(folder):
     return face_video(folder / "faces.mp4", frames=FRAMES, fps=24)
-
-
-def finish(engine, job_id):
-    return list(engine.jobs.follow(job_id))[-1]
 
 
 @pytest.fixture(scope="module")
@@ -113,22 +107,9 @@ def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engin
     params = {"which": "1"}
     whole = finish(engine, engine.jobs.submit("swap_faces_video", params, inputs={"source": GRACE, "video": video}))
     assert whole["state"] == "done", whole["error"]
-    save = JobContext.save_checkpoint
-
-    def save_then_crash(ctx, **values):
-        save(ctx, **values)   # the first chunk's segment and checkpoint are on disk, then it dies
-        if values.get("chunks_done") == 1:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(JobContext, "save_checkpoint", save_then_crash)
-    job_id = engine.jobs.submit("swap_faces_video", params, inputs={"source": GRACE, "video": video})
-    cut = finish(engine, job_id)
-    assert cut["state"] == "failed" and "simulated crash" in cut["error"]
-    assert cut["checkpoint"]["chunks_done"] == 1
-    monkeypatch.setattr(JobContext, "save_checkpoint", save)
-    engine.jobs.retry(job_id)
-    resumed = finish(engine, job_id)
-    assert resumed["state"] == "done", resumed["error"]
+    inputs = {"source": GRACE, "video": video}
+    _, resumed = cut_then_resume(engine, monkeypatch,
+                                 lambda: engine.jobs.submit("swap_faces_video", params, inputs=inputs))
     assert resumed["resumed_from_frame"] == CHUNK
     assert resumed["runs"][1]["models"].count(SWAPPER) == FRAMES // CHUNK - 1   # only the chunks left
     assert np.array_equal(decode_all(resumed["result"]), decode_all(whole["result"]))
@@ -161,8 +142,10 @@ def centred_arcface_graph(path, crops):
              helper.make_node("Flatten", ["pooled"], ["flat"]),
              helper.make_node("Sub", ["flat", "centre"], ["centred"]),
              helper.make_node("MatMul", ["centred", "w"], ["683"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
-                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], initializer=weights)
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
+                              initializer=weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,13 +170,15 @@ def test_one_chosen_face_is_one_person_followed_through_the_video(folder):
         assert all(len(found) == 2 for found in faces.values())
         # The astronaut's is the larger face at the start and the smaller at the end.
         assert faces[0][0]["box"][0] < 320 and faces[frames - 1][0]["box"][0] > 320
-        job = finish(engine, engine.jobs.submit("swap_faces_video", {"which": "1"}, inputs={"source": GRACE, "video": clip}))
+        job = finish(engine, engine.jobs.submit("swap_faces_video", {"which": "1"},
+                                                inputs={"source": GRACE, "video": clip}))
         assert job["state"] == "done", job["error"]
         out = decode_all(job["result"]).astype(int)
         for i, found in faces.items():
             for face in found:
                 x1, y1, x2, y2 = (int(v) for v in face["box"][:4])
-                colour = out[i][(y1 + y2) // 2 - 3:(y1 + y2) // 2 + 3, (x1 + x2) // 2 - 3:(x1 + x2) // 2 + 3].mean((0, 1))
+                cy, cx = (y1 + y2) // 2, (x1 + x2) // 2
+                colour = out[i][cy - 3:cy + 3, cx - 3:cx + 3].mean((0, 1))
                 red = colour[0] > 200 and colour[1:].max() < 60
                 # Only the astronaut, followed by identity, in the first frame and the last.
                 assert red == (x1 < 320), (i, x1, colour)

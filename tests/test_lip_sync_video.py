@@ -17,11 +17,11 @@ from engine import UserFacingError
 from engine.job_context import JobContext
 from engine.media.audio import read_audio
 from engine.media.video import probe
-from tabs.catalog import build_engine
 from tabs.lip_sync import job_kinds, mel
 from tabs.lip_sync import model as ls
 from tabs.lip_sync import tab
 from test_lip_sync import bring, cut_speech, wav2lip_graph
+from face_jobs import cut_then_resume, engine_with, finish
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK, FPS = 24, 8, 24
@@ -31,8 +31,7 @@ KIND = "lip_sync_video:wav2lip-gan-96"
 def engine_on(data):
     """An engine as the app builds one: the detector, Wav2Lip and the two job kinds (told the data
     dir, so a missing file is refused at submit), 8 frames per chunk."""
-    return build_engine(data_dir=data, specs=face_detector.specs() + ls.specs(data), job_kinds=job_kinds(data),
-                        store=False, start_jobs=True, chunk_frames=CHUNK)
+    return engine_with(data, ls.specs(data), job_kinds(data), CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +65,6 @@ def boxes(engine):
     found = engine.infer("detect", FACE_DETECTOR, lambda d: [face_align.find_faces(d, f, None) for f in frames])
     assert all(len(faces) == 1 for faces in found)
     return ls.smooth([ls.padded_box(faces[0], 360, 480) for faces in found])
-
-
-def finish(engine, job_id):
-    return list(engine.jobs.follow(job_id))[-1]
 
 
 def test_the_video_is_cycled_to_the_audio_and_carries_it(engine, video, speech, boxes):
@@ -110,21 +105,7 @@ def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engin
     inputs = {"video": video, "audio": speech}
     whole = finish(engine, engine.jobs.submit(KIND, {}, inputs=inputs))
     assert whole["state"] == "done", whole["error"]
-    save = JobContext.save_checkpoint
-
-    def save_then_crash(ctx, **values):
-        save(ctx, **values)   # the first chunk's segment and checkpoint are on disk, then it dies
-        if values.get("chunks_done") == 1:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(JobContext, "save_checkpoint", save_then_crash)
-    job_id = engine.jobs.submit(KIND, {}, inputs=inputs)
-    cut = finish(engine, job_id)
-    assert cut["state"] == "failed" and "simulated crash" in cut["error"] and cut["checkpoint"]["chunks_done"] == 1
-    monkeypatch.setattr(JobContext, "save_checkpoint", save)
-    engine.jobs.retry(job_id)
-    resumed = finish(engine, job_id)
-    assert resumed["state"] == "done", resumed["error"]
+    _, resumed = cut_then_resume(engine, monkeypatch, lambda: engine.jobs.submit(KIND, {}, inputs=inputs))
     assert resumed["resumed_from_frame"] == CHUNK
     second = resumed["runs"][1]["models"]   # the faces were kept; only the chunks left are made
     assert second.count(FACE_DETECTOR) == 0 and second.count("wav2lip-gan-96") == 4

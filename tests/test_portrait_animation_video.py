@@ -12,18 +12,16 @@ import pytest
 from PIL import Image
 
 import gradio as gr
-from analysers import face_detector
 from analysers.face_detector import FACE_DETECTOR
 from app_calls import wired
 from engine import UserFacingError
-from engine.job_context import JobContext
 from engine.media.video import probe
 from portrait_graphs import bring_all
-from tabs.catalog import build_engine
 from tabs.portrait_animation import job_kinds, manifest
 from tabs.portrait_animation import model as pa
 from tabs.portrait_animation import tab
 from tabs.portrait_animation.video import CACHE, VIDEO_JOB
+from face_jobs import cut_then_resume, engine_with, finish
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK = 24, 8   # three chunks
@@ -34,8 +32,7 @@ NETWORKS = [e.name for e in manifest.ENTRIES.values()]
 def engine_on(data):
     """An engine as the app builds one, with the detector, the four networks and the job kind
     (told the data dir, so missing files are refused at submit), 8 frames per chunk."""
-    return build_engine(data_dir=data, specs=face_detector.specs() + pa.specs(data), job_kinds=job_kinds(data),
-                        store=False, start_jobs=True, chunk_frames=CHUNK)
+    return engine_with(data, pa.specs(data), job_kinds(data), CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +56,6 @@ def video(folder):
 @pytest.fixture(scope="module")
 def portrait():
     return np.asarray(Image.open(PORTRAIT).convert("RGB"))
-
-
-def finish(engine, job_id):
-    return list(engine.jobs.follow(job_id))[-1]
 
 
 def submit(engine, video):
@@ -116,23 +109,8 @@ def test_frame_zero_is_the_portrait_driven_by_its_own_keypoints(engine, portrait
 
 
 def test_a_job_cut_off_after_its_first_chunk_resumes_with_identical_frames(engine, video, whole, monkeypatch):
-    save = JobContext.save_checkpoint
-
-    def save_then_crash(ctx, **values):
-        save(ctx, **values)   # the first chunk's segment and checkpoint are on disk, then it dies
-        if values.get("chunks_done") == 1:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(JobContext, "save_checkpoint", save_then_crash)
-    job_id = submit(engine, video)
-    cut = finish(engine, job_id)
-    assert cut["state"] == "failed" and "simulated crash" in cut["error"]
-    assert cut["checkpoint"]["chunks_done"] == 1
-    assert (engine.jobs.job_dir(job_id) / CACHE).is_file()   # the portrait and the neutral, kept
-    monkeypatch.setattr(JobContext, "save_checkpoint", save)
-    engine.jobs.retry(job_id)
-    resumed = finish(engine, job_id)
-    assert resumed["state"] == "done", resumed["error"]
+    cut, resumed = cut_then_resume(engine, monkeypatch, lambda: submit(engine, video))
+    assert (engine.jobs.job_dir(cut["id"]) / CACHE).is_file()   # the portrait and the neutral, kept
     assert resumed["resumed_from_frame"] == CHUNK
     second = resumed["runs"][1]["models"]   # only the chunks left; the portrait was not read again
     assert manifest.FEATURE_EXTRACTOR.name not in second
