@@ -8,12 +8,12 @@ import numpy as np
 
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, UserFacingError, pixel_bucket
-from store import HUB_JOB_CAPABILITY, hub_files
 from tabs.face_restore import check
 from tabs.face_restore import model as fr
 from tabs.face_restore.video import kind_name
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
                            run_button, video_input, video_output)
+from ui import model_files
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -95,15 +95,8 @@ def download_model_file(engine: Engine, model_name: str = "GFPGAN 1.4", accept_l
     Returns:
         The file's status line once it is in place.
     """
-    entry = fr.entry_named(model_name)
-    if hub_files.check_fetch(entry, engine.data_dir, accept_licence):   # refusals come at once
-        return model_status(engine, model_name)[0]
-    return start_job(engine, HUB_JOB_CAPABILITY, {"name": entry.name, "accept_licence": bool(accept_licence)},
-                     {}, progress, then=functools.partial(_in_place, engine, model_name))
-
-
-def _in_place(engine: Engine, model_name: str, _result: str) -> str:
-    return model_status(engine, model_name)[0]
+    return model_files.download(engine, fr.entry_named(model_name), functools.partial(status_line, engine, model_name),
+                                progress, accept_licence)
 
 
 def bring_model_file(engine: Engine, model_name: str, file: str | None, accept_licence: bool = False,
@@ -120,17 +113,19 @@ def bring_model_file(engine: Engine, model_name: str, file: str | None, accept_l
     Returns:
         The file's status line.
     """
-    if not file:
-        raise UserFacingError("Upload the .onnx file first.")
-    hub_files.bring(fr.entry_named(model_name), file, engine.data_dir, bool(accept_licence), trust_unlisted=bool(trust))
-    return model_status(engine, model_name)[0]
+    model_files.bring(engine, fr.entry_named(model_name), file, accept_licence, trust)
+    return status_line(engine, model_name)
+
+
+def status_line(engine: Engine, model_name: str) -> str:
+    """The chosen model's file status line."""
+    missing = file_status(engine, model_name)
+    return f"**{model_name}: file missing.**\n\n{missing}" if missing else f"**{model_name}**: file in place."
 
 
 def model_status(engine: Engine, model_name: str) -> tuple[str, dict]:
     """The chosen model's file status line, and the fidelity slider shown for CodeFormer only."""
-    missing = file_status(engine, model_name)
-    line = f"**{model_name}: file missing.**\n\n{missing}" if missing else f"**{model_name}**: file in place."
-    return line, gr.update(visible=fr.entry_named(model_name).name == fr.CODEFORMER.name)
+    return status_line(engine, model_name), gr.update(visible=fr.entry_named(model_name).name == fr.CODEFORMER.name)
 
 
 def build(engine: Engine) -> None:

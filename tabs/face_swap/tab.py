@@ -8,12 +8,12 @@ import numpy as np
 
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, UserFacingError, pixel_bucket
-from store import HUB_JOB_CAPABILITY, hub_files
 from tabs.face_swap import check
 from tabs.face_swap import model as fs
 from tabs.face_swap.video import VIDEO_JOB
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, page_only, photo_input,
                            picture_file_input, run_button, video_input, video_output)
+from ui import model_files
 from ui.jobs import start_job
 from ui.safety import gate_output
 
@@ -100,15 +100,8 @@ def download_model_file(engine: Engine, name: str = FILES[0], accept_licence: bo
     Returns:
         The files' status line once it is in place.
     """
-    entry = fs.entry_named(name)
-    if hub_files.check_fetch(entry, engine.data_dir, accept_licence):   # refusals come at once
-        return model_status(engine)
-    return start_job(engine, HUB_JOB_CAPABILITY, {"name": entry.name, "accept_licence": bool(accept_licence)},
-                     {}, progress, then=functools.partial(_in_place, engine))
-
-
-def _in_place(engine: Engine, _result: str) -> str:
-    return model_status(engine)
+    return model_files.download(engine, fs.entry_named(name), functools.partial(model_status, engine), progress,
+                                accept_licence)
 
 
 def bring_model_file(engine: Engine, name: str, file: str | None, accept_licence: bool = False,
@@ -125,9 +118,7 @@ def bring_model_file(engine: Engine, name: str, file: str | None, accept_licence
     Returns:
         The files' status line.
     """
-    if not file:
-        raise UserFacingError("Upload the .onnx file first.")
-    hub_files.bring(fs.entry_named(name), file, engine.data_dir, bool(accept_licence), trust_unlisted=bool(trust))
+    model_files.bring(engine, fs.entry_named(name), file, accept_licence, trust)
     return model_status(engine)
 
 

@@ -7,13 +7,14 @@ import gradio as gr
 
 from analysers.face_detector import FACE_DETECTOR
 from engine import Engine, UserFacingError
-from store import HUB_JOB_CAPABILITY, hub_files
+from store import hub_files
 from tabs.lip_sync import check
 from tabs.lip_sync import model as ls
 from tabs.lip_sync.manifest import WAV2LIP_GAN
 from tabs.lip_sync.video import PHOTO_JOB, VIDEO_JOB
 from ui.components import (VIDEO_JOB_NOTE, media_input, microphone_for, on_click, on_click_queued,
                            picture_file_input, run_button, video_input, video_output)
+from ui import model_files
 from ui.jobs import start_job
 
 NAME = "Wav2Lip GAN"
@@ -90,14 +91,8 @@ def download_model_file(engine: Engine, accept_licence: bool = False, trust: boo
     Returns:
         The file's status line once it is in place.
     """
-    params = {"name": WAV2LIP_GAN.name, "accept_licence": bool(accept_licence), "trust_unlisted": bool(trust)}
-    if hub_files.check_fetch(WAV2LIP_GAN, engine.data_dir, bool(accept_licence), bool(trust)):
-        return model_status(engine)
-    return start_job(engine, HUB_JOB_CAPABILITY, params, {}, progress, then=functools.partial(_in_place, engine))
-
-
-def _in_place(engine: Engine, _result: str) -> str:
-    return model_status(engine)
+    return model_files.download(engine, WAV2LIP_GAN, functools.partial(model_status, engine), progress,
+                                accept_licence, trust)
 
 
 def bring_model_file(engine: Engine, file: str | None, accept_licence: bool = False, trust: bool = False) -> str:
@@ -112,9 +107,7 @@ def bring_model_file(engine: Engine, file: str | None, accept_licence: bool = Fa
     Returns:
         The file's status line.
     """
-    if not file:
-        raise UserFacingError("Upload the .onnx file first.")
-    hub_files.bring(WAV2LIP_GAN, file, engine.data_dir, bool(accept_licence), trust_unlisted=bool(trust))
+    model_files.bring(engine, WAV2LIP_GAN, file, accept_licence, trust)
     return model_status(engine)
 
 

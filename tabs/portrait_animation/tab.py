@@ -18,6 +18,7 @@ from tabs.portrait_animation.video import VIDEO_JOB
 from ui.components import (VIDEO_JOB_NOTE, image_output, on_click, on_click_queued, photo_input, run_button,
                            video_input, video_output)
 from ui.errors import user_errors
+from ui import model_files
 from ui.jobs import start_job
 from ui.outputs import new_output_dir
 from ui.safety import gate_output
@@ -109,11 +110,8 @@ def download_model_files(engine: Engine, trust: bool = False, progress=gr.Progre
     with user_errors("start the downloads"):
         for each in params[:-1]:   # downloads run one at a time in order; the last one is followed
             engine.jobs.submit(HUB_JOB_CAPABILITY, each, inputs={}, owner=current_user())
-    return start_job(engine, HUB_JOB_CAPABILITY, params[-1], {}, progress, then=functools.partial(_in_place, engine))
-
-
-def _in_place(engine: Engine, _result: str) -> str:
-    return model_status(engine)
+    return start_job(engine, HUB_JOB_CAPABILITY, params[-1], {}, progress,
+                     then=model_files.shown_after(functools.partial(model_status, engine)))
 
 
 def bring_model_file(engine: Engine, name: str, file: str | None, trust: bool = False) -> str:
@@ -128,9 +126,7 @@ def bring_model_file(engine: Engine, name: str, file: str | None, trust: bool = 
     Returns:
         The files' status.
     """
-    if not file:
-        raise UserFacingError("Upload the .onnx file first.")
-    hub_files.bring(pa.entry_named(name), file, engine.data_dir, trust_unlisted=bool(trust))
+    model_files.bring(engine, pa.entry_named(name), file, trust=trust)
     return model_status(engine)
 
 
