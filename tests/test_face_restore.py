@@ -19,6 +19,7 @@ import gradio as gr
 from analysers import face_detector
 from app_calls import wired
 from capability_engine import capability_engine
+from face_studio import bring
 from store import hub_files
 from store.manifest import local_path, signature_problems
 from tabs.face_restore import check, manifest
@@ -80,11 +81,6 @@ def codeformer_graph(path, weight_name="weight", weight_type=TensorProto.DOUBLE)
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return tmp_path_factory.mktemp("face_restore")
-
-
-def bring(data, entry, graph):
-    """The graph at `graph` taken by the store as entry's file, as the tab's upload does."""
-    return hub_files.bring(entry, graph, data, accept_licence=True, trust_unlisted=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from store.manifest import local_path
 from tabs.face_restore import job_kinds, manifest
 from tabs.face_restore import model as fr
 from tabs.face_restore import tab
-from test_face_restore import bring, codeformer_graph, gfpgan_graph
-from face_jobs import cut_then_resume, engine_with, finish
+from face_studio import bring, cut_then_resume, engine_with, finish
+from test_face_restore import codeformer_graph, gfpgan_graph
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK = 24, 8   # three chunks

@@ -17,6 +17,7 @@ import gradio as gr
 from analysers import face_align, face_detector
 from app_calls import wired
 from capability_engine import capability_engine
+from face_studio import bring
 from store import hub_files
 from store.manifest import local_path, signature_problems
 from tabs.face_swap import check, manifest
@@ -75,10 +76,6 @@ def arcface_graph(path):
              helper.make_node("MatMul", ["flat", "w"], ["683"])]
     return write(path, nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
                  [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], weights)
-
-
-def bring(data, entry, graph):
-    return hub_files.bring(entry, graph, data, accept_licence=True, trust_unlisted=True)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from analysers import face_align, face_detector
 from analysers.face_detector import FACE_DETECTOR
 from app_calls import wired
 from capability_engine import capability_engine
+from face_studio import bring
 from engine.media.audio import read_audio, write_wav
 from engine.media.ffmpeg import command
 from engine.media.video import probe
@@ -93,10 +94,6 @@ def wav2lip_graph(path, mode: str = "probe", heavy: bool = False, names=("source
     return Path(path)
 
 
-def bring(data, graph):
-    return hub_files.bring(manifest.WAV2LIP_GAN, graph, data, accept_licence=True, trust_unlisted=True)
-
-
 def syncer(path) -> ls.LipSyncer:
     return ls.LipSyncer(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
 
@@ -135,7 +132,7 @@ def probe_graph(folder):
 @pytest.fixture(scope="module")
 def engine(folder, probe_graph):
     data = folder / "data"
-    bring(data, probe_graph)
+    bring(data, manifest.WAV2LIP_GAN, probe_graph)
     with capability_engine(folder, face_detector.specs() + ls.specs(data), job_kinds(data)) as engine:
         yield engine
 
@@ -345,7 +342,7 @@ def test_wrong_files_are_refused_plainly(bare, folder):
         use(str(good), False, True)
     renamed = wav2lip_graph(folder / "mine" / "renamed.onnx", names=("mel", "faces"))
     with pytest.raises(Exception, match="should have an input named 'source'"):
-        bring(bare.data_dir, renamed)
+        bring(bare.data_dir, manifest.WAV2LIP_GAN, renamed)
     wide = wav2lip_graph(folder / "mine" / "wide.onnx", target_shape=(1, 6, 256, 256))
     assert signature_problems(wide, manifest.WAV2LIP_GAN) == [
         "input 'target' should have shape [1, 6, 96, 96]; this file's is [1, 6, 256, 256]."]

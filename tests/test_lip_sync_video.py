@@ -17,11 +17,11 @@ from engine import UserFacingError
 from engine.job_context import JobContext
 from engine.media.audio import read_audio
 from engine.media.video import probe
-from tabs.lip_sync import job_kinds, mel
+from tabs.lip_sync import job_kinds, manifest, mel
 from tabs.lip_sync import model as ls
 from tabs.lip_sync import tab
-from test_lip_sync import bring, cut_speech, wav2lip_graph
-from face_jobs import cut_then_resume, engine_with, finish
+from face_studio import bring, cut_then_resume, engine_with, finish
+from test_lip_sync import cut_speech, wav2lip_graph
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK, FPS = 24, 8, 24
@@ -42,7 +42,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(folder):
     data = folder / "data"
-    bring(data, wav2lip_graph(folder / "graphs" / "probe.onnx", heavy=True))
+    bring(data, manifest.WAV2LIP_GAN, wav2lip_graph(folder / "graphs" / "probe.onnx", heavy=True))
     engine = engine_on(data)
     yield engine
     engine.jobs.stop()

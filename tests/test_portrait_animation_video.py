@@ -16,12 +16,12 @@ from analysers.face_detector import FACE_DETECTOR
 from app_calls import wired
 from engine import UserFacingError
 from engine.media.video import probe
+from face_studio import cut_then_resume, engine_with, finish
 from portrait_graphs import bring_all
 from tabs.portrait_animation import job_kinds, manifest
 from tabs.portrait_animation import model as pa
 from tabs.portrait_animation import tab
 from tabs.portrait_animation.video import CACHE, VIDEO_JOB
-from face_jobs import cut_then_resume, engine_with, finish
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 
 FRAMES, CHUNK = 24, 8   # three chunks

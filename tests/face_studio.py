@@ -1,13 +1,20 @@
-"""What the face studio's video job tests share (restore, swap, lip sync, portrait animation): an
-engine as the app builds one with the face detector, a job followed to its end, and a job cut off
-after its first chunk, then resumed."""
+"""What the face studio's tests share (restore, swap, lip sync, portrait animation): a test graph
+taken as a hub file's as a user's own file is, an engine as the app builds one with the face
+detector, a job followed to its end, and a job cut off after its first chunk, then resumed."""
 from __future__ import annotations
 
 from typing import Callable
 
 from analysers import face_detector
 from engine.job_context import JobContext
+from store import hub_files
 from tabs.catalog import build_engine
+
+
+def bring(data, entry, graph):
+    """The graph at `graph` taken by the store as entry's file, as the tab's upload does: licence
+    accepted, and trusted (its sha256 is not one of the real file's)."""
+    return hub_files.bring(entry, graph, data, accept_licence=True, trust_unlisted=True)
 
 
 def engine_with(data, specs: list, job_kinds: list, chunk_frames: int):
