@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .device_map import DeviceMap
+from .devices import rounded_bytes
 from .models import size_key
 from .oom import NotEnoughMemory
 
@@ -75,17 +76,17 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
     cost = Cost(endpoint, size, known=bool(names))
     if not names:
         return cost
-    with pool._cond:   # one consistent reading of what is resident and where it would go
+    with pool.reading():
         for name in names:
             spec = engine.registry.get(name)
             try:
-                device = pool._place(spec, bucket)
+                device = pool.placement(spec, bucket)
             except NotEnoughMemory as exc:
                 cost.verdict, cost.reason = "refused", str(exc)
                 return cost
             device = str(device) if isinstance(device, DeviceMap) else device
-            resident = any(i.spec is spec for i in pool._instances)
-            parked = not resident and device != "cpu" and any(p.name == name for p in pool.lot.droppable())
+            resident = pool.resident(name)
+            parked = not resident and device != "cpu" and pool.parked(name)
             # A model that loads first pays its first call's lazy set-up too (FootprintStore.predict).
             prediction = engine.footprints.predict(spec, device, bucket, first_call=not resident)
             load = 0 if resident else engine.footprints.load_bytes(spec, device)
@@ -107,14 +108,14 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
 
 
 def _admit(pool, cost: Cost, device: str, need: int, keep: set[str]) -> None:
-    """How admission would fare on `device` (pool lock held), by the pool's own eviction plan."""
+    """How admission would fare on `device` (within pool.reading()), by the pool's own eviction plan."""
     headroom = pool.headroom(device)
     cost.headroom_bytes[device] = headroom
-    capacity = pool._capacity(device)
+    capacity = pool.capacity(device)
     if need > capacity:
         cost.verdict = "refused"
-        cost.reason = (f"needs about {_mib(need)} on {device}, more than the engine may ever hold there "
-                       f"({_mib(capacity)}: the budget or the device, less the reserve)")
+        cost.reason = (f"needs about {rounded_bytes(need)} on {device}, more than the engine may ever hold there "
+                       f"({rounded_bytes(capacity)}: the budget or the device, less the reserve)")
         return
     evicts = pool.eviction_plan(device, need, keep)
     if evicts:
@@ -122,16 +123,11 @@ def _admit(pool, cost: Cost, device: str, need: int, keep: set[str]) -> None:
         if VERDICTS.index(cost.verdict) < VERDICTS.index("evicts"):
             cost.verdict = "evicts"
     elif evicts is None and cost.verdict != "refused":
-        idle = (sum(c.bytes_on(device) for c in pool._eviction_candidates(device) if c.spec.name not in keep)
-                + sum(p.bytes for p in (pool.lot.droppable() if device == "cpu" else []) if p.name not in keep))
+        idle = pool.idle_bytes(device, keep)
         cost.verdict = "waits"
-        cost.reason = (f"needs about {_mib(need)} on {device}: {_mib(headroom)} is free for it now and idle "
-                       f"models hold {_mib(idle)}; the rest is held by work in progress, "
+        cost.reason = (f"needs about {rounded_bytes(need)} on {device}: {rounded_bytes(headroom)} is free for it "
+                       f"now and idle models hold {rounded_bytes(idle)}; the rest is held by work in progress, "
                        "so it waits for that to finish")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"
 
 
 # ------------------------------------------------------------------------ request sizes

@@ -49,6 +49,12 @@ def format_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
+def rounded_bytes(n: float) -> str:
+    """A predicted size to the whole MiB (KiB below one): decimals would claim a precision no
+    estimate has. '1,234 MiB'."""
+    return f"{n / MiB:,.0f} MiB" if abs(n) >= MiB else f"{n / 1024:,.0f} KiB"
+
+
 def parse_budget(text: str | None) -> dict[str, int]:
     """'cpu=6GiB,cuda:0=10GiB' -> {'cpu': ..., 'cuda:0': ...}."""
     budgets: dict[str, int] = {}

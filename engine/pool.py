@@ -95,7 +95,7 @@ class Pool(Residency):
             try:
                 while True:
                     if waiter is None:  # placed again on each wake-up until queued for memory there
-                        device = self._place(spec, bucket)
+                        device = self.placement(spec, bucket)
                         # A model not loaded yet runs its first call, which can need more (lazy
                         # set-up): reserved as engine/costs.py predicts it for the user.
                         first = not any(i.spec is spec for i in self._instances)
@@ -196,7 +196,7 @@ class Pool(Residency):
             # A learned run peak that cannot fit beside the loaded model even with everything else
             # gone gets all the room there is, as a new load does below (OOM recovery does the rest);
             # asking for more would wait for memory that can never come.
-            run_here = {d: min(run_bytes, max(0, self._capacity(d) - instance.bytes_on(d))) for d in instance.devices}
+            run_here = {d: min(run_bytes, max(0, self.capacity(d) - instance.bytes_on(d))) for d in instance.devices}
             if all(self._make_room(d, run_here[d], f"room to run {spec.name}", protect=instance)
                    for d in instance.devices):
                 instance.state, instance.run_reserved = "leased", max(run_here.values())
@@ -226,7 +226,7 @@ class Pool(Residency):
         """A new instance split by `plan`: room for its share (and the run peak) on every device,
         evicting only when every device can be given it."""
         needs = {d: plan.shares[d] + run_bytes for d in plan.devices}
-        if any(self.headroom(d) + self._evictable(d) < n for d, n in needs.items()):
+        if any(self.headroom(d) + self.idle_bytes(d) < n for d, n in needs.items()):
             return None
         if not all(self._make_room(d, n, f"room to load {spec.name} split") for d, n in needs.items()):
             return None

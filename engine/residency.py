@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -139,9 +140,30 @@ class Residency:
                 f"engine holds {format_bytes(self.engine_bytes(device))}, process beyond that "
                 f"{format_bytes(self.overhang(device))}, free on the device {format_bytes(self.devices.memory(device).free)}")
 
-    def _capacity(self, device: str) -> int:
+    def capacity(self, device: str) -> int:
         """The most the engine could ever hold there: its budget, or the device less the reserve."""
         return min(self.devices.budget(device), self.devices.memory(device).total - self.reserve_bytes)
+
+    # ---- read before a run by engine/costs.py, changing nothing ----
+
+    @contextlib.contextmanager
+    def reading(self):
+        """The pool held still for one consistent reading of what is resident and where."""
+        with self._cond:
+            yield
+
+    def resident(self, name: str) -> bool:
+        return any(i.spec.name == name for i in self._instances)
+
+    def parked(self, name: str) -> bool:
+        """Evicted from a GPU into host RAM (engine/parking.py): its load is a copy back."""
+        return any(p.name == name for p in self.lot.droppable())
+
+    def idle_bytes(self, device: str, keep: set[str] = frozenset()) -> int:
+        """What evicting every idle model on `device` (and, on the CPU, every parked one) would
+        give back, those named in `keep` apart."""
+        parked = sum(p.bytes for p in self.lot.droppable() if p.name not in keep) if device == "cpu" else 0
+        return parked + sum(c.bytes_on(device) for c in self._eviction_candidates(device) if c.spec.name not in keep)
 
     def _never_fits(self, spec: ModelSpec, device: str, need: int) -> str | None:
         device = str(device)
@@ -157,7 +179,7 @@ class Residency:
 
     # ---- placement ----
 
-    def _place(self, spec: ModelSpec, bucket: str | None = None) -> str:
+    def placement(self, spec: ModelSpec, bucket: str | None = None) -> str:
         """Where this lease is served: an idle instance's device, else (no further instance
         allowed) an instance's, else the device Devices.place picks by headroom, or for a
         splittable spec that fits no single GPU a DeviceMap (see the module docstring)."""
@@ -169,10 +191,6 @@ class Residency:
         if spec.split is None or self.devices.pinned or len(self.devices.gpus) < 2:
             return best
         return self._whole_or_split(spec, best, bucket)
-
-    def _evictable(self, device: str) -> int:
-        parked = sum(p.bytes for p in self.lot.droppable()) if device == "cpu" else 0
-        return parked + sum(c.bytes_on(device) for c in self._eviction_candidates(device))
 
     def _whole_or_split(self, spec: ModelSpec, best: str, bucket: str | None) -> str:
         gpus = self.devices.gpus
@@ -189,22 +207,22 @@ class Residency:
         found = split(self.headroom)
         if found is not None:
             return found
-        if self.headroom(best) + self._evictable(best) >= need:
+        if self.headroom(best) + self.idle_bytes(best) >= need:
             return best
         # Evicting on one GPU only is tried before on all: the first GPU is filled first, so rooms
         # raised everywhere would evict there whatever the others could have taken.
-        for one in sorted(gpus, key=self._evictable) + [None]:
-            found = split(lambda d: self.headroom(d) + (self._evictable(d) if one in (d, None) else 0))
+        for one in sorted(gpus, key=self.idle_bytes) + [None]:
+            found = split(lambda d: self.headroom(d) + (self.idle_bytes(d) if one in (d, None) else 0))
             if found is not None:
                 return found
         if not all(self._never_fits(spec, d, need) for d in gpus):
             return best  # whole on one GPU once memory there comes free: wait for it
-        found = split(self._capacity)
+        found = split(self.capacity)
         if found is None:
             raise NotEnoughMemory(
                 f"{spec.name} needs about {format_bytes(need)}: more than any one GPU can take, and it "
                 f"does not split over {', '.join(gpus)} either (together "
-                f"{format_bytes(sum(self._capacity(d) for d in gpus))} within their budgets and reserve)")
+                f"{format_bytes(sum(self.capacity(d) for d in gpus))} within their budgets and reserve)")
         return found  # fits only split, once memory on each comes free: the caller waits for it
 
     # ---- eviction ----

@@ -178,4 +178,4 @@ def test_a_split_waits_for_memory_other_processes_hold_and_a_pinned_device_never
     assert gpus.loads == []
     pinned = Devices(names=["cpu", "cuda:0", "cuda:1"], default="cuda:1", read_memory=GPUs(250, 250).read)
     pool = Pool(Registry([sam_spec(gpus, vit_base)]), pinned, FootprintStore(None), reserve_bytes=0)
-    assert pool._place(pool.registry.get("sam-vit-base")) == "cuda:1"
+    assert pool.placement(pool.registry.get("sam-vit-base")) == "cuda:1"

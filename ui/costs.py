@@ -13,6 +13,7 @@ import gradio as gr
 
 from engine import Engine, UserFacingError
 from engine.costs import Cost, estimate, request_size
+from engine.devices import rounded_bytes
 from engine.predict import parse_key
 from engine.runs import Request
 from engine.timings import endpoint_of
@@ -43,22 +44,18 @@ def _seconds(s: float) -> str:
     return f"{s:.2f} s" if s < 1 else f"{s:.1f} s" if s < 60 else f"{s / 60:.1f} min"
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n / 2**10:,.0f} KiB"
-
-
 def cost_text(cost: Cost, last: dict | None = None) -> str:
     """The line under a run button (Markdown)."""
     if not cost.known:
         return NOT_YET
     if cost.verdict == "refused":
         return f"**Before you run:** {size_text(cost.size)} would be refused: {cost.reason}."
-    memory = " + ".join(f"{_mib(n)} on {d}" for d, n in cost.need_bytes.items())
+    memory = " + ".join(f"{rounded_bytes(n)} on {d}" for d, n in cost.need_bytes.items())
     parts = [f"**Before you run:** {size_text(cost.size)} needs about {memory}"]
     loading = [m for m in cost.models if not m.resident]
     if loading:
         parts.append("loading " + ", ".join(
-            f"{m.name} first ({_mib(m.load_bytes)}" + (", a copy back from host RAM" if m.parked else "")
+            f"{m.name} first ({rounded_bytes(m.load_bytes)}" + (", a copy back from host RAM" if m.parked else "")
             + (f", {_seconds(m.load_s)})" if m.load_s else ")")
             for m in loading))
     else:
@@ -87,9 +84,9 @@ def last_run_text(record: dict) -> str:
     if record.get("load_s"):
         said.append(f"{_seconds(record['load_s'])} loading")
     if record.get("run_bytes_measured") is not None:
-        peak = f"run peak {_mib(record['run_bytes_measured'])}"
+        peak = f"run peak {rounded_bytes(record['run_bytes_measured'])}"
         if record.get("run_bytes_predicted") is not None:
-            peak += f" (predicted {_mib(record['run_bytes_predicted'])})"
+            peak += f" (predicted {rounded_bytes(record['run_bytes_predicted'])})"
         said.append(peak)
     return ", ".join(said) + "."
 
