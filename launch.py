@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="NSFW score from which the gate blurs an output (default 0.8)")
     parser.add_argument("--job-workers", type=int, default=1,
                         help="compute jobs (video, audio) run at once (default 1; each model also has its own limit)")
+    parser.add_argument("--job-nice", type=int, default=10, metavar="N",
+                        help="job threads run N nice steps below interactive calls, so clicks are answered "
+                             "first when both want the cores (default 10; 0: the same priority)")
     parser.add_argument("--io-workers", type=int, default=2,
                         help="model downloads and other io jobs run at once, on threads of their own (default 2)")
     parser.add_argument("--max-jobs-per-user", type=int, metavar="N",
@@ -67,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--auth and --auth-file exclude each other: put every login in the file")
     if args.admins and not args.auth_file:
         parser.error("--admins needs --auth-file (with --auth its one user is the admin)")
+    if not 0 <= args.job_nice <= 19:
+        parser.error("--job-nice is 0 to 19 (a process may lower its own threads' priority, never raise it)")
     if args.mcp and (args.auth or args.auth_file or args.share):
         # Gradio 6.31's MCP server lists the tools without the login but runs each call through a
         # client of its own that has no credentials: behind a login every call fails.
@@ -200,6 +205,7 @@ def main(argv=None) -> None:
 
     engine = build_engine(EngineOptions(data_dir=args.data_dir, budget=args.budget, device=args.device,
                                         job_workers=args.job_workers, io_workers=args.io_workers,
+                                        job_nice=args.job_nice,
                                         chunk_frames=args.chunk_frames,
                                         max_queued_per_owner=args.max_jobs_per_user,
                                         max_upload_bytes_per_owner=upload_limit))

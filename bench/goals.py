@@ -65,8 +65,10 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             why.append(f"On {cores} cores the video job keeps one core busy with its own detector instance (jobs run "
                        "torch with one thread fewer than the machine has) and ffmpeg decodes and encodes beside it, "
                        "so the interactive call shares the CPU: its torch threads and Gradio's upload, decode and PNG "
-                       "encode each find a core taken part of the time. More cores, or a GPU for the job, remove the "
-                       "contention; the engine does not pause a running job for an interactive call.")
+                       "encode each find a core taken part of the time. Job threads run --job-nice steps below it, "
+                       "which the kernel honours only among threads it can preempt; ONNX Runtime's thread pools "
+                       "keep the priority of the thread that loaded the model. More cores, or a GPU for the job, "
+                       "remove the contention; the engine does not pause a running job for an interactive call.")
         if not ev_ok:
             why.append(f"{i['interactive_evictions']} interactive models were evicted to make room for the job.")
         rows.append(("`ratio_p95` <= 1.5 with 0 interactive evictions",

@@ -12,6 +12,11 @@ afterwards.
 - interactive_evictions: evictions of interactive models recorded in the app's run records
   from the first idle call until the job was cancelled.
 - job_ran_throughout: the job was still running when the last busy call answered.
+- job_fps: the job's frames per second while the busy calls ran.
+
+Job threads run below interactive calls (launch.py --job-nice, default 10: engine/jobs.py). The
+same is measured first in an app with --job-nice 0, side by side: `same_priority` holds its
+idle_p95_ms, busy_p50_ms, busy_p95_ms, ratio_p95, job_fps and interactive_evictions.
 """
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ from .common import App, ms, percentile, save_series
 
 CALLS = 30
 BUDGET = "cpu=4GiB"
+SECONDS, FPS = 30, 10
+FRAMES = SECONDS * FPS
 
 
-def _video(folder: Path, seconds: int = 30, fps: int = 10) -> Path:
+def _video(folder: Path, seconds: int = SECONDS, fps: int = FPS) -> Path:
     from tests.video_helpers import make_test_video
 
     from .video import HEIGHT, WIDTH, _draw_720p
@@ -60,12 +67,13 @@ def interactive_evictions(runs: list[dict], roles: dict[str, str], since: float,
                for name in r["evictions"] if roles.get(name) == "interactive")
 
 
-def run(verbose: bool = True, calls: int = CALLS, budget: str | None = None) -> dict:
-    from gradio_client import Client
+def _variant(folder: Path, video: Path, photo: str, calls: int, budget: str, nice: int | None,
+             verbose: bool) -> dict:
+    """One app (job threads `nice` steps below the rest; None: launch.py's default): the calls
+    idle, then busy beside the job, and how fast the job went meanwhile."""
+    from gradio_client import Client, handle_file
 
-    folder = Path(tempfile.mkdtemp(prefix="wimmel-bench-interactive-"))
-    video, photo = _video(folder), _photo(folder)
-    app = App(folder / "data", "--budget", budget or BUDGET)
+    app = App(folder / f"data-{nice}", "--budget", budget, *(["--job-nice", str(nice)] if nice is not None else []))
     try:
         app.wait_page()
         client = Client(app.url, verbose=False)
@@ -73,10 +81,6 @@ def run(verbose: bool = True, calls: int = CALLS, budget: str | None = None) -> 
         _timed_calls(client, photo, 3)  # warm: first requests pay Gradio's and torch's first-call costs
         since = time.time()
         idle = _timed_calls(client, photo, calls)
-        if verbose:
-            print(f"idle p50 {ms(percentile(idle, 50))} ms, p95 {ms(percentile(idle, 95))} ms", flush=True)
-
-        from gradio_client import handle_file
         client.submit(handle_file(str(video)), "blur", api_name="/blur_faces_video")
         job = None
         deadline = time.monotonic() + 120
@@ -88,21 +92,41 @@ def run(verbose: bool = True, calls: int = CALLS, budget: str | None = None) -> 
             time.sleep(0.2)  # polling the API from outside; no figure depends on this delay
         if job is None:
             raise RuntimeError("the long job never started")
+        busy_from = time.perf_counter()
         busy = _timed_calls(client, photo, calls)
+        busy_s = time.perf_counter() - busy_from
         state = next(j for j in client.predict(api_name="/list_jobs")["jobs"] if j["id"] == job["id"])
         until = time.time()
         client.predict(job["id"], api_name="/cancel_job")
-        if verbose:
-            print(f"busy p50 {ms(percentile(busy, 50))} ms, p95 {ms(percentile(busy, 95))} ms "
-                  f"(job {state['state']}, {state['progress']:.0%})", flush=True)
         status = client.predict(api_name="/system_status")
         roles = {m["name"]: m["role"] for m in status["models"]}
         evictions = interactive_evictions(app.runs(), roles, since, until)
     finally:
         app.stop()
-    save_series("interactive", {"idle_ms": [ms(v) for v in idle], "busy_ms": [ms(v) for v in busy]})
+    out = {"idle_ms": idle, "busy_ms": busy, "evictions": evictions, "job_state": state["state"],
+           "job_fps": round((state["progress"] - job["progress"]) * FRAMES / busy_s, 2)}
+    if verbose:
+        print(f"job nice {nice}: idle p95 {ms(percentile(idle, 95))} ms, busy p50 {ms(percentile(busy, 50))} ms, "
+              f"p95 {ms(percentile(busy, 95))} ms; job {out['job_fps']} frames/s ({state['state']})", flush=True)
+    return out
+
+
+def run(verbose: bool = True, calls: int = CALLS, budget: str | None = None) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="wimmel-bench-interactive-"))
+    video, photo = _video(folder), _photo(folder)
+    same = _variant(folder, video, photo, calls, budget or BUDGET, 0, verbose)
+    lower = _variant(folder, video, photo, calls, budget or BUDGET, None, verbose)
+    idle, busy = lower["idle_ms"], lower["busy_ms"]
+    save_series("interactive", {"idle_ms": [ms(v) for v in idle], "busy_ms": [ms(v) for v in busy],
+                                "same_priority_busy_ms": [ms(v) for v in same["busy_ms"]]})
     idle_p95, busy_p95 = percentile(idle, 95), percentile(busy, 95)
     return {"scenario": "interactive", "idle_p50_ms": ms(percentile(idle, 50)), "idle_p95_ms": ms(idle_p95),
             "busy_p50_ms": ms(percentile(busy, 50)), "busy_p95_ms": ms(busy_p95),
-            "ratio_p95": round(busy_p95 / idle_p95, 2), "interactive_evictions": evictions,
-            "calls": calls, "job_ran_throughout": state["state"] == "running", "budget": budget or BUDGET}
+            "ratio_p95": round(busy_p95 / idle_p95, 2), "interactive_evictions": lower["evictions"],
+            "calls": calls, "job_ran_throughout": lower["job_state"] == "running", "budget": budget or BUDGET,
+            "job_fps": lower["job_fps"],
+            "same_priority": {"idle_p95_ms": ms(percentile(same["idle_ms"], 95)),
+                              "busy_p50_ms": ms(percentile(same["busy_ms"], 50)),
+                              "busy_p95_ms": ms(percentile(same["busy_ms"], 95)),
+                              "ratio_p95": round(percentile(same["busy_ms"], 95) / percentile(same["idle_ms"], 95), 2),
+                              "job_fps": same["job_fps"], "interactive_evictions": same["evictions"]}}

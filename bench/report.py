@@ -43,7 +43,10 @@ DESCRIPTIONS = {
                  "in this repository: here the delay between starts is uniform in 0-1 x a job's duration and the "
                  "wait after an out-of-memory in 0.5-2 x). Medians of 3."),
     "interactive": ("bench/interactive.py", "The real app in a subprocess; `detect_faces` on a 512 px photo through "
-                    "gradio_client, 30 calls idle, then 30 while the face anonymiser runs a 720p video job."),
+                    "gradio_client, 30 calls idle, then 30 while the face anonymiser runs a 720p video job; "
+                    "`job_fps` is the job's speed meanwhile. Twice, side by side: with job threads at the same "
+                    "priority as the rest (`--job-nice 0`, fields under `same_priority`), then at the default "
+                    "(`--job-nice 10`, the other fields)."),
     "video-memory": ("bench/video.py", "The face anonymiser job on a 10 s and a 120 s 1280x720 video, each in a fresh "
                      "process (peak RSS: VmHWM and 0.1 s samples); the ceiling is the same job path with no model. "
                      "10 frames per second, so that the 120 s video's 1,200 frames fit the run."),
@@ -208,7 +211,8 @@ def _plots(results: dict) -> dict[str, list[str]]:
     if s:
         add("interactive", "interactive.png", lambda p: plot.boxes(
             p, "detect_faces over HTTP: latency", "milliseconds",
-            {"idle": s["idle_ms"], "while a video job runs": s["busy_ms"]}))
+            {"idle": s["idle_ms"], "while a video job runs": s["busy_ms"],
+             **({"the job at the same priority": s["same_priority_busy_ms"]} if "same_priority_busy_ms" in s else {})}))
     s = _series("video-memory")
     if s:
         names = {"10s": "10 s video", "120s": "120 s video", "ceiling": "10 s, no model (ceiling)"}

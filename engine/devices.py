@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,6 +31,24 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def lower_thread_priority(steps: int) -> int | None:
+    """Raise the calling thread's nice value by `steps` (at most to 19); returns the new value, None
+    where threads have no priority of their own (not Linux) or the call fails. Threads and child
+    processes (ffmpeg) this thread starts later inherit it; an unprivileged process cannot take it
+    back, so call it only on threads that stay background work."""
+    if steps <= 0 or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return None
+    import threading
+
+    try:
+        tid = threading.get_native_id()   # on Linux a thread id is a PRIO_PROCESS target of its own
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return nice
+    except OSError:
+        return None
 
 
 def parse_size(text: str) -> int:

@@ -13,7 +13,8 @@ resumption from the last finished chunk after a crash.
   An admin can pause the compute lane and cancel everything one owner has queued.
 - Workers wait on a condition that every submit, finish and cancel signals: no polling sleeps.
 - On the CPU, job threads run torch with fewer threads than the machine has, so interactive
-  calls still find a free core.
+  calls still find a free core, and at a lower priority (nice + JOB_NICE; the ffmpeg processes
+  and thread pools they start inherit it): a click is answered first when both want the cores.
 - With a Ray cluster attached (engine.cluster), jobs run on its workers, routed by model; this
   queue stays the truth, and a job whose worker dies resumes on another from its checkpoint;
   io jobs stay on the head.
@@ -33,6 +34,7 @@ from typing import Callable, Iterator
 
 from . import job_lanes as lanes
 from . import job_shares as shares
+from .devices import lower_thread_priority
 from .errors import UserFacingError
 from .job_context import (RESUME_UNITS, JobCancelled, JobContext, JobFailed,  # noqa: F401  (engine.jobs names)
                           WorkerLost, describe_failure)
@@ -41,6 +43,8 @@ from .job_store import ANY, FIELDS, TERMINAL, WAITING, JobStore  # noqa: F401  (
 from .runs import Request, current_request
 
 log = logging.getLogger(__name__)
+
+JOB_NICE = 10   # CFS weight 110 against an interactive thread's 1024: about a tenth of a contended core
 
 
 class JobStateError(UserFacingError, ValueError):
@@ -68,11 +72,13 @@ class JobQueue:
                  max_passed_over: int = 4, model_limits: dict[str, int] | None = None,
                  job_threads: int | None = None, policy: str = "grouped", defaults: dict | None = None,
                  cluster=None, max_queued_per_owner: int | None = None,
-                 max_upload_bytes_per_owner: int | None = None):
+                 max_upload_bytes_per_owner: int | None = None, job_nice: int = JOB_NICE):
         if policy not in ("grouped", "fifo"):
             raise ValueError("policy must be 'grouped' or 'fifo'")
         if io_workers < 1:
             raise ValueError("io_workers must be at least 1: io jobs (downloads) have no other lane")
+        if not 0 <= job_nice <= 19:
+            raise ValueError("job_nice is 0 to 19: how many nice steps job threads run below the process")
         self.engine = engine
         self.root = Path(data_dir)
         self.store = JobStore(self.root / "jobs.sqlite")
@@ -88,6 +94,7 @@ class JobQueue:
         self.limits = shares.Limits(max_queued_per_owner, max_upload_bytes_per_owner)
         self._turns = shares.Turns()   # which owner's job the compute lane offers first
         self.job_threads = job_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.job_nice = job_nice
         self._cond = threading.Condition()
         self._running: dict[str, tuple[str, str | None]] = {}  # job id -> (model, cluster worker or None)
         self._cancel: set[str] = set()
@@ -308,6 +315,8 @@ class JobQueue:
 
     def _work(self, seat: lanes.Seat) -> None:
         worker = seat.worker
+        if worker is None:
+            lower_thread_priority(self.job_nice)
         try:
             import torch
 

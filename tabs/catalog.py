@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import analysers
 from engine import Engine, JobKind, ModelSpec
 from engine.doctor import Check
+from engine.jobs import JOB_NICE
 from engine.media.video_job import CHUNK_FRAMES
 
 from store import ModelStore, StoreKind
@@ -79,6 +80,7 @@ class EngineOptions:
     max_queued_per_owner: int | None = None     # per login/session: queued+running jobs (None: no limit)
     max_upload_bytes_per_owner: int | None = None  # per login/session: bytes of queued jobs' input files
     job_threads: int | None = None              # torch threads per job on the CPU (None: cores - 1)
+    job_nice: int = JOB_NICE                    # how much lower job threads run than clicks (0: the same)
     chunk_frames: int = CHUNK_FRAMES            # frames per chunk of video jobs (a job default)
     wait_timeout_s: float = 300.0
     specs: list[ModelSpec] | None = None        # None: every model of the catalog
@@ -99,6 +101,7 @@ def build_engine(options: EngineOptions | None = None, **overrides) -> Engine:
                     wait_timeout_s=options.wait_timeout_s,
                     job_options={"workers": options.job_workers, "io_workers": options.io_workers,
                                  "job_threads": options.job_threads,
+                                 "job_nice": options.job_nice,
                                  "max_queued_per_owner": options.max_queued_per_owner,
                                  "max_upload_bytes_per_owner": options.max_upload_bytes_per_owner,
                                  "defaults": {"chunk_frames": options.chunk_frames}},

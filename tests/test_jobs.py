@@ -253,3 +253,43 @@ def test_a_video_job_cuts_its_chunks_by_the_job_default(tmp_path):
     finally:
         engine.jobs.stop()
     assert job["state"] == "done" and job["checkpoint"] == {"chunk_frames": 4, "chunks_done": 3}
+
+
+def _nice_of(tid: int) -> int:
+    # Field 19 of /proc/<tid>/stat, counted after the command name (which may hold spaces).
+    import os
+
+    return int(open(f"/proc/{os.getpid()}/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16])
+
+
+def test_job_threads_run_below_interactive_calls_and_so_do_their_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread priority is Linux's")
+    seen = {}
+
+    def run(ctx):
+        seen["job"] = _nice_of(threading.get_native_id())
+        # ffmpeg and other child processes a job starts inherit the thread's priority.
+        seen["child"] = int(subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"],
+                                           capture_output=True, text=True, check=True).stdout)
+        out = ctx.work_dir / "result.txt"
+        out.write_text("ok")
+        return str(out)
+
+    base = _nice_of(threading.get_native_id())
+    engine = make_engine(tmp_path, job_nice=7)
+    engine.jobs.register(JobKind(capability="nice", model="alpha", run=run))
+    engine.jobs.start()
+    try:
+        (job,) = wait_all(engine, [engine.jobs.submit("nice")])
+    finally:
+        engine.jobs.stop()
+    assert job["state"] == "done", job["error"]
+    assert seen == {"job": min(19, base + 7), "child": min(19, base + 7)}
+    assert _nice_of(threading.get_native_id()) == base   # the calling (interactive) thread keeps its own
+    with pytest.raises(ValueError, match="0 to 19"):
+        make_engine(tmp_path, job_nice=-1)

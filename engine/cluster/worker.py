@@ -20,6 +20,7 @@ import socket
 import threading
 from pathlib import Path
 
+from ..devices import lower_thread_priority
 from ..jobs import JobCancelled, JobContext, describe_failure
 from ..runs import Request
 from .files import Changes, unpack
@@ -126,6 +127,8 @@ class Worker:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _run(self, job: dict, relay: _Relay) -> None:
+        # A worker on the head's machine (--cluster local) shares its cores with the clicks.
+        lower_thread_priority(self.engine.jobs.job_nice)
         records: list = []
         try:
             kind = self.engine.jobs.kinds.get(job["capability"])
