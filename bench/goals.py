@@ -215,6 +215,11 @@ def _load_why(ld: dict, b: int) -> str:
                    f"({ld['requests'] / max(ld[f'requests_{b}'], 1) - 1:+.0%} for {ld['clients'] / b:.1f}x the clients), "
                    "so the extra clients wait in the queues (Gradio's per-endpoint limits, one job worker); the "
                    f"server's threads stayed at most {ld['threads_max']}.")
+        if "cpu" in ld and f"cpu_{b}" in ld:
+            top, base = ld["cpu"], ld[f"cpu_{b}"]
+            why.append(f"Cores busy {base['machine_busy']:.0%} with {b} clients and {top['machine_busy']:.0%} with "
+                       f"{ld['clients']}; the clients themselves, on the same cores, took {base['clients_s']} and "
+                       f"{top['clients_s']} CPU seconds against the server's {base['server_s']} and {top['server_s']}.")
     if not ld["no_errors"]:
         why.append(f"{ld['errors']} errors at {ld['clients']}, {ld[f'errors_{b}']} at {b}.")
     if not ld["every_job_ended"]:

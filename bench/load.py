@@ -26,6 +26,9 @@ Fields (the 50-client phase; the same with `_16` for the 16-client one: `_N` for
   threads_median (sampled every 0.25 s from /proc/PID/status during the phase).
 - interactive_p95_ms: p95 over all interactive calls; endpoints: per endpoint n, p50_ms, p95_ms of
   the client-side latency (upload, queue, run, answer; for jobs the whole job).
+- cpu: where the cores went during the phase: server_s (the app's CPU seconds, its finished
+  ffmpeg runs included), clients_s (this process's: the clients run on the same machine),
+  machine_busy (share of all cores busy, /proc/stat).
 - peak_rss_mb (server process, the larger of VmHWM and 0.25 s samples, both phases), peak_tree_mb
   (with its ffmpeg children), engine_peak_mb (system_status, each second), budget_mb, within_budget.
 - interactive_p95_ratio = interactive_p95_ms / interactive_p95_ms_16; the issue's checks as
@@ -79,7 +82,7 @@ def _summary(phase: dict, jobs_before: set, jobs_after: list[dict]) -> dict:
             "threads_idle": phase["threads_idle"], "threads_max": phase["threads_max"],
             "threads_median": phase["threads_median"],
             "interactive_p95_ms": _p(interactive, 95), "interactive_p50_ms": _p(interactive, 50),
-            "wall_s": phase["wall_s"], "endpoints": endpoints, "error_samples": errors[:3]}
+            "wall_s": phase["wall_s"], "cpu": phase["cpu"], "endpoints": endpoints, "error_samples": errors[:3]}
 
 
 def run(verbose: bool = True, budget: str | None = None, seconds: float = SECONDS, clients: int = CLIENTS,
@@ -111,7 +114,7 @@ def run(verbose: bool = True, budget: str | None = None, seconds: float = SECOND
                 s = summaries[n]
                 print(f"{n} clients: {s['requests']} requests, {s['errors']} errors, interactive p95 "
                       f"{s['interactive_p95_ms']} ms, jobs {s['long_jobs_ended']}/{s['long_jobs']} "
-                      f"{s['jobs_per_user']}, threads idle {s['threads_idle']} max {s['threads_max']}",
+                      f"{s['jobs_per_user']}, threads idle {s['threads_idle']} max {s['threads_max']}, cpu {s['cpu']}",
                       flush=True)
                 for name, row in s["endpoints"].items():
                     print(f"  {name}: {row}", flush=True)

@@ -141,6 +141,23 @@ def settle_threads(pid: int, quiet_s: float = 11.0, most_s: float = 30.0) -> int
     return count
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of the children it has waited for (its ffmpeg runs), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")   # utime stime cutime cstime
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
+    import os
+
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]   # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
 # ---- one phase ----
 
 def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict, seconds: float, admin,
@@ -212,6 +229,9 @@ def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict
         state["end"] = time.monotonic() + seconds
         watcher = threading.Thread(target=watch_engine, daemon=True)
         watcher.start()
+        import resource
+
+        cpu_before = (cpu_seconds(pid), sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), machine_cpu())
         start.set()
         if verbose:
             jobs = sum(p["role"] == "job" for p in plan)
@@ -222,13 +242,19 @@ def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict
             worker.join(max(0.0, deadline - time.monotonic()))   # job clients finish the job under way
         stuck = sum(w.is_alive() for w in workers)
         wall_s = round(time.perf_counter() - state["t0"], 1)
+        machine = machine_cpu()
+        # Where the cores went: the server (with its finished ffmpeg runs), these clients (the same
+        # machine's cores: each gradio_client uploads, polls and parses), the machine as a whole.
+        cpu = {"server_s": round(cpu_seconds(pid) - cpu_before[0], 1),
+               "clients_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before[1], 1),
+               "machine_busy": round((machine[0] - cpu_before[2][0]) / max(1e-9, machine[1] - cpu_before[2][1]), 3)}
         watcher.join(5)
     if not stuck:   # a stuck client's connection is left to the process's end
         for client in connections:
             if client is not None:
                 client.close()
     return {"results": results, "stuck": stuck, "failed_logins": failed_logins, "engine": engine_samples,
-            "wall_s": wall_s, "memory": memory, "threads_idle": threads_idle,
+            "wall_s": wall_s, "cpu": cpu, "memory": memory, "threads_idle": threads_idle,
             "threads_max": max(memory.threads, default=None),
             "threads_median": statistics.median(memory.threads) if memory.threads else None,
             "threads_series": {"t": memory.times, "threads": memory.threads}}
