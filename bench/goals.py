@@ -116,7 +116,7 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             why.append(f"{len(small)} runs measured under 10 MiB, where a MiB of allocator noise is a 10-100 % error "
                        f"({sum(r['under'] for r in small)} of them underestimates).")
         if not err_ok:
-            why.append("ONNX Runtime's CPU arena keeps a session's largest run (its default, the fastest; "
+            why.append("ONNX Runtime's CPU arena keeps a session's largest run (the engine's default, the fastest; "
                        "bench onnx-arena), so later runs grow RSS by little and the first call after a load, "
                        "learned apart, carries the arena's growth. With the arena shrunk or off the peaks move "
                        "with the heap or step in powers of two (engine/runtimes/onnx_runtime.py). Also left: "

@@ -1,16 +1,19 @@
-"""onnx-arena: ONNX Runtime's CPU arena kept, shrunk after each run, or off, on two real networks.
+"""onnx-arena: ONNX Runtime's CPU arena kept, shrunk after each run, or off, and the memory pattern,
+on two real networks.
 
 Each mode (engine/runtimes/onnx_runtime.py: session(arena=...)) runs in a fresh child process:
-the style preset network at four sizes and the NSFW classifier at batches 1 and 4, REPEATS
-rounds in the same order. Before each call the heap is trimmed and the kernel's peak-RSS mark
-reset; after it the mark and RSS are read.
+the style preset network at five sizes (up to 1280x720) and the NSFW classifier at batches 1
+and 4, REPEATS rounds, every other round in reverse order (so each size also runs after a larger
+one). keep, shrink and off run without ONNX Runtime's memory pattern (the engine's choice on the
+CPU); `pattern` is keep with it (ONNX Runtime's own default). Before each call the heap is
+trimmed and the kernel's peak-RSS mark reset; after it the mark and RSS are read.
 
 - `<mode>_ms`: median call time per workload over the rounds after the first.
 - `<mode>_peak_mib`: the peaks of one workload, round by round (the first round is the first run
   at that size): what the engine would learn for that size, and whether the next run agrees.
 - `<mode>_kept_mib`: RSS after the call above RSS before it (what stays outside any run).
 - `<mode>_end_mib`: the child's RSS after all rounds, trimmed.
-- `speed_vs_keep`: per workload, `<mode>_ms / keep_ms` (above 1: slower than ONNX Runtime's default).
+- `speed_vs_keep`: per workload, `<mode>_ms / keep_ms` (above 1: slower than the engine's default).
 """
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ import time
 
 from .common import ROOT, child_json, median, save_series
 
-MODES = ("keep", "shrink", "off")
-SIZES = [(576, 1024), (256, 256), (512, 512), (480, 640)]
+MODES = ("keep", "shrink", "off", "pattern")
+SIZES = [(576, 1024), (256, 256), (512, 512), (480, 640), (720, 1280)]
 BATCHES = (1, 4)
 REPEATS = 4
 MiB = 1 << 20
@@ -52,8 +55,8 @@ def child(mode: str, repeats: str = str(REPEATS)) -> None:
         peak = (procfs.rss_high_water() or rss()) - before
         runs.setdefault(key, []).append((seconds * 1000, peak / MiB, (rss() - before) / MiB))
 
-    for _ in range(int(repeats)):
-        for h, w in SIZES:
+    for round_ in range(int(repeats)):
+        for h, w in SIZES if round_ % 2 == 0 else SIZES[::-1]:   # each size after a larger one, too
             image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
             measure(f"style {w}x{h}", lambda: style.stylize_preset(net, image, 1))
         for n in BATCHES:

@@ -238,8 +238,16 @@ def _state(pool, device: str, process, baseline: int) -> dict:
                      for i in pool._instances if i.state != "idle"]
         overhang, held = pool.overhang(device), pool.engine_bytes(device)
         grown = process.memory_info().rss - baseline
-        return {"rss_mb": round(grown / 2**20, 1), "ledger_mb": round(held / 2**20, 1),
-                "overhang_mb": round(overhang / 2**20, 1), "busy": instances}
+    from engine.measure import heap_free, heap_in_use
+
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    kib = lambda name: round(int(status[name].split()[0]) / 1024, 1) if name in status else None  # noqa: E731
+    return {"rss_mb": round(grown / 2**20, 1), "ledger_mb": round(held / 2**20, 1),
+            "overhang_mb": round(overhang / 2**20, 1), "busy": instances,
+            # What the process's RSS is made of then: anonymous pages (malloc's heap, ONNX Runtime's
+            # and torch's buffers, Python's arenas) and file pages (memory-mapped weights, libraries).
+            "rss_anon_mb": kib("RssAnon"), "rss_file_mb": kib("RssFile"),
+            "heap_in_use_mb": round((heap_in_use() or 0) / 2**20, 1), "heap_free_mb": round((heap_free() or 0) / 2**20, 1)}
 
 
 def run(verbose: bool = True, device: str = "cpu") -> dict:

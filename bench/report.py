@@ -82,10 +82,12 @@ DESCRIPTIONS = {
               "`evicting-trim` as evicting with gc + `malloc_trim` after every run. RSS, glibc heap in use and the "
               "pool's ledger after every run; warm from `warm_from` (every model has run twice); slopes are least "
               "squares over the warm runs, drift_pct the fitted growth over them as % of the budget (goal < 1)."),
-    "onnx-arena": ("bench/onnx_arena.py", "Issue 16: ONNX Runtime's CPU arena kept (its default and the engine's), shrunk after each "
-                   "run, or off, each in a fresh process: the style preset network at four sizes "
-                   "and the NSFW classifier at batches 1 and 4, 4 rounds; heap trimmed and peak-RSS mark reset before "
-                   "each call. Peaks are listed round by round: the first is the first run at that size."),
+    "onnx-arena": ("bench/onnx_arena.py", "Issue 16: ONNX Runtime's CPU arena kept (the engine's default), shrunk after each "
+                   "run, or off, all three without ONNX Runtime's memory pattern, and `pattern`: kept, with the "
+                   "pattern (ONNX Runtime's own default); each in a fresh process: the style preset network at five "
+                   "sizes and the NSFW classifier at batches 1 and 4, 4 rounds, every other one in reverse order; heap "
+                   "trimmed and peak-RSS mark reset before each call. Peaks are listed round by round: the first is "
+                   "the first run at that size."),
     "cluster": ("bench/cluster.py", "Issue 17: a local Ray cluster, 24 chunked jobs over 3 torch models, each job "
                 "leasing its model per chunk. Side by side in one run: one worker; two workers routed by model "
                 "(a job goes to the free worker that holds its model); two workers round-robin; two workers by "

@@ -2,6 +2,7 @@
 its points (engine/models.FootprintStore), the bucket functions that give sizes, and one real
 network measured at three sizes and predicted at a fourth it never saw."""
 import json
+import os
 import random
 import subprocess
 import sys
@@ -275,3 +276,38 @@ def test_one_later_size_with_first_calls_is_not_scaled_past_all_reason(tmp_path)
     assert store.get("m", "cpu").first_peak_bytes == {"px:262144": 221_376_512}
     predicted = store.predict(spec, "cpu", "px:4000").bytes
     assert 4_702_208 + (221_376_512 - 4_702_208) * 4000 / 262144 <= predicted < 221_376_512
+
+
+def _style_twice_at_the_largest(folder: str) -> None:
+    """RSS growth of the style network's runs, five sizes then the largest again (bench onnx-arena's
+    order), heap trimmed before each: printed as JSON in MiB."""
+    from engine import procfs
+    from engine.measure import rss, trim_heap
+    from tabs.style import model as st
+
+    net, rng = st.load_presets("cpu"), np.random.default_rng(0)
+    peaks = []
+    for h, w in [(576, 1024), (256, 256), (512, 512), (480, 640), (720, 1280), (720, 1280)]:
+        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        trim_heap()
+        before = rss()
+        procfs.reset_high_water()
+        st.stylize_preset(net, image, 1)
+        peaks.append((procfs.rss_high_water() - before) / MiB)
+    print(json.dumps(peaks))
+
+
+@pytest.mark.parametrize("arena, doubles", [("keep", False), ("pattern", True)])
+def test_a_size_seen_before_does_not_make_the_arena_double(tmp_path, arena, doubles):
+    """With ONNX Runtime's memory pattern (its default, arena mode 'pattern') the second run at
+    1280x720 took 512 MiB against 96 for the first: the planned block of that size found no room
+    among the older ones and the arena doubled. The engine's sessions run without it ('keep')."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]; "
+                           f"import test_predict; test_predict._style_twice_at_the_largest({str(tmp_path)!r})"],
+                          cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "WIMMEL_ORT_ARENA": arena})
+    assert done.returncode == 0, done.stderr[-3000:]
+    *_, first, again = json.loads(done.stdout.strip().splitlines()[-1])
+    # Measured: keep 96 then 45 MiB (the arena holds the first run's buffers); pattern 96 then 512.
+    assert (again > 3 * first) is doubles, (first, again)

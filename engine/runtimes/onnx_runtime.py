@@ -77,7 +77,7 @@ def spec_device() -> str:
     return "auto" if cuda_works() else "cpu"
 
 
-ARENA_MODES = ("keep", "shrink", "off")
+ARENA_MODES = ("keep", "shrink", "off", "pattern")
 
 
 def session(model: str | os.PathLike | bytes, device: str, *, threads: int | None = None,
@@ -86,22 +86,28 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
 
     threads: intra-op threads on the CPU (default: the cores this process may use); one inter-op
     thread, as the models here run sequentially. arena: what ONNX Runtime's CPU arena does with a
-    run's memory once the run ends (None: WIMMEL_ORT_ARENA, default "keep"). Measured in
-    bench/onnx_arena.py (style at four sizes, nsfw at two batches) and bench oom-stress; none of
-    the three is both fast and true to the budget yet:
-    - "keep" (default, ONNX Runtime's own): the fastest. A session keeps its largest run's peak
-      (555 MiB more at the end of the same runs than the others), outside every footprint: the
-      first call after a load learns it (FootprintStore's first-call peaks) and the pool counts
-      it in the process's overhang, so admission sees it, but it goes only with the session.
+    run's memory once the run ends (None: WIMMEL_ORT_ARENA, default "keep"). On the CPU the
+    memory pattern is off in every mode but "pattern". Measured in bench/onnx_arena.py (style at
+    five sizes, nsfw at two batches) and bench oom-stress; none is both fast and true to the
+    budget yet:
+    - "keep" (default): the fastest with "pattern". A session keeps its largest run's buffers,
+      outside every footprint: the first call after a load learns them (FootprintStore's
+      first-call peaks) and the pool counts them in the process's overhang, so admission sees
+      them, but they go only with the session. A size seen before runs within them.
+    - "pattern": keep with ONNX Runtime's memory pattern (its own default): after a shape's first
+      run its buffers come as one planned block, and a block that fits no free room doubles the
+      arena: style's second run at 1280x720 took 512 MiB against 96 for its first, and the same
+      runs ended 486 MiB above "keep" (1093 against 607 MiB). Run time 0.91-1.51x keep's (two
+      runs of the bench).
     - "shrink": the arena gives back every region it no longer uses after each run (run option
-      memory.enable_memory_arena_shrinkage); about as fast, but it grows in powers of two, so a
-      peak steps with the size (style 512x512 142 MiB, 640x480 86 MiB): a size never seen was
+      memory.enable_memory_arena_shrinkage); 1.0-1.5x keep's run time, and it grows in powers of
+      two, so a peak steps with the size (style 512x512 142 MiB, 640x480 86 MiB): a size never seen was
       predicted at 58 MiB and took 108 (tests/test_predict.py), and oom-stress passed its budget
       by 11 %.
-    - "off": every buffer from malloc. Held the budget in oom-stress, but up to 2.2x slower, and
-      glibc's dynamic mmap threshold makes a run's RSS growth depend on what the heap held before
-      (style 384x384 194 MiB, 512x512 106). A fixed threshold (mallopt M_MMAP_THRESHOLD 128 KiB)
-      made every peak exact and affine (10, 18, 40, 70 MiB) but runs 1.4-3.6x slower: not taken.
+    - "off": every buffer from malloc. Held the budget in oom-stress once, but up to 2.5x slower,
+      and glibc's dynamic mmap threshold makes a run's RSS growth depend on what the heap held
+      before (style 384x384 194 MiB, 512x512 106). A fixed threshold (mallopt M_MMAP_THRESHOLD
+      128 KiB) made every peak exact and affine (10, 18, 40, 70 MiB) but runs 1.4-3.6x slower.
     cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose
     shape changes every call).
     """
@@ -117,11 +123,12 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = arena != "off"
-    if arena != "keep" and not device.startswith("cuda"):
-        # The memory pattern plans a shape's buffers after its first run and allocates the plan
-        # as one block from then on: without an arena to hold it, a second run at a size took
-        # 309 MiB against 194 for the first (style, 1024x576), so a size learned once was
-        # under-predicted. Without it every run of a size peaks the same.
+    if arena != "pattern" and not device.startswith("cuda"):
+        # The memory pattern plans a shape's buffers after its first run and takes the plan as one
+        # block from then on. In the arena a block of a new size found no room among the old ones
+        # and the arena doubled (style at 1280x720, a second time: 512 MiB); without an arena a
+        # second run at a size took 309 MiB against 194 for the first (1024x576). Without it every
+        # run of a size peaks the same, at the same speed (bench onnx-arena).
         options.enable_mem_pattern = False
     providers: list[Any] = [CPU]
     if device.startswith("cuda") and cuda_works():
@@ -132,7 +139,7 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
         raise RuntimeError(f"{device} was asked for, but no CUDA provider of onnxruntime loads here "
                            "(python launch.py doctor says why)")
     source = model if isinstance(model, bytes) else str(model)
-    if arena != "shrink":
+    if arena != "shrink":   # keep, off, pattern
         return onnxruntime.InferenceSession(source, options, providers=providers)
     return _shrinking_class()(source, options, providers=providers)
 
