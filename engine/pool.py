@@ -79,7 +79,7 @@ class Pool(Residency):
             self._held.count -= 1
             with self._cond:
                 instance.state = "idle"
-                instance.run_reserved = 0
+                instance.run_reserved, instance.process_at_lease = 0, None
                 held = getattr(instance.model, "device_bytes", None)  # placement per request (tiers)
                 if isinstance(held, int) and instance.device != "cpu" and not isinstance(instance.device, DeviceMap):
                     instance.bytes = held
@@ -200,6 +200,7 @@ class Pool(Residency):
             if all(self._make_room(d, run_here[d], f"room to run {spec.name}", protect=instance)
                    for d in instance.devices):
                 instance.state, instance.run_reserved = "leased", max(run_here.values())
+                instance.process_at_lease = self.devices.process(instance.devices[0])
                 instance.uses += 1
                 return instance
         if len(mine) >= spec.max_instances:
@@ -291,6 +292,7 @@ class Pool(Residency):
             instance.model, instance.device, instance.bytes, instance.backend = model, device, measured, backend
             instance.load_s = time.monotonic() - started
             instance.state, instance.load_extra = "leased", 0
+            instance.process_at_lease = self.devices.process(instance.devices[0])
             if parked is not None:
                 self.lot.remove(parked)  # its host RAM goes back: the module's tensors are on the GPU again
             if measured > instance_admitted:

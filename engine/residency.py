@@ -56,6 +56,7 @@ class Instance:
     bytes: int = 0  # measured after the load; the footprint estimate while loading (a split's: all shares)
     run_reserved: int = 0  # run-peak bytes reserved while leased (on each device of a split)
     load_extra: int = 0  # while loading: its learned load transient beyond bytes + run_reserved
+    process_at_lease: int | None = None  # the process's memory on its device when its run was admitted
     last_used: float = field(default_factory=time.monotonic)
     load_s: float = 0.0
     uses: int = 0
@@ -121,7 +122,13 @@ class Residency:
         if base is None or now is None:
             return 0
         loading = sum(i.bytes_on(device) for i in self._instances if i.state == "loading" and i.on(device))
-        return max(0, now - base + loading - self.engine_bytes(device))
+        # A run admitted a moment ago has not allocated yet: its reservation is in the ledger but
+        # not in `now`, and the difference would read as room beside it. It can have taken at most
+        # what the process grew since it was admitted. (Without this, bench oom-stress admitted a
+        # run on an overhang of 307 MiB that was 574 MiB once the runs beside it had allocated.)
+        unrealized = sum(max(0, i.run_reserved - max(0, now - i.process_at_lease)) for i in self._instances
+                         if i.state == "leased" and i.process_at_lease is not None and i.on(device))
+        return max(0, now - base + loading + unrealized - self.engine_bytes(device))
 
     def headroom(self, device: str) -> int:
         # torch's cache of this process counts as free: the next allocation here reuses it.

@@ -171,3 +171,19 @@ def test_a_model_not_loaded_reserves_its_first_call(tmp_path):
     assert seen == [100 * MiB + first]
     with engine.pool.lease("b", bucket=size):   # resident now: a later call's reservation
         assert engine.pool.engine_bytes("cpu") == engine.pool.resident_bytes("cpu") + later
+
+
+def test_a_run_that_has_not_allocated_yet_lends_its_reservation_to_nobody(tmp_path):
+    specs = [dataclasses.replace(block_spec(tmp_path, "a", 100), run_estimate_bytes=60 * MiB),
+             block_spec(tmp_path, "b", 100)]
+    engine = _engine(tmp_path, specs)
+    engine.extra = 90 * MiB   # held beyond the ledger (arenas, free heap, imports)
+    with leased_elsewhere(engine, "a"):
+        # a's run reserved 60 MiB and took none of it yet: the 90 MiB are all beyond the ledger
+        # (read against the reservation alone they were 30, and b's 100 MiB seemed to fit).
+        assert engine.pool.overhang("cpu") == 90 * MiB
+        with pytest.raises(NotEnoughMemory):
+            use(engine, "b", timeout_s=1.5)   # 100 + 60 + 90 + 100 would pass the 300 MiB budget
+        engine.extra += 40 * MiB   # the run allocates within its reservation: not overhang
+        assert engine.pool.overhang("cpu") == 90 * MiB
+    assert engine.pool.overhang("cpu") == 130 * MiB   # its run over, what it left behind is beyond the ledger
