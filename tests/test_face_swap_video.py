@@ -20,7 +20,8 @@ from store.manifest import local_path
 from tabs.face_swap import job_kinds, manifest
 from tabs.face_swap import model as fs
 from tabs.face_swap import tab
-from face_studio import bring, cut_then_resume, engine_with, finish
+from capability_engine import cut_then_resume, finish
+from face_studio import bring, engine_with
 from test_face_swap import GRACE, arcface_graph, swapper_graph
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 

@@ -20,7 +20,8 @@ from engine.media.video import probe
 from tabs.lip_sync import job_kinds, manifest, mel
 from tabs.lip_sync import model as ls
 from tabs.lip_sync import tab
-from face_studio import bring, cut_then_resume, engine_with, finish
+from capability_engine import cut_then_resume, finish
+from face_studio import bring, engine_with
 from test_lip_sync import cut_speech, wav2lip_graph
 from video_helpers import decode_all, face_frame, face_video, make_test_video, smooth_background
 

@@ -16,7 +16,8 @@ from analysers.face_detector import FACE_DETECTOR
 from app_calls import wired
 from engine import UserFacingError
 from engine.media.video import probe
-from face_studio import cut_then_resume, engine_with, finish
+from capability_engine import cut_then_resume, finish
+from face_studio import engine_with
 from portrait_graphs import bring_all
 from tabs.portrait_animation import job_kinds, manifest
 from tabs.portrait_animation import model as pa

@@ -8,8 +8,8 @@ import pytest
 from app_calls import wired
 
 import tabs.voices as capability
-from capability_engine import capability_engine
-from engine import JobContext, UserFacingError
+from capability_engine import capability_engine, cut_then_resume, finish
+from engine import UserFacingError
 from engine.media.audio import write_wav
 from tabs.tts import espeak
 from tabs.tts import model as tts
@@ -209,26 +209,11 @@ def test_a_failed_diarize_job_resumes_and_finds_the_same_turns(engine, dialogue,
     wav, _ = dialogue
     path = write_wav(tmp_path / "dialogue.wav", wav, vo.RATE)
 
-    def run(**params):
-        job_id = engine.jobs.submit(vo.DIARIZE_LONG, {"speakers": 2, "chunk_s": 6.0, **params},
-                                    inputs={"media": path})
-        return list(engine.jobs.follow(job_id))[-1]
+    def submit():
+        return engine.jobs.submit(vo.DIARIZE_LONG, {"speakers": 2, "chunk_s": 6.0}, inputs={"media": path})
 
-    reference = run()
-    save = JobContext.save_checkpoint
-
-    def save_then_crash(ctx, **values):
-        save(ctx, **values)
-        if values.get("chunks") == 2:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(JobContext, "save_checkpoint", save_then_crash)
-    job = run()
-    assert job["state"] == "failed" and "simulated crash" in job["error"]
-    monkeypatch.setattr(JobContext, "save_checkpoint", save)
-    engine.jobs.retry(job["id"])
-    job = list(engine.jobs.follow(job["id"]))[-1]
-    assert job["state"] == "done", job["error"]
+    reference = finish(engine, submit())
+    _, job = cut_then_resume(engine, monkeypatch, submit, key="chunks", at=2)
     assert job["resumed_from"] == "12.0 s"  # two 6 s chunks were on disk
     with open(job["result"]) as resumed, open(reference["result"]) as whole:
         assert json.load(resumed) == json.load(whole)
