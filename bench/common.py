@@ -116,6 +116,15 @@ def read_hwm(pid: int | str = "self") -> int | None:
     return None
 
 
+def rss_parts() -> tuple[int | None, int | None]:
+    """(RssAnon, RssFile) of this process in bytes: heap and arenas against mapped files."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        return tuple(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
+    except (OSError, KeyError, ValueError):
+        return None, None
+
+
 class RssSampler:
     """RSS of a process (and, with children=True, of its child processes too) and its thread
     count every `every_s`."""

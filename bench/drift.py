@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import ROOT, child_json, save_series
+from .common import ROOT, child_json, rss_parts, save_series
 from .oom_stress import _workloads, learn as learn_footprints
 
 RUNS = 200
@@ -150,15 +150,6 @@ def make_order(models: list[str], runs: int, seed: int) -> list[str]:
 
 # ------------------------------------------------------------------------------ one variant
 
-def _rss_parts() -> tuple[int | None, int | None]:
-    """(RssAnon, RssFile) of this process in bytes: heap and arenas against mapped files."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-        return tuple(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
-    except (OSError, KeyError, ValueError):
-        return None, None
-
-
 def child(folder: str, variant: str, runs: str = str(RUNS), models: str = "") -> None:
     sys.path.insert(0, str(ROOT))
     from engine.measure import heap_in_use, rss
@@ -191,7 +182,7 @@ def child(folder: str, variant: str, runs: str = str(RUNS), models: str = "") ->
         loads += run.record.load_s > 0
         if trim:
             release_cached_memory()
-        anon, file = _rss_parts()
+        anon, file = rss_parts()
         for key, value in (("rss", rss()), ("heap", heap_in_use()), ("anon", anon), ("file", file),
                            ("ledger", engine.pool.engine_bytes("cpu"))):
             samples[key].append(value)

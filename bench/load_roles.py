@@ -4,7 +4,9 @@ seconds; bench/load.py runs the phases and reports them.
 """
 from __future__ import annotations
 
+import os
 import random
+import resource
 import secrets
 import statistics
 import subprocess
@@ -143,16 +145,12 @@ def settle_threads(pid: int, quiet_s: float = 11.0, most_s: float = 30.0) -> int
 
 def cpu_seconds(pid: int) -> float:
     """CPU time of a process and of the children it has waited for (its ffmpeg runs), in seconds."""
-    import os
-
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")   # utime stime cutime cstime
 
 
 def machine_cpu() -> tuple[float, float]:
     """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
-    import os
-
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = ticks[3] + ticks[4]   # idle + iowait
     return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
@@ -229,8 +227,6 @@ def run_phase(url: str, pid: int, plan: list[dict], passwords: dict, files: dict
         state["end"] = time.monotonic() + seconds
         watcher = threading.Thread(target=watch_engine, daemon=True)
         watcher.start()
-        import resource
-
         cpu_before = (cpu_seconds(pid), sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), machine_cpu())
         start.set()
         if verbose:

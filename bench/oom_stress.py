@@ -40,7 +40,7 @@ import threading
 import time
 from pathlib import Path
 
-from .common import ROOT, child_json, save_series
+from .common import ROOT, child_json, rss_parts, save_series
 
 JOBS = 100
 THREADS = 3
@@ -240,13 +240,13 @@ def _state(pool, device: str, process, baseline: int) -> dict:
         grown = process.memory_info().rss - baseline
     from engine.measure import heap_free, heap_in_use
 
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    kib = lambda name: round(int(status[name].split()[0]) / 1024, 1) if name in status else None  # noqa: E731
+    anon, file = rss_parts()
     return {"rss_mb": round(grown / 2**20, 1), "ledger_mb": round(held / 2**20, 1),
             "overhang_mb": round(overhang / 2**20, 1), "busy": instances,
             # What the process's RSS is made of then: anonymous pages (malloc's heap, ONNX Runtime's
             # and torch's buffers, Python's arenas) and file pages (memory-mapped weights, libraries).
-            "rss_anon_mb": kib("RssAnon"), "rss_file_mb": kib("RssFile"),
+            "rss_anon_mb": None if anon is None else round(anon / 2**20, 1),
+            "rss_file_mb": None if file is None else round(file / 2**20, 1),
             "heap_in_use_mb": round((heap_in_use() or 0) / 2**20, 1), "heap_free_mb": round((heap_free() or 0) / 2**20, 1)}
 
 

@@ -85,7 +85,7 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
                 cost.verdict, cost.reason = "refused", str(exc)
                 return cost
             device = str(device) if isinstance(device, DeviceMap) else device
-            resident = pool.resident(name)
+            resident = name in pool.loaded_models()
             parked = not resident and device != "cpu" and pool.parked(name)
             # A model that loads first pays its first call's lazy set-up too (FootprintStore.predict).
             prediction = engine.footprints.predict(spec, device, bucket, first_call=not resident)

@@ -159,9 +159,6 @@ class Residency:
         with self._cond:
             yield
 
-    def resident(self, name: str) -> bool:
-        return any(i.spec.name == name for i in self._instances)
-
     def parked(self, name: str) -> bool:
         """Evicted from a GPU into host RAM (engine/parking.py): its load is a copy back."""
         return any(p.name == name for p in self.lot.droppable())
