@@ -159,7 +159,10 @@ def test_the_io_lane_runs_at_most_its_limit_at_once(tmp_path, io_workers):
     assert all(Path(j["result"]).read_bytes() == PHOTO.read_bytes() for j in jobs)
     # With one io thread fetch-b started only once fetch-a had finished; with two, before.
     assert seen["fetch-b"] == ({"fetch-a"} if io_workers == 1 else set())
-    assert seen["fetch-a"] == set()
+    if io_workers == 1:
+        # With two threads fetch-b may reach its run first (it is not held), so only one thread
+        # promises that fetch-a started with nothing finished.
+        assert seen["fetch-a"] == set()
 
 
 def test_grouping_by_model_holds_in_the_compute_lane_beside_io_jobs(tmp_path):
