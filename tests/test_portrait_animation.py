@@ -217,7 +217,7 @@ def test_bad_requests_are_refused_clearly(astronaut, tmp_path):
         check({}, {"image": astronaut, "driving": np.zeros((0, 5, 3), np.uint8)})
     notes = tmp_path / "portrait.png"
     notes.write_text("not a picture")
-    with pytest.raises(Exception, match="The portrait could not be read as a picture"):
+    with pytest.raises(Exception, match="The portrait could not be read: the file is not a picture"):
         check({}, {"portrait": str(notes), "video": str(notes)})
 
 

@@ -126,7 +126,7 @@ def test_bad_requests_are_refused_at_submit(engine, video, tmp_path):
     with pytest.raises(UserFacingError, match="(?i)video") as refused:
         engine.jobs.submit(VIDEO_JOB, {}, inputs={"portrait": PORTRAIT, "video": text})
     assert "Traceback" not in str(refused.value)
-    with pytest.raises(UserFacingError, match="The portrait could not be read as a picture"):
+    with pytest.raises(UserFacingError, match="The portrait could not be read: the file is not a picture"):
         engine.jobs.submit(VIDEO_JOB, {}, inputs={"portrait": text, "video": video})
     handler = wired(engine, tab.animate_portrait_video, "animate the portrait with the video")
     with pytest.raises(gr.Error, match="Upload a portrait photo first"):

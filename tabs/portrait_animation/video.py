@@ -20,12 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from analysers import face_align, face_detector
+from analysers import face_align
 from analysers.face_detector import FACE_DETECTOR
 from engine import JobContext, JobKind, UserFacingError
 from engine.files import atomic_write
+from engine.media.image import read_image
 from engine.media.video import read_chunks
 from engine.media.video_job import process_video
 
@@ -37,12 +37,9 @@ CACHE = "portrait.npz"
 
 
 def read_portrait(path: str | Path) -> np.ndarray:
-    """The portrait file as uint8 RGB; a file that is no picture gets a plain error."""
-    try:
-        with Image.open(path) as picture:
-            return face_detector.as_rgb(np.asarray(picture.convert("RGB")))
-    except (OSError, ValueError) as exc:
-        raise UserFacingError(f"The portrait could not be read as a picture ({exc.__class__.__name__}).") from exc
+    """The portrait file as uint8 RGB, upright as shot; a file that is no picture, or one over the
+    pixel limit, gets the plain error every image input gives (engine.media.image)."""
+    return read_image(path, "portrait")
 
 
 def first_frame(video: Path) -> np.ndarray:
