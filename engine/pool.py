@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from .device_map import DeviceMap, tensor_shares
 from .devices import Devices, format_bytes
-from .measure import METER, heap_in_use, rss, settle
+from .measure import METER, TRIM_FREE_BYTES, heap_in_use, rss, settle
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .parking import Parking
@@ -58,6 +58,7 @@ class Pool(Residency):
         super().__init__(registry, devices, footprints, reserve_bytes=reserve_bytes, parking=parking)
         self.wait_timeout_s = wait_timeout_s
         self._waiters: list[_Waiter] = []  # in arrival order
+        self._admissions = 0  # leases and loads granted: a run alone saw it unchanged to its end
         self._held = threading.local()  # how many leases the current thread holds
 
     @contextlib.contextmanager
@@ -73,11 +74,16 @@ class Pool(Residency):
             run.device = instance.device
             run.backends[name] = instance.backend
         self._held.count = getattr(self._held, "count", 0) + 1
+        with self._cond:
+            alone_at = (self._admissions if instance.device == "cpu" and not isinstance(instance.device, DeviceMap)
+                        and not self._others_busy(instance) else None)
         try:
             yield instance.model
         finally:
             self._held.count -= 1
             with self._cond:
+                if alone_at is not None and alone_at == self._admissions:
+                    self._keep_what_the_run_kept(instance)
                 instance.state = "idle"
                 instance.run_reserved, instance.process_at_lease = 0, None
                 held = getattr(instance.model, "device_bytes", None)  # placement per request (tiers)
@@ -200,6 +206,7 @@ class Pool(Residency):
             if all(self._make_room(d, run_here[d], f"room to run {spec.name}", protect=instance)
                    for d in instance.devices):
                 instance.state, instance.run_reserved = "leased", max(run_here.values())
+                self._admissions += 1
                 instance.process_at_lease = self.devices.process(instance.devices[0])
                 instance.uses += 1
                 return instance
@@ -220,6 +227,7 @@ class Pool(Residency):
             instance = Instance(spec, device, bytes=load_bytes, run_reserved=run_bytes, uses=1,
                                 load_extra=extra, parked=self.lot.claim(spec.name, device))
             self._instances.append(instance)
+            self._admissions += 1
             return instance  # state 'loading': the caller loads (or restores) it outside the lock
         return None
 
@@ -233,6 +241,7 @@ class Pool(Residency):
             return None
         instance = Instance(spec, plan, bytes=sum(plan.shares.values()), run_reserved=run_bytes, uses=1)
         self._instances.append(instance)
+        self._admissions += 1
         return instance
 
     def _load(self, instance: Instance) -> None:
@@ -317,6 +326,27 @@ class Pool(Residency):
                                  f"RAM in {instance.load_s:.3f} s instead of loading it")
         log.info("%s %s on %s in %.2f s, %s", "restored" if restored else "loaded", spec.name,
                  getattr(device, "label", device), instance.load_s, format_bytes(measured))
+
+    def _keep_what_the_run_kept(self, instance: Instance) -> None:
+        """A run alone on the CPU whose process stayed larger after it than when it was admitted
+        left that much in the model's own keeping (ONNX Runtime's arena holds a session's largest
+        run; a first call's lazy set-up stays): it is billed to the instance, so the ledger sees it
+        and evicting the model is known to free it, rather than counting it as the process's
+        overhang. Freed heap still resident is trimmed first (only past TRIM_FREE_BYTES of growth:
+        most runs keep nothing and cost one /proc read here)."""
+        at, now = instance.process_at_lease, self.devices.process("cpu")
+        instance.largest_run = max(instance.largest_run, instance.run_reserved)
+        if at is None or now is None or now - at < TRIM_FREE_BYTES:
+            return
+        settle()
+        now = self.devices.process("cpu")
+        if now is None or now <= at:
+            return
+        # At most its largest run in all (an arena holds the largest): what some other thread
+        # allocated meanwhile (a job decoding frames) must not pile up on the model.
+        kept = min(instance.kept + now - at, instance.largest_run)
+        instance.bytes += kept - instance.kept
+        instance.kept = kept
 
     def _others_busy(self, instance: Instance) -> bool:
         with self._cond:

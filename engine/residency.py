@@ -12,10 +12,9 @@
   whole where eviction makes room, else split evicting on one GPU, then on all, else (whole never
   fits) split over what the budgets allow, waiting for it; not even that: refused.
 - Eviction: idle models, heavy LRU first, then micro, interactive last. An evicted torch model on
-  a CUDA GPU is parked in pinned host RAM where the CPU's budget has the room (engine/parking.py):
-  its bytes count on "cpu", parked models are dropped oldest first (before any live CPU model)
-  when the CPU needs the room, and loading it again is a copy back instead of a reload. On a
-  CPU-only machine nothing is parked (its weights already are in host RAM: nothing to copy back).
+  a CUDA GPU is parked in pinned host RAM where the CPU's budget has room (engine/parking.py): its
+  bytes count on "cpu", parked models go first (oldest first) when the CPU needs room, and loading
+  it again is a copy back. A CPU-only machine parks nothing (the weights are in host RAM already).
 """
 from __future__ import annotations
 
@@ -57,6 +56,8 @@ class Instance:
     run_reserved: int = 0  # run-peak bytes reserved while leased (on each device of a split)
     load_extra: int = 0  # while loading: its learned load transient beyond bytes + run_reserved
     process_at_lease: int | None = None  # the process's memory on its device when its run was admitted
+    kept: int = 0          # of `bytes`, what its runs left in its keeping (Pool._keep_what_the_run_kept)
+    largest_run: int = 0   # the largest run reservation it has served
     last_used: float = field(default_factory=time.monotonic)
     load_s: float = 0.0
     uses: int = 0
@@ -284,12 +285,19 @@ class Residency:
         for candidate in candidates:
             if self.headroom(device) >= need:
                 break
-            freed = self._evict(candidate, reason)
-            # So that the next headroom reading sees the memory as free. A full collection costs
-            # ~0.3 s with a dozen models loaded; it is needed only when the model is held in a
-            # reference cycle, not when dropping it freed it already.
-            release_cached_memory(collect=not freed)
+            self._evict_and_free(candidate, reason)
         return self.headroom(device) >= need
+
+    def _evict_and_free(self, instance: Instance, reason: str) -> None:
+        """Evict and see the memory back. A collection (~0.3 s with a dozen models loaded) runs
+        only where dropping did not free the model: it outlived the drop, or on the CPU the process
+        gave back under half its bytes (a cycle inside: MediaPipe's nets kept 23-36 MiB)."""
+        before = self.devices.process("cpu") if instance.on("cpu") else None
+        freed = self._evict(instance, reason)
+        release_cached_memory(collect=not freed)
+        held = instance.bytes_on("cpu")
+        if freed and before is not None and held >= 8 << 20 and before - (self.devices.process("cpu") or 0) < held // 2:
+            release_cached_memory()
 
     def eviction_plan(self, device: str, need: int, keep: set[str] = frozenset()) -> list[str] | None:
         """What _make_room would free for `need` on `device`, in its order, changing nothing (call

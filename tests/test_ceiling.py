@@ -187,3 +187,38 @@ def test_a_run_that_has_not_allocated_yet_lends_its_reservation_to_nobody(tmp_pa
         engine.extra += 40 * MiB   # the run allocates within its reservation: not overhang
         assert engine.pool.overhang("cpu") == 90 * MiB
     assert engine.pool.overhang("cpu") == 130 * MiB   # its run over, what it left behind is beyond the ledger
+
+
+def _billing_engine(tmp_path):
+    """a and b (100 MiB each, runs reserve 40 MiB); the process reads as its models' load bytes plus
+    `engine.extra`, the memory their runs left behind (an arena), whoever it is billed to."""
+    specs = [dataclasses.replace(block_spec(tmp_path, name, 100), run_estimate_bytes=40 * MiB) for name in "ab"]
+    engine = _engine(tmp_path, specs)
+    pool = engine.pool
+    engine.devices._read_process = lambda device: BASE + engine.extra + sum(
+        i.bytes - i.kept for i in pool._instances if i.state != "loading")
+    return engine
+
+
+def test_what_a_run_alone_leaves_behind_is_billed_to_its_model(tmp_path):
+    engine = _billing_engine(tmp_path)
+    pool = engine.pool
+    with pool.lease("a") as model:
+        forward(model)
+        engine.extra = 30 * MiB   # kept after the run, as ONNX Runtime's arena keeps its largest run
+    # In the model's bytes, not the process's overhang: evicting a is known to free it.
+    assert pool.overhang("cpu") == 0
+    assert pool.resident_bytes("cpu") == 130 * MiB
+    with pool.lease("a") as model:
+        engine.extra = 200 * MiB   # no model keeps more than its largest run reservation (40 MiB)
+    assert pool.resident_bytes("cpu") == 140 * MiB and pool.overhang("cpu") == 160 * MiB
+
+
+def test_what_a_run_beside_another_leaves_behind_is_nobody_s(tmp_path):
+    engine = _billing_engine(tmp_path)
+    use(engine, "a")
+    with leased_elsewhere(engine, "b"):
+        with engine.pool.lease("a"):
+            engine.extra = 50 * MiB   # b's or a's: which one cannot tell
+    assert engine.pool.resident_bytes("cpu") == 200 * MiB
+    assert engine.pool.overhang("cpu") == 50 * MiB

@@ -248,6 +248,47 @@ def test_an_eviction_collects_garbage_only_when_the_model_was_not_freed_by_dropp
     assert cyclic() is None
 
 
+def test_an_evicted_model_whose_insides_are_in_a_cycle_is_collected(tmp_path, monkeypatch):
+    """The model object goes with its last reference, but a part of it that refers to itself (as
+    MediaPipe's and spaCy's nets here do) keeps its weights until a collection: the process gave
+    back under half of the model's bytes, so one runs."""
+    import gc
+    import weakref
+
+    from engine import ModelSpec
+
+    class Inner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(64 * MiB // 4))   # written: resident
+            self.me = [self]
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+
+    seen = {}
+
+    def loader(device):
+        model = Outer()
+        seen["inner"] = weakref.ref(model.inner)
+        return model
+
+    specs = [ModelSpec(name="outer", role="heavy", runtime="torch", loader=loader, source="built here",
+                       estimate_bytes=64 * MiB, device="cpu"),
+             block_spec(tmp_path, "plain", 8)]
+    engine = make_engine(tmp_path, specs, budget="cpu=70MiB")
+    collections = []
+    real_collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(a) or real_collect(*a))
+    with engine.pool.lease("outer"):
+        pass
+    use(engine, "plain")           # evicts outer: dropped, yet its inner part is still there
+    assert engine.pool.eviction_log[-1].startswith("outer") and len(collections) == 1
+    assert seen["inner"]() is None
+
+
 def test_a_load_measured_while_another_model_is_in_use_keeps_the_clean_footprint(tmp_path):
     import numpy as np
 
