@@ -21,7 +21,7 @@ from .goals import SERIES, fields_of as _f, goals as _goals, series as _series
 from .common import ROOT, machine
 
 ALL = ["swap", "grouping", "interactive", "video-memory", "estimate", "overhead", "startup", "oom-stress", "load",
-       "networks", "drift", "cluster", "onnx-arena"]
+       "networks", "drift", "cluster", "onnx-arena", "mmap-threshold"]
 TAKES_BUDGET = ("interactive", "load")
 PAGE = ROOT / "docs" / "benchmarks.md"
 ASSETS = ROOT / "docs" / "benchmarks"
@@ -81,13 +81,21 @@ DESCRIPTIONS = {
               "evicted and reloaded), `resident` under all loads and run peaks + 1 GiB (all stay loaded: the runs' own drift), "
               "`evicting-trim` as evicting with gc + `malloc_trim` after every run. RSS, glibc heap in use and the "
               "pool's ledger after every run; warm from `warm_from` (every model has run twice); slopes are least "
-              "squares over the warm runs, drift_pct the fitted growth over them as % of the budget (goal < 1)."),
+              "squares over the warm runs, drift_pct the fitted growth over them as % of the budget (goal < 1). "
+              "In the evicting variants every model is also unloaded after each round and RSS read: `floor_mb`, "
+              "and its line's growth over the warm runs, `floor_drift_pct`."),
     "onnx-arena": ("bench/onnx_arena.py", "Issue 16: ONNX Runtime's CPU arena kept (the engine's default), shrunk after each "
                    "run, or off, all three without ONNX Runtime's memory pattern, and `pattern`: kept, with the "
                    "pattern (ONNX Runtime's own default); each in a fresh process: the style preset network at five "
                    "sizes and the NSFW classifier at batches 1 and 4, 4 rounds, every other one in reverse order; heap "
                    "trimmed and peak-RSS mark reset before each call. Peaks are listed round by round: the first is "
                    "the first run at that size."),
+    "mmap-threshold": ("bench/mmap_threshold.py", "Issue 16: glibc's mmap threshold fixed at 4 MiB (the engine's "
+                       "default, engine/measure.fix_mmap_threshold) against glibc's moving one, each in a fresh "
+                       "process: 3 rounds over every network with a standard input, each loaded, called once, "
+                       "called twice more timed, and unloaded; after each round, with nothing loaded and the heap "
+                       "trimmed, the process's RSS (the floor). `speed_ratio`: fixed / moving median call time per "
+                       "model."),
     "cluster": ("bench/cluster.py", "Issue 17: a local Ray cluster, 24 chunked jobs over 3 torch models, each job "
                 "leasing its model per chunk. Side by side in one run: one worker; two workers routed by model "
                 "(a job goes to the free worker that holds its model); two workers round-robin; two workers by "

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from .devices import Devices, parse_budget, parse_size
 from .jobs import JobQueue
-from .measure import METER
+from .measure import METER, fix_mmap_threshold
 from .models import FootprintStore, ModelSpec, Registry
 from .oom import Degrade, call_with_recovery
 from .pool import Pool
@@ -136,6 +136,7 @@ class Engine:
                  job_options: dict | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        fix_mmap_threshold()   # the process's heap gives back what unloaded models held
         budgets = budget if isinstance(budget, dict) else parse_budget(budget)
         self.devices = Devices(budgets, default=device)
         self.registry = Registry(specs)

@@ -42,3 +42,25 @@ def test_a_run_that_reuses_freed_heap_is_measured_at_what_it_allocates():
     assert peaks.device_delta_bytes >= 40 * MiB
     assert not peaks.overlapped
     del work, guard
+
+
+def test_an_engine_fixes_the_mmap_threshold_so_that_a_freed_block_goes_back_at_once(tmp_path, monkeypatch):
+    """Blocks of 4 MiB and more are mapped on their own (mallinfo2's hblkhd counts them), so
+    freeing one unmaps it: it cannot stay behind in a fragmented heap."""
+    import numpy as np
+
+    from engine import Engine
+    from engine.measure import _MALLINFO2, fix_mmap_threshold
+
+    def mapped_alone(size: int) -> bool:
+        before = _MALLINFO2().hblkhd
+        block = np.ones(size // 8)
+        mapped = _MALLINFO2().hblkhd - before >= size
+        del block
+        return mapped
+
+    assert fix_mmap_threshold(64 * MiB) == 64 * MiB   # as glibc's moving one is after a 64 MiB free
+    assert not mapped_alone(8 * MiB)                   # from the heap
+    monkeypatch.setenv("WIMMEL_MMAP_THRESHOLD", "4MiB")
+    Engine(tmp_path / "data", specs=[])
+    assert mapped_alone(8 * MiB) and not mapped_alone(2 * MiB)
