@@ -18,6 +18,10 @@
    - evicting-trim: as evicting, with release_cached_memory() (gc + malloc_trim) after every run.
 3. After every run: the process's RSS (and its anonymous and file-backed parts, /proc/self/status),
    glibc's heap in use (engine.measure.heap_in_use) and the pool's ledger (engine_bytes('cpu')).
+   In the evicting variants, after each round (every model once) every model is also unloaded and
+   RSS read: the floor, what the process holds that no loaded model explains. RSS after each run
+   swings by the models that happen to be loaded (the slope's se is several % of the budget);
+   the floor does not, so it shows what the runs fail to give back.
 
 Fields per variant: warm_from (the index of the run after which every model had run twice; the
 warm part is the runs after it), rss_* and heap_* in MiB: at warm, at the end, the least-squares
@@ -31,7 +35,8 @@ that loaded a model); per_model_rss_delta_mb: per model, the median RSS change a
 runs (a model that leaks shows up here, in the resident variant most clearly; the 6 largest by
 size); unledgered_first_run_mb: per model, RSS growth less ledger growth over its first run (load
 and run): what it left that the pool does not count (the 6 largest; all of them in the series,
-beside each model's learned run peak).
+beside each model's learned run peak); floor_mb (the warm floors), floor_growth_mb (a line
+through them, over the warm runs) and floor_drift_pct (that growth as % of the budget).
 """
 from __future__ import annotations
 
@@ -98,11 +103,22 @@ def _top(values: dict[str, float], n: int = 6) -> dict[str, float]:
     return dict(sorted(values.items(), key=lambda kv: -abs(kv[1]))[:n])
 
 
-def summarise(order: list[str], samples: dict[str, list], start_rss: int, budget: int) -> dict:
+def summarise(order: list[str], samples: dict[str, list], start_rss: int, budget: int,
+              floors: list[tuple[int, int]] = ()) -> dict:
     """The report's fields from per-run samples in bytes (sample i is taken after run i):
-    samples has 'rss', 'heap', 'anon', 'file' and 'ledger'."""
+    samples has 'rss', 'heap', 'anon', 'file' and 'ledger'; floors, (i, RSS) with every model
+    unloaded after run i."""
     warm = warm_index(order)
     out = {"warm_from": warm, "warm_runs": len(order) - 1 - warm}
+    warm_floors = [(i, value / MiB) for i, value in floors if i >= warm]
+    if len(warm_floors) >= 2:
+        # A line through the floors against the run index, over the same warm runs as the rest.
+        xs, ys = zip(*warm_floors)
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in warm_floors) / sum((x - mx) ** 2 for x in xs)
+        growth = slope * (len(order) - 1 - warm)
+        out.update({"floor_mb": [round(y, 1) for y in ys], "floor_growth_mb": round(growth, 1),
+                    "floor_drift_pct": round(100 * growth * MiB / budget, 2)})
     # nonheap: RSS less glibc's heap in use, i.e. what no live malloc block explains (free memory
     # the allocators keep, fragmentation, Python's own arenas, mapped files): eviction's sawtooth
     # moves live memory, so this is where a leak of caches shows through it.
@@ -174,8 +190,8 @@ def child(folder: str, variant: str, runs: str = str(RUNS), models: str = "") ->
     engine = build_engine(data_dir=folder / "data", budget=f"cpu={budget}", store=False)
     start_rss, start_heap = rss(), heap_in_use()
     samples = {k: [] for k in ("rss", "heap", "anon", "file", "ledger")}
-    loads, started = 0, time.perf_counter()
-    for name in order:
+    loads, started, floors = 0, time.perf_counter(), []
+    for i, name in enumerate(order):
         fn, value = work[name]
         with engine.run(f"drift {name}") as run:
             fn(run.call, value)
@@ -186,7 +202,13 @@ def child(folder: str, variant: str, runs: str = str(RUNS), models: str = "") ->
         for key, value in (("rss", rss()), ("heap", heap_in_use()), ("anon", anon), ("file", file),
                            ("ledger", engine.pool.engine_bytes("cpu"))):
             samples[key].append(value)
-    fields = summarise(order, samples, start_rss, budget)
+        if share is not None and (i + 1) % len(work) == 0:
+            # The floor: every model unloaded at the end of a round (they are reloaded all along
+            # here anyway). What the process holds then is what no loaded model explains.
+            for model in engine.pool.loaded_models():
+                engine.pool.unload(model)
+            floors.append((i, rss()))
+    fields = summarise(order, samples, start_rss, budget, floors)
     mb = lambda values: [None if v is None else round(v / MiB, 1) for v in values]  # noqa: E731
     result = {"variant": variant, "budget_mb": round(budget / MiB, 1), "runs": len(order), "models": len(work),
               "loads": loads, "start_rss_mb": round(start_rss / MiB, 1),

@@ -77,6 +77,20 @@ def test_child_reports_every_field_from_its_own_samples(variants):
         assert all(abs(r - a - f) < 16 for r, a, f in zip(series["rss_mb"], series["anon_mb"], series["file_mb"]))
 
 
+def test_the_floor_is_read_with_every_model_unloaded_after_each_round_of_the_evicting_variant(variants):
+    evicting, resident = variants["evicting"], variants["resident"]
+    assert "floor_mb" not in resident   # it keeps every model: nothing to unload
+    warm = evicting["warm_from"]
+    ends = [i for i in range(RUNS) if (i + 1) % len(MODELS) == 0 and i >= warm]   # 3, 5, .., 19
+    floors = evicting["floor_mb"]
+    assert len(floors) == len(ends) == 9
+    # Nothing loaded: below the RSS sampled after the same run with its model still loaded.
+    assert all(f <= evicting["series"]["rss_mb"][i] + 1 for f, i in zip(floors, ends))
+    slope = np.polyfit(ends, floors, 1)[0]
+    assert evicting["floor_growth_mb"] == pytest.approx(slope * (RUNS - 1 - warm), abs=0.3)
+    assert evicting["floor_drift_pct"] == pytest.approx(100 * evicting["floor_growth_mb"] / evicting["budget_mb"], abs=0.05)
+
+
 def test_budget_below_the_sum_reloads_and_above_it_keeps_both(variants):
     evicting, resident = variants["evicting"], variants["resident"]
     load, peak = evicting["series"]["load_mb"], evicting["series"]["run_peak_mb"]
