@@ -105,9 +105,10 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
       predicted at 58 MiB and took 108 (tests/test_predict.py), and oom-stress passed its budget
       by 11 %.
     - "off": every buffer from malloc. Held the budget in oom-stress once, but up to 2.5x slower,
-      and glibc's dynamic mmap threshold makes a run's RSS growth depend on what the heap held
+      and glibc's moving mmap threshold made a run's RSS growth depend on what the heap held
       before (style 384x384 194 MiB, 512x512 106). A fixed threshold (mallopt M_MMAP_THRESHOLD
       128 KiB) made every peak exact and affine (10, 18, 40, 70 MiB) but runs 1.4-3.6x slower.
+      (The engine now fixes it at 4 MiB, engine/measure.fix_mmap_threshold: measured before that.)
     cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose
     shape changes every call).
     """
