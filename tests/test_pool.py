@@ -22,6 +22,15 @@ def use(engine, name):
         forward(model)
 
 
+def counted_collections(monkeypatch) -> list:
+    """gc.collect still collects, and each call is noted in the list returned."""
+    import gc
+
+    calls, real = [], gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or real(*a))
+    return calls
+
+
 def test_lease_gives_exclusive_use_under_many_threads(tmp_path):
     engine = make_engine(tmp_path, [block_spec(tmp_path, "shared", 4, role="interactive", max_instances=2)])
     errors, instances = [], set()
@@ -209,7 +218,6 @@ def test_a_learned_run_peak_larger_than_the_budget_does_not_lock_a_model_out(tmp
 
 
 def test_an_eviction_collects_garbage_only_when_the_model_was_not_freed_by_dropping_it(tmp_path, monkeypatch):
-    import gc
     import weakref
 
     from engine import ModelSpec
@@ -233,9 +241,7 @@ def test_an_eviction_collects_garbage_only_when_the_model_was_not_freed_by_dropp
                        estimate_bytes=8 * MiB, device="cpu"),
              block_spec(tmp_path, "next", 8)]
     engine = make_engine(tmp_path, specs, budget="cpu=12MiB")
-    collections = []
-    real_collect = gc.collect
-    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(a) or real_collect(*a))
+    collections = counted_collections(monkeypatch)
     use(engine, "plain")
     use(engine, "next")            # evicts plain: freed by dropping it, no collection
     assert engine.pool.eviction_log[-1].startswith("plain") and collections == []
@@ -252,7 +258,6 @@ def test_an_evicted_model_whose_insides_are_in_a_cycle_is_collected(tmp_path, mo
     """The model object goes with its last reference, but a part of it that refers to itself (as
     MediaPipe's and spaCy's nets here do) keeps its weights until a collection: the process gave
     back under half of the model's bytes, so one runs."""
-    import gc
     import weakref
 
     from engine import ModelSpec
@@ -279,9 +284,7 @@ def test_an_evicted_model_whose_insides_are_in_a_cycle_is_collected(tmp_path, mo
                        estimate_bytes=64 * MiB, device="cpu"),
              block_spec(tmp_path, "plain", 8)]
     engine = make_engine(tmp_path, specs, budget="cpu=70MiB")
-    collections = []
-    real_collect = gc.collect
-    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(a) or real_collect(*a))
+    collections = counted_collections(monkeypatch)
     with engine.pool.lease("outer"):
         pass
     use(engine, "plain")           # evicts outer: dropped, yet its inner part is still there
