@@ -88,7 +88,9 @@ def test_the_floor_is_read_with_every_model_unloaded_after_each_round_of_the_evi
     assert all(f <= evicting["series"]["rss_mb"][i] + 1 for f, i in zip(floors, ends))
     slope = np.polyfit(ends, floors, 1)[0]
     assert evicting["floor_growth_mb"] == pytest.approx(slope * (RUNS - 1 - warm), abs=0.3)
-    assert evicting["floor_drift_pct"] == pytest.approx(100 * evicting["floor_growth_mb"] / evicting["budget_mb"], abs=0.05)
+    # Both sides rounded (growth to 0.1 MiB) over a budget of a few MiB: a tolerance to match.
+    assert evicting["floor_drift_pct"] == pytest.approx(100 * evicting["floor_growth_mb"] / evicting["budget_mb"],
+                                                        abs=100 * 0.06 / evicting["budget_mb"] + 0.01)
 
 
 def test_budget_below_the_sum_reloads_and_above_it_keeps_both(variants):

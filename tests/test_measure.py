@@ -45,19 +45,26 @@ def test_a_run_that_reuses_freed_heap_is_measured_at_what_it_allocates():
 
 
 def test_an_engine_fixes_the_mmap_threshold_so_that_a_freed_block_goes_back_at_once(tmp_path, monkeypatch):
-    """Blocks of 4 MiB and more are mapped on their own (mallinfo2's hblkhd counts them), so
-    freeing one unmaps it: it cannot stay behind in a fragmented heap."""
-    import numpy as np
+    """Blocks of 4 MiB and more are mapped on their own, so freeing one unmaps it: it cannot stay
+    behind in a fragmented heap. Read from the block's own header (glibc marks a chunk it mapped
+    alone with IS_MMAPPED, bit 2 of the size word just before the pointer), so that no other
+    thread's allocations can blur it, as they do malloc's totals."""
+    import ctypes
 
     from engine import Engine
-    from engine.measure import _MALLINFO2, fix_mmap_threshold
+    from engine.measure import fix_mmap_threshold
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
 
     def mapped_alone(size: int) -> bool:
-        before = _MALLINFO2().hblkhd
-        block = np.ones(size // 8)
-        mapped = _MALLINFO2().hblkhd - before >= size
-        del block
-        return mapped
+        block = libc.malloc(size)
+        assert block
+        try:
+            return bool(ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value & 2)
+        finally:
+            libc.free(block)
 
     assert fix_mmap_threshold(64 * MiB) == 64 * MiB   # as glibc's moving one is after a 64 MiB free
     assert not mapped_alone(8 * MiB)                   # from the heap
