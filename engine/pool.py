@@ -75,8 +75,10 @@ class Pool(Residency):
             run.backends[name] = instance.backend
         self._held.count = getattr(self._held, "count", 0) + 1
         with self._cond:
+            # Not torch: its tensors are counted exactly, and what a torch run leaves (thread
+            # pools, oneDNN's caches) is the process's, which evicting the model would not free.
             alone_at = (self._admissions if instance.device == "cpu" and not isinstance(instance.device, DeviceMap)
-                        and not self._others_busy(instance) else None)
+                        and instance.spec.runtime != "torch" and not self._others_busy(instance) else None)
         try:
             yield instance.model
         finally:
@@ -328,7 +330,7 @@ class Pool(Residency):
                  getattr(device, "label", device), instance.load_s, format_bytes(measured))
 
     def _keep_what_the_run_kept(self, instance: Instance) -> None:
-        """A run alone on the CPU whose process stayed larger after it than when it was admitted
+        """A run alone on the CPU (not torch) whose process stayed larger after it than when it was admitted
         left that much in the model's own keeping (ONNX Runtime's arena holds a session's largest
         run; a first call's lazy set-up stays): it is billed to the instance, so the ledger sees it
         and evicting the model is known to free it, rather than counting it as the process's

@@ -190,9 +190,11 @@ def test_a_run_that_has_not_allocated_yet_lends_its_reservation_to_nobody(tmp_pa
 
 
 def _billing_engine(tmp_path):
-    """a and b (100 MiB each, runs reserve 40 MiB); the process reads as its models' load bytes plus
-    `engine.extra`, the memory their runs left behind (an arena), whoever it is billed to."""
-    specs = [dataclasses.replace(block_spec(tmp_path, name, 100), run_estimate_bytes=40 * MiB) for name in "ab"]
+    """a and b (100 MiB each, runs reserve 40 MiB, served as ONNX Runtime models are: a torch
+    model's runs are not billed); the process reads as its models' load bytes plus `engine.extra`,
+    the memory their runs left behind (an arena), whoever it is billed to."""
+    specs = [dataclasses.replace(block_spec(tmp_path, name, 100), run_estimate_bytes=40 * MiB, runtime="onnxruntime")
+             for name in "ab"]
     engine = _engine(tmp_path, specs)
     pool = engine.pool
     engine.devices._read_process = lambda device: BASE + engine.extra + sum(
@@ -212,6 +214,16 @@ def test_what_a_run_alone_leaves_behind_is_billed_to_its_model(tmp_path):
     with pool.lease("a") as model:
         engine.extra = 200 * MiB   # no model keeps more than its largest run reservation (40 MiB)
     assert pool.resident_bytes("cpu") == 140 * MiB and pool.overhang("cpu") == 160 * MiB
+
+
+def test_what_a_torch_run_leaves_behind_stays_the_process_s(tmp_path):
+    engine = _billing_engine(tmp_path)
+    engine.registry.remove("a")
+    engine.register(dataclasses.replace(block_spec(tmp_path, "a", 100), run_estimate_bytes=40 * MiB))
+    with engine.pool.lease("a") as model:
+        forward(model)
+        engine.extra = 30 * MiB   # torch's thread pools or caches: evicting a would not free them
+    assert engine.pool.resident_bytes("cpu") == 100 * MiB and engine.pool.overhang("cpu") == 30 * MiB
 
 
 def test_what_a_run_beside_another_leaves_behind_is_nobody_s(tmp_path):

@@ -44,30 +44,39 @@ def test_a_run_that_reuses_freed_heap_is_measured_at_what_it_allocates():
     del work, guard
 
 
-def test_an_engine_fixes_the_mmap_threshold_so_that_a_freed_block_goes_back_at_once(tmp_path, monkeypatch):
+_MAPPED_ALONE = """
+import ctypes, json, os, sys, tempfile
+from engine import Engine
+from engine.measure import fix_mmap_threshold
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+word = ctypes.sizeof(ctypes.c_size_t)
+
+def mapped_alone(size):   # kept allocated: a freed block would be a free chunk the next one reuses
+    return bool(ctypes.c_size_t.from_address(libc.malloc(size) - word).value & 2)
+
+set_high = fix_mmap_threshold(64 << 20)   # as glibc's moving threshold is after a 64 MiB free
+before = mapped_alone(8 << 20)
+Engine(tempfile.mkdtemp(), specs=[])
+print(json.dumps([set_high, before, mapped_alone(8 << 20), mapped_alone(2 << 20)]))
+"""
+
+
+def test_an_engine_fixes_the_mmap_threshold_so_that_a_freed_block_goes_back_at_once():
     """Blocks of 4 MiB and more are mapped on their own, so freeing one unmaps it: it cannot stay
-    behind in a fragmented heap. Read from the block's own header (glibc marks a chunk it mapped
-    alone with IS_MMAPPED, bit 2 of the size word just before the pointer), so that no other
-    thread's allocations can blur it, as they do malloc's totals."""
-    import ctypes
+    behind in a fragmented heap. Read from each block's own header (glibc marks a chunk it mapped
+    alone with IS_MMAPPED, bit 2 of the size word before the pointer), in a fresh process: in
+    this one, free chunks that earlier tests left in the heap serve a request before mmap does."""
+    import json
+    import os
+    import subprocess
+    import sys
 
-    from engine import Engine
-    from engine.measure import fix_mmap_threshold
-
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-
-    def mapped_alone(size: int) -> bool:
-        block = libc.malloc(size)
-        assert block
-        try:
-            return bool(ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value & 2)
-        finally:
-            libc.free(block)
-
-    assert fix_mmap_threshold(64 * MiB) == 64 * MiB   # as glibc's moving one is after a 64 MiB free
-    assert not mapped_alone(8 * MiB)                   # from the heap
-    monkeypatch.setenv("WIMMEL_MMAP_THRESHOLD", "4MiB")
-    Engine(tmp_path / "data", specs=[])
-    assert mapped_alone(8 * MiB) and not mapped_alone(2 * MiB)
+    env = {**os.environ, "WIMMEL_MMAP_THRESHOLD": "4MiB"}
+    done = subprocess.run([sys.executable, "-c", _MAPPED_ALONE], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    set_high, before, after_8, after_2 = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set_high == 64 << 20 and not before   # 8 MiB from the heap under a 64 MiB threshold
+    assert after_8 and not after_2                # the engine's 4 MiB: mapped alone, 2 MiB not
