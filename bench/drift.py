@@ -112,11 +112,10 @@ def summarise(order: list[str], samples: dict[str, list], start_rss: int, budget
     out = {"warm_from": warm, "warm_runs": len(order) - 1 - warm}
     warm_floors = [(i, value / MiB) for i, value in floors if i >= warm]
     if len(warm_floors) >= 2:
-        # A line through the floors against the run index, over the same warm runs as the rest.
+        # A line through the floors (one per round, evenly spaced) against the run index, over
+        # the same warm runs as the rest.
         xs, ys = zip(*warm_floors)
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in warm_floors) / sum((x - mx) ** 2 for x in xs)
-        growth = slope * (len(order) - 1 - warm)
+        growth = fit(list(ys))[0] / (xs[1] - xs[0]) * (len(order) - 1 - warm)
         out.update({"floor_mb": [round(y, 1) for y in ys], "floor_growth_mb": round(growth, 1),
                     "floor_drift_pct": round(100 * growth * MiB / budget, 2)})
     # nonheap: RSS less glibc's heap in use, i.e. what no live malloc block explains (free memory
