@@ -189,11 +189,11 @@ def test_a_run_that_has_not_allocated_yet_lends_its_reservation_to_nobody(tmp_pa
     assert engine.pool.overhang("cpu") == 130 * MiB   # its run over, what it left behind is beyond the ledger
 
 
-def _billing_engine(tmp_path):
-    """a and b (100 MiB each, runs reserve 40 MiB, served as ONNX Runtime models are: a torch
-    model's runs are not billed); the process reads as its models' load bytes plus `engine.extra`,
-    the memory their runs left behind (an arena), whoever it is billed to."""
-    specs = [dataclasses.replace(block_spec(tmp_path, name, 100), run_estimate_bytes=40 * MiB, runtime="onnxruntime")
+def _billing_engine(tmp_path, runtime="onnxruntime"):
+    """a and b (100 MiB each, runs reserve 40 MiB, on `runtime`: a torch model's runs are not
+    billed); the process reads as its models' load bytes plus `engine.extra`, the memory their
+    runs left behind (an arena), whoever it is billed to."""
+    specs = [dataclasses.replace(block_spec(tmp_path, name, 100), run_estimate_bytes=40 * MiB, runtime=runtime)
              for name in "ab"]
     engine = _engine(tmp_path, specs)
     pool = engine.pool
@@ -217,9 +217,7 @@ def test_what_a_run_alone_leaves_behind_is_billed_to_its_model(tmp_path):
 
 
 def test_what_a_torch_run_leaves_behind_stays_the_process_s(tmp_path):
-    engine = _billing_engine(tmp_path)
-    engine.registry.remove("a")
-    engine.register(dataclasses.replace(block_spec(tmp_path, "a", 100), run_estimate_bytes=40 * MiB))
+    engine = _billing_engine(tmp_path, runtime="torch")
     with engine.pool.lease("a") as model:
         forward(model)
         engine.extra = 30 * MiB   # torch's thread pools or caches: evicting a would not free them
