@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from . import capabilities, compile, face_detectors, faces, grouping, networks, video  # noqa: E402
 from . import estimate, gpu, interactive, load, oom_stress, overhead, report, startup, swap  # noqa: E402
-from . import cluster, drift, hub_footprints, mmap_threshold, onnx_arena, quality  # noqa: E402
+from . import cluster, drift, hub_footprints, mmap_threshold, onnx_arena, python_allocator, quality  # noqa: E402
 from . import quality_faces, quality_ocr, quality_pitch, quality_speech  # noqa: E402
 
 SCENARIOS = {"capabilities": capabilities.run, "compile": compile.run, "faces": faces.run, "grouping": grouping.run, "video": video.run}
@@ -51,6 +51,8 @@ SCENARIOS["cluster"] = cluster.run
 SCENARIOS["onnx-arena"] = onnx_arena.run
 # Issue 16: glibc's mmap threshold fixed (the engine's default) against its moving one: speed and the floor.
 SCENARIOS["mmap-threshold"] = mmap_threshold.run
+# Issue 16: Python's objects on glibc's malloc (launch.py's default) against pymalloc: speed and the floor.
+SCENARIOS["python-allocator"] = python_allocator.run
 
 
 def main() -> None:

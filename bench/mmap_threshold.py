@@ -55,17 +55,20 @@ def child() -> None:
     print(json.dumps({"times": times, "floors": floors}))
 
 
-def run(verbose: bool = True) -> dict:
-    out: dict[str, list[dict]] = {setting: [] for setting in SETTINGS}
+def compare(scenario: str, settings: dict[str, dict[str, str]], verbose: bool = True) -> dict:
+    """Each setting (environment variables of a fresh child running child() above), PAIRS
+    children each, alternated; the speed ratio is the first setting's over the second's."""
+    out: dict[str, list[dict]] = {setting: [] for setting in settings}
     for _ in range(PAIRS):
-        for setting, value in SETTINGS.items():
-            out[setting].append(child_json("bench.mmap_threshold", env={"WIMMEL_MMAP_THRESHOLD": value}))
+        for setting, env in settings.items():
+            out[setting].append(child_json("bench.mmap_threshold", env=env))
             if verbose:
                 print(setting, [round(f / MiB, 1) for f in out[setting][-1]["floors"]], flush=True)
-    result: dict = {"scenario": "mmap-threshold", "models": len(out["fixed"][0]["times"])}
+    first, second = list(settings)
+    result: dict = {"scenario": scenario, "models": len(out[first][0]["times"])}
     ms = {setting: {name: round(1000 * median([t for child in children for t in child["times"][name]]), 2)
                     for name in children[0]["times"]} for setting, children in out.items()}
-    ratio = {name: round(ms["fixed"][name] / ms["moving"][name], 3) for name in ms["fixed"] if ms["moving"][name] > 0}
+    ratio = {name: round(ms[first][name] / ms[second][name], 3) for name in ms[first] if ms[second][name] > 0}
     result.update({"median_speed_ratio": round(median(list(ratio.values())), 3),
                    "max_speed_ratio": max(ratio.values())})
     for setting, children in out.items():
@@ -73,8 +76,13 @@ def run(verbose: bool = True) -> dict:
         result[f"{setting}_floor_growth_mb"] = round(median([(c["floors"][-1] - c["floors"][0]) / MiB
                                                              for c in children]), 1)
     result["speed_ratio"] = dict(sorted(ratio.items(), key=lambda kv: -kv[1]))
-    save_series("mmap-threshold", {"ms": ms, "floors": {s: [c["floors"] for c in cs] for s, cs in out.items()}})
+    save_series(scenario, {"ms": ms, "floors": {s: [c["floors"] for c in cs] for s, cs in out.items()}})
     return result
+
+
+def run(verbose: bool = True) -> dict:
+    return compare("mmap-threshold", {setting: {"WIMMEL_MMAP_THRESHOLD": value} for setting, value in SETTINGS.items()},
+                   verbose)
 
 
 if __name__ == "__main__":

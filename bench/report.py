@@ -21,7 +21,7 @@ from .goals import SERIES, fields_of as _f, goals as _goals, series as _series
 from .common import ROOT, machine
 
 ALL = ["swap", "grouping", "interactive", "video-memory", "estimate", "overhead", "startup", "oom-stress", "load",
-       "networks", "drift", "cluster", "onnx-arena", "mmap-threshold"]
+       "networks", "drift", "cluster", "onnx-arena", "mmap-threshold", "python-allocator"]
 TAKES_BUDGET = ("interactive", "load")
 PAGE = ROOT / "docs" / "benchmarks.md"
 ASSETS = ROOT / "docs" / "benchmarks"
@@ -96,6 +96,11 @@ DESCRIPTIONS = {
                        "called twice more timed, and unloaded; after each round, with nothing loaded and the heap "
                        "trimmed, the process's RSS (the floor). `speed_ratio`: fixed / moving median call time per "
                        "model."),
+    "python-allocator": ("bench/python_allocator.py", "Issue 16: Python's objects on glibc's malloc "
+                         "(PYTHONMALLOC=malloc, launch.py's default: engine/measure.PROCESS_ENV) against pymalloc, "
+                         "each in a fresh process, on bench mmap-threshold's workload (3 rounds over every network, "
+                         "each loaded, called, timed, unloaded; the floor after each round). `speed_ratio`: malloc "
+                         "/ pymalloc median call time per model."),
     "cluster": ("bench/cluster.py", "Issue 17: a local Ray cluster, 24 chunked jobs over 3 torch models, each job "
                 "leasing its model per chunk. Side by side in one run: one worker; two workers routed by model "
                 "(a job goes to the free worker that holds its model); two workers round-robin; two workers by "
