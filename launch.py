@@ -12,12 +12,6 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parent
-# What the app's process starts with (launch.py starts itself again with it where the environment
-# says nothing, and the bench's child processes get it too): Python's objects on glibc's malloc
-# rather than pymalloc, whose 1 MiB arenas go back only when wholly empty. Over 200 mixed runs the
-# floor (RSS with every model unloaded) grew by Python's arenas, one for one; on malloc they live
-# in the heap, whose free pages malloc_trim returns (bench drift, bench python-allocator).
-PROCESS_ENV = {"PYTHONMALLOC": "malloc"}
 log = logging.getLogger("wimmel")
 
 
@@ -254,14 +248,5 @@ def main(argv=None) -> None:
                 max_threads=EVENTS_AT_ONCE)
 
 
-def start_with_process_env() -> None:
-    """Start this command again with PROCESS_ENV where the environment leaves it unset (a value
-    set there, e.g. PYTHONMALLOC=pymalloc, is kept): the allocator is chosen at start-up only."""
-    missing = {key: value for key, value in PROCESS_ENV.items() if key not in os.environ}
-    if missing:
-        os.execve(sys.executable, sys.orig_argv, {**os.environ, **missing})
-
-
 if __name__ == "__main__":
-    start_with_process_env()
     main()

@@ -95,13 +95,9 @@ def save_series(scenario: str, data: dict) -> None:
 # ---- child processes ----
 
 def child_json(module: str, *args: str, timeout: float | None = None, env: dict | None = None) -> dict:
-    """Run `python -m MODULE ARGS` in a fresh process; its last stdout line is JSON. The process
-    starts as launch.py starts the app (launch.PROCESS_ENV, where the environment and `env` leave
-    it unset), so that what is measured is what the app does."""
-    from launch import PROCESS_ENV
-
+    """Run `python -m MODULE ARGS` in a fresh process; its last stdout line is JSON."""
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**PROCESS_ENV, **os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, **(env or {})})
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])

@@ -73,9 +73,7 @@ def _pinned(name: str) -> str:
 def check_python() -> Check:
     version = platform.python_version()
     if (3, 10) <= sys.version_info[:2] <= (3, 12):
-        # launch.py starts the app with PYTHONMALLOC=malloc (why: launch.PROCESS_ENV).
-        allocator = os.environ.get("PYTHONMALLOC") or "pymalloc"
-        return Check("python", "ok", f"Python {version} ({sys.executable}), objects on {allocator}")
+        return Check("python", "ok", f"Python {version} ({sys.executable})")
     return Check("python", "warn", f"Python {version}: the pinned packages are tested on 3.11 "
                  "(rapidocr-onnxruntime needs < 3.13)",
                  "PYTHON=python3.11 ./setup.sh  (after rm -rf .venv)")

@@ -46,19 +46,6 @@ def test_this_install_is_healthy_and_says_what_it_found(tmp_path):
     assert all(c["status"] in ("ok", "warn", "error") and c["found"] for c in checks.values())
 
 
-def test_launch_starts_python_objects_on_malloc_unless_the_environment_says(tmp_path):
-    # launch.py starts itself again with PYTHONMALLOC=malloc (launch.PROCESS_ENV); the doctor
-    # reports the allocator of the process it runs in.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "doctor", "--json", "--data-dir", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert by_name(json.loads(done.stdout))["python"]["found"].endswith("objects on malloc"), done.stderr
-    env["PYTHONMALLOC"] = "pymalloc"
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "doctor", "--json", "--data-dir", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert by_name(json.loads(done.stdout))["python"]["found"].endswith("objects on pymalloc"), done.stderr
-
-
 def test_two_onnxruntime_packages_are_an_error_with_the_fix(tmp_path):
     fake_dist(tmp_path, "onnxruntime-gpu", "1.22.0")
     done = run_doctor("--json", extra_path=tmp_path)
