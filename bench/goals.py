@@ -101,9 +101,10 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
                      f"trimmed after each run {d['evicting-trim.rss_drift_pct']} %", held,
                      "Judged on the evicting variant's floor and the resident variant. After each run RSS holds "
                      "whichever models are loaded then, a swing several % of this budget wide (the slope's se)."
-                     if held else "The floor, RSS with every model unloaded, still rises from round to round: "
-                     "what the loads and runs left that neither the collector nor malloc_trim gives back "
-                     "(bench mmap-threshold)."))
+                     if held else "The floor, RSS with every model unloaded, rises over the first rounds and then "
+                     "stays flat: pymalloc's 1 MiB arenas filling (they go back only when wholly empty). Under "
+                     "PYTHONMALLOC=malloc it was flat from the first round, at the level pymalloc reaches, with calls "
+                     "5 % slower (bench python-allocator): the app keeps pymalloc."))
 
     e = fields_of(results, "estimate")
     if e:

@@ -55,11 +55,11 @@ def child() -> None:
     print(json.dumps({"times": times, "floors": floors}))
 
 
-def compare(scenario: str, settings: dict[str, dict[str, str]], verbose: bool = True) -> dict:
-    """Each setting (environment variables of a fresh child running child() above), PAIRS
+def compare(scenario: str, settings: dict[str, dict[str, str]], verbose: bool = True, pairs: int = PAIRS) -> dict:
+    """Each setting (environment variables of a fresh child running child() above), `pairs`
     children each, alternated; the speed ratio is the first setting's over the second's."""
     out: dict[str, list[dict]] = {setting: [] for setting in settings}
-    for _ in range(PAIRS):
+    for _ in range(pairs):
         for setting, env in settings.items():
             out[setting].append(child_json("bench.mmap_threshold", env=env))
             if verbose:

@@ -97,8 +97,8 @@ DESCRIPTIONS = {
                        "trimmed, the process's RSS (the floor). `speed_ratio`: fixed / moving median call time per "
                        "model."),
     "python-allocator": ("bench/python_allocator.py", "Issue 16: Python's objects on glibc's malloc "
-                         "(PYTHONMALLOC=malloc, launch.py's default: engine/measure.PROCESS_ENV) against pymalloc, "
-                         "each in a fresh process, on bench mmap-threshold's workload (3 rounds over every network, "
+                         "(PYTHONMALLOC=malloc) against pymalloc (Python's default, the app's), 2 "
+                         "fresh processes each, alternated, on bench mmap-threshold's workload (3 rounds over every network, "
                          "each loaded, called, timed, unloaded; the floor after each round). `speed_ratio`: malloc "
                          "/ pymalloc median call time per model."),
     "cluster": ("bench/cluster.py", "Issue 17: a local Ray cluster, 24 chunked jobs over 3 torch models, each job "
