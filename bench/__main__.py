@@ -51,7 +51,7 @@ SCENARIOS["cluster"] = cluster.run
 SCENARIOS["onnx-arena"] = onnx_arena.run
 # Issue 16: glibc's mmap threshold fixed (the engine's default) against its moving one: speed and the floor.
 SCENARIOS["mmap-threshold"] = mmap_threshold.run
-# Issue 16: Python's objects on glibc's malloc (launch.py's default) against pymalloc: speed and the floor.
+# Issue 16: Python's objects on glibc's malloc against pymalloc (the app's): speed and the floor.
 SCENARIOS["python-allocator"] = python_allocator.run
 
 
