@@ -1,10 +1,17 @@
 """The CPU probe's peak is what a run takes from the machine even where the heap already held
 freed memory (engine/measure.py: settle before a probe that starts alone)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from engine.measure import METER, TRIM_FREE_BYTES, heap_free, rss, settle
 
 MiB = 1 << 20
+ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 64 * 1024   # below glibc's mmap threshold: these come from the heap and stay there when freed
 
 pytestmark = pytest.mark.skipif(heap_free() is None, reason="malloc statistics need glibc")
@@ -45,7 +52,7 @@ def test_a_run_that_reuses_freed_heap_is_measured_at_what_it_allocates():
 
 
 _MAPPED_ALONE = """
-import ctypes, json, os, sys, tempfile
+import ctypes, json, tempfile
 from engine import Engine
 from engine.measure import fix_mmap_threshold
 
@@ -68,14 +75,9 @@ def test_an_engine_fixes_the_mmap_threshold_so_that_a_freed_block_goes_back_at_o
     behind in a fragmented heap. Read from each block's own header (glibc marks a chunk it mapped
     alone with IS_MMAPPED, bit 2 of the size word before the pointer), in a fresh process: in
     this one, free chunks that earlier tests left in the heap serve a request before mmap does."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "WIMMEL_MMAP_THRESHOLD": "4MiB"}
     done = subprocess.run([sys.executable, "-c", _MAPPED_ALONE], capture_output=True, text=True, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+                          cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     set_high, before, after_8, after_2 = json.loads(done.stdout.strip().splitlines()[-1])
     assert set_high == 64 << 20 and not before   # 8 MiB from the heap under a 64 MiB threshold
