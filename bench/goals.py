@@ -89,6 +89,8 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
 
     d = fields_of(results, "drift")
     if d:
+        a = fields_of(results, "python-allocator")
+        cost = f"a median call {a['median_speed_ratio']}x as long" if a else "slower calls"
         pct, floor = d["evicting.rss_drift_pct"], d.get("evicting.floor_drift_pct")
         # The floor (RSS with every model unloaded, once per round) is what the runs did not give
         # back; the RSS after each run swings with the models loaded at the time (see its se).
@@ -103,8 +105,8 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
                      "whichever models are loaded then, a swing several % of this budget wide (the slope's se)."
                      if held else "The floor, RSS with every model unloaded, rises over the first rounds and then "
                      "stays flat: pymalloc's 1 MiB arenas filling (they go back only when wholly empty). Under "
-                     "PYTHONMALLOC=malloc it was flat from the first round, at the level pymalloc reaches, with calls "
-                     "5 % slower (bench python-allocator): the app keeps pymalloc."))
+                     "PYTHONMALLOC=malloc it was flat from the first round, at the level pymalloc reaches, with "
+                     f"{cost} (bench python-allocator): the app keeps pymalloc."))
 
     e = fields_of(results, "estimate")
     if e:
