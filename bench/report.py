@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import networks, plot
+from . import mmap_threshold, networks, plot, python_allocator
 from .goals import SERIES, fields_of as _f, goals as _goals, series as _series
 from .common import ROOT, machine
 
@@ -92,13 +92,15 @@ DESCRIPTIONS = {
                    "the first run at that size."),
     "mmap-threshold": ("bench/mmap_threshold.py", "Issue 16: glibc's mmap threshold fixed at 4 MiB (the engine's "
                        "default, engine/measure.fix_mmap_threshold) against glibc's moving one, each in a fresh "
-                       "process: 3 rounds over every network with a standard input, each loaded, called once, "
-                       "called twice more timed, and unloaded; after each round, with nothing loaded and the heap "
+                       f"process: {mmap_threshold.ROUNDS} rounds over every network with a standard input, each "
+                       f"loaded, called once, called {mmap_threshold.CALLS} times more timed, and unloaded; after "
+                       "each round, with nothing loaded and the heap "
                        "trimmed, the process's RSS (the floor). `speed_ratio`: fixed / moving median call time per "
                        "model."),
     "python-allocator": ("bench/python_allocator.py", "Issue 16: Python's objects on glibc's malloc "
-                         "(PYTHONMALLOC=malloc) against pymalloc (Python's default, the app's), 2 "
-                         "fresh processes each, alternated, on bench mmap-threshold's workload (3 rounds over every network, "
+                         "(PYTHONMALLOC=malloc) against pymalloc (Python's default, the app's), "
+                         f"{python_allocator.PAIRS} fresh processes each, alternated, on bench mmap-threshold's "
+                         f"workload ({mmap_threshold.ROUNDS} rounds over every network, "
                          "each loaded, called, timed, unloaded; the floor after each round). `speed_ratio`: malloc "
                          "/ pymalloc median call time per model."),
     "cluster": ("bench/cluster.py", "Issue 17: a local Ray cluster, 24 chunked jobs over 3 torch models, each job "
