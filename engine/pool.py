@@ -33,7 +33,7 @@ from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .parking import Parking
 from .residency import CUDA_PARKING, Instance, ModelUnavailable, Residency
 from .runs import current_run
-from .runtimes.backend import backend_of
+from .runtimes.backend import backend_of, holds_session
 from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
 
 __all__ = ["FAIR_WAIT_S", "Instance", "ModelUnavailable", "Pool"]
@@ -77,8 +77,10 @@ class Pool(Residency):
         with self._cond:
             # Not torch: its tensors are counted exactly, and what a torch run leaves (thread
             # pools, oneDNN's caches) is the process's, which evicting the model would not free.
+            # A torch module run by an ONNX session of its own is the session's case: its arena.
+            beyond_tensors = instance.spec.runtime != "torch" or instance.backend.startswith("onnxruntime")
             alone_at = (self._admissions if instance.device == "cpu" and not isinstance(instance.device, DeviceMap)
-                        and instance.spec.runtime != "torch" and not self._others_busy(instance) else None)
+                        and beyond_tensors and not self._others_busy(instance) else None)
         try:
             yield instance.model
         finally:
@@ -279,11 +281,12 @@ class Pool(Residency):
             shares = getattr(model, "device_shares", None)
             shares = shares if isinstance(shares, dict) and shares else tensor_shares(model)
             device = device.with_shares(shares) if shares else device
-        # A torch model's tensors are exact. For runtimes we cannot inspect the memory delta is
-        # the measure, and it is clean only when no other model was in use meanwhile: otherwise
-        # their allocations would be billed to this load, many times its real size, so a
-        # footprint already learned cleanly is kept instead. When clean, what malloc handed out
-        # counts too on the CPU: a load into heap that earlier work freed does not raise RSS.
+        # A torch model's tensors are exact (unless it holds an ONNX session, below). For
+        # runtimes we cannot inspect the memory delta is the measure, and it is clean only when
+        # no other model was in use meanwhile: otherwise their allocations would be billed to
+        # this load, many times its real size, so a footprint already learned cleanly is kept
+        # instead. When clean, what malloc handed out counts too on the CPU: a load into heap
+        # that earlier work freed does not raise RSS.
         clean = alone and not self._others_busy(instance)
         peaks = probe.stop() if probe is not None else None
         if probe is not None:
@@ -292,9 +295,13 @@ class Pool(Residency):
         measured, trusted = tensor_bytes(model), True
         if isinstance(device, DeviceMap):
             measured = sum(device.shares.values())
-        elif not measured:
+        elif not measured or holds_session(model):
+            # A torch module exported to ONNX Runtime (engine/runtimes/compiled.py) keeps a
+            # session beside its tensors, with its own copy of the weights and the arena its
+            # preparing calls grew: the tensors are a floor (the face detector: 1.9 MiB of
+            # tensors, about 30 MiB held after its load).
             grew = self._heap_grew(device, heap_before) if clean else 0
-            measured = max(0, self._used(device) - before, grew)
+            measured = max(measured, self._used(device) - before, grew)
             known = self.footprints.get(spec.name, device).load_bytes
             if not clean and known is not None:
                 measured, trusted = known, False
