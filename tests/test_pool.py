@@ -5,9 +5,11 @@ import time
 import pytest
 import torch
 
-from engine import Engine, NotEnoughMemory
+from engine import Engine, ModelSpec, NotEnoughMemory
 from engine import pool as pool_module
 from engine.measure import rss, trim_heap
+from engine.runtimes.compiled import accelerate
+from engine.runtimes.torch_runtime import tensor_bytes
 from tiny_models import Block, MiB, block_spec, forward, leased_elsewhere
 
 
@@ -211,13 +213,8 @@ def test_memory_mapped_weights_are_billed_to_the_load_not_the_first_run(tmp_path
 
 
 def test_a_module_exported_to_onnx_runtime_is_billed_its_session_not_only_its_tensors(tmp_path):
-    # The face detector, hands and upscalers run as torch modules exported to ONNX Runtime: the
-    # session keeps its own copy of the weights beside the module's tensors. Billing only the
-    # tensors under-predicted every cold face detection by 17-36 MiB (bench estimate).
-    from engine import ModelSpec
-    from engine.runtimes.compiled import accelerate
-    from engine.runtimes.torch_runtime import tensor_bytes
-
+    # The face detector, hands and fast upscaler run as torch modules exported to ONNX Runtime:
+    # the session keeps its own copy of the weights beside the module's tensors.
     def load(device):
         return accelerate(Block(32).eval(), [(torch.ones(4, 512),)], "onnx", tmp_path / "onnx", "block-32")
 
@@ -244,8 +241,6 @@ def test_a_learned_run_peak_larger_than_the_budget_does_not_lock_a_model_out(tmp
 
 def test_an_eviction_collects_garbage_only_when_the_model_was_not_freed_by_dropping_it(tmp_path, monkeypatch):
     import weakref
-
-    from engine import ModelSpec
 
     class Cyclic(torch.nn.Module):
         """A model that refers to itself, as some wrappers do: only gc.collect frees it."""
@@ -284,8 +279,6 @@ def test_an_evicted_model_whose_insides_are_in_a_cycle_is_collected(tmp_path, mo
     MediaPipe's and spaCy's nets here do) keeps its weights until a collection: the process gave
     back under half of the model's bytes, so one runs."""
     import weakref
-
-    from engine import ModelSpec
 
     class Inner(torch.nn.Module):
         def __init__(self):
