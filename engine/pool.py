@@ -296,12 +296,17 @@ class Pool(Residency):
         if isinstance(device, DeviceMap):
             measured = sum(device.shares.values())
         elif not measured or holds_session(model):
-            # A torch module exported to ONNX Runtime (engine/runtimes/compiled.py) keeps a
-            # session beside its tensors, with its own copy of the weights and the arena its
-            # preparing calls grew: the tensors are a floor (the face detector: 1.9 MiB of
-            # tensors, about 30 MiB held after its load).
             grew = self._heap_grew(device, heap_before) if clean else 0
-            measured = max(measured, self._used(device) - before, grew)
+            if measured and clean and device == "cpu":
+                # A torch module exported to ONNX Runtime (engine/runtimes/compiled.py) keeps a
+                # session beside its tensors, with its own copy of the weights and the arena its
+                # preparing calls grew, all of it from malloc: the tensors are a floor, the heap's
+                # growth the measure (RSS would add the runtime's library pages, mapped by the
+                # first session of the process and not this model's: the face detector's first
+                # load grew RSS by 59-99 MiB, its heap by about 30). On a GPU the device's delta.
+                measured = max(measured, grew)
+            else:
+                measured = max(measured, self._used(device) - before, grew)
             known = self.footprints.get(spec.name, device).load_bytes
             if not clean and known is not None:
                 measured, trusted = known, False

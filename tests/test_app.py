@@ -116,7 +116,9 @@ def test_system_status_reports_devices_models_and_runs(client, tmp_path):
     detector = next(m for m in status["models"] if m["name"] == "face-detector")
     assert detector["role"] == "interactive" and detector["device"] == "cpu"
     assert detector["state"] in ("idle", "in use") and detector["measured"]
-    assert 1_500_000 < detector["bytes"] < 4_000_000  # MTCNN's three nets: ~1.9 MB of float32
+    # MTCNN's three nets: ~1.9 MB of float32 tensors, and their copy in its ONNX session with the
+    # arena its preparing calls grew (about 30 MiB; more when other work ran during the load).
+    assert 1_900_000 < detector["bytes"] < 256 * 2**20
     runs = [r for r in status["runs"] if r["capability"] == "detect_faces"]
     assert runs and runs[0]["models"] == ["face-detector"] and runs[0]["status"] == "ok"
     assert runs[0]["compute_s"] > 0 and runs[0]["peak_rss_bytes"] > 0
