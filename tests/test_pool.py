@@ -213,7 +213,7 @@ def test_memory_mapped_weights_are_billed_to_the_load_not_the_first_run(tmp_path
 
 
 def test_a_module_exported_to_onnx_runtime_is_billed_its_session_not_only_its_tensors(tmp_path):
-    # The face detector, hands and fast upscaler run as torch modules exported to ONNX Runtime:
+    # The face detector and the face embedder run as torch modules exported to ONNX Runtime:
     # the session keeps its own copy of the weights beside the module's tensors.
     def load(device):
         return accelerate(Block(32).eval(), [(torch.ones(4, 512),)], "onnx", tmp_path / "onnx", "block-32")
