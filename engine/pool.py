@@ -33,7 +33,7 @@ from .oom import NotEnoughMemory, OutOfMemory, call_with_recovery
 from .parking import Parking
 from .residency import CUDA_PARKING, Instance, ModelUnavailable, Residency
 from .runs import current_run
-from .runtimes.backend import backend_of, holds_session
+from .runtimes.backend import backend_of
 from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
 
 __all__ = ["FAIR_WAIT_S", "Instance", "ModelUnavailable", "Pool"]
@@ -292,10 +292,11 @@ class Pool(Residency):
         if probe is not None:
             settle()   # what the load freed may stay resident in the heap: not what it kept
         stayed = rss() - probe.start_rss if probe is not None else 0   # what stayed in the process
+        backend = backend_of(model, spec.runtime, device)
         measured, trusted = tensor_bytes(model), True
         if isinstance(device, DeviceMap):
             measured = sum(device.shares.values())
-        elif not measured or holds_session(model):
+        elif not measured or backend.startswith("onnxruntime"):
             grew = self._heap_grew(device, heap_before) if clean else 0
             if measured and clean and device == "cpu":
                 # A torch module exported to ONNX Runtime (engine/runtimes/compiled.py) keeps a
@@ -310,7 +311,6 @@ class Pool(Residency):
             known = self.footprints.get(spec.name, device).load_bytes
             if not clean and known is not None:
                 measured, trusted = known, False
-        backend = backend_of(model, spec.runtime, device)
         with self._cond:
             instance.model, instance.device, instance.bytes, instance.backend = model, device, measured, backend
             instance.load_s = time.monotonic() - started

@@ -226,7 +226,7 @@ def test_a_module_exported_to_onnx_runtime_is_billed_its_session_not_only_its_te
         assert model.mode == "onnx" and 31 * MiB <= tensors <= 33 * MiB
     # The first load also paid the exporter's imports (the process's for good); a second load,
     # from the cached file, is the model's own: its tensors and the session's copy of them
-    # (about twice the tensors; RSS, so allow for noise).
+    # (about twice the tensors; the heap's growth, so allow for noise).
     engine.pool.unload("exported")
     engine.infer("t", "exported", forward)
     assert tensors + 24 * MiB <= engine.footprints.get("exported", "cpu").load_bytes <= 3 * tensors

@@ -19,12 +19,6 @@ def _sessions(model: Any, depth: int = 3) -> list:
     return [s for child in children for s in _sessions(child, depth - 1)]
 
 
-def holds_session(model: Any) -> bool:
-    """Whether a model object holds an ONNX Runtime session: memory beyond its torch tensors (an
-    exported module's session keeps its own copy of the weights and its arena)."""
-    return bool(_sessions(model))
-
-
 def backend_of(model: Any, runtime: str, device: str) -> str:
     sessions = _sessions(model)
     if sessions:
