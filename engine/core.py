@@ -44,7 +44,9 @@ class Run:
         """What this call should take, read before it (its own peak is learned after it) and kept
         in the record beside what it took."""
         engine, record = self.engine, self.record
-        predicted = engine.footprints.predict(engine.registry.get(model), device, self.bucket).bytes
+        # Read after the lease, so after any load: a call right after one is a first call.
+        predicted = engine.footprints.predict(engine.registry.get(model), device, self.bucket,
+                                              first_call=engine.footprints.fresh(model, device)).bytes
         record.run_bytes_predicted = max(record.run_bytes_predicted or 0, predicted)
         if record.seconds_predicted is None:
             record.seconds_predicted = engine.timings.seconds(endpoint_of(record), record.size or self.bucket, device)

@@ -6,8 +6,13 @@ and predicted for a size never seen by a fit over those (engine/predict.py). The
 after a load is kept apart (first_peak_bytes): it also pays what the runtime sets up lazily
 (thread pools, kernels, buffers that then stay), measured at several times a later call's peak
 for small inputs, so it would inflate every warm prediction; a call on a model not yet resident
-is predicted from it (predict(..., first_call=True)). Footprints are persisted so that the next
-start admits work by numbers, not guesses.
+is predicted from it (predict(..., first_call=True)). A call at a size its loaded model has run
+already is kept apart too, where the model's runs leave memory with it (repeat_peak_bytes): an
+ONNX Runtime session's arena holds that size's buffers from then on, so the call grows the process
+by its heap's share alone (the style network at 1024x576: 194 MiB the first time, 28 after), and
+the peaks of first runs at a size, in the same curve, over-predicted it several times (bench
+estimate's warm runs). Footprints are persisted so that the next start admits work by numbers,
+not guesses.
 """
 from __future__ import annotations
 
@@ -123,6 +128,8 @@ class Footprint:
     crowded: list[str] = field(default_factory=list)
     # size key -> the largest clean peak of a first sized call after a load (see the docstring)
     first_peak_bytes: dict[str, int] = field(default_factory=dict)
+    # size key -> the largest clean peak of a later call at a size its load had run before
+    repeat_peak_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class FootprintStore:
@@ -133,10 +140,14 @@ class FootprintStore:
         self._lock = threading.Lock()
         self._data: dict[str, Footprint] = {}
         self._fresh: set[str] = set()   # loaded, and no sized call recorded since
+        # Per loaded model whose runs leave memory with it (loaded(arena=True)): the size keys it
+        # has run since its load. One per model and device kind, as _fresh: instances share it.
+        self._served: dict[str, set[str]] = {}
         if self.path and self.path.exists():
             raw = json.loads(self.path.read_text())
             self._data = {key: Footprint(value.get("load_bytes"), dict(value.get("run_peak_bytes", {})),
-                                         list(value.get("crowded", [])), dict(value.get("first_peak_bytes", {})))
+                                         list(value.get("crowded", [])), dict(value.get("first_peak_bytes", {})),
+                                         dict(value.get("repeat_peak_bytes", {})))
                           for key, value in raw.items()}
 
     @staticmethod
@@ -146,7 +157,8 @@ class FootprintStore:
     def get(self, model: str, device: str) -> Footprint:
         with self._lock:
             fp = self._data.get(self._key(model, device), Footprint())
-            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded), dict(fp.first_peak_bytes))
+            return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded), dict(fp.first_peak_bytes),
+                             dict(fp.repeat_peak_bytes))
 
     def load_bytes(self, spec: ModelSpec, device: str) -> int:
         measured = self.get(spec.name, device).load_bytes
@@ -162,13 +174,17 @@ class FootprintStore:
         peaks measured while other calls ran only when no clean one exists; first calls after a
         load only when neither exists, as they bound a later call from above). first_call: the
         call right after a load, predicted as the larger of that and the first calls' own fit
-        (basis 'first ...'). Anything else, and a unit with no measured size, falls back to the
+        (basis 'first ...'). A later call at a size its loaded model has run already, where its
+        runs leave memory with it (an arena), from the repeated calls' fit ('repeat ...'). Anything else, and a unit with no measured size, falls back to the
         per-bucket rule of old footprint files: that bucket's peak, else the largest peak seen,
         else the spec's estimate."""
         fp = self.get(spec.name, device)
         sized = fitting.parse_key(bucket)
         if sized is not None:
             unit, size = sized
+            repeats = [(s, p) for s, (p, _) in _points(fp, unit, fp.repeat_peak_bytes).items()]
+            if repeats and not first_call and self._repeats(spec.name, device, size_key(unit, size)):
+                return _labelled(fitting.predict(repeats, size), "repeat")
             points = _points(fp, unit)
             firsts = [(s, p) for s, (p, _) in _points(fp, unit, fp.first_peak_bytes).items()]
             clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
@@ -182,7 +198,7 @@ class FootprintStore:
                      None)
             first = fitting.predict(firsts, size) if firsts and (first_call or later is None) else None
             if first is not None and (later is None or first.bytes > later.bytes):
-                return replace(first, basis=f"first {first.basis}")
+                return _labelled(first, "first")
             if later is not None:
                 return later
         peaks = fp.run_peak_bytes
@@ -194,18 +210,40 @@ class FootprintStore:
             return Prediction(max(peaks.values()), max(peaks.values()), 0.0, "largest", len(peaks))
         return Prediction(spec.run_estimate_bytes, spec.run_estimate_bytes, 0.0, "estimate")
 
-    def record_load(self, model: str, device: str, nbytes: int) -> None:
+    def record_load(self, model: str, device: str, nbytes: int, arena: bool = False) -> None:
         with self._lock:
             self._data.setdefault(self._key(model, device), Footprint()).load_bytes = int(nbytes)
-            self._fresh.add(self._key(model, device))
             self._save()
+        self.loaded(model, device, arena)
+
+    def loaded(self, model: str, device: str, arena: bool = False) -> None:
+        """A load of `model` happened (its size measured or not): its next sized call is a first
+        call. arena: its runs leave memory with it (an ONNX Runtime session's arena holds a size's
+        buffers once it has run it), so the sizes it runs are followed from now on."""
+        with self._lock:
+            self._fresh.add(self._key(model, device))
+            if arena:
+                self._served[self._key(model, device)] = set()
+            else:
+                self._served.pop(self._key(model, device), None)
+
+    def fresh(self, model: str, device: str) -> bool:
+        """Whether `model` was loaded and has had no sized call since."""
+        with self._lock:
+            return self._key(model, device) in self._fresh
+
+    def _repeats(self, model: str, device: str, bucket: str) -> bool:
+        """Whether the loaded model has run this size already and its runs leave memory with it."""
+        with self._lock:
+            return bucket in self._served.get(self._key(model, device), ())
 
     def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False) -> None:
         """Keep the largest clean peak seen per size (or legacy bucket): admission must not
         under-reserve. A crowded measurement (other calls ran meanwhile) only fills a size with
         nothing better. The first sized call after a load goes to first_peak_bytes (clean ones
-        only; a crowded one counts as a later call's stand-in). At most fitting.MAX_POINTS sizes
-        per unit are kept."""
+        only; a crowded one counts as a later call's stand-in); a later call at a size its load had
+        run (followed sizes only, clean ones) to repeat_peak_bytes as well. At most
+        fitting.MAX_POINTS sizes per unit are kept."""
         sized = fitting.parse_key(bucket)
         # One spelling per size ('px:100', never also 'px:100.0'): one point per distinct size.
         bucket = size_key(*sized) if sized is not None else bucket or "any"
@@ -216,6 +254,14 @@ class FootprintStore:
             first = sized is not None and key in self._fresh
             if first:
                 self._fresh.discard(key)
+            served = self._served.get(key)
+            if sized is not None and served is not None:
+                if bucket in served and not crowded and nbytes > fp.repeat_peak_bytes.get(bucket, -1):
+                    # Kept among the later calls too: what predicts a size not run yet is unchanged.
+                    fp.repeat_peak_bytes[bucket] = int(nbytes)
+                    _bound(fp, sized[0], fp.repeat_peak_bytes, [])
+                    self._save()
+                served.add(bucket)
             if first and not crowded:
                 if nbytes > fp.first_peak_bytes.get(bucket, -1):
                     fp.first_peak_bytes[bucket] = int(nbytes)
@@ -240,6 +286,10 @@ class FootprintStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.path, {k: vars(v) for k, v in self._data.items()}, indent=1)
+
+
+def _labelled(prediction: Prediction, kind: str) -> Prediction:
+    return replace(prediction, basis=f"{kind} {prediction.basis}")
 
 
 def _points(fp: Footprint, unit: str, peaks: dict[str, int] | None = None) -> dict[float, tuple[int, bool]]:

@@ -51,6 +51,14 @@ class _Waiter:
     since: float
 
 
+def keeps_run_memory(spec: ModelSpec, backend: str) -> bool:
+    """Whether what a model's runs allocate may stay with it (an ONNX Runtime arena; any runtime
+    we cannot see into). Not torch: its tensors are counted exactly, and what a torch run leaves
+    (thread pools, oneDNN's caches) is the process's, which evicting the model would not free. A
+    torch module run by an ONNX session of its own is the session's case: its arena."""
+    return spec.runtime != "torch" or backend.startswith("onnxruntime")
+
+
 class Pool(Residency):
     def __init__(self, registry: Registry, devices: Devices, footprints: FootprintStore, *,
                  reserve_bytes: int = 256 * 1024**2, wait_timeout_s: float = 300.0,
@@ -75,12 +83,9 @@ class Pool(Residency):
             run.backends[name] = instance.backend
         self._held.count = getattr(self._held, "count", 0) + 1
         with self._cond:
-            # Not torch: its tensors are counted exactly, and what a torch run leaves (thread
-            # pools, oneDNN's caches) is the process's, which evicting the model would not free.
-            # A torch module run by an ONNX session of its own is the session's case: its arena.
-            beyond_tensors = instance.spec.runtime != "torch" or instance.backend.startswith("onnxruntime")
             alone_at = (self._admissions if instance.device == "cpu" and not isinstance(instance.device, DeviceMap)
-                        and beyond_tensors and not self._others_busy(instance) else None)
+                        and keeps_run_memory(instance.spec, instance.backend)
+                        and not self._others_busy(instance) else None)
         try:
             yield instance.model
         finally:
@@ -325,7 +330,9 @@ class Pool(Residency):
                     self._make_room(one, 0, f"{spec.name} measured larger than its footprint", partial=True)
             self._cond.notify_all()
         if trusted:
-            self.footprints.record_load(spec.name, device, measured)
+            self.footprints.record_load(spec.name, device, measured, arena=keeps_run_memory(spec, backend))
+        else:
+            self.footprints.loaded(spec.name, device, arena=keeps_run_memory(spec, backend))
         if peaks is not None and clean and not peaks.overlapped:
             # Above what stayed: the model, and what its first load leaves for good (a library
             # imported: the process's overhang from then on, not each load's transient).
