@@ -22,6 +22,8 @@ runs with the model resident and half with it unloaded first (so the load is par
 Each model runs once first (at its smallest size) so that its load has been measured: the
 footprint file persists, so this is the state of every start after the first. Those first runs
 are reported apart (first_runs, first_median_abs_err): there the estimate is the spec's guess.
+`restart`: the same plan in another order in a second process, on the footprints the first one
+learned (as the app after a restart; every size was measured before, by the first process).
 
 Fields: runs, median_abs_err (median of |predicted - measured| / measured), underestimate_rate
 (share of runs whose measured peak went past the prediction), and the same split by cold / warm
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -151,14 +154,14 @@ def _size(size) -> str:
     return f"{size[0]}x{size[1]}" if isinstance(size, tuple) else f"{size:g}"
 
 
-def child(seed: str = "11") -> None:
+def child(seed: str = "11", data_dir: str = "") -> None:
     sys.path.insert(0, str(ROOT))
     from engine.measure import _read_hwm, rss
     from engine.runtimes.torch_runtime import release_cached_memory
     from tabs.catalog import build_engine
 
     caps = _inputs()
-    engine = build_engine(data_dir=tempfile.mkdtemp(prefix="wimmel-bench-"), store=False)
+    engine = build_engine(data_dir=data_dir or tempfile.mkdtemp(prefix="wimmel-bench-"), store=False)
     caps = {name: c for name, c in caps.items() if name in SIZES and c[0] in engine.registry}
 
     def one(name: str, size, cold: bool) -> dict:
@@ -206,17 +209,25 @@ def child(seed: str = "11") -> None:
 
 
 def run(verbose: bool = True) -> dict:
-    out = child_json("bench.estimate", "11")
+    folder = tempfile.mkdtemp(prefix="wimmel-bench-estimate-")
+    try:
+        out = child_json("bench.estimate", "11", folder)
+        # A restart: a second process on the footprints the first one learned, in another order.
+        again = child_json("bench.estimate", "12", folder)["rows"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     rows, first = out["rows"], out["first"]
     if verbose:
         for row in rows:
             print(row, flush=True)
-    save_series("estimate", {"rows": rows, "first": first})
+    save_series("estimate", {"rows": rows, "first": first, "restart": again})
     return {"scenario": "estimate", **_summary(rows),
             "first_runs": len(first), "first_median_abs_err": round(median([r["err"] for r in first]), 3),
             "cold": _summary([r for r in rows if r["cold"]]), "warm": _summary([r for r in rows if not r["cold"]]),
             "by_basis": {b: _summary([r for r in rows if r.get("basis") == b])
                          for b in sorted({r.get("basis") for r in rows})},
+            "restart": {**_summary(again), "cold": _summary([r for r in again if r["cold"]]),
+                        "warm": _summary([r for r in again if not r["cold"]])},
             "models": sorted({r["model"] for r in rows})}
 
 

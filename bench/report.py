@@ -52,7 +52,7 @@ DESCRIPTIONS = {
                      "10 frames per second, so that the 120 s video's 1,200 frames fit the run."),
     "estimate": ("bench/estimate.py", "Vision, speech and text models at several input sizes in random order, half "
                  "with the model unloaded first; the engine's prediction (learned footprints, read before the run) against the peak RSS "
-                 "the run added."),
+                 "the run added. `restart`: the same in another order in a second process, on the footprints the first learned."),
     "overhead": ("bench/overhead.py", "A 16x16 linear layer called directly vs through `engine.infer` (run record, "
                  "lease, memory probe, OOM guard); 15 interleaved blocks of 200 calls, medians of block means."),
     "startup": ("bench/startup.py", "`launch.py` with a fresh data dir: time to the first HTTP 200, and to the first "
