@@ -17,7 +17,8 @@ and diarization of the pyannote sample, through the app's own model functions on
   thresholds; 10 ms frames, speech = the union of the reference turns (AMI and pyannote-sample
   RTTM) or words (mfa TextGrids), with gaps under GAP_S filled (a pause between words that
   short is part of the speech, as diarization's turn edges treat it). Precision, recall, F1.
-- diarization: tabs.voices.model.diarize on the pyannote sample (2 speakers), DER and boundary
+- diarization: tabs.voices.model.diarize on the pyannote sample (2 speakers) and on
+  conversations joined from single readers (JOINED: turn edges known exactly), DER and boundary
   errors with bench.quality's der() and boundary_errors().
 """
 from __future__ import annotations
@@ -248,6 +249,72 @@ def diarization_row(call) -> dict:
             "segments": hypothesis}
 
 
+# Conversations joined from recordings of one person each, so that every turn edge is known
+# exactly (issue 19): whole stretches of speech (librosa's non-silent intervals, 30 dB under
+# each file's loudest, joined to 2-5 s a turn)
+# of different readers, one after another with 0.15-0.6 s of digital silence between. Easier than
+# a meeting: no overlap, no backchannels, each voice on its own microphone and room.
+JOINED = {"two readers": ("sonnet", "librivox"), "three readers": ("sonnet", "librivox", "mfa")}
+JOINED_TURNS = 10
+
+
+def _reader(name: str) -> np.ndarray:
+    files = {"sonnet": [ss.SONNET / "audio.wav"], "mfa": [ss.MFA / "wav" / "acoustic_corpus.wav"],
+             "librivox": sorted((ss.SPHINX / "librivox").glob("*.wav"))}[name]
+    return np.concatenate([ss.audio(f) for f in files])
+
+
+def _pieces(wav: np.ndarray) -> list[np.ndarray]:
+    """Consecutive stretches of speech (non-silent intervals joined up to 2-5 s), trimmed."""
+    import librosa
+
+    pieces, start, end = [], None, None
+    for a, b in librosa.effects.split(wav, top_db=30, frame_length=512, hop_length=128):
+        start = a if start is None else start
+        end = b
+        if (end - start) / qd.RATE >= 2.0 or (b - a) / qd.RATE > 5.0:
+            pieces.append(wav[start:end])
+            start = None
+    return [p for p in pieces if p.size / qd.RATE <= 5.0]
+
+
+def joined_conversation(speakers: tuple[str, ...], seed: int = 19) -> tuple[np.ndarray, list]:
+    """(16 kHz samples, reference turns (start, end, speaker)) of JOINED_TURNS turns, the speakers
+    taking turns in an order drawn with `seed` (never the same one twice in a row)."""
+    rng = np.random.default_rng(seed)
+    queues = {name: _pieces(_reader(name)) for name in speakers}
+    parts, turns, now, last = [], [], 0.0, None
+    for _ in range(JOINED_TURNS):
+        name = rng.choice([n for n in speakers if n != last and queues[n]])
+        piece = queues[name].pop(0)
+        gap = np.zeros(int(rng.uniform(0.15, 0.6) * qd.RATE), np.float32)
+        parts += [gap, piece]
+        now += gap.size / qd.RATE
+        turns.append((round(now, 3), round(now + piece.size / qd.RATE, 3), str(name)))
+        now += piece.size / qd.RATE
+        last = name
+    parts.append(np.zeros(int(0.5 * qd.RATE), np.float32))
+    return np.concatenate(parts), turns
+
+
+def joined_rows(call) -> dict:
+    from tabs.voices import model as vo
+
+    rows = {}
+    for label, speakers in JOINED.items():
+        samples, reference = joined_conversation(speakers)
+        span = (0.0, samples.size / qd.RATE)
+        segments = vo.diarize(call, samples, len(speakers), qd.RATE)["segments"]
+        hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments]
+        errors = q.boundary_errors(reference, hypothesis, span)
+        median = float(np.median(errors)) if errors else float("inf")
+        rows[label] = {**{k: round(float(v), 4) for k, v in q.der(reference, hypothesis, span).items()},
+                       "seconds": round(span[1], 1), "boundaries": len(errors),
+                       "boundary_median_s": round(median, 3) if np.isfinite(median) else None,
+                       "boundaries_within_0_5s": round(sum(e <= 0.5 for e in errors) / max(1, len(errors)), 3)}
+    return rows
+
+
 def run(verbose: bool = True) -> dict:
     from tabs import stt, vad, voices
 
@@ -258,7 +325,8 @@ def run(verbose: bool = True) -> dict:
 
     seconds, started = {}, time.perf_counter()
     result = {}
-    for key, fn in (("stt", stt_rows), ("vad", vad_rows), ("diarization_sample", diarization_row)):
+    for key, fn in (("stt", stt_rows), ("vad", vad_rows), ("diarization_sample", diarization_row),
+                    ("diarization_joined", joined_rows)):
         result[key] = fn(call)
         seconds[key] = round(time.perf_counter() - started - sum(seconds.values()), 1)
     result["seconds"] = seconds
@@ -282,4 +350,8 @@ def run(verbose: bool = True) -> dict:
         print(f"diarization pyannote-sample: DER {d['der']:.1%} (missed {d['missed']:.1%}, false alarm "
               f"{d['false_alarm']:.1%}, confusion {d['confusion']:.1%}; overlapped {d['overlapped']:.1%}); "
               f"median boundary error {d['boundary_median_s']} s over {d['boundaries']} edges")
+        for name, d in result["diarization_joined"].items():
+            print(f"diarization joined, {name} ({d['seconds']} s): DER {d['der']:.1%} (missed {d['missed']:.1%}, "
+                  f"false alarm {d['false_alarm']:.1%}, confusion {d['confusion']:.1%}); median boundary error "
+                  f"{d['boundary_median_s']} s over {d['boundaries']} edges, {d['boundaries_within_0_5s']:.0%} within 0.5 s")
     return result
