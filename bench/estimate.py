@@ -29,7 +29,7 @@ Fields: runs, median_abs_err (median of |predicted - measured| / measured), unde
 (share of runs whose measured peak went past the prediction), and the same split by cold / warm
 runs and by the prediction's basis ('fit' of 2+ sizes, 'one size', 'largest' legacy fallback;
 'first ...' for the first call after a load,
-'repeat ...' for a size the loaded session has run already);
+'repeat ...', 'within ...', 'reach ...' for a later call of that kind, engine/models.py);
 old_*: what the store's earlier rule (the largest peak per factor-of-two size bucket, else the
 largest of any bucket) would have predicted from the same measurements, side by side.
 """

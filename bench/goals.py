@@ -128,10 +128,9 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             why.append("ONNX Runtime's CPU arena keeps a session's largest run (the engine's default, the fastest; "
                        "bench onnx-arena), so later runs grow RSS by little and the first call after a load, "
                        "learned apart, carries the arena's growth. With the arena shrunk or off the peaks move "
-                       "with the heap or step in powers of two (engine/runtimes/onnx_runtime.py). A size the "
-                       "loaded session has run already is predicted from repeated runs alone (basis 'repeat'), "
-                       "but most warm runs here are a new size for their session: how much its arena grows "
-                       "then depends on the sizes it ran before. Also left: "
+                       "with the heap or step in powers of two (engine/runtimes/onnx_runtime.py). A session's "
+                       "later runs are learned by kind (a size it has run, a new size below its largest, one "
+                       "beyond it), but in a fresh store most kinds have no point yet when first met. Also left: "
                        "the first run at a new size comes from a line through other sizes, and several nets "
                        "are not affine in their input (the face detector's image pyramid, chunked audio). "
                        "`old_*`: the power-of-two-bucket rule before issue 16, on the same runs.")

@@ -6,13 +6,14 @@ and predicted for a size never seen by a fit over those (engine/predict.py). The
 after a load is kept apart (first_peak_bytes): it also pays what the runtime sets up lazily
 (thread pools, kernels, buffers that then stay), measured at several times a later call's peak
 for small inputs, so it would inflate every warm prediction; a call on a model not yet resident
-is predicted from it (predict(..., first_call=True)). A call at a size its loaded model has run
-already is kept apart too, where the model's runs leave memory with it (repeat_peak_bytes): an
-ONNX Runtime session's arena holds that size's buffers from then on, so the call grows the process
-by its heap's share alone (the style network at 1024x576: 194 MiB the first time, 28 after), and
-the peaks of first runs at a size, in the same curve, over-predicted it several times (bench
-estimate's warm runs). Footprints are persisted so that the next start admits work by numbers,
-not guesses.
+is predicted from it (predict(..., first_call=True)). Where a model's runs leave memory with it
+(an ONNX Runtime session's arena keeps the buffers of the sizes it has run), a later call depends
+on what its load has run before, so later calls are also learned by kind (later_kinds): 'repeat',
+a size the loaded model has run already (the style network at 512x512 after 256: 146 MiB the
+first time, 12 after: the heap's share alone); 'within', a new size below the largest it has run
+(its buffers mostly fit in the arena); 'reach', a size beyond it (the arena grows). Mixed in one
+curve, the first runs at a size over-predicted every repeat several times (bench estimate's warm
+runs). Footprints are persisted so that the next start admits work by numbers, not guesses.
 """
 from __future__ import annotations
 
@@ -128,8 +129,11 @@ class Footprint:
     crowded: list[str] = field(default_factory=list)
     # size key -> the largest clean peak of a first sized call after a load (see the docstring)
     first_peak_bytes: dict[str, int] = field(default_factory=dict)
-    # size key -> the largest clean peak of a later call at a size its load had run before
-    repeat_peak_bytes: dict[str, int] = field(default_factory=dict)
+    # kind of later call (KINDS) -> size key -> its largest clean peak (see the docstring)
+    later_kinds: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+KINDS = ("repeat", "within", "reach")
 
 
 class FootprintStore:
@@ -140,14 +144,14 @@ class FootprintStore:
         self._lock = threading.Lock()
         self._data: dict[str, Footprint] = {}
         self._fresh: set[str] = set()   # loaded, and no sized call recorded since
-        # Per loaded model whose runs leave memory with it (loaded(arena=True)): the size keys it
-        # has run since its load. One per model and device kind, as _fresh: instances share it.
-        self._served: dict[str, set[str]] = {}
+        # Per loaded model whose runs leave memory with it (loaded(arena=True)): the (unit, size)
+        # it has run since its load. One per model and device kind, as _fresh: instances share it.
+        self._served: dict[str, set[tuple[str, float]]] = {}
         if self.path and self.path.exists():
             raw = json.loads(self.path.read_text())
             self._data = {key: Footprint(value.get("load_bytes"), dict(value.get("run_peak_bytes", {})),
                                          list(value.get("crowded", [])), dict(value.get("first_peak_bytes", {})),
-                                         dict(value.get("repeat_peak_bytes", {})))
+                                         {k: dict(v) for k, v in value.get("later_kinds", {}).items()})
                           for key, value in raw.items()}
 
     @staticmethod
@@ -158,7 +162,7 @@ class FootprintStore:
         with self._lock:
             fp = self._data.get(self._key(model, device), Footprint())
             return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded), dict(fp.first_peak_bytes),
-                             dict(fp.repeat_peak_bytes))
+                             {k: dict(v) for k, v in fp.later_kinds.items()})
 
     def load_bytes(self, spec: ModelSpec, device: str) -> int:
         measured = self.get(spec.name, device).load_bytes
@@ -174,33 +178,27 @@ class FootprintStore:
         peaks measured while other calls ran only when no clean one exists; first calls after a
         load only when neither exists, as they bound a later call from above). first_call: the
         call right after a load, predicted as the larger of that and the first calls' own fit
-        (basis 'first ...'). A later call at a size its loaded model has run already, where its
-        runs leave memory with it (an arena), from the repeated calls' fit ('repeat ...'). Anything else, and a unit with no measured size, falls back to the
-        per-bucket rule of old footprint files: that bucket's peak, else the largest peak seen,
-        else the spec's estimate."""
+        (basis 'first ...'). A later call on a model whose runs leave memory with it (an arena):
+        from the fit of the later calls of its kind (basis 'repeat ...', 'within ...', 'reach ...';
+        see the module's docstring), where one was measured.
+        Anything else, and a unit with no measured size, falls back to the per-bucket rule of old
+        footprint files: that bucket's peak, else the largest peak seen, else the spec's estimate."""
         fp = self.get(spec.name, device)
         sized = fitting.parse_key(bucket)
         if sized is not None:
             unit, size = sized
-            repeats = [(s, p) for s, (p, _) in _points(fp, unit, fp.repeat_peak_bytes).items()]
-            if repeats and not first_call and self._repeats(spec.name, device, size_key(unit, size)):
-                return _labelled(fitting.predict(repeats, size), "repeat")
-            points = _points(fp, unit)
-            firsts = [(s, p) for s, (p, _) in _points(fp, unit, fp.first_peak_bytes).items()]
-            clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
-            if len(clean) == 1 and firsts:
-                # One later size alone is scaled by size / size0 above it: from a 1-pixel run that is
-                # thousands of times its peak, and admission would wait for memory no run needs.
-                # First calls bound later calls from above, so with them the fit stays an upper bound.
-                clean = fitting.envelope(clean + [f for f in firsts if f[0] not in {c[0] for c in clean}])
-            later = (fitting.predict(clean, size) if clean else
-                     fitting.predict([(s, p) for s, (p, _) in points.items()], size, crowded=True) if points else
-                     None)
-            first = fitting.predict(firsts, size) if firsts and (first_call or later is None) else None
-            if first is not None and (later is None or first.bytes > later.bytes):
-                return _labelled(first, "first")
-            if later is not None:
-                return later
+            any_later = _sized(fp, unit, size, first_call)
+            kind = None if first_call else self._kind(spec.name, device, unit, size)
+            alike = [(s, p) for s, (p, _) in _points(fp, unit, fp.later_kinds.get(kind, {})).items()]
+            if alike:
+                own = _labelled(fitting.predict(alike, size), kind)
+                # One size of its kind is scaled in proportion above it (bench estimate: a reach to
+                # 1280x720 from a point at 512x512 read 416 MiB, 180 taken): the later calls of any
+                # kind bound it from above then.
+                if len(alike) > 1 or any_later is None or own.bytes <= any_later.bytes:
+                    return own
+            if any_later is not None:
+                return any_later
         peaks = fp.run_peak_bytes
         key = bucket or "any"
         if key in peaks:
@@ -232,18 +230,19 @@ class FootprintStore:
         with self._lock:
             return self._key(model, device) in self._fresh
 
-    def _repeats(self, model: str, device: str, bucket: str) -> bool:
-        """Whether the loaded model has run this size already and its runs leave memory with it."""
+    def _kind(self, model: str, device: str, unit: str, size: float) -> str | None:
+        """The kind (KINDS) of a later call of this size on the loaded model; None where its sizes
+        are not followed (its runs leave nothing with it, or no load was seen by this store)."""
         with self._lock:
-            return bucket in self._served.get(self._key(model, device), ())
+            return _kind_of(self._served.get(self._key(model, device)), unit, size)
 
     def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False) -> None:
         """Keep the largest clean peak seen per size (or legacy bucket): admission must not
         under-reserve. A crowded measurement (other calls ran meanwhile) only fills a size with
         nothing better. The first sized call after a load goes to first_peak_bytes (clean ones
-        only; a crowded one counts as a later call's stand-in); a later call at a size its load had
-        run (followed sizes only, clean ones) to repeat_peak_bytes as well. At most
-        fitting.MAX_POINTS sizes per unit are kept."""
+        only; a crowded one counts as a later call's stand-in); a later call of a followed model
+        goes to its kind's peaks as well (clean ones only). At most fitting.MAX_POINTS sizes per
+        unit and kind are kept."""
         sized = fitting.parse_key(bucket)
         # One spelling per size ('px:100', never also 'px:100.0'): one point per distinct size.
         bucket = size_key(*sized) if sized is not None else bucket or "any"
@@ -255,13 +254,16 @@ class FootprintStore:
             if first:
                 self._fresh.discard(key)
             served = self._served.get(key)
-            if sized is not None and served is not None:
-                if bucket in served and not crowded and nbytes > fp.repeat_peak_bytes.get(bucket, -1):
-                    # Kept among the later calls too: what predicts a size not run yet is unchanged.
-                    fp.repeat_peak_bytes[bucket] = int(nbytes)
-                    _bound(fp, sized[0], fp.repeat_peak_bytes, [])
+            kind = None if first or sized is None else _kind_of(served, *sized)
+            if kind is not None and not crowded:
+                # Kept among the later calls too: where a kind has no point yet, they predict it.
+                peaks = fp.later_kinds.setdefault(kind, {})
+                if nbytes > peaks.get(bucket, -1):
+                    peaks[bucket] = int(nbytes)
+                    _bound(fp, sized[0], peaks, [])
                     self._save()
-                served.add(bucket)
+            if sized is not None and served is not None:
+                served.add(sized)
             if first and not crowded:
                 if nbytes > fp.first_peak_bytes.get(bucket, -1):
                     fp.first_peak_bytes[bucket] = int(nbytes)
@@ -286,6 +288,34 @@ class FootprintStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.path, {k: vars(v) for k, v in self._data.items()}, indent=1)
+
+
+def _sized(fp: Footprint, unit: str, size: float, first_call: bool) -> Prediction | None:
+    """The prediction from all later calls of this unit (or first calls, FootprintStore.predict)."""
+    points = _points(fp, unit)
+    firsts = [(s, p) for s, (p, _) in _points(fp, unit, fp.first_peak_bytes).items()]
+    clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
+    if len(clean) == 1 and firsts:
+        # One later size alone is scaled by size / size0 above it: from a 1-pixel run that is
+        # thousands of times its peak, and admission would wait for memory no run needs.
+        # First calls bound later calls from above, so with them the fit stays an upper bound.
+        clean = fitting.envelope(clean + [f for f in firsts if f[0] not in {c[0] for c in clean}])
+    later = (fitting.predict(clean, size) if clean else
+             fitting.predict([(s, p) for s, (p, _) in points.items()], size, crowded=True) if points else
+             None)
+    first = fitting.predict(firsts, size) if firsts and (first_call or later is None) else None
+    if first is not None and (later is None or first.bytes > later.bytes):
+        return _labelled(first, "first")
+    return later
+
+
+def _kind_of(served: set[tuple[str, float]] | None, unit: str, size: float) -> str | None:
+    if served is None:
+        return None
+    if (unit, size) in served:
+        return "repeat"
+    largest = max((s for u, s in served if u == unit), default=-1.0)
+    return "within" if size <= largest else "reach"
 
 
 def _labelled(prediction: Prediction, kind: str) -> Prediction:

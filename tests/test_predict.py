@@ -169,27 +169,40 @@ def test_the_first_call_after_a_load_is_kept_apart_and_predicts_a_call_that_load
     assert "px:3000" not in fp.first_peak_bytes
 
 
-def test_a_size_run_again_by_a_model_with_an_arena_is_predicted_from_repeated_calls(tmp_path):
+def test_a_model_with_an_arena_has_its_later_calls_learned_by_kind(tmp_path):
+    """A repeat of a size the loaded model has run, a new size below the largest it has run, a size
+    beyond it: each predicted from its own kind where measured, else from all later calls."""
     path = tmp_path / "footprints.json"
     store = FootprintStore(path)
     for name, arena in (("net", True), ("torch", False)):
         store.record_load(name, "cpu", 5 * MiB, arena=arena)
-        for px, peak in ((1000, 30 * MiB), (4000, 100 * MiB), (1000, 4 * MiB), (4000, 12 * MiB)):
-            store.record_run(name, "cpu", f"px:{px}", peak)   # first; a new size (the arena grows); again
+        for px, peak in ((1000, 30 * MiB), (4000, 100 * MiB), (1000, 4 * MiB), (4000, 12 * MiB),
+                         (2000, 20 * MiB)):
+            store.record_run(name, "cpu", f"px:{px}", peak)   # first; reach; repeat; repeat; within
     fp = store.get("net", "cpu")
-    assert fp.repeat_peak_bytes == {"px:1000": 4 * MiB, "px:4000": 12 * MiB}
-    assert fp.run_peak_bytes == {"px:4000": 100 * MiB, "px:1000": 4 * MiB}   # later calls: as before
+    assert fp.later_kinds == {"reach": {"px:4000": 100 * MiB}, "repeat": {"px:1000": 4 * MiB, "px:4000": 12 * MiB},
+                              "within": {"px:2000": 20 * MiB}}
+    assert fp.run_peak_bytes == {"px:4000": 100 * MiB, "px:1000": 4 * MiB, "px:2000": 20 * MiB}   # as before
     again = store.predict(spec(), "cpu", "px:4000")
     assert (again.basis, again.fit_bytes) == ("repeat fit", 12 * MiB)
-    assert store.predict(spec(), "cpu", "px:2000").basis == "fit"   # not run since the load
+    assert store.predict(spec(), "cpu", "px:3000").basis == "within one size"
+    # One reaching size, scaled in proportion to 8000, against all later calls' fit: the smaller.
+    beyond = store.predict(spec(), "cpu", "px:8000")
+    own, later = predict([(4000, 100 * MiB)], 8000), predict([(1000, 4 * MiB), (2000, 20 * MiB), (4000, 100 * MiB)], 8000)
+    assert beyond.bytes == min(own.bytes, later.bytes) and beyond.basis == ("reach one size" if own.bytes <= later.bytes else "fit")
     store.record_run("net", "cpu", "px:1000", 50 * MiB, crowded=True)
-    assert store.get("net", "cpu").repeat_peak_bytes["px:1000"] == 4 * MiB   # crowded: not kept
-    assert FootprintStore(path).get("net", "cpu").repeat_peak_bytes == fp.repeat_peak_bytes
+    assert store.get("net", "cpu").later_kinds["repeat"]["px:1000"] == 4 * MiB   # crowded: not kept
+    assert FootprintStore(path).get("net", "cpu").later_kinds == fp.later_kinds
     assert FootprintStore(path).predict(spec(), "cpu", "px:4000").basis == "fit"   # no load seen
-    assert store.get("torch", "cpu").repeat_peak_bytes == {}   # nothing of a torch run stays
+    assert store.get("torch", "cpu").later_kinds == {}   # nothing of a torch run stays
     store.record_load("net", "cpu", 5 * MiB, arena=True)   # a new load has run nothing yet
     store.record_run("net", "cpu", "px:1000", 30 * MiB)
-    assert store.predict(spec(), "cpu", "px:4000").basis == "fit"
+    reach = store.predict(spec(), "cpu", "px:4000")   # a reach again: 4000's 100 MiB is covered
+    assert reach.basis in ("reach one size", "fit") and 100 * MiB <= reach.bytes <= 105 * MiB
+    store.record_load("new", "cpu", 5 * MiB, arena=True)   # no call of a kind measured: all later calls
+    for px, peak in ((1000, 30 * MiB), (2000, 20 * MiB)):
+        store.record_run("new", "cpu", f"px:{px}", peak)
+    assert store.predict(spec("new"), "cpu", "px:1000").basis == "fit"
 
 
 def test_first_calls_alone_bound_a_later_call_from_above(tmp_path):
@@ -225,6 +238,17 @@ def test_bucket_functions_give_exact_sizes_in_one_format():
 
 
 # ---------------------------------------------------------------------------------- a real network
+
+def _in_a_fresh_process(helper: str, folder, **env):
+    """The JSON that this module's `helper(folder)` prints, run in a fresh process: in the test
+    process the heap that earlier tests left behind changes what a run's RSS growth measures."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]; "
+                           f"import test_predict; test_predict.{helper}({str(folder)!r})"],
+                          cwd=root, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
 
 def _style_never_seen(folder: str) -> None:
     """The 26-style network (ONNX Runtime) on a real photo at 3 sizes, then a 4th, larger one.
@@ -270,12 +294,7 @@ def _style_never_seen(folder: str) -> None:
 
 
 def test_style_network_memory_at_a_size_never_seen_is_within_the_margin(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]; "
-                           f"import test_predict; test_predict._style_never_seen({str(tmp_path)!r})"],
-                          cwd=root, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = _in_a_fresh_process("_style_never_seen", tmp_path)
     actual, before_bytes, fit_bytes, margin = got["actual"], got["bytes"], got["fit_bytes"], got["margin"]
     assert actual <= before_bytes, f"{actual / MiB:.1f} MiB measured, {before_bytes / MiB:.1f} predicted"
     assert abs(actual - fit_bytes) <= margin * fit_bytes
@@ -331,12 +350,7 @@ def test_a_size_the_loaded_session_has_run_is_predicted_from_repeated_calls(tmp_
     the arena grows by ~140 MiB) stay out of that prediction. Measured over 8 runs: 384 again
     predicted 7.1-7.2 MiB, took 6.4-7.2; the later calls' fit with 512's first run in it: 82 MiB.
     A MiB over the prediction is allowed: engine/predict.RESIDUAL_FLOOR, the allocator's noise."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]; "
-                           f"import test_predict; test_predict._style_repeats({str(tmp_path)!r})"],
-                          cwd=root, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = _in_a_fresh_process("_style_repeats", tmp_path)
     assert got["basis"] == "repeat fit" and got["recorded"] == pytest.approx(got["predicted"], rel=0.01)
     assert got["measured"] - 1 <= got["predicted"] <= 2 * got["measured"] + 2, got
     assert got["reached_512"] > 50 and got["later_calls_fit"] > 5 * got["measured"], got
@@ -366,12 +380,6 @@ def test_a_size_seen_before_does_not_make_the_arena_double(tmp_path, arena, doub
     """With ONNX Runtime's memory pattern (its default, arena mode 'pattern') the second run at
     1280x720 took 512 MiB against 96 for the first: the planned block of that size found no room
     among the older ones and the arena doubled. The engine's sessions run without it ('keep')."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]; "
-                           f"import test_predict; test_predict._style_twice_at_the_largest({str(tmp_path)!r})"],
-                          cwd=root, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "WIMMEL_ORT_ARENA": arena})
-    assert done.returncode == 0, done.stderr[-3000:]
-    *_, first, again = json.loads(done.stdout.strip().splitlines()[-1])
+    *_, first, again = _in_a_fresh_process("_style_twice_at_the_largest", tmp_path, WIMMEL_ORT_ARENA=arena)
     # Measured: keep 96 then 45 MiB (the arena holds the first run's buffers); pattern 96 then 512.
     assert (again > 3 * first) is doubles, (first, again)
