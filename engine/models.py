@@ -129,11 +129,9 @@ class Footprint:
     crowded: list[str] = field(default_factory=list)
     # size key -> the largest clean peak of a first sized call after a load (see the docstring)
     first_peak_bytes: dict[str, int] = field(default_factory=dict)
-    # kind of later call (KINDS) -> size key -> its largest clean peak (see the docstring)
+    # kind of later call ('repeat', 'within', 'reach': the docstring) -> size key -> its largest
+    # clean peak
     later_kinds: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-KINDS = ("repeat", "within", "reach")
 
 
 class FootprintStore:
@@ -180,7 +178,8 @@ class FootprintStore:
         call right after a load, predicted as the larger of that and the first calls' own fit
         (basis 'first ...'). A later call on a model whose runs leave memory with it (an arena):
         from the fit of the later calls of its kind (basis 'repeat ...', 'within ...', 'reach ...';
-        see the module's docstring), where one was measured.
+        see the module's docstring) where one was measured, and no higher than the later calls of
+        every kind predict while its kind has a single size.
         Anything else, and a unit with no measured size, falls back to the per-bucket rule of old
         footprint files: that bucket's peak, else the largest peak seen, else the spec's estimate."""
         fp = self.get(spec.name, device)
@@ -231,7 +230,7 @@ class FootprintStore:
             return self._key(model, device) in self._fresh
 
     def _kind(self, model: str, device: str, unit: str, size: float) -> str | None:
-        """The kind (KINDS) of a later call of this size on the loaded model; None where its sizes
+        """The kind ('repeat', 'within', 'reach') of a later call of this size on the loaded model; None where its sizes
         are not followed (its runs leave nothing with it, or no load was seen by this store)."""
         with self._lock:
             return _kind_of(self._served.get(self._key(model, device)), unit, size)
@@ -291,7 +290,8 @@ class FootprintStore:
 
 
 def _sized(fp: Footprint, unit: str, size: float, first_call: bool) -> Prediction | None:
-    """The prediction from all later calls of this unit (or first calls, FootprintStore.predict)."""
+    """The prediction from the later calls of every kind; the first calls' for a first call where
+    that is more, and for any call while no later call was measured (FootprintStore.predict)."""
     points = _points(fp, unit)
     firsts = [(s, p) for s, (p, _) in _points(fp, unit, fp.first_peak_bytes).items()]
     clean = [(s, p) for s, (p, crowded) in points.items() if not crowded]
