@@ -154,8 +154,10 @@ def run_all(budget: str | None = None, only: list[str] | None = None) -> dict:
         results = json.loads(RESULTS.read_text())  # keep the other scenarios' last figures
     results["machine"] = machine()
     results["budget"] = budget
-    results["note"] = (f"Scenarios {', '.join(names)} rerun with --only; the others are from the last full run."
-                       if only else "")
+    # Every --only run since the last full run is named, not only this one's.
+    results["rerun"] = list(dict.fromkeys(results.get("rerun", []) + names)) if only else []
+    results["note"] = (f"Scenarios {', '.join(results['rerun'])} rerun with --only; the others are from the last "
+                       "full run." if only else "")
     started = time.perf_counter()
     for name in names:
         print(f"== {name}", flush=True)
