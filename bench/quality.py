@@ -212,7 +212,7 @@ def boundary_errors(reference, hypothesis, span, gap_s: float = 0.3) -> list[flo
     return errors
 
 
-def _median_s(errors: list[float]) -> float | None:
+def median_s(errors: list[float]) -> float | None:
     """Median in seconds; None when there is none or it is infinite (JSON has no inf)."""
     median = float(np.median(errors)) if errors else float("inf")
     return round(median, 3) if np.isfinite(median) else None
@@ -253,7 +253,7 @@ def diarization_rows(diarize) -> dict:
         errors = boundary_errors(reference, hypothesis, uem[uri])
         edges += errors
         two += errors if speakers == 2 else []
-        files[uri] = {"speakers": speakers, "der": round(scored["der"], 4), "boundary_median_s": _median_s(errors)}
+        files[uri] = {"speakers": speakers, "der": round(scored["der"], 4), "boundary_median_s": median_s(errors)}
         for key in totals:
             totals[key] += scored[key] * (scored["speech_s"] if key != "speech_s" else 1)
     speech = totals.pop("speech_s")
@@ -261,8 +261,8 @@ def diarization_rows(diarize) -> dict:
     return {"files": len(files), "speech_s": round(speech, 1),
             "der": round((totals["missed"] + totals["false_alarm"] + totals["confusion"]) / speech, 4),
             **{k: round(v / speech, 4) for k, v in totals.items()},
-            "boundaries": len(edges), "boundary_median_s": _median_s(edges),
-            "boundary_median_2_speakers_s": _median_s(two),
+            "boundaries": len(edges), "boundary_median_s": median_s(edges),
+            "boundary_median_2_speakers_s": median_s(two),
             "boundaries_within_0_5s": round(sum(e <= 0.5 for e in finite) / len(edges), 3),
             "per_file": files}
 

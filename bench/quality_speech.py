@@ -231,22 +231,23 @@ def vad_rows(call, gap_s: float = GAP_S) -> dict:
 
 # --------------------------------------------------------------------------- diarization
 
-def diarization_row(call) -> dict:
+def _diarized(call, samples: np.ndarray, reference: list, speakers: int) -> dict:
+    """diarize's segments of `samples` (told `speakers`) scored against the reference turns: DER
+    and its parts, boundary errors (bench.quality), and the segments."""
     from tabs.voices import model as vo
 
-    reference = ss.sample_turns()
-    samples = ss.audio(ss.SAMPLE / "sample.wav")
     span = (0.0, samples.size / qd.RATE)
-    segments = vo.diarize(call, samples, 2, qd.RATE)["segments"]
+    segments = vo.diarize(call, samples, speakers, qd.RATE)["segments"]
     hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments]
-    scored = q.der(reference, hypothesis, span)
     errors = q.boundary_errors(reference, hypothesis, span)
-    finite = [e for e in errors if np.isfinite(e)]
-    median = float(np.median(errors)) if errors else float("inf")
-    return {**{k: round(float(v), 4) for k, v in scored.items()}, "boundaries": len(errors),
-            "boundary_median_s": round(median, 3) if np.isfinite(median) else None,  # JSON has no inf
-            "boundaries_within_0_5s": round(sum(e <= 0.5 for e in finite) / max(1, len(errors)), 3),
+    return {**{k: round(float(v), 4) for k, v in q.der(reference, hypothesis, span).items()},
+            "seconds": round(span[1], 1), "boundaries": len(errors), "boundary_median_s": q.median_s(errors),
+            "boundaries_within_0_5s": round(sum(e <= 0.5 for e in errors) / max(1, len(errors)), 3),
             "segments": hypothesis}
+
+
+def diarization_row(call) -> dict:
+    return _diarized(call, ss.audio(ss.SAMPLE / "sample.wav"), ss.sample_turns(), 2)
 
 
 # Conversations joined from recordings of one person each, so that every turn edge is known
@@ -298,20 +299,10 @@ def joined_conversation(speakers: tuple[str, ...], seed: int = 19) -> tuple[np.n
 
 
 def joined_rows(call) -> dict:
-    from tabs.voices import model as vo
-
     rows = {}
     for label, speakers in JOINED.items():
         samples, reference = joined_conversation(speakers)
-        span = (0.0, samples.size / qd.RATE)
-        segments = vo.diarize(call, samples, len(speakers), qd.RATE)["segments"]
-        hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments]
-        errors = q.boundary_errors(reference, hypothesis, span)
-        median = float(np.median(errors)) if errors else float("inf")
-        rows[label] = {**{k: round(float(v), 4) for k, v in q.der(reference, hypothesis, span).items()},
-                       "seconds": round(span[1], 1), "boundaries": len(errors),
-                       "boundary_median_s": round(median, 3) if np.isfinite(median) else None,
-                       "boundaries_within_0_5s": round(sum(e <= 0.5 for e in errors) / max(1, len(errors)), 3)}
+        rows[label] = {k: v for k, v in _diarized(call, samples, reference, len(speakers)).items() if k != "segments"}
     return rows
 
 
