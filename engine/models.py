@@ -186,16 +186,17 @@ class FootprintStore:
         sized = fitting.parse_key(bucket)
         if sized is not None:
             unit, size = sized
-            any_later = _sized(fp, unit, size, first_call)
             kind = None if first_call else self._kind(spec.name, device, unit, size)
             alike = [(s, p) for s, (p, _) in _points(fp, unit, fp.later_kinds.get(kind, {})).items()]
-            if alike:
-                own = _labelled(fitting.predict(alike, size), kind)
-                # One size of its kind is scaled in proportion above it (bench estimate: a reach to
-                # 1280x720 from a point at 512x512 read 416 MiB, 180 taken): the later calls of any
-                # kind bound it from above then.
-                if len(alike) > 1 or any_later is None or own.bytes <= any_later.bytes:
-                    return own
+            own = _labelled(fitting.predict(alike, size), kind) if alike else None
+            if own is not None and len(alike) > 1:
+                return own
+            any_later = _sized(fp, unit, size, first_call)
+            # One size of its kind is scaled in proportion above it (bench estimate: a reach to
+            # 1280x720 from a point at 512x512 read 416 MiB, 180 taken): the later calls of any
+            # kind bound it from above then.
+            if own is not None and (any_later is None or own.bytes <= any_later.bytes):
+                return own
             if any_later is not None:
                 return any_later
         peaks = fp.run_peak_bytes

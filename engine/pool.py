@@ -329,10 +329,11 @@ class Pool(Residency):
                 for one in instance.devices:
                     self._make_room(one, 0, f"{spec.name} measured larger than its footprint", partial=True)
             self._cond.notify_all()
+        arena = keeps_run_memory(spec, backend)
         if trusted:
-            self.footprints.record_load(spec.name, device, measured, arena=keeps_run_memory(spec, backend))
+            self.footprints.record_load(spec.name, device, measured, arena=arena)
         else:
-            self.footprints.loaded(spec.name, device, arena=keeps_run_memory(spec, backend))
+            self.footprints.loaded(spec.name, device, arena=arena)
         if peaks is not None and clean and not peaks.overlapped:
             # Above what stayed: the model, and what its first load leaves for good (a library
             # imported: the process's overhang from then on, not each load's transient).
