@@ -24,6 +24,9 @@ footprint file persists, so this is the state of every start after the first. Th
 are reported apart (first_runs, first_median_abs_err): there the estimate is the spec's guess.
 `restart`: the same plan in another order in a second process, on the footprints the first one
 learned (as the app after a restart; every size was measured before, by the first process).
+`repeat`: the first process's plan again, in a third process on a store of its own: run by run,
+how far the measured peaks of the same runs after the same history differ (median_rel_diff), the
+floor under any predictor's error that the measurement itself sets.
 
 Fields: runs, median_abs_err (median of |predicted - measured| / measured), underestimate_rate
 (share of runs whose measured peak went past the prediction), and the same split by cold / warm
@@ -214,13 +217,14 @@ def run(verbose: bool = True) -> dict:
         out = child_json("bench.estimate", "11", folder)
         # A restart: a second process on the footprints the first one learned, in another order.
         again = child_json("bench.estimate", "12", folder)["rows"]
+        twin = child_json("bench.estimate", "11", tempfile.mkdtemp(dir=folder))["rows"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     rows, first = out["rows"], out["first"]
     if verbose:
         for row in rows:
             print(row, flush=True)
-    save_series("estimate", {"rows": rows, "first": first, "restart": again})
+    save_series("estimate", {"rows": rows, "first": first, "restart": again, "repeat": twin})
     return {"scenario": "estimate", **_summary(rows),
             "first_runs": len(first), "first_median_abs_err": round(median([r["err"] for r in first]), 3),
             "cold": _summary([r for r in rows if r["cold"]]), "warm": _summary([r for r in rows if not r["cold"]]),
@@ -228,7 +232,16 @@ def run(verbose: bool = True) -> dict:
                          for b in sorted({r.get("basis") for r in rows})},
             "restart": {**_summary(again), "cold": _summary([r for r in again if r["cold"]]),
                         "warm": _summary([r for r in again if not r["cold"]])},
+            "repeat": _repeatability(rows, twin),
             "models": sorted({r["model"] for r in rows})}
+
+
+def _repeatability(rows: list[dict], twin: list[dict]) -> dict:
+    """The same runs in the same order, measured twice: |a - b| / b per run (b at least 0.1 MiB)."""
+    diffs = [abs(a["measured_mb"] - b["measured_mb"]) / max(b["measured_mb"], 0.1)
+             for a, b in zip(rows, twin) if (a["model"], a["size"], a["cold"]) == (b["model"], b["size"], b["cold"])]
+    return {"runs": len(diffs), "median_rel_diff": round(median(diffs), 3),
+            "over_10_percent": round(sum(d > 0.10 for d in diffs) / len(diffs), 3)}
 
 
 def _summary(rows: list[dict]) -> dict:

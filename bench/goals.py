@@ -139,6 +139,12 @@ def goals(results: dict) -> list[tuple[str, str, bool | None, str]]:
             why.append(f"After a restart, on the footprints the first process learned (every size measured "
                        f"before, as for an app in use): {r['median_abs_err']} and {r['underestimate_rate']} "
                        f"(cold runs {r['cold']['median_abs_err']} and {r['cold']['underestimate_rate']}).")
+        if e.get("repeat"):
+            r = e["repeat"]
+            why.append(f"The same runs after the same history, measured again in a fresh process, differ by "
+                       f"{r['median_rel_diff']} in the median ({round(100 * r['over_10_percent'])} % by over 0.10): "
+                       "the measure repeats, so what is left is the prediction's, mostly what a session's earlier "
+                       "runs left in its arena and heap.")
         rows.append(("`median_abs_err` < 0.10 and `underestimate_rate` < 0.01",
                      f"{e['median_abs_err']} and {e['underestimate_rate']} over {e['runs']} runs",
                      err_ok and under_ok, " ".join(why)))

@@ -5,7 +5,8 @@ Each mode (engine/runtimes/onnx_runtime.py: session(arena=...)) runs in a fresh 
 the style preset network at five sizes (up to 1280x720) and the NSFW classifier at batches 1
 and 4, REPEATS rounds, every other round in reverse order (so each size also runs after a larger
 one). keep, shrink and off run without ONNX Runtime's memory pattern (the engine's choice on the
-CPU); `pattern` is keep with it (ONNX Runtime's own default). Before each call the heap is
+CPU); `pattern` is keep with it (ONNX Runtime's own default). glibc's mmap threshold is fixed
+as the engine fixes it (4 MiB). Before each call the heap is
 trimmed and the kernel's peak-RSS mark reset; after it the mark and RSS are read.
 
 - `<mode>_ms`: median call time per workload over the rounds after the first.
@@ -35,10 +36,11 @@ def child(mode: str, repeats: str = str(REPEATS)) -> None:
 
     from analysers import nsfw
     from engine import procfs
-    from engine.measure import rss, trim_heap
+    from engine.measure import fix_mmap_threshold, rss, trim_heap
     from engine.runtimes import onnx_runtime
     from tabs.style import model as style
 
+    fix_mmap_threshold()   # the heap as in the app (engine.Engine fixes it at start)
     chosen = onnx_runtime.session
     onnx_runtime.session = lambda *a, **k: chosen(*a, **{**k, "arena": mode})
     net, classifier = style.load_presets("cpu"), nsfw.load("cpu")

@@ -86,7 +86,8 @@ DESCRIPTIONS = {
               "and its line's growth over the warm runs, `floor_drift_pct`."),
     "onnx-arena": ("bench/onnx_arena.py", "Issue 16: ONNX Runtime's CPU arena kept (the engine's default), shrunk after each "
                    "run, or off, all three without ONNX Runtime's memory pattern, and `pattern`: kept, with the "
-                   "pattern (ONNX Runtime's own default); each in a fresh process: the style preset network at five "
+                   "pattern (ONNX Runtime's own default); each in a fresh process with glibc's mmap threshold fixed as "
+                   "in the app (4 MiB): the style preset network at five "
                    "sizes and the NSFW classifier at batches 1 and 4, 4 rounds, every other one in reverse order; heap "
                    "trimmed and peak-RSS mark reset before each call. Peaks are listed round by round: the first is "
                    "the first run at that size."),

@@ -97,7 +97,7 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
     - "pattern": keep with ONNX Runtime's memory pattern (its own default): after a shape's first
       run its buffers come as one planned block, and a block that fits no free room doubles the
       arena: style's second run at 1280x720 took 512 MiB against 96 for its first, and the same
-      runs ended 486 MiB above "keep" (1093 against 607 MiB). Run time 0.91-1.51x keep's (two
+      runs ended 486 MiB above "keep" (1093 against 607 MiB). Run time 0.83-1.51x keep's (three
       runs of the bench).
     - "shrink": the arena gives back every region it no longer uses after each run (run option
       memory.enable_memory_arena_shrinkage); 1.0-1.5x keep's run time, and it grows in powers of
@@ -108,7 +108,11 @@ def session(model: str | os.PathLike | bytes, device: str, *, threads: int | Non
       and glibc's moving mmap threshold made a run's RSS growth depend on what the heap held
       before (style 384x384 194 MiB, 512x512 106). A fixed threshold (mallopt M_MMAP_THRESHOLD
       128 KiB) made every peak exact and affine (10, 18, 40, 70 MiB) but runs 1.4-3.6x slower.
-      (The engine now fixes it at 4 MiB, engine/measure.fix_mmap_threshold: measured before that.)
+      The engine now fixes it at 4 MiB (engine/measure.fix_mmap_threshold), and so does bench
+      onnx-arena since 2026-12-06: every size then peaks the same each round (style 1024x576
+      158 MiB, 1280x720 247 MiB), at 2.3-4.0x keep's time (two runs). bench estimate under
+      WIMMEL_ORT_ARENA=off: median error 0.215 fresh, 0.115 after a restart (keep: 0.29-0.32,
+      0.15-0.17), as many under-estimates (0.30, 0.19): nearer issue 16's goal, not at it.
     cuda_options are added to the CUDA provider's (e.g. cudnn_conv_algo_search for inputs whose
     shape changes every call).
     """
