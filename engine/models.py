@@ -255,32 +255,33 @@ class FootprintStore:
                 self._fresh.discard(key)
             served = self._served.get(key)
             kind = None if first or sized is None else _kind_of(served, *sized)
+            changed = False   # the file is written once per call, whatever it changed
             if kind is not None and not crowded:
                 # Kept among the later calls too: where a kind has no point yet, they predict it.
                 peaks = fp.later_kinds.setdefault(kind, {})
                 if nbytes > peaks.get(bucket, -1):
                     peaks[bucket] = int(nbytes)
                     _bound(fp, sized[0], peaks, [])
-                    self._save()
+                    changed = True
             if sized is not None and served is not None:
                 served.add(sized)
             if first and not crowded:
                 if nbytes > fp.first_peak_bytes.get(bucket, -1):
                     fp.first_peak_bytes[bucket] = int(nbytes)
                     _bound(fp, sized[0], fp.first_peak_bytes, [])
-                    self._save()
-                return
-            known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
-            if crowded and known is not None:
-                return
-            if known is None or was_crowded or nbytes > known:
-                fp.run_peak_bytes[bucket] = int(nbytes)
-                if crowded:
-                    fp.crowded.append(bucket)
-                elif was_crowded:
-                    fp.crowded.remove(bucket)
-                if sized is not None:
-                    _bound(fp, sized[0], fp.run_peak_bytes, fp.crowded)
+                    changed = True
+            elif not (crowded and bucket in fp.run_peak_bytes):
+                known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
+                if known is None or was_crowded or nbytes > known:
+                    fp.run_peak_bytes[bucket] = int(nbytes)
+                    if crowded:
+                        fp.crowded.append(bucket)
+                    elif was_crowded:
+                        fp.crowded.remove(bucket)
+                    if sized is not None:
+                        _bound(fp, sized[0], fp.run_peak_bytes, fp.crowded)
+                    changed = True
+            if changed:
                 self._save()
 
     def _save(self) -> None:
