@@ -227,11 +227,10 @@ def run(verbose: bool = True) -> dict:
     save_series("estimate", {"rows": rows, "first": first, "restart": again, "repeat": twin})
     return {"scenario": "estimate", **_summary(rows),
             "first_runs": len(first), "first_median_abs_err": round(median([r["err"] for r in first]), 3),
-            "cold": _summary([r for r in rows if r["cold"]]), "warm": _summary([r for r in rows if not r["cold"]]),
+            **_cold_and_warm(rows),
             "by_basis": {b: _summary([r for r in rows if r.get("basis") == b])
                          for b in sorted({r.get("basis") for r in rows})},
-            "restart": {**_summary(again), "cold": _summary([r for r in again if r["cold"]]),
-                        "warm": _summary([r for r in again if not r["cold"]])},
+            "restart": {**_summary(again), **_cold_and_warm(again)},
             "repeat": _repeatability(rows, twin),
             "models": sorted({r["model"] for r in rows})}
 
@@ -242,6 +241,10 @@ def _repeatability(rows: list[dict], twin: list[dict]) -> dict:
              for a, b in zip(rows, twin) if (a["model"], a["size"], a["cold"]) == (b["model"], b["size"], b["cold"])]
     return {"runs": len(diffs), "median_rel_diff": round(median(diffs), 3),
             "over_10_percent": round(sum(d > 0.10 for d in diffs) / len(diffs), 3)}
+
+
+def _cold_and_warm(rows: list[dict]) -> dict:
+    return {"cold": _summary([r for r in rows if r["cold"]]), "warm": _summary([r for r in rows if not r["cold"]])}
 
 
 def _summary(rows: list[dict]) -> dict:
