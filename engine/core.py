@@ -78,7 +78,9 @@ class Run:
                 if not preload:
                     record.run_bytes_measured = max(record.run_bytes_measured or 0, peaks.device_delta_bytes)
                 degraded = any(s.startswith("degraded") for s in record.steps[steps_before:])
-                if ok and not degraded:
+                # A preload's empty call teaches nothing: its peak (about 0) would stand as the
+                # model's largest until a sized call, and the first real run be reserved 0.
+                if ok and not degraded and not preload:
                     # A degraded call's peak belongs to the smaller plan, not to this bucket's. A
                     # peak measured while other calls ran holds their allocations too: it only
                     # stands in until a call has the process to itself, or admission would wait

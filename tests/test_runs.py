@@ -243,6 +243,20 @@ def test_profile_next_run_profiles_exactly_one_run(tmp_path):
     assert later.profile is None
 
 
+def test_a_preload_teaches_no_run_peak(tmp_path):
+    """A preload runs nothing. Its empty call's peak (about 0) once stood as the model's largest
+    run peak, so the first real call of a size never seen was predicted, reserved and shown as
+    0 KiB (the Voices tab's first diarization: "run peak 45 MiB (predicted 0 KiB)")."""
+    spec = dataclasses.replace(block_spec(tmp_path, "net", 4), run_estimate_bytes=16 * MiB)
+    engine = make_engine(tmp_path, [spec])
+    engine.preload("net")
+    assert engine.footprints.get("net", "cpu").run_peak_bytes == {}
+    with engine.run("t", bucket="px:10000") as run:
+        run.call("net", forward)
+    assert run.record.run_bytes_predicted == 16 * MiB   # the spec's estimate, until measured
+    assert engine.footprints.get("net", "cpu").first_peak_bytes.keys() == {"px:10000"}
+
+
 def test_a_repeated_warning_lands_in_every_run_but_is_printed_once(tmp_path):
     from engine.runs import TALLY
 
