@@ -225,25 +225,90 @@ DIARIZER_STEPS = {"first measured": {"vad_max_gain_db": 0.0, **_LONG},
                                                               **_LONG},
                   "raised by at most 6 dB": {"vad_max_gain_db": 6.0, "group_on_unraised": False, **_LONG},
                   "+ voices grouped on the unraised VAD's windows": _LONG,
-                  "+ speech assigned by the 0.8 s prints": {"min_turn_s": 0.3},
-                  "+ turns down to 0.25 s kept (the app)": {}}
+                  "+ speech assigned by the 0.8 s prints": {"min_turn_s": 0.3, "centre_on_short": False},
+                  "+ turns down to 0.25 s kept": {"centre_on_short": False},
+                  "+ the voices' centroids among the 0.8 s prints (the app)": {}}
 
 
-def diarization_steps(call) -> dict:
-    """diarization_rows for each of DIARIZER_STEPS. The steps differ only after the encoder, so
-    each file is listened to once."""
+def listen_all(call) -> dict:
+    """uri -> tabs.voices.diarize.listen's (samples, window starts, prints): the encoder's work,
+    done once for every diarizer setting measured on it."""
     from tabs.voices import diarize as dz
 
-    heard = {uri: dz.listen(call, qd.ami_audio(uri), qd.RATE) for uri in qd.ami_uris()}
+    return {uri: dz.listen(call, qd.ami_audio(uri), qd.RATE) for uri in qd.ami_uris()}
+
+
+def diarization_steps(heard: dict) -> dict:
+    """diarization_rows for each of DIARIZER_STEPS (the steps differ only after the encoder)."""
+    from tabs.voices import diarize as dz
+
     return {name: diarization_rows(lambda uri, speakers: dz.turns(*heard[uri], speakers, **settings))
             for name, settings in DIARIZER_STEPS.items()}
+
+
+# What each part of the diarizer allows, on the same prints and speech flags: the true speakers'
+# voices in place of the grouping (what the assignment by 0.8 s prints can do), and the true
+# speaker of each 30 ms of the speech the VAD hears (what the VAD's edges alone allow).
+CEILINGS = ("the true speakers' voices", "the true speaker of each 30 ms of speech heard")
+
+
+def _true_centroids(reference, starts: np.ndarray, prints: np.ndarray, names: list[str]) -> np.ndarray:
+    """Per speaker of `names`, the mean 0.8 s print of the windows its turns fill by 80 % or more
+    (else of its best-filled window), unit length: the space speech is assigned in."""
+    from tabs.voices.diarize import WINDOW_S
+
+    a = starts / 100.0   # mel frames of 10 ms
+    b = a + WINDOW_S
+    rows = []
+    for name in names:
+        filled = sum(np.clip(np.minimum(b, end) - np.maximum(a, start), 0, None)
+                     for start, end, speaker in reference if speaker == name) / WINDOW_S
+        chosen = filled >= 0.8 if (filled >= 0.8).any() else filled == filled.max()
+        centroid = prints[chosen, 1].mean(axis=0)
+        rows.append(centroid / np.linalg.norm(centroid))
+    return np.stack(rows)
+
+
+def _true_owner(reference, speech: np.ndarray, names: list[str]) -> np.ndarray:
+    """The true speaker of each 30 ms speech flag (-1 where no speech is heard or no one speaks;
+    where turns overlap, the shorter turn's: a backchannel over a long turn is found)."""
+    from tabs.voices import diarize as dz
+
+    times = (np.arange(speech.size) + 0.5) * dz._VAD_WINDOW / dz.RATE
+    owner = np.full(speech.size, -1)
+    for start, end, speaker in sorted(reference, key=lambda t: t[0] - t[1]):   # longest first
+        owner[(times >= start) & (times < end)] = names.index(speaker)
+    return np.where(speech, owner, -1)
+
+
+def diarization_ceilings(heard: dict) -> dict:
+    """diarization_rows with each of CEILINGS in place of the diarizer's own part."""
+    from tabs.voices import diarize as dz
+
+    turns = qd.ami_turns()
+
+    def known(uri):
+        reference = [(t.start, t.end, t.speaker) for t in turns[uri]]
+        return reference, sorted({t[2] for t in reference})
+
+    def true_voices(uri, speakers):
+        (reference, names), (wav, starts, prints) = known(uri), heard[uri]
+        return {"segments": dz.segments_from(starts, prints, speakers=speakers, **dz.both_flags(wav),
+                                             centroids=_true_centroids(reference, starts, prints, names))}
+
+    def true_speakers(uri, speakers):
+        reference, names = known(uri)
+        speech = dz.drop_clicks(dz.both_flags(heard[uri][0])["flags"])
+        return {"segments": dz.segments_of_owner(_true_owner(reference, speech, names))}
+
+    return dict(zip(CEILINGS, (diarization_rows(true_voices), diarization_rows(true_speakers))))
 
 
 def diarization_rows(diarize) -> dict:
     """DER and boundary errors over the AMI files; diarize(uri, speakers) -> {"segments": [...]}."""
     turns, uem = qd.ami_turns(), qd.ami_uem()
     totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "overlapped": 0.0, "speech_s": 0.0}
-    files, edges, two = {}, [], []
+    files, edges, two, train, held_out = {}, [], [], [], []
     for uri in qd.ami_uris():
         reference = [(t.start, t.end, t.speaker) for t in turns[uri]]
         speakers = len({t[2] for t in reference})
@@ -253,6 +318,7 @@ def diarization_rows(diarize) -> dict:
         errors = boundary_errors(reference, hypothesis, uem[uri])
         edges += errors
         two += errors if speakers == 2 else []
+        (train if uri.startswith("trn") else held_out).extend(errors)
         files[uri] = {"speakers": speakers, "der": round(scored["der"], 4), "boundary_median_s": median_s(errors)}
         for key in totals:
             totals[key] += scored[key] * (scored["speech_s"] if key != "speech_s" else 1)
@@ -263,6 +329,8 @@ def diarization_rows(diarize) -> dict:
             **{k: round(v / speech, 4) for k, v in totals.items()},
             "boundaries": len(edges), "boundary_median_s": median_s(edges),
             "boundary_median_2_speakers_s": median_s(two),
+            # trn00-trn09, where the diarizer's settings were chosen; dev and tst held out
+            "boundary_median_train_s": median_s(train), "boundary_median_held_out_s": median_s(held_out),
             "boundaries_within_0_5s": round(sum(e <= 0.5 for e in finite) / len(edges), 3),
             "per_file": files}
 
@@ -279,7 +347,9 @@ def run(verbose: bool = True) -> dict:
     started = time.perf_counter()
     voices = {**voice_rows(call, vo.SAME_SPEAKER), **voice_set_rows(call, vo.SAME_SPEAKER)}
     voices_s = time.perf_counter() - started
-    steps = diarization_steps(call)
+    heard = listen_all(call)
+    steps = diarization_steps(heard)
+    ceilings = diarization_ceilings(heard)
     diarization = steps[list(DIARIZER_STEPS)[-1]]
     diarization_s = time.perf_counter() - started - voices_s
     result = {"data": "AMI excerpts (pyannote.audio 4.0.7 sdist tests/data, 14 x 30 s); voices also on "
@@ -287,17 +357,20 @@ def run(verbose: bool = True) -> dict:
               "diarization": diarization,
               "diarization_steps": {name: {k: v for k, v in row.items() if k != "per_file"}
                                     for name, row in steps.items()},
+              "diarization_ceilings": {name: {k: v for k, v in row.items() if k != "per_file"}
+                                       for name, row in ceilings.items()},
               "seconds": {"voices": round(voices_s, 1), "diarization": round(diarization_s, 1)}}
     if verbose:
         for name, row in voices.items():
             print(f"voices {name}: {row['clips']} clips / {row['speakers']} speakers, {row['same_pairs']} same / "
                   f"{row['different_pairs']} different pairs: EER {row['eer']:.1%} at {row['threshold_at_eer']}; "
                   f"at {row['app_threshold']}: FRR {row['frr_at_app']:.1%}, FAR {row['far_at_app']:.1%}")
-        for name, d in steps.items():
+        for name, d in {**steps, **{f"ceiling, {k}": v for k, v in ceilings.items()}}.items():
             print(f"diarization, {name}: {d['files']} files, DER {d['der']:.1%} (missed {d['missed']:.1%}, "
                   f"false alarm {d['false_alarm']:.1%}, confusion {d['confusion']:.1%}; overlapped speech "
                   f"{d['overlapped']:.1%}); median boundary error {d['boundary_median_s']} s over "
-                  f"{d['boundaries']} edges ({d['boundary_median_2_speakers_s']} s in the 2-speaker files), "
+                  f"{d['boundaries']} edges ({d['boundary_median_2_speakers_s']} s in the 2-speaker files, train "
+                  f"{d['boundary_median_train_s']} s, held-out {d['boundary_median_held_out_s']} s), "
                   f"{d['boundaries_within_0_5s']:.0%} within 0.5 s; median DER per file "
                   f"{statistics.median(f['der'] for f in d['per_file'].values()):.1%}")
     return result

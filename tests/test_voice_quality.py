@@ -93,14 +93,15 @@ def test_the_tab_calls_a_real_pair_the_same_voice_that_080_rejected(engine, ami,
 
 def test_diarization_of_the_two_speaker_meetings(call):
     """dev00, dev01, trn03 (2 speakers each), with the VAD on the recording raised by up to 6 dB,
-    voices grouped on the unraised VAD's windows, speech assigned by the 0.8 s prints and turns
-    down to 0.25 s kept: measured DER 35.4, 32.2, 25.9 % (30.9 % pooled: missed 25.7, false alarm
-    1.9, confusion 3.3 points) and a median turn-boundary error of 0.20 s over 35 edges. First
-    measured (VAD at the recording's own volume, 1.6 s prints): 48.8, 42.5, 29.2 % (39.6 %
-    pooled: missed 31.6, confusion 6.8) and 0.36 s. Margin: the per-file spread of the DER over
-    the square root of the files (4.8 / 1.7 = 2.8 points), which still fails at the first
-    measured figures. The boundary error is held to issue 19's goal, 0.5 s. (All 14 files:
-    bench/quality.py.)"""
+    voices grouped on the unraised VAD's windows with their centroids among the 0.8 s prints,
+    speech assigned by the 0.8 s prints and turns down to 0.25 s kept: measured DER 35.5, 34.2,
+    28.1 % (32.3 % pooled: missed 25.7, false alarm 1.9, confusion 4.6 points) and a median
+    turn-boundary error of 0.16 s over 35 edges (centroids of the 1.6 s prints: 30.9 %, confusion
+    3.3, and 0.20 s). First measured (VAD at the recording's own volume, 1.6 s prints): 48.8,
+    42.5, 29.2 % (39.6 % pooled: missed 31.6, confusion 6.8) and 0.36 s. Margin: the per-file
+    spread of the DER over the square root of the files (4.8 / 1.7 = 2.8 points), which still
+    fails at the first measured figures. The boundary error is held to issue 19's goal, 0.5 s.
+    (All 14 files: bench/quality.py.)"""
     turns, uem = qd.ami_turns(), qd.ami_uem()
     totals, edges = np.zeros(4), []
     for uri in ("dev00", "dev01", "trn03"):
@@ -113,28 +114,30 @@ def test_diarization_of_the_two_speaker_meetings(call):
         edges += q.boundary_errors(reference, hypothesis, uem[uri])
     missed, false_alarm, confusion = totals[:3] / totals[3]
     margin = 0.028
-    assert missed + false_alarm + confusion <= 0.309 + margin
-    assert missed <= 0.257 + margin and false_alarm <= 0.019 + margin and confusion <= 0.033 + margin
+    assert missed + false_alarm + confusion <= 0.323 + margin
+    assert missed <= 0.257 + margin and false_alarm <= 0.019 + margin and confusion <= 0.046 + margin
     assert len(edges) == 35 and np.median(edges) < 0.5
 
 
 def test_short_turns_on_the_held_out_meetings(call):
     """dev00, dev01, tst00, tst01 (held out when the diarizer's settings were tried on trn00-trn09):
-    speech assigned by the 0.8 s prints, turns down to 0.25 s kept: median turn-boundary error
-    0.35 s over 80 edges (bootstrap sd over edges 0.12 s); the 1.6 s prints with 0.3 s turns gave
-    0.64 s.
-    Held to issue 19's 0.5 s, and to better than the old settings on the same windows."""
+    speech assigned by the 0.8 s prints, turns down to 0.25 s kept, the voices' centroids among
+    the 0.8 s prints: median turn-boundary error 0.26 s over 80 edges (bootstrap sd over edges
+    0.12 s); with centroids of the 1.6 s prints 0.35 s; the 1.6 s prints alone with 0.3 s turns
+    0.64 s. Held to issue 19's 0.5 s, and to better than the older settings on the same windows."""
     turns, uem = qd.ami_turns(), qd.ami_uem()
-    edges, old = [], []
+    older = ({"centre_on_short": False}, {"assign_on_short": False, "min_turn_s": 0.3})
+    edges, before = [], [[] for _ in older]
     for uri in ("dev00", "dev01", "tst00", "tst01"):
         reference = [(t.start, t.end, t.speaker) for t in turns[uri]]
         heard = dz.listen(call, qd.ami_audio(uri), qd.RATE)
-        for settings, into in (({}, edges), ({"assign_on_short": False, "min_turn_s": 0.3}, old)):
+        for settings, into in zip(({}, *older), (edges, *before)):
             found = dz.turns(*heard, len({t[2] for t in reference}), **settings)
             hypothesis = [(s["start"], s["end"], s["speaker"]) for s in found["segments"]]
             into += q.boundary_errors(reference, hypothesis, uem[uri])
-    assert len(edges) == len(old) == 80
-    assert np.median(edges) < 0.5 and np.median(edges) < np.median(old)
+    assert len(edges) == 80 and [len(b) for b in before] == [80, 80]
+    assert np.median(edges) < 0.5
+    assert np.median(edges) < np.median(before[0]) < np.median(before[1])
 
 
 def test_a_near_silent_meeting_is_not_raised_into_speech():
