@@ -128,7 +128,11 @@ def build(engine: Engine) -> None:
             on_click(engine, go, compare_voices, "compare the voices", [first, second], verdict,
                      api_name="compare_voices")
         with sub_tab("Speakers", "Who speaks when, in a conversation. Say how many voices there are. "
-                     "Recordings over a minute run as a job and show on the Jobs tab."):
+                     "Recordings over a minute run as a job and show on the Jobs tab.\n\n"
+                     "How close: on real recordings of two people a turn's start or end lands about "
+                     "0.2 s from where it is (the median); in a meeting of three or four, a voice "
+                     "that says little is often given to someone else. Speech over speech goes to "
+                     "one of the two."):
             with gr.Column():
                 media = media_input("Audio or video")
                 speakers = gr.Number(value=2, minimum=1, maximum=vo.MAX_SPEAKERS, step=1, precision=0,
