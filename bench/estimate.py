@@ -175,7 +175,8 @@ def child(seed: str = "11", data_dir: str = "") -> None:
         spec, device = engine.registry.get(model), engine.devices.place(engine.registry.get(model).device)
         resident = model in engine.pool.loaded_models()
         seen = bucket in engine.footprints.get(model, device).run_peak_bytes
-        guess = engine.footprints.predict(spec, device, bucket, first_call=not resident)
+        # The endpoint the engine predicts for (its runs' capability): each model has one here.
+        guess = engine.footprints.predict(spec, device, bucket, first_call=not resident, endpoint=f"estimate {name}")
         load = 0 if resident else engine.footprints.load_bytes(spec, device)
         # What admission reserves (Pool._take): a load's learned transient beyond the run peak too.
         extra = 0 if resident else engine.pool.load_reserve(spec, device, guess.bytes)

@@ -46,7 +46,8 @@ class Run:
         engine, record = self.engine, self.record
         # Read after the lease, so after any load: a call right after one is a first call.
         predicted = engine.footprints.predict(engine.registry.get(model), device, self.bucket,
-                                              first_call=engine.footprints.fresh(model, device)).bytes
+                                              first_call=engine.footprints.fresh(model, device),
+                                              endpoint=endpoint_of(record)).bytes
         record.run_bytes_predicted = max(record.run_bytes_predicted or 0, predicted)
         if record.seconds_predicted is None:
             record.seconds_predicted = engine.timings.seconds(endpoint_of(record), record.size or self.bucket, device)
@@ -86,7 +87,7 @@ class Run:
                     # stands in until a call has the process to itself, or admission would wait
                     # for more memory than the model ever needs, possibly more than the budget.
                     engine.footprints.record_run(model, device, self.bucket, peaks.device_delta_bytes,
-                                                      crowded=peaks.overlapped)
+                                                 crowded=peaks.overlapped, endpoint=endpoint_of(record))
 
 
 @contextlib.contextmanager

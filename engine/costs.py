@@ -88,7 +88,8 @@ def estimate(engine, endpoint: str, size: str | None, bucket: str | None = None,
             resident = name in pool.loaded_models()
             parked = not resident and device != "cpu" and pool.parked(name)
             # A model that loads first pays its first call's lazy set-up too (FootprintStore.predict).
-            prediction = engine.footprints.predict(spec, device, bucket, first_call=not resident)
+            prediction = engine.footprints.predict(spec, device, bucket, first_call=not resident,
+                                                   endpoint=endpoint)
             load = 0 if resident else engine.footprints.load_bytes(spec, device)
             extra = 0 if resident else pool.load_reserve(spec, device, prediction.bytes)
             cost.models.append(ModelCost(name, device, resident, load, prediction.bytes, prediction.basis,

@@ -13,7 +13,10 @@ a size the loaded model has run already (the style network at 512x512 after 256:
 first time, 12 after: the heap's share alone); 'within', a new size below the largest it has run
 (its buffers mostly fit in the arena); 'reach', a size beyond it (the arena grows). Mixed in one
 curve, the first runs at a size over-predicted every repeat several times (bench estimate's warm
-runs). Footprints are persisted so that the next start admits work by numbers, not guesses.
+runs). A model that serves several endpoints may take different memory per size in each (the
+voice encoder: 3 MiB to compare 11.8 s of two voices, 43 MiB to diarize 30 s): sized runs are
+also learned per endpoint, and an endpoint with points of that unit is predicted from its own.
+Footprints are persisted so that the next start admits work by numbers, not guesses.
 """
 from __future__ import annotations
 
@@ -153,12 +156,13 @@ class FootprintStore:
                           for key, value in raw.items()}
 
     @staticmethod
-    def _key(model: str, device: str) -> str:
-        return f"{model}@{device_kind(device)}"
+    def _key(model: str, device: str, endpoint: str | None = None) -> str:
+        return f"{model}@{device_kind(device)}" + (f"#{endpoint}" if endpoint else "")
 
-    def get(self, model: str, device: str) -> Footprint:
+    def get(self, model: str, device: str, endpoint: str | None = None) -> Footprint:
+        """The model's footprint (every endpoint's runs), or what `endpoint`'s sized runs taught."""
         with self._lock:
-            fp = self._data.get(self._key(model, device), Footprint())
+            fp = self._data.get(self._key(model, device, endpoint), Footprint())
             return Footprint(fp.load_bytes, dict(fp.run_peak_bytes), list(fp.crowded), dict(fp.first_peak_bytes),
                              {k: dict(v) for k, v in fp.later_kinds.items()})
 
@@ -169,7 +173,8 @@ class FootprintStore:
     def run_bytes(self, spec: ModelSpec, device: str, bucket: str | None) -> int:
         return self.predict(spec, device, bucket).bytes
 
-    def predict(self, spec: ModelSpec, device: str, bucket: str | None, first_call: bool = False) -> Prediction:
+    def predict(self, spec: ModelSpec, device: str, bucket: str | None, first_call: bool = False,
+                endpoint: str | None = None) -> Prediction:
         """The run peak above the loaded model for an input of this size, with how it was got.
 
         A size key ("px:921600") is predicted from the measured sizes of its unit (clean ones;
@@ -181,9 +186,29 @@ class FootprintStore:
         see the module's docstring) where one was measured, and no higher than the later calls of
         every kind predict while its kind has a single size.
         Anything else, and a unit with no measured size, falls back to the per-bucket rule of old
-        footprint files: that bucket's peak, else the largest peak seen, else the spec's estimate."""
-        fp = self.get(spec.name, device)
-        sized = fitting.parse_key(bucket)
+        footprint files: that bucket's peak, else the largest peak seen, else the spec's estimate.
+        endpoint: where it has measured sizes of this unit, from its own runs alone (a first call
+        no lower than the model's first calls predict: the lazy set-up is the model's, whichever
+        endpoint paid it); where only other endpoints have, no lower than the spec's estimate."""
+        sized, model = fitting.parse_key(bucket), self.get(spec.name, device)
+        wide = self._predict(spec, device, model, sized, bucket, first_call)
+        if not endpoint or sized is None:
+            return wide
+        own = self.get(spec.name, device, endpoint)
+        if not _has_unit(own, sized[0]):
+            # Another function's curve may be far below this one's: the spec's guess bounds it.
+            estimate = Prediction(spec.run_estimate_bytes, spec.run_estimate_bytes, 0.0, "estimate")
+            return wide if wide.bytes >= estimate.bytes or not _has_unit(model, sized[0]) else estimate
+        mine = self._predict(spec, device, own, sized, bucket, first_call)
+        firsts = [(s, p) for s, (p, _) in _points(model, sized[0], model.first_peak_bytes).items()]
+        if first_call and firsts:
+            model_first = fitting.predict(firsts, sized[1])
+            if model_first.bytes > mine.bytes:
+                return _labelled(model_first, "first")
+        return mine
+
+    def _predict(self, spec: ModelSpec, device: str, fp: Footprint, sized: tuple[str, float] | None,
+                 bucket: str | None, first_call: bool) -> Prediction:
         if sized is not None:
             unit, size = sized
             kind = None if first_call else self._kind(spec.name, device, unit, size)
@@ -236,52 +261,32 @@ class FootprintStore:
         with self._lock:
             return _kind_of(self._served.get(self._key(model, device)), unit, size)
 
-    def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False) -> None:
+    def record_run(self, model: str, device: str, bucket: str | None, nbytes: int, crowded: bool = False,
+                   endpoint: str | None = None) -> None:
         """Keep the largest clean peak seen per size (or legacy bucket): admission must not
         under-reserve. A crowded measurement (other calls ran meanwhile) only fills a size with
         nothing better. The first sized call after a load goes to first_peak_bytes (clean ones
         only; a crowded one counts as a later call's stand-in); a later call of a followed model
         goes to its kind's peaks as well (clean ones only). At most fitting.MAX_POINTS sizes per
-        unit and kind are kept."""
+        unit and kind are kept. A sized run is learned for the model and, given one, for the
+        endpoint that made it (the same first / kind: the load is the model's)."""
         sized = fitting.parse_key(bucket)
         # One spelling per size ('px:100', never also 'px:100.0'): one point per distinct size.
         bucket = size_key(*sized) if sized is not None else bucket or "any"
         with self._lock:
             key = self._key(model, device)
-            fp = self._data.setdefault(key, Footprint())
             # A preload's empty call (no size) leaves the lazy set-up to the first real call.
             first = sized is not None and key in self._fresh
             if first:
                 self._fresh.discard(key)
             served = self._served.get(key)
             kind = None if first or sized is None else _kind_of(served, *sized)
-            changed = False   # the file is written once per call, whatever it changed
-            if kind is not None and not crowded:
-                # Kept among the later calls too: where a kind has no point yet, they predict it.
-                peaks = fp.later_kinds.setdefault(kind, {})
-                if nbytes > peaks.get(bucket, -1):
-                    peaks[bucket] = int(nbytes)
-                    _bound(fp, sized[0], peaks, [])
-                    changed = True
             if sized is not None and served is not None:
                 served.add(sized)
-            if first and not crowded:
-                if nbytes > fp.first_peak_bytes.get(bucket, -1):
-                    fp.first_peak_bytes[bucket] = int(nbytes)
-                    _bound(fp, sized[0], fp.first_peak_bytes, [])
-                    changed = True
-            elif not (crowded and bucket in fp.run_peak_bytes):
-                known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
-                if known is None or was_crowded or nbytes > known:
-                    fp.run_peak_bytes[bucket] = int(nbytes)
-                    if crowded:
-                        fp.crowded.append(bucket)
-                    elif was_crowded:
-                        fp.crowded.remove(bucket)
-                    if sized is not None:
-                        _bound(fp, sized[0], fp.run_peak_bytes, fp.crowded)
-                    changed = True
-            if changed:
+            keys = [key] + ([self._key(model, device, endpoint)] if endpoint and sized is not None else [])
+            # The file is written once per call, whatever it changed.
+            if any([_learn(self._data.setdefault(k, Footprint()), bucket, sized, int(nbytes), crowded, first, kind)
+                    for k in keys]):
                 self._save()
 
     def _save(self) -> None:
@@ -289,6 +294,41 @@ class FootprintStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.path, {k: vars(v) for k, v in self._data.items()}, indent=1)
+
+
+def _learn(fp: Footprint, bucket: str, sized: tuple[str, float] | None, nbytes: int, crowded: bool,
+           first: bool, kind: str | None) -> bool:
+    """FootprintStore.record_run's rules on one footprint; whether it changed."""
+    changed = False
+    if kind is not None and not crowded:
+        # Kept among the later calls too: where a kind has no point yet, they predict it.
+        peaks = fp.later_kinds.setdefault(kind, {})
+        if nbytes > peaks.get(bucket, -1):
+            peaks[bucket] = nbytes
+            _bound(fp, sized[0], peaks, [])
+            changed = True
+    if first and not crowded:
+        if nbytes > fp.first_peak_bytes.get(bucket, -1):
+            fp.first_peak_bytes[bucket] = nbytes
+            _bound(fp, sized[0], fp.first_peak_bytes, [])
+            changed = True
+    elif not (crowded and bucket in fp.run_peak_bytes):
+        known, was_crowded = fp.run_peak_bytes.get(bucket), bucket in fp.crowded
+        if known is None or was_crowded or nbytes > known:
+            fp.run_peak_bytes[bucket] = nbytes
+            if crowded:
+                fp.crowded.append(bucket)
+            elif was_crowded:
+                fp.crowded.remove(bucket)
+            if sized is not None:
+                _bound(fp, sized[0], fp.run_peak_bytes, fp.crowded)
+            changed = True
+    return changed
+
+
+def _has_unit(fp: Footprint, unit: str) -> bool:
+    """Whether `fp` holds a measured size of `unit` (a later or a first call)."""
+    return any(_points(fp, unit, peaks) for peaks in (fp.run_peak_bytes, fp.first_peak_bytes))
 
 
 def _sized(fp: Footprint, unit: str, size: float, first_call: bool) -> Prediction | None:

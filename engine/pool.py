@@ -35,6 +35,7 @@ from .residency import CUDA_PARKING, Instance, ModelUnavailable, Residency
 from .runs import current_run
 from .runtimes.backend import backend_of
 from .runtimes.torch_runtime import fault_in, release_cached_memory, tensor_bytes
+from .timings import endpoint_of
 
 __all__ = ["FAIR_WAIT_S", "Instance", "ModelUnavailable", "Pool"]
 
@@ -103,6 +104,7 @@ class Pool(Residency):
 
     def _acquire(self, spec: ModelSpec, bucket: str | None, timeout_s: float | None) -> Instance:
         run = current_run()
+        endpoint = endpoint_of(run) if run is not None else None   # its runs' own footprint
         started = time.monotonic()
         deadline = started + (self.wait_timeout_s if timeout_s is None else timeout_s)
         waiter = None
@@ -114,7 +116,8 @@ class Pool(Residency):
                         # A model not loaded yet runs its first call, which can need more (lazy
                         # set-up): reserved as engine/costs.py predicts it for the user.
                         first = not any(i.spec is spec for i in self._instances)
-                        run_bytes = self.footprints.predict(spec, device, bucket, first_call=first).bytes
+                        run_bytes = self.footprints.predict(spec, device, bucket, first_call=first,
+                                                            endpoint=endpoint).bytes
                         load_bytes = self.footprints.load_bytes(spec, device)
                     if not self._must_yield(spec, device, run_bytes, waiter):
                         instance = self._try_take(spec, device, run_bytes, load_bytes)

@@ -138,6 +138,39 @@ def test_the_points_are_bounded_and_merging_only_moves_the_prediction_up(tmp_pat
     assert len(FootprintStore(tmp_path / "footprints.json").get("net", "cpu").run_peak_bytes) == MAX_POINTS
 
 
+def test_an_endpoint_is_predicted_from_its_own_runs_once_it_has_some(tmp_path):
+    """One model, two functions: the voice encoder compared 11.8 s of two voices in 3 MiB and
+    diarized 30 s in 43 MiB (one window batch after another). Learned as one curve per model,
+    the diarization after a comparison was predicted at 3 MiB, and a comparison after
+    diarizations at many times what it takes."""
+    path = tmp_path / "footprints.json"
+    store = FootprintStore(path)
+    store.record_load("enc", "cpu", 8 * MiB)
+    store.record_run("enc", "cpu", "s:11.8", 3 * MiB, endpoint="compare_voices")   # the first call
+    store.record_run("enc", "cpu", "s:11.8", 3 * MiB, endpoint="compare_voices")
+    # An endpoint with no run of its own: as the model is, but no lower than the spec's guess
+    # (the voice encoder's 64 MiB), since the other function's curve may be far below its own.
+    assert store.predict(spec("enc"), "cpu", "s:30").bytes < 9 * MiB
+    guess = store.predict(spec("enc", 64 * MiB), "cpu", "s:30", endpoint="diarize")
+    assert (guess.basis, guess.bytes) == ("estimate", 64 * MiB)
+    store.record_run("enc", "cpu", "s:30", 43 * MiB, endpoint="diarize")
+    store.record_run("enc", "cpu", "s:60", 86 * MiB, endpoint="diarize")
+    diarize = store.predict(spec("enc"), "cpu", "s:45", endpoint="diarize")
+    assert diarize.basis == "fit" and diarize.fit_bytes == pytest.approx(64.5 * MiB, rel=0.01)
+    compare = store.predict(spec("enc"), "cpu", "s:20", endpoint="compare_voices").bytes
+    model_wide = store.predict(spec("enc"), "cpu", "s:20").bytes
+    assert compare < 8 * MiB < 20 * MiB < model_wide   # the mixed curve holds diarize's runs
+    # A first call after a load pays the model's lazy set-up, whichever endpoint it comes by.
+    first = store.predict(spec("enc"), "cpu", "s:11.8", first_call=True, endpoint="diarize")
+    assert first.bytes >= 3 * MiB
+    # Persisted beside the model's own footprint; a size-less run teaches no endpoint.
+    store.record_run("enc", "cpu", None, 1 * MiB, endpoint="other")
+    again = FootprintStore(path)
+    assert again.get("enc", "cpu", "diarize").run_peak_bytes == {"s:30": 43 * MiB, "s:60": 86 * MiB}
+    assert again.get("enc", "cpu", "other") == again.get("enc", "cpu", "nothing")   # both empty
+    assert again.predict(spec("enc"), "cpu", "s:45", endpoint="diarize").bytes == diarize.bytes
+
+
 def test_the_first_call_after_a_load_is_kept_apart_and_predicts_a_call_that_loads(tmp_path):
     path = tmp_path / "footprints.json"
     store = FootprintStore(path)
