@@ -37,6 +37,11 @@ def size_key(unit: str, size: float) -> str:
     return f"{unit}:{text}"
 
 
+def seconds_bucket(seconds: float) -> str:
+    """Input size of audio: its length in seconds ('s:12.5'); the engine fits memory to it."""
+    return size_key("s", round(seconds, 2))
+
+
 def parse_key(key: str | None) -> tuple[str, float] | None:
     """(unit, size) of a size key, None for a legacy bucket ('0.25MP', 'any') or None."""
     if not key or ":" not in key:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import Call, JobContext, ModelSpec, UserFacingError
+from engine import Call, JobContext, ModelSpec, UserFacingError, seconds_bucket  # noqa: F401 (callers read it here)
 from engine.files import save_arrays, write_json
 from engine.media.audio import probe_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
-from engine.predict import size_key
 from engine.runtimes import onnx_runtime
 
 MiB = 1024**2
@@ -52,11 +51,6 @@ def model_path() -> Path:
 
 def unavailable_reason() -> str | None:
     return reason_if_missing(model_path)
-
-
-def seconds_bucket(seconds: float) -> str:
-    """Input size of audio: its length in seconds ('s:12.5'); the engine fits memory to it."""
-    return size_key("s", round(seconds, 2))
 
 
 # ---------------------------------------------------------------------------------- model

@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine import Engine, UserFacingError
+from engine import Engine, UserFacingError, seconds_bucket
 from engine.media.audio import MediaError, probe_audio, read_audio
 from ui.components import media_input, on_click, on_click_queued, sub_tab, run_button
 from ui.jobs import start_job
@@ -81,7 +81,7 @@ def compare_voices(engine: Engine, first: str | None, second: str | None) -> dic
     """
     check({}, {"first": first, "second": second})
     a, b = _first_minute(first, "first"), _first_minute(second, "second")
-    with engine.run("compare_voices") as run:
+    with engine.run("compare_voices", bucket=seconds_bucket((a.size + b.size) / vo.RATE)) as run:
         return vo.compare_voices(run.call, a, b, vo.RATE)
 
 
@@ -104,7 +104,7 @@ def diarize(engine: Engine, media: str | None, speakers: int = 2,
         return start_job(engine, vo.DIARIZE_LONG, {"speakers": speakers}, {"media": media}, progress,
                          then=functools.partial(_shown_file, info.duration_s))
     samples = read_audio(media, vo.RATE, max_seconds=vo.LONG_S)
-    with engine.run("diarize") as run:
+    with engine.run("diarize", bucket=seconds_bucket(samples.size / vo.RATE)) as run:
         result = vo.diarize(run.call, samples, speakers, vo.RATE)
     return result, timeline(result["segments"], info.duration_s or 0.0)
 
