@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine import Engine
+from engine import Engine, seconds_bucket
 from engine.media.audio import probe_audio
 from ui.components import on_click_queued, run_button
 from ui.jobs import start_job
@@ -38,7 +38,7 @@ def denoise(engine: Engine, media: str | None, model: str = "deepfilternet",
         # Long results stay in their job's folder, beside the WAV the job wrote.
         return start_job(engine, dn.DENOISE_LONG, {"model": model}, {"media": media}, progress, then=_with_wav)
     # Short results go to the temp folder, which Gradio serves.
-    with engine.run("denoise") as run:
+    with engine.run("denoise", bucket=seconds_bucket(info.duration_s)) as run:
         wav, result = dn.denoise_file(run.call, media, new_output_dir("denoise"), model)
     return str(wav), str(result)
 
