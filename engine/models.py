@@ -14,7 +14,7 @@ first time, 12 after: the heap's share alone); 'within', a new size below the la
 (its buffers mostly fit in the arena); 'reach', a size beyond it (the arena grows). Mixed in one
 curve, the first runs at a size over-predicted every repeat several times (bench estimate's warm
 runs). A model that serves several endpoints may take different memory per size in each (the
-voice encoder: 3 MiB to compare 11.8 s of two voices, 43 MiB to diarize 30 s): sized runs are
+voice encoder: 3-11 MiB to compare 11.8 s of two voices, 42 MiB to diarize 30 s): sized runs are
 also learned per endpoint, and an endpoint with points of that unit is predicted from its own.
 Footprints are persisted so that the next start admits work by numbers, not guesses.
 """

@@ -139,8 +139,8 @@ def test_the_points_are_bounded_and_merging_only_moves_the_prediction_up(tmp_pat
 
 
 def test_an_endpoint_is_predicted_from_its_own_runs_once_it_has_some(tmp_path):
-    """One model, two functions: the voice encoder compared 11.8 s of two voices in 3 MiB and
-    diarized 30 s in 43 MiB (one window batch after another). Learned as one curve per model,
+    """One model, two functions: the voice encoder compared 11.8 s of two voices in 3-11 MiB and
+    diarized 30 s in 42 MiB (one window batch after another). Learned as one curve per model,
     the diarization after a comparison was predicted at 3 MiB, and a comparison after
     diarizations at many times what it takes."""
     path = tmp_path / "footprints.json"
