@@ -6,7 +6,7 @@ import json
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from engine import Engine, UserFacingError, seconds_bucket
 from engine.media.audio import MediaError, probe_audio, read_audio
@@ -33,15 +33,18 @@ _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
 def timeline(segments: list[dict], duration_s: float, width: int = 900) -> np.ndarray:
     """A row per speaker, a bar per turn, and at most ~12 time ticks."""
     names = list(dict.fromkeys(s["speaker"] for s in segments)) or ["no speech"]
-    label_w, row_h, top = 90, 26, 8
-    height = top + row_h * len(names) + 22
+    # The top is left blank: Gradio lays the image's label and buttons over it, which hid the
+    # first speaker's name and the end of its row.
+    label_w, row_h, top = 110, 30, 48
+    height = top + row_h * len(names) + 26
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=15)
     span = max(duration_s, max((s["end"] for s in segments), default=0.0), 1e-3)
     scale = (width - label_w - 10) / span
     for row, name in enumerate(names):
         y = top + row * row_h
-        draw.text((4, y + 7), name, fill="black")
+        draw.text((4, y + 7), name, fill="black", font=font)
         draw.rectangle([label_w, y + 3, width - 10, y + row_h - 3], fill=(240, 240, 240))
     for s in segments:
         row = names.index(s["speaker"])
@@ -54,7 +57,8 @@ def timeline(segments: list[dict], duration_s: float, width: int = 900) -> np.nd
         x = label_w + k * tick * scale
         draw.line([x, axis, x, axis + 4], fill="black")
         text = f"{k * tick:.0f}s" if tick < 60 else f"{k * tick / 60:.0f}min"
-        draw.text((x + 2, axis + 4), text, fill="black")
+        room = width - x - 2 >= draw.textlength(text, font=font)   # the last tick's label fits
+        draw.text((x + 2 if room else x - 2 - draw.textlength(text, font=font), axis + 5), text, fill="black", font=font)
     return np.asarray(image)
 
 
