@@ -191,14 +191,13 @@ class FootprintStore:
         no lower than the model's first calls predict: the lazy set-up is the model's, whichever
         endpoint paid it); where only other endpoints have, no lower than the spec's estimate."""
         sized, model = fitting.parse_key(bucket), self.get(spec.name, device)
-        wide = self._predict(spec, device, model, sized, bucket, first_call)
-        if not endpoint or sized is None:
-            return wide
-        own = self.get(spec.name, device, endpoint)
-        if not _has_unit(own, sized[0]):
+        own = self.get(spec.name, device, endpoint) if endpoint and sized is not None else None
+        if own is None or not _has_unit(own, sized[0]):
+            wide = self._predict(spec, device, model, sized, bucket, first_call)
+            if own is None or not _has_unit(model, sized[0]) or wide.bytes >= spec.run_estimate_bytes:
+                return wide
             # Another function's curve may be far below this one's: the spec's guess bounds it.
-            estimate = Prediction(spec.run_estimate_bytes, spec.run_estimate_bytes, 0.0, "estimate")
-            return wide if wide.bytes >= estimate.bytes or not _has_unit(model, sized[0]) else estimate
+            return Prediction(spec.run_estimate_bytes, spec.run_estimate_bytes, 0.0, "estimate")
         mine = self._predict(spec, device, own, sized, bucket, first_call)
         firsts = [(s, p) for s, (p, _) in _points(model, sized[0], model.first_peak_bytes).items()]
         if first_call and firsts:

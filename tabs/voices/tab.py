@@ -57,8 +57,9 @@ def timeline(segments: list[dict], duration_s: float, width: int = 900) -> np.nd
         x = label_w + k * tick * scale
         draw.line([x, axis, x, axis + 4], fill="black")
         text = f"{k * tick:.0f}s" if tick < 60 else f"{k * tick / 60:.0f}min"
-        room = width - x - 2 >= draw.textlength(text, font=font)   # the last tick's label fits
-        draw.text((x + 2 if room else x - 2 - draw.textlength(text, font=font), axis + 5), text, fill="black", font=font)
+        wide = draw.textlength(text, font=font)
+        # The last tick's label goes left of its tick where it would run off the picture.
+        draw.text((x + 2 if x + 2 + wide <= width else x - 2 - wide, axis + 5), text, fill="black", font=font)
     return np.asarray(image)
 
 
