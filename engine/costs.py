@@ -23,6 +23,7 @@ import numpy as np
 from .device_map import DeviceMap
 from .devices import rounded_bytes
 from .models import size_key
+from .predict import seconds_bucket
 from .oom import NotEnoughMemory
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -150,7 +151,7 @@ def request_size(values: Iterable[Any]) -> str | None:
         elif isinstance(value, str):
             chars += len(value.strip())
     if seconds:
-        return size_key("s", round(seconds, 2))
+        return seconds_bucket(seconds)
     if widths:
         return size_key("px", max(widths) * max(heights))
     return size_key("chars", chars) if chars else None

@@ -36,7 +36,7 @@ from engine import Call, JobContext, ModelSpec
 from engine.files import write_json
 from engine.media.audio import probe_audio, read_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
-from engine.predict import size_key
+from engine.predict import seconds_bucket as seconds_key
 from engine.runtimes import onnx_runtime
 
 from . import decode
@@ -87,7 +87,7 @@ def note_name(pitch: int) -> str:
 
 def seconds_bucket(seconds: float) -> str:
     """Input size in seconds ('s:12.5'): the length, at most a chunk (memory follows the chunk)."""
-    return size_key("s", round(min(seconds, CHUNK_WINDOWS * STRIDE / SAMPLE_RATE), 2))
+    return seconds_key(min(seconds, CHUNK_WINDOWS * STRIDE / SAMPLE_RATE))
 
 
 def frame_count(samples: int) -> int:

@@ -26,7 +26,7 @@ from engine.devices import usable_cores
 from engine.files import write_json, write_text
 from engine.media import subtitles
 from engine.package_files import package_folder, reason_if_missing
-from engine.predict import size_key
+from engine.predict import seconds_bucket
 
 MiB = 1024**2
 
@@ -233,7 +233,7 @@ def join_text(segments: list[dict]) -> str:
 def duration_bucket(seconds: float) -> str:
     """Input size of speech: its length in seconds ('s:75.2'); the engine fits memory to it
     (Whisper works in 30 s windows, the audio and its features grow with the length)."""
-    return size_key("s", round(seconds, 2))
+    return seconds_bucket(seconds)
 
 
 def transcribe(call: Call, samples_16k: np.ndarray) -> dict:

@@ -31,7 +31,7 @@ from engine import Call, JobContext, ModelSpec, UserFacingError
 from engine.files import write_json
 from engine.media.audio import probe_audio, stream_audio
 from engine.package_files import package_folder, reason_if_missing
-from engine.predict import size_key
+from engine.predict import seconds_bucket as seconds_key
 from engine.runtimes import onnx_runtime
 
 from . import network as nw
@@ -78,7 +78,7 @@ def unavailable_reason() -> str | None:
 def seconds_bucket(seconds: float) -> str:
     """Input size in seconds ('s:12.5'): memory follows the 30 s chunk, not the file, so the
     length counts up to one chunk."""
-    return size_key("s", round(min(seconds, CHUNK_S), 2))
+    return seconds_key(min(seconds, CHUNK_S))
 
 
 # ---------------------------------------------------------------------------------- model
